@@ -1,0 +1,10 @@
+<?php if (!$results): ?>
+<p class="no-results">Nothing found for <?php echo htmlspecialchars($q); ?>.</p>
+<?php else: ?>
+<ol class="results">
+<?php foreach ($results as $r): ?>
+  <li><?php echo htmlspecialchars($r['title']); ?>
+    <p><?php echo htmlspecialchars($r['excerpt']); ?></p></li>
+<?php endforeach; ?>
+</ol>
+<?php endif; ?>

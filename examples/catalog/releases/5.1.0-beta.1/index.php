@@ -1,0 +1,15 @@
+<?php
+// Acme CMS front controller.
+define('ACME_ROOT', __DIR__);
+require ACME_ROOT . '/lib/bootstrap.php';
+
+switch ($_GET['r'] ?? 'home') {
+    case 'search':
+        acme_render_file(ACME_ROOT . '/app/search/results.php', ['title' => 'Search']);
+        break;
+    case 'suggest':
+        require ACME_ROOT . '/app/search/suggest.php';
+        break;
+    default:
+        acme_render('home', ['title' => acme_config('site_name')]);
+}

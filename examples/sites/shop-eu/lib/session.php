@@ -1,0 +1,5 @@
+<?php
+// Starts the visitor session.
+session_name('acme_sid');
+session_set_cookie_params(3600);
+session_start();

@@ -1,0 +1,211 @@
+//! The command line: clap definitions, dispatch, printing and exit codes.
+//!
+//! This is the only module that prints or knows exit codes (SPEC §3). Each
+//! subcommand lives in its own file and returns a [`Outcome`] or a
+//! [`CliError`]; [`run`] turns either into output and an exit code.
+
+mod explain;
+mod output;
+mod schema;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::load::{self, Diagnostic, Fleet, LoadOptions};
+pub use output::Printer;
+
+/// Exit codes of SPEC §3.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The operation failed; the site was returned to its state before it.
+    pub const FAILED: u8 = 1;
+    /// Invalid input; nothing was changed.
+    pub const INVALID: u8 = 2;
+    /// Refused (stale plan, lock held, approval missing, untrusted catalog).
+    pub const REFUSED: u8 = 3;
+    /// `plan --detailed-exitcode`: changes are pending.
+    pub const PENDING: u8 = 4;
+}
+
+/// Keeps a fleet of web sites on the releases and hot fixes their owners
+/// asked for, declaratively, from git.
+#[derive(Debug, Parser)]
+#[command(name = "sitekeeper", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 success, 1 failed (site restored), 2 invalid input (nothing changed), \
+3 refused, 4 changes pending (plan --detailed-exitcode).\nThe file formats are described in SPEC.md and schema/.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The fleet repo: a directory or a git URL.
+    #[arg(long, global = true, default_value = ".", value_name = "PATH|URL")]
+    pub fleet: String,
+    /// Where per-site state and fetched repositories are kept.
+    #[arg(long, global = true, value_name = "DIR", env = "SITEKEEPER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// Say more (repeat for even more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Say only what went wrong.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// When to use colour (NO_COLOR is honoured with auto).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people at a terminal.
+    Human,
+    /// Stable keys for programs (SPEC §3.1).
+    Json,
+    /// For pull-request comments.
+    Markdown,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// The subcommands (SPEC §3).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every fleet and catalog file; no site is read or written.
+    Validate,
+    /// Show a site's effective settings and the file and line that set each.
+    Explain {
+        /// The site.
+        site: String,
+    },
+    /// Compute what would be done to each site, and why; writes nothing to sites.
+    Plan(Pending),
+    /// Converge sites to their plans.
+    Apply(Pending),
+    /// Take over an existing install at a version (or the release it matches best).
+    Adopt(Pending),
+    /// Return a site to a rollback point.
+    Rollback(Pending),
+    /// Show a site's rollback points and ledger entries.
+    History(Pending),
+    /// Show version, applied fixes, pending items, drift and last result.
+    Status(Pending),
+    /// List available upgrades, classified eligible, questionable or ineligible.
+    Check(Pending),
+    /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch.
+    Approve(Pending),
+    /// Run as a reconciler daemon.
+    Watch(Pending),
+    /// Write the JSON Schemas of every file kind.
+    Schema {
+        /// Write one file per kind into this directory, instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Arguments of a command that is not implemented yet; accepted so that its
+/// help exists, and refused with exit 2 when run.
+#[derive(Debug, Args)]
+pub struct Pending {
+    /// Arguments (not implemented yet).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// A failure that ends a command, with its exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Input problems, all of them: exit 2.
+    Invalid(Vec<Diagnostic>),
+    /// A usage error without a file: exit 2.
+    Usage(String),
+    /// A system error (I/O on our own output, say): exit 1.
+    Failed(String),
+    /// The command already printed its report; exit with this code.
+    Exit(u8),
+}
+
+impl From<Diagnostic> for CliError {
+    fn from(d: Diagnostic) -> Self {
+        CliError::Invalid(vec![d])
+    }
+}
+
+/// Reads the fleet and its catalogs, failing with every diagnostic if any.
+fn load_clean(global: &Global) -> Result<Fleet, CliError> {
+    let (fleet, diags) = load::load(&load_options(global))?;
+    if diags.is_empty() { Ok(fleet) } else { Err(CliError::Invalid(diags)) }
+}
+
+fn load_options(global: &Global) -> LoadOptions {
+    LoadOptions { fleet: global.fleet.clone(), state_dir: global.state_dir.clone() }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let printer = Printer::new(&cli.global);
+    let result = match &cli.command {
+        Command::Validate => validate::run(&cli.global, &printer),
+        Command::Explain { site } => explain::run(&cli.global, &printer, site),
+        Command::Schema { out } => schema::run(&printer, out.as_deref()),
+        other => Err(CliError::Usage(format!(
+            "`sitekeeper {}` is not implemented yet",
+            command_name(other)
+        ))),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(CliError::Invalid(diags)) => {
+            printer.diagnostics(&diags);
+            ExitCode::from(exit::INVALID)
+        }
+        Err(CliError::Usage(message)) => {
+            printer.error(&message);
+            ExitCode::from(exit::INVALID)
+        }
+        Err(CliError::Failed(message)) => {
+            printer.error(&message);
+            ExitCode::from(exit::FAILED)
+        }
+        Err(CliError::Exit(code)) => ExitCode::from(code),
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Validate => "validate",
+        Command::Explain { .. } => "explain",
+        Command::Plan(_) => "plan",
+        Command::Apply(_) => "apply",
+        Command::Adopt(_) => "adopt",
+        Command::Rollback(_) => "rollback",
+        Command::History(_) => "history",
+        Command::Status(_) => "status",
+        Command::Check(_) => "check",
+        Command::Approve(_) => "approve",
+        Command::Watch(_) => "watch",
+        Command::Schema { .. } => "schema",
+    }
+}

@@ -1,0 +1,92 @@
+//! How results reach people: colour decisions, diagnostics, tables.
+//!
+//! Diagnostics always go to stderr in their `file:line:col: message (hint: …)`
+//! form; reports go to stdout in the chosen `--format`.
+
+use std::io::{IsTerminal, Write};
+
+use super::{ColorChoice, Format, Global};
+use crate::load::Diagnostic;
+
+/// Prints results and errors according to the global options.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    color_err: bool,
+    color_out: bool,
+    quiet: bool,
+    /// The chosen output format.
+    pub format: Format,
+}
+
+impl Printer {
+    /// A printer for these options and the current terminal and environment.
+    pub fn new(global: &Global) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let decide = |tty: bool| match global.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && !no_color,
+        };
+        Self {
+            color_err: decide(std::io::stderr().is_terminal()),
+            color_out: decide(std::io::stdout().is_terminal()),
+            quiet: global.quiet,
+            format: global.format,
+        }
+    }
+
+    fn paint(on: bool, code: &str, text: &str) -> String {
+        if on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    }
+
+    /// `text` in bold on stdout, when colour is on.
+    pub fn bold(&self, text: &str) -> String {
+        Self::paint(self.color_out, "1", text)
+    }
+
+    /// `text` dimmed on stdout, when colour is on.
+    pub fn dim(&self, text: &str) -> String {
+        Self::paint(self.color_out, "2", text)
+    }
+
+    /// `text` in yellow on stdout, when colour is on.
+    pub fn warn(&self, text: &str) -> String {
+        Self::paint(self.color_out, "33", text)
+    }
+
+    /// Every diagnostic on stderr, then a count.
+    pub fn diagnostics(&self, diags: &[Diagnostic]) {
+        let mut err = std::io::stderr().lock();
+        for d in diags {
+            let mut line = format!("{}: {}", Self::paint(self.color_err, "1", &d.at.to_string()), d.message);
+            if let Some(hint) = &d.hint {
+                line.push_str(&Self::paint(self.color_err, "36", &format!(" (hint: {hint})")));
+            }
+            let _ = writeln!(err, "{line}");
+        }
+        if diags.len() > 1 {
+            let _ = writeln!(err, "{} errors", diags.len());
+        }
+    }
+
+    /// A one-line error on stderr.
+    pub fn error(&self, message: &str) {
+        let _ = writeln!(std::io::stderr().lock(), "{}: {message}", Self::paint(self.color_err, "31;1", "error"));
+    }
+
+    /// A line on stdout, unless `-q`.
+    pub fn say(&self, text: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
+    }
+
+    /// A report on stdout, even with `-q` (it is what was asked for).
+    pub fn report(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = out.write_all(b"\n");
+        }
+    }
+}

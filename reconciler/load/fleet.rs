@@ -1,0 +1,239 @@
+//! Loading a fleet repo: `fleet.yaml`, sites, policies and approvals, and
+//! then every catalog that `fleet.yaml` names.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use super::catalog::{self, LoadedCatalog};
+use super::source::{self, Source};
+use super::stock::{STOCK_POLICIES, stock_file};
+use super::{Diagnostic, Diagnostics, LoadOptions, Loaded, Location, Origin, read_doc, yaml, yaml_files};
+use crate::model::{Approvals, FleetConfig, Policy, Site};
+
+/// A fleet and everything it refers to, as loaded. Files that failed to
+/// load are absent; their problems are in the diagnostics returned beside.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The fleet repo.
+    pub source: Source,
+    /// `fleet.yaml` (defaults when the file is absent).
+    pub config: Loaded<FleetConfig>,
+    /// Every site, in file order.
+    pub sites: Vec<Loaded<Site>>,
+    /// Fleet-local policies by name.
+    pub policies: BTreeMap<String, Loaded<Policy>>,
+    /// Stock policies by name.
+    pub stock_policies: BTreeMap<String, Loaded<Policy>>,
+    /// Approvals by site name.
+    pub approvals: BTreeMap<String, Loaded<Approvals>>,
+    /// Catalogs by product name; a product whose catalog failed to open is absent.
+    pub catalogs: BTreeMap<String, LoadedCatalog>,
+}
+
+impl Fleet {
+    /// The site named `name`.
+    pub fn site(&self, name: &str) -> Option<&Loaded<Site>> {
+        self.sites.iter().find(|s| s.site.as_str() == name)
+    }
+
+    /// The policy named `name`: the fleet's own, else the stock one. The flag
+    /// says whether it is stock.
+    pub fn policy(&self, name: &str) -> Option<(&Loaded<Policy>, bool)> {
+        self.policies
+            .get(name)
+            .map(|p| (p, false))
+            .or_else(|| self.stock_policies.get(name).map(|p| (p, true)))
+    }
+
+    /// The site's root directory: absolute, or relative to the fleet repo.
+    /// `None` for a relative root of a fleet read from a URL.
+    pub fn site_root(&self, site: &Site) -> Option<PathBuf> {
+        let root = Path::new(&site.root);
+        if root.is_absolute() {
+            return Some(root.to_owned());
+        }
+        self.source.dir_path().map(|dir| dir.join(root))
+    }
+}
+
+/// Opens the fleet source named by `--fleet`.
+fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
+    let spec = options.fleet.as_str();
+    let opened = if source::is_url(spec) {
+        let cache = super::state_dir(options.state_dir.as_deref(), None).join("cache/git");
+        Source::git_remote(spec, "HEAD", &cache, format!("{spec}:"))
+    } else {
+        let label = if spec == "." || spec.is_empty() { String::new() } else { format!("{}/", spec.trim_end_matches('/')) };
+        Source::dir(Path::new(spec), label)
+    };
+    opened.map_err(|e| {
+        let d = Diagnostic::new(Location::file(spec), format!("cannot open the fleet: {e}"));
+        d.with_hint("--fleet takes a fleet repo directory (holding fleet.yaml and sites/) or a git URL")
+    })
+}
+
+pub(super) fn load_fleet(options: &LoadOptions, diags: &mut Diagnostics) -> Result<Fleet, Diagnostic> {
+    let source = open_fleet(options)?;
+
+    let config = if source.kind("fleet.yaml").is_some() {
+        read_doc::<FleetConfig>(&source, "fleet.yaml", diags)
+            .map(|(value, origin)| Loaded { value, origin })
+    } else {
+        None
+    };
+    let config = config.unwrap_or_else(|| Loaded {
+        value: FleetConfig::default(),
+        origin: Origin::new(source.display("fleet.yaml"), yaml::SpanIndex::default()),
+    });
+
+    let mut sites = Vec::new();
+    for (_, rel) in yaml_files(&source, "sites", diags) {
+        load_site_file(&source, &rel, diags, &mut sites);
+    }
+
+    let mut policies = BTreeMap::new();
+    for (stem, rel) in yaml_files(&source, "policies", diags) {
+        if let Some((value, origin)) = read_doc::<Policy>(&source, &rel, diags) {
+            if value.policy != stem {
+                diags.push(origin.diag(
+                    "policy",
+                    format!(
+                        "the policy is named {:?} but its file is {stem}.yaml (hint: name the file after the policy)",
+                        value.policy
+                    ),
+                ));
+            }
+            policies.insert(stem, Loaded { value, origin });
+        }
+    }
+
+    let mut stock_policies = BTreeMap::new();
+    for (name, text) in STOCK_POLICIES {
+        match yaml::parse::<Policy>(&stock_file(name), text.as_bytes()) {
+            Ok((value, index)) => {
+                let origin = Origin::new(stock_file(name), index);
+                stock_policies.insert((*name).to_owned(), Loaded { value, origin });
+            }
+            Err(d) => diags.push(d),
+        }
+    }
+
+    let mut approvals = BTreeMap::new();
+    for (stem, rel) in yaml_files(&source, "approvals", diags) {
+        if let Some((value, origin)) = read_doc::<Approvals>(&source, &rel, diags) {
+            approvals.insert(stem, Loaded { value, origin });
+        }
+    }
+
+    let mut fleet = Fleet { source, config, sites, policies, stock_policies, approvals, catalogs: BTreeMap::new() };
+    let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
+    let mut catalogs = BTreeMap::new();
+    for (product, spec) in &fleet.config.catalogs {
+        let path = format!("catalogs.{product}.source");
+        match open_catalog(&fleet.source, &spec.source, spec.git_ref.as_deref(), &cache) {
+            Ok(cat_source) => {
+                if let Some(cat) = catalog::load_catalog(product, cat_source, diags) {
+                    catalogs.insert(product.clone(), cat);
+                }
+            }
+            Err(message) => diags.push(fleet.config.origin.diag(&path, message)),
+        }
+    }
+    fleet.catalogs = catalogs;
+    Ok(fleet)
+}
+
+fn load_site_file(source: &Source, rel: &str, diags: &mut Diagnostics, sites: &mut Vec<Loaded<Site>>) {
+    let shown = source.display(rel);
+    let bytes = match source.read(rel) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.push(Diagnostic::new(Location::file(shown), e.to_string()));
+            return;
+        }
+    };
+    let is_list = match yaml::scan_only(&shown, &bytes) {
+        Ok(index) => index.root_is_sequence(),
+        Err(d) => return diags.push(d),
+    };
+    let parsed = if is_list {
+        yaml::parse::<Vec<Site>>(&shown, &bytes).map(|(v, i)| {
+            let origin = Origin::new(shown.clone(), i);
+            v.into_iter()
+                .enumerate()
+                .map(|(n, value)| Loaded { value, origin: origin.child(&format!("[{n}]")) })
+                .collect::<Vec<_>>()
+        })
+    } else {
+        yaml::parse::<Site>(&shown, &bytes).map(|(value, i)| vec![Loaded { value, origin: Origin::new(shown.clone(), i) }])
+    };
+    match parsed {
+        Ok(loaded) => {
+            for site in &loaded {
+                for p in site.problems() {
+                    diags.push(site.origin.problem(&p));
+                }
+            }
+            sites.extend(loaded);
+        }
+        Err(d) => diags.push(d),
+    }
+}
+
+/// Opens a catalog named in `fleet.yaml`; the error is a message for the `source` field.
+fn open_catalog(fleet: &Source, spec: &str, git_ref: Option<&str>, cache: &Path) -> Result<Source, String> {
+    if source::is_url(spec) {
+        let r = git_ref.unwrap_or("HEAD");
+        return Source::git_remote(spec, r, cache, format!("{spec}@{r}:"))
+            .map_err(|e| format!("cannot read the catalog: {e}"));
+    }
+    let path = Path::new(spec);
+    let (path, shown) = if path.is_absolute() {
+        (path.to_owned(), spec.to_owned())
+    } else {
+        let Some(dir) = fleet.dir_path() else {
+            return Err(format!(
+                "{spec:?} is a relative path, but the fleet was read from git (hint: use an absolute path or a git URL)"
+            ));
+        };
+        (dir.join(path), normalize(&fleet.display(spec)))
+    };
+    let opened = match git_ref {
+        Some(r) => Source::git_local(&path, r, format!("{shown}@{r}:")),
+        None => Source::dir(&path, format!("{}/", shown.trim_end_matches('/'))),
+    };
+    opened.map_err(|e| {
+        let hint = e.hint().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+        format!("cannot read the catalog: {e}{hint}")
+    })
+}
+
+/// `a/b/../c` → `a/c`, for display only (never for access).
+fn normalize(shown: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in Path::new(shown).components() {
+        match c {
+            Component::ParentDir if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            Component::ParentDir => parts.push(".."),
+            Component::CurDir => {}
+            Component::RootDir => parts.push(""),
+            Component::Normal(s) => parts.push(s.to_str().unwrap_or("?")),
+            Component::Prefix(_) => {}
+        }
+    }
+    if parts.is_empty() { ".".to_owned() } else { parts.join("/") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+
+    #[test]
+    fn display_paths_are_normalized() {
+        assert_eq!(normalize("examples/fleet/../catalog"), "examples/catalog");
+        assert_eq!(normalize("../catalog"), "../catalog");
+        assert_eq!(normalize("/srv/x/../y"), "/srv/y");
+    }
+}

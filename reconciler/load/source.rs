@@ -1,0 +1,365 @@
+//! Where YAML comes from: a plain directory, or a commit of a git repository
+//! (local, or fetched from a URL into a cache), read straight from objects.
+//!
+//! A [`Source`] reads files by relative path and names them for messages.
+//! It never follows a symbolic link and never checks anything out.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// What a path in a source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory (or git tree).
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// Anything else: device, FIFO, socket, git submodule.
+    Other,
+}
+
+/// Why a source could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A git error.
+    #[error("{what}: {source}")]
+    Git {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: git2::Error,
+    },
+    /// The ref names nothing in the repository.
+    #[error("{source_name}: no branch, tag or commit named {git_ref:?}")]
+    NoSuchRef {
+        /// The repository.
+        source_name: String,
+        /// The ref.
+        git_ref: String,
+    },
+    /// A path that must be a regular file is not one.
+    #[error("{path} is {what}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is instead.
+        what: &'static str,
+    },
+}
+
+impl SourceError {
+    /// A hint for the person who has to fix it.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SourceError::NoSuchRef { .. } => Some("check `ref:` in fleet.yaml; it must name a branch, tag or commit of the source"),
+            SourceError::NotAFile { what: "a symbolic link", .. } => Some("sitekeeper never follows symbolic links in a fleet or catalog; commit the file itself"),
+            SourceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some("check the path"),
+            _ => None,
+        }
+    }
+}
+
+fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> SourceError {
+    let what = what.into();
+    move |source| SourceError::Git { what, source }
+}
+
+enum Inner {
+    Dir(PathBuf),
+    Git { repo: git2::Repository, tree: git2::Oid },
+}
+
+/// A readable tree of files: a directory or a git commit.
+pub struct Source {
+    inner: Inner,
+    /// Prefix that turns a relative path into the name shown in messages.
+    label: String,
+    commit: Option<String>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("label", &self.label)
+            .field("commit", &self.commit)
+            .finish()
+    }
+}
+
+/// Whether `spec` names a remote git repository rather than a local path.
+pub fn is_url(spec: &str) -> bool {
+    if spec.contains("://") {
+        return true;
+    }
+    // scp-like `user@host:path`, as git itself accepts.
+    match (spec.find('@'), spec.find(':'), spec.find('/')) {
+        (Some(at), Some(colon), slash) => at < colon && slash.is_none_or(|s| colon < s),
+        _ => false,
+    }
+}
+
+impl Source {
+    /// A plain directory. `label` prefixes paths in messages (e.g. `../catalog/`).
+    pub fn dir(path: &Path, label: impl Into<String>) -> Result<Self, SourceError> {
+        let meta = std::fs::metadata(path).map_err(|source| SourceError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(SourceError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        Ok(Self { inner: Inner::Dir(path.to_owned()), label: label.into(), commit: None })
+    }
+
+    /// The tree of `git_ref` in the local repository at `path`.
+    pub fn git_local(path: &Path, git_ref: &str, label: impl Into<String>) -> Result<Self, SourceError> {
+        let repo = git2::Repository::open(path).map_err(git(format!("{}: not a git repository", path.display())))?;
+        let commit = resolve(&repo, git_ref, &[git_ref.to_owned()], &path.display().to_string())?;
+        Self::from_commit(repo, commit, label)
+    }
+
+    /// The tree of `git_ref` in the repository at `url`, fetched into a bare
+    /// cache repository under `cache_dir` (reused by later fetches).
+    pub fn git_remote(url: &str, git_ref: &str, cache_dir: &Path, label: impl Into<String>) -> Result<Self, SourceError> {
+        let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
+        let path = cache_dir.join(format!("{name}.git"));
+        std::fs::create_dir_all(cache_dir).map_err(|source| SourceError::Io {
+            path: cache_dir.display().to_string(),
+            source,
+        })?;
+        let repo = match git2::Repository::open_bare(&path) {
+            Ok(repo) => repo,
+            Err(_) => git2::Repository::init_bare(&path).map_err(git(format!("{}: cannot create cache", path.display())))?,
+        };
+        {
+            let mut remote = repo.remote_anonymous(url).map_err(git(format!("{url}: not a git URL")))?;
+            let mut callbacks = git2::RemoteCallbacks::new();
+            callbacks.credentials(|_url, username, allowed| {
+                if allowed.contains(git2::CredentialType::SSH_KEY) {
+                    git2::Cred::ssh_key_from_agent(username.unwrap_or("git"))
+                } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                    let config = git2::Config::open_default()?;
+                    git2::Cred::credential_helper(&config, _url, username)
+                } else {
+                    git2::Cred::default()
+                }
+            });
+            let mut options = git2::FetchOptions::new();
+            options.remote_callbacks(callbacks);
+            options.download_tags(git2::AutotagOption::None);
+            let refspecs = [
+                "+HEAD:refs/sitekeeper/HEAD",
+                "+refs/heads/*:refs/remotes/origin/*",
+                "+refs/tags/*:refs/tags/*",
+            ];
+            remote
+                .fetch(&refspecs, Some(&mut options), None)
+                .map_err(git(format!("{url}: fetch failed")))?;
+        }
+        let candidates = [
+            format!("refs/remotes/origin/{git_ref}"),
+            format!("refs/tags/{git_ref}"),
+            if git_ref == "HEAD" { "refs/sitekeeper/HEAD".to_owned() } else { git_ref.to_owned() },
+        ];
+        let commit = resolve(&repo, git_ref, &candidates, url)?;
+        Self::from_commit(repo, commit, label)
+    }
+
+    fn from_commit(repo: git2::Repository, commit: git2::Oid, label: impl Into<String>) -> Result<Self, SourceError> {
+        let tree = repo
+            .find_commit(commit)
+            .map_err(git(format!("commit {commit}")))?
+            .tree_id();
+        Ok(Self {
+            inner: Inner::Git { repo, tree },
+            label: label.into(),
+            commit: Some(commit.to_string()),
+        })
+    }
+
+    /// The commit read, for git sources.
+    pub fn commit(&self) -> Option<&str> {
+        self.commit.as_deref()
+    }
+
+    /// The directory on disk, for directory sources.
+    pub fn dir_path(&self) -> Option<&Path> {
+        match &self.inner {
+            Inner::Dir(p) => Some(p),
+            Inner::Git { .. } => None,
+        }
+    }
+
+    /// The name of `rel` in messages.
+    pub fn display(&self, rel: &str) -> String {
+        format!("{}{rel}", self.label)
+    }
+
+    /// What `rel` is, or `None` when it does not exist.
+    pub fn kind(&self, rel: &str) -> Option<EntryKind> {
+        match &self.inner {
+            Inner::Dir(root) => {
+                let meta = std::fs::symlink_metadata(root.join(rel)).ok()?;
+                let ft = meta.file_type();
+                Some(if ft.is_symlink() {
+                    EntryKind::Symlink
+                } else if ft.is_dir() {
+                    EntryKind::Dir
+                } else if ft.is_file() {
+                    EntryKind::File
+                } else {
+                    EntryKind::Other
+                })
+            }
+            Inner::Git { repo, tree } => {
+                let rel = rel.trim_end_matches('/');
+                if rel.is_empty() {
+                    return Some(EntryKind::Dir);
+                }
+                let tree = repo.find_tree(*tree).ok()?;
+                let entry = tree.get_path(Path::new(rel)).ok()?;
+                Some(mode_kind(entry.filemode()))
+            }
+        }
+    }
+
+    /// The bytes of the regular file `rel`; links and special files are refused.
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>, SourceError> {
+        let shown = self.display(rel);
+        match self.kind(rel) {
+            Some(EntryKind::File) => {}
+            Some(EntryKind::Symlink) => return Err(SourceError::NotAFile { path: shown, what: "a symbolic link" }),
+            Some(EntryKind::Dir) => return Err(SourceError::NotAFile { path: shown, what: "a directory" }),
+            Some(EntryKind::Other) => return Err(SourceError::NotAFile { path: shown, what: "a special file" }),
+            None => {
+                return Err(SourceError::Io {
+                    path: shown,
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                });
+            }
+        }
+        match &self.inner {
+            Inner::Dir(root) => std::fs::read(root.join(rel)).map_err(|source| SourceError::Io { path: shown, source }),
+            Inner::Git { repo, tree } => {
+                let tree = repo.find_tree(*tree).map_err(git(shown.clone()))?;
+                let entry = tree.get_path(Path::new(rel)).map_err(git(shown.clone()))?;
+                let blob = entry
+                    .to_object(repo)
+                    .and_then(|o| o.peel_to_blob())
+                    .map_err(git(shown))?;
+                Ok(blob.content().to_vec())
+            }
+        }
+    }
+
+    /// The entries of directory `rel`, sorted by name; empty when it does not exist.
+    /// Names that are not UTF-8 are returned in `skipped`.
+    pub fn list(&self, rel: &str) -> Result<Listing, SourceError> {
+        let mut listing = Listing::default();
+        match &self.inner {
+            Inner::Dir(root) => {
+                let dir = root.join(rel);
+                if self.kind(rel) != Some(EntryKind::Dir) {
+                    return Ok(listing);
+                }
+                let entries = std::fs::read_dir(&dir).map_err(|source| SourceError::Io {
+                    path: self.display(rel),
+                    source,
+                })?;
+                for entry in entries {
+                    let entry = entry.map_err(|source| SourceError::Io { path: self.display(rel), source })?;
+                    match entry.file_name().into_string() {
+                        Ok(name) => {
+                            let kind = self.kind(&join(rel, &name)).unwrap_or(EntryKind::Other);
+                            listing.entries.push((name, kind));
+                        }
+                        Err(raw) => listing.skipped.push(raw.to_string_lossy().into_owned()),
+                    }
+                }
+            }
+            Inner::Git { repo, tree } => {
+                let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
+                let sub = if rel.is_empty() {
+                    root
+                } else {
+                    match root.get_path(Path::new(rel)) {
+                        Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => repo
+                            .find_tree(e.id())
+                            .map_err(git(self.display(rel)))?,
+                        _ => return Ok(listing),
+                    }
+                };
+                for entry in sub.iter() {
+                    match entry.name() {
+                        Ok(name) => listing.entries.push((name.to_owned(), mode_kind(entry.filemode()))),
+                        Err(_) => listing.skipped.push(String::from_utf8_lossy(entry.name_bytes()).into_owned()),
+                    }
+                }
+            }
+        }
+        listing.entries.sort();
+        Ok(listing)
+    }
+}
+
+/// The entries of a directory.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Name and kind, sorted by name.
+    pub entries: Vec<(String, EntryKind)>,
+    /// Names that are not UTF-8, which sitekeeper refuses to handle.
+    pub skipped: Vec<String>,
+}
+
+/// `dir/name`, or `name` at the root.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() { name.to_owned() } else { format!("{}/{name}", dir.trim_end_matches('/')) }
+}
+
+fn mode_kind(mode: i32) -> EntryKind {
+    match mode & 0o170000 {
+        0o040000 => EntryKind::Dir,
+        0o120000 => EntryKind::Symlink,
+        0o100000 => EntryKind::File,
+        _ => EntryKind::Other,
+    }
+}
+
+fn resolve(repo: &git2::Repository, git_ref: &str, candidates: &[String], source_name: &str) -> Result<git2::Oid, SourceError> {
+    for candidate in candidates {
+        if let Ok(object) = repo.revparse_single(candidate)
+            && let Ok(commit) = object.peel_to_commit()
+        {
+            return Ok(commit.id());
+        }
+    }
+    Err(SourceError::NoSuchRef { source_name: source_name.to_owned(), git_ref: git_ref.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths_are_told_apart() {
+        assert!(is_url("file:///srv/catalog.git"));
+        assert!(is_url("https://git.example.com/acme/catalog.git"));
+        assert!(is_url("git@github.com:acme/catalog.git"));
+        assert!(!is_url("../catalog"));
+        assert!(!is_url("/srv/cat@log/x:y"));
+    }
+}

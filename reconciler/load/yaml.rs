@@ -1,0 +1,452 @@
+//! Strict YAML: one document, no tags, no merge keys, no duplicate keys,
+//! bounded size, depth and alias expansion; every node's position indexed.
+//!
+//! A first pass walks the parser's events (granit-parser, the parser under
+//! serde-saphyr) to close the traps that YAML libraries leave open and to
+//! build a [`SpanIndex`] from value paths such as `opt_in.upgrades` to their
+//! line and column. A second pass deserializes with serde-saphyr in its
+//! strictest settings, so both layers refuse what the other might miss.
+
+use std::collections::HashMap;
+
+use granit_parser::{Event, Parser, ScalarStyle, Span};
+use serde::de::DeserializeOwned;
+use serde_saphyr::MessageFormatter;
+
+use super::diag::{Diagnostic, Location};
+
+/// Largest YAML file accepted, in bytes.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// Deepest nesting of mappings and sequences accepted.
+pub const MAX_DEPTH: usize = 32;
+/// Most nodes a document may hold once its aliases are expanded; a billion
+/// laughs fails at this count, long before it costs memory or time.
+pub const MAX_EXPANDED_NODES: usize = 100_000;
+
+/// Where a node is: the value's position and, for a mapping value, its key's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePos {
+    /// 1-based line and column of the key, for mapping values.
+    pub key: Option<(usize, usize)>,
+    /// 1-based line and column of the value.
+    pub value: (usize, usize),
+}
+
+/// Positions of every node of a document, by path (`a.b[2].c`; the root is `""`).
+#[derive(Debug, Clone, Default)]
+pub struct SpanIndex {
+    by_path: HashMap<String, NodePos>,
+    /// Position → (path, whether it is a key), to name the field of a serde error.
+    by_pos: HashMap<(usize, usize), (String, bool)>,
+    root_is_sequence: bool,
+}
+
+impl SpanIndex {
+    /// The position of the node at `path`.
+    pub fn get(&self, path: &str) -> Option<NodePos> {
+        self.by_path.get(path).copied()
+    }
+
+    /// The position of `path`'s value, else of its nearest indexed ancestor,
+    /// so that a problem with a defaulted field points at its parent.
+    pub fn locate(&self, path: &str) -> (usize, usize) {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.by_path.get(p) {
+                return pos.value;
+            }
+            match p.rfind(['.', '[']) {
+                Some(cut) => p = &p[..cut],
+                None if !p.is_empty() => p = "",
+                None => return (1, 1),
+            }
+        }
+    }
+
+    /// The position of the key of `path`, else of its value (or ancestor).
+    pub fn locate_key(&self, path: &str) -> (usize, usize) {
+        match self.by_path.get(path) {
+            Some(NodePos { key: Some(k), .. }) => *k,
+            _ => self.locate(path),
+        }
+    }
+
+    /// Whether the document's root is a sequence (a site file with a list).
+    pub fn root_is_sequence(&self) -> bool {
+        self.root_is_sequence
+    }
+
+    fn record(&mut self, path: String, pos: NodePos) {
+        if let Some(k) = pos.key {
+            self.by_pos.entry(k).or_insert_with(|| (path.clone(), true));
+        }
+        self.by_pos
+            .entry(pos.value)
+            .or_insert_with(|| (path.clone(), false));
+        self.by_path.entry(path).or_insert(pos);
+    }
+}
+
+/// Parses one YAML document into `T`, refusing every trap, and returns the
+/// value with the positions of its nodes. `file` names the file in errors.
+pub fn parse<T: DeserializeOwned>(file: &str, bytes: &[u8]) -> Result<(T, SpanIndex), Diagnostic> {
+    let text = check_text(file, bytes)?;
+    let index = scan(file, text)?;
+    let value = deserialize(file, text, &index)?;
+    Ok((value, index))
+}
+
+/// Scans without deserializing: the traps and the index only.
+pub fn scan_only(file: &str, bytes: &[u8]) -> Result<SpanIndex, Diagnostic> {
+    scan(file, check_text(file, bytes)?)
+}
+
+fn at(file: &str, (line, column): (usize, usize)) -> Location {
+    Location { file: file.to_owned(), line, column }
+}
+
+fn check_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::new(
+            at(file, (1, 1)),
+            format!(
+                "the file is {} bytes, over the 1 MiB limit for sitekeeper files",
+                bytes.len()
+            ),
+        )
+        .with_hint("split it into several files, or move large content into the catalog's fixes/files/"));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = good.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        Diagnostic::new(at(file, (line, column)), "the file is not valid UTF-8")
+            .with_hint("save it as UTF-8")
+    })
+}
+
+fn start(span: &Span) -> (usize, usize) {
+    (span.start.line(), span.start.col() + 1)
+}
+
+enum Frame {
+    Map {
+        path: String,
+        /// The key whose value comes next, with its position; `None` while a key is expected.
+        key: Option<(String, (usize, usize))>,
+        seen: HashMap<String, (usize, usize)>,
+        anchor: usize,
+        nodes_at_start: usize,
+    },
+    Seq {
+        path: String,
+        next: usize,
+        anchor: usize,
+        nodes_at_start: usize,
+    },
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn tag_text(tag: &granit_parser::Tag) -> String {
+    if tag.handle() == "tag:yaml.org,2002:" {
+        format!("!!{}", tag.suffix())
+    } else {
+        format!("{}{}", tag.original_handle(), tag.suffix())
+    }
+}
+
+/// The first pass: traps and positions.
+fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
+    let mut index = SpanIndex::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut documents = 0usize;
+    let mut nodes = 0usize;
+    let mut anchor_sizes: HashMap<usize, usize> = HashMap::new();
+    let fail = |pos, msg: String, hint: &str| Err(Diagnostic::new(at(file, pos), msg).with_hint(hint));
+
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| {
+            let m = e.marker();
+            Diagnostic::new(at(file, (m.line(), m.col() + 1)), format!("YAML syntax: {}", e.info()))
+        })?;
+        let pos = start(&span);
+
+        // Tags first: they are silently dropped or reinterpreted by serde layers.
+        let (tag, anchor) = match &event {
+            Event::Scalar(_, _, anchor, tag) => (tag.as_ref(), *anchor),
+            Event::SequenceStart(_, anchor, tag) | Event::MappingStart(_, anchor, tag) => {
+                (tag.as_ref(), *anchor)
+            }
+            _ => (None, 0),
+        };
+        if let Some(tag) = tag {
+            let tag_pos = span.tag_start().map_or(pos, |m| (m.line(), m.col() + 1));
+            return fail(
+                tag_pos,
+                format!("the YAML tag `{}` is not supported", tag_text(tag)),
+                "remove the tag: sitekeeper reads plain values only (quote a value to make it a string)",
+            );
+        }
+
+        match &event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents > 1 {
+                    return fail(
+                        pos,
+                        "this file holds more than one YAML document".into(),
+                        "keep one document per file; a site file may hold a list of sites instead",
+                    );
+                }
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some(frame) = stack.pop() {
+                    let (anchor, nodes_at_start) = match frame {
+                        Frame::Map { anchor, nodes_at_start, .. }
+                        | Frame::Seq { anchor, nodes_at_start, .. } => (anchor, nodes_at_start),
+                    };
+                    if anchor != 0 {
+                        anchor_sizes.insert(anchor, nodes - nodes_at_start);
+                    }
+                }
+                continue;
+            }
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_) => {}
+            _ => continue,
+        }
+
+        // Count the node, with what an alias expands to.
+        let nodes_before = nodes;
+        nodes += match &event {
+            Event::Alias(id) => match anchor_sizes.get(id) {
+                Some(size) => *size,
+                None => {
+                    return fail(
+                        pos,
+                        "this alias refers to a collection that contains it".into(),
+                        "remove the recursive alias",
+                    );
+                }
+            },
+            _ => 1,
+        };
+        if nodes > MAX_EXPANDED_NODES {
+            return fail(
+                pos,
+                format!("aliases expand this file to more than {MAX_EXPANDED_NODES} values (an alias bomb?)"),
+                "write the values out, or use fewer anchors and aliases",
+            );
+        }
+
+        // Place the node: a key, a mapping value, a sequence item, or the root.
+        let is_collection = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
+        let path = match stack.last_mut() {
+            Some(Frame::Map { path, key, seen, .. }) if key.is_none() => {
+                let Event::Scalar(text, style, ..) = &event else {
+                    return fail(
+                        pos,
+                        "a mapping key here is not plain text".into(),
+                        "use a plain word as the key",
+                    );
+                };
+                if *style == ScalarStyle::Plain && text == "<<" {
+                    return fail(
+                        pos,
+                        "merge keys (`<<`) are not supported".into(),
+                        "write the keys out in full; YAML merge keys are not part of YAML 1.2",
+                    );
+                }
+                if let Some(first) = seen.get(text.as_ref()) {
+                    return fail(
+                        pos,
+                        format!(
+                            "the key `{text}` appears twice (first at line {}, column {})",
+                            first.0, first.1
+                        ),
+                        "keep one of them; YAML libraries silently keep only the last",
+                    );
+                }
+                seen.insert(text.to_string(), pos);
+                *key = Some((text.to_string(), pos));
+                continue;
+            }
+            Some(Frame::Map { path, key, .. }) => {
+                let (name, key_pos) = key.take().unwrap_or_default();
+                let child = join(path, &name);
+                index.record(child.clone(), NodePos { key: Some(key_pos), value: pos });
+                child
+            }
+            Some(Frame::Seq { path, next, .. }) => {
+                let child = format!("{path}[{next}]");
+                *next += 1;
+                index.record(child.clone(), NodePos { key: None, value: pos });
+                child
+            }
+            None => {
+                index.root_is_sequence = matches!(event, Event::SequenceStart(..));
+                index.record(String::new(), NodePos { key: None, value: pos });
+                String::new()
+            }
+        };
+
+        if is_collection {
+            if stack.len() >= MAX_DEPTH {
+                return fail(
+                    pos,
+                    format!("the values nest deeper than {MAX_DEPTH} levels"),
+                    "flatten the structure; no sitekeeper file needs this depth",
+                );
+            }
+            stack.push(match event {
+                Event::MappingStart(..) => Frame::Map {
+                    path,
+                    key: None,
+                    seen: HashMap::new(),
+                    anchor,
+                    nodes_at_start: nodes_before,
+                },
+                _ => Frame::Seq { path, next: 0, anchor, nodes_at_start: nodes_before },
+            });
+        } else if anchor != 0 {
+            anchor_sizes.insert(anchor, 1);
+        }
+    }
+    Ok(index)
+}
+
+/// The second pass: serde-saphyr in its strictest settings.
+fn deserialize<T: DeserializeOwned>(file: &str, text: &str, index: &SpanIndex) -> Result<T, Diagnostic> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        merge_keys: serde_saphyr::MergeKeyPolicy::Error,
+        reject_unsupported_tags: true,
+        with_snippet: false,
+    };
+    serde_saphyr::from_str_with_options(text, options).map_err(|err| {
+        let pos = err
+            .location()
+            .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+        let raw = serde_saphyr::UserMessageFormatter.format_message(&err).into_owned();
+        let (message, hint) = humanize(&raw, text, pos);
+        let field = match index.by_pos.get(&pos) {
+            // At a key (an unknown field): name the mapping that holds it.
+            Some((path, true)) => parent_name(path),
+            Some((path, false)) => last_name(path),
+            None => None,
+        };
+        let message = match field {
+            Some(field) => format!("{field}: {message}"),
+            None => message,
+        };
+        let mut d = Diagnostic::new(at(file, pos), message);
+        if let Some(hint) = hint {
+            d = d.with_hint(hint);
+        }
+        d
+    })
+}
+
+/// The last key of a path, skipping list indexes: `ops[0].replace.files[1]` → `files`.
+fn last_name(path: &str) -> Option<String> {
+    let trimmed = path.trim_end_matches(|c: char| c == ']' || c.is_ascii_digit());
+    let trimmed = trimmed.strip_suffix('[').unwrap_or(trimmed);
+    let name = trimmed.rsplit('.').next().unwrap_or("");
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+fn parent_name(path: &str) -> Option<String> {
+    path.rfind('.').and_then(|cut| last_name(&path[..cut]))
+}
+
+/// The scalar token that starts at `pos`, for messages that do not quote it.
+fn token_at(text: &str, (line, column): (usize, usize)) -> String {
+    let Some(row) = text.lines().nth(line.saturating_sub(1)) else {
+        return String::new();
+    };
+    row.chars()
+        .skip(column.saturating_sub(1))
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ']' | '}' | '#'))
+        .collect()
+}
+
+/// Rewrites serde's developer wording into a site owner's, with a hint.
+fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<String>) {
+    let ticked = |s: &str| s.split('`').nth(1).unwrap_or("").to_owned();
+    if let Some(rest) = raw.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let allowed = raw
+            .split_once("expected one of ")
+            .map(|(_, list)| list.replace('`', ""))
+            .or_else(|| raw.split_once("expected ").map(|(_, one)| one.replace('`', "")));
+        let hint = match allowed {
+            Some(list) => format!("the fields allowed here are {list}"),
+            None => "this mapping takes no fields".to_owned(),
+        };
+        return (format!("unknown field {name:?}"), Some(hint));
+    }
+    if raw.starts_with("missing field `") {
+        return (format!("the field {:?} is required here", ticked(raw)), None);
+    }
+    if let Some(rest) = raw.strip_prefix("unknown variant `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let allowed = raw
+            .split_once("expected one of ")
+            .map(|(_, list)| list.replace('`', ""))
+            .unwrap_or_default();
+        return (format!("{name:?} is not one of {allowed}"), None);
+    }
+    if raw.starts_with("invalid boolean") {
+        let token = token_at(text, pos);
+        return (
+            format!("{token:?} is not a boolean"),
+            Some("write true or false; yes, no, on and off are not booleans here".to_owned()),
+        );
+    }
+    if raw.contains("duplicate mapping key") {
+        return ("a key appears twice".to_owned(), Some("keep one of them".to_owned()));
+    }
+    (raw.to_owned(), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        a: Option<Inner>,
+        list: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        b: Option<bool>,
+    }
+
+    #[test]
+    fn index_names_paths() {
+        let (_, index) = parse::<Doc>("t.yaml", b"a:\n  b: true\nlist:\n  - x\n  - y\n").unwrap();
+        assert_eq!(index.get("a.b").unwrap().value, (2, 6));
+        assert_eq!(index.get("a.b").unwrap().key, Some((2, 3)));
+        assert_eq!(index.get("list[1]").unwrap().value, (5, 5));
+        assert_eq!(index.locate("list[7]"), (3, 1));
+    }
+
+    #[test]
+    fn last_and_parent_names_skip_indexes() {
+        assert_eq!(last_name("ops[0].replace.files[1]").as_deref(), Some("files"));
+        assert_eq!(parent_name("opt_in.bogus").as_deref(), Some("opt_in"));
+        assert_eq!(parent_name("bogus"), None);
+    }
+}

@@ -1,0 +1,255 @@
+//! Types of the fleet repo: `fleet.yaml`, site files and approvals (SPEC §2.1).
+//!
+//! These are plain data, exactly as written; what a site *effectively* gets
+//! after policies is computed in `policy`. No I/O here.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Problem;
+use super::values::{
+    Command, Digest, Duration, Glob, HttpUrl, RelPath, SiteName, TimeOfDay, TimeZoneName,
+    VersionReq,
+};
+use super::words::{DriftMode, HotfixLevel, Layout, UpgradeLevel, Weekday};
+
+/// `fleet.yaml`: where the catalogs come from and fleet-wide settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sitekeeper fleet.yaml")]
+pub struct FleetConfig {
+    /// One catalog per product; the key is the product name sites refer to.
+    #[serde(default)]
+    pub catalogs: BTreeMap<String, CatalogSource>,
+    /// Where per-site state is kept (SPEC §5), unless `--state-dir` says otherwise.
+    pub state_dir: Option<String>,
+    /// Where opted-in status reports are published (SPEC §7).
+    pub reports: Option<Reports>,
+}
+
+/// Where a product's catalog comes from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSource {
+    /// A directory, a local git repository, or a git URL. Relative paths are
+    /// relative to the fleet repo.
+    pub source: String,
+    /// Branch, tag or commit to read (git sources only; default `HEAD`).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Require the catalog commit to be signed by a key in this file (SPEC §7).
+    pub allowed_signers: Option<RelPath>,
+}
+
+/// Destination of opted-in status reports.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reports {
+    /// A git URL to push reports to.
+    pub git: String,
+    /// The branch that receives them.
+    pub branch: Option<String>,
+}
+
+/// One site, as its owner describes it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Unique name: lower-case letters, digits and `-`.
+    pub site: SiteName,
+    /// The install's directory: absolute, or relative to the fleet repo.
+    pub root: String,
+    /// A key of `fleet.yaml` `catalogs`.
+    pub product: String,
+    /// A channel declared by the product's catalog.
+    pub channel: String,
+    /// Optional pin: only releases matching this requirement are candidates.
+    pub version: Option<VersionReq>,
+    /// Fleet policy, else stock policy of that name (default: `base`).
+    pub policy: Option<String>,
+    /// Rollout ring; 0 is the canary ring (default: 1).
+    pub ring: Option<u8>,
+    /// Free-form labels that fixes may select on.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How files are replaced (default: `in_place`).
+    pub layout: Option<Layout>,
+    /// What the site accepts.
+    #[serde(default)]
+    pub opt_in: OptIn,
+    /// Path rules.
+    #[serde(default)]
+    pub paths: Paths,
+    /// When automatic changes may happen.
+    pub window: Option<Window>,
+    /// Run after every change; a failure rolls the change back.
+    pub health: Option<Health>,
+    /// The owner's commands around a change.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// What to do with local changes to managed files (default from policy).
+    pub drift: Option<DriftMode>,
+}
+
+/// A site's opt-ins. Silence means the policy's default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptIn {
+    /// Which hot fixes to take.
+    pub hotfixes: Option<HotfixLevel>,
+    /// How far automatic upgrades may go.
+    pub upgrades: Option<UpgradeLevel>,
+    /// Vendor diagnostic fixes (`kind: diagnostic`).
+    pub diagnostics: Option<bool>,
+    /// Fixes that grant the vendor access (`kind: access`).
+    pub vendor_access: Option<bool>,
+    /// Publish version and health status (call home).
+    pub status_reports: Option<bool>,
+    /// Include error details in status reports.
+    pub error_reports: Option<bool>,
+    /// Include the site's URL in status reports.
+    pub public_listing: Option<bool>,
+}
+
+/// Path rules of a site.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Never read, written or snapshotted.
+    #[serde(default)]
+    pub preserve: Vec<Glob>,
+}
+
+/// A weekly maintenance window.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Days the window opens on (default: every day).
+    #[serde(default)]
+    pub days: Vec<Weekday>,
+    /// Opening time, `HH:MM`.
+    pub start: TimeOfDay,
+    /// Closing time, `HH:MM`; before `start` means the window spans midnight.
+    pub end: TimeOfDay,
+    /// IANA time zone of `start` and `end` (default: UTC).
+    pub tz: Option<TimeZoneName>,
+}
+
+impl std::fmt::Display for Window {
+    /// `sat, sun 02:00-05:00 Europe/Berlin`, or `daily …` without days.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.days.is_empty() {
+            f.write_str("daily")?;
+        } else {
+            let days: Vec<&str> = self.days.iter().map(|d| d.as_str()).collect();
+            f.write_str(&days.join(", "))?;
+        }
+        let tz = self.tz.as_ref().map_or("UTC".to_owned(), ToString::to_string);
+        write!(f, " {}-{} {tz}", self.start, self.end)
+    }
+}
+
+/// A health check: exactly one of `command` and `http`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// A command that exits 0 when the site is healthy.
+    pub command: Option<Command>,
+    /// A URL that answers 2xx when the site is healthy.
+    pub http: Option<HttpUrl>,
+    /// How long the check may take (default: 30s).
+    pub timeout: Option<Duration>,
+}
+
+/// The site owner's commands around a change.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run before files change; a failure cancels the change.
+    #[serde(default)]
+    pub pre_apply: Vec<Command>,
+    /// Run after files change; a failure rolls the change back.
+    #[serde(default)]
+    pub post_apply: Vec<Command>,
+    /// How long each hook may take (default: 60s).
+    pub timeout: Option<Duration>,
+}
+
+/// A site file holds one site, or a list of sites.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(title = "sitekeeper site file")]
+pub enum SiteFile {
+    /// One site.
+    One(Box<Site>),
+    /// Several sites in one file.
+    Many(Vec<Site>),
+}
+
+/// `approvals/<site>.yaml`: plan digests reviewers approved.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sitekeeper approvals file")]
+pub struct Approvals {
+    /// Approved plans, oldest first.
+    #[serde(default)]
+    pub approved: Vec<Approval>,
+}
+
+/// One approved plan digest.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The `plan_digest` from `plan --format json` or Markdown.
+    pub plan_digest: Digest,
+    /// Who approved it.
+    pub by: String,
+    /// When.
+    #[schemars(with = "String")]
+    pub at: jiff::Timestamp,
+}
+
+impl Site {
+    /// Checks that need more than one field; paths are relative to the site.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.root.is_empty() {
+            out.push(Problem::at("root", "root is empty (hint: the site's install directory)"));
+        }
+        if let Some(health) = &self.health {
+            match (&health.command, &health.http) {
+                (None, None) => out.push(Problem::at(
+                    "health",
+                    "health needs a `command` or an `http` URL",
+                )),
+                (Some(_), Some(_)) => out.push(Problem::at(
+                    "health.http",
+                    "health has both `command` and `http` (hint: keep one)",
+                )),
+                _ => {}
+            }
+            if health.timeout.is_some_and(|t| t.0.is_zero()) {
+                out.push(Problem::at("health.timeout", "a zero timeout can never pass"));
+            }
+        }
+        if let Some(window) = &self.window
+            && window.start == window.end
+        {
+            out.push(Problem::at(
+                "window.end",
+                "the window closes when it opens, so it is never open (hint: make start and end differ)",
+            ));
+        }
+        for (key, value) in &self.labels {
+            if key.is_empty() || value.is_empty() {
+                out.push(Problem::at(
+                    format!("labels.{key}"),
+                    "labels need a non-empty name and value",
+                ));
+            }
+        }
+        out
+    }
+}

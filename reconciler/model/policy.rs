@@ -1,0 +1,85 @@
+//! Types of a policy file (SPEC §2.1): ceilings, defaults and upgrade rules.
+//!
+//! Every field is optional, because a policy may inherit it through
+//! `extends`; resolution and provenance live in the `policy` module.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::Duration;
+use super::words::{ChangeLevel, DriftMode, HotfixLevel, Layout, UpgradeLevel};
+
+/// A policy: ceilings the sites cannot exceed, and defaults for their silence.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sitekeeper policy")]
+pub struct Policy {
+    /// The policy's name; equals the file name without `.yaml`.
+    pub policy: String,
+    /// A policy this one refines: its settings apply where this one is silent.
+    pub extends: Option<String>,
+    /// Limits no site can opt in above.
+    #[serde(default)]
+    pub ceilings: Ceilings,
+    /// Used where the site is silent.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Whether pre-releases may be offered.
+    pub prereleases: Option<bool>,
+    /// Soak time after a release's date before an automatic upgrade.
+    pub min_release_age: Option<Duration>,
+    /// Security releases skip the window and soak time.
+    pub urgent_bypass: Option<bool>,
+    /// Levels of change that need an approved plan digest.
+    pub require_approval: Option<Vec<ChangeLevel>>,
+    /// How many rollback points to keep per site.
+    pub keep_rollback_points: Option<u32>,
+    /// Whether commands shipped by the catalog may run.
+    pub allow_release_hooks: Option<bool>,
+    /// Quiet time between notices of the same available upgrade.
+    pub notify_interval: Option<Duration>,
+}
+
+/// Upper bounds on opt-ins. For the yes/no opt-ins, `false` forbids.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ceilings {
+    /// Highest upgrade level.
+    pub upgrades: Option<UpgradeLevel>,
+    /// Widest hot-fix selection.
+    pub hotfixes: Option<HotfixLevel>,
+    /// Whether diagnostic fixes may be taken at all.
+    pub diagnostics: Option<bool>,
+    /// Whether vendor-access fixes may be taken at all.
+    pub vendor_access: Option<bool>,
+    /// Whether status reports may be sent at all.
+    pub status_reports: Option<bool>,
+    /// Whether error details may be sent at all.
+    pub error_reports: Option<bool>,
+    /// Whether the site URL may be published at all.
+    pub public_listing: Option<bool>,
+}
+
+/// Values for settings a site leaves out.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Default upgrade level.
+    pub upgrades: Option<UpgradeLevel>,
+    /// Default hot-fix selection.
+    pub hotfixes: Option<HotfixLevel>,
+    /// Default for diagnostic fixes.
+    pub diagnostics: Option<bool>,
+    /// Default for vendor-access fixes.
+    pub vendor_access: Option<bool>,
+    /// Default for status reports.
+    pub status_reports: Option<bool>,
+    /// Default for error details in reports.
+    pub error_reports: Option<bool>,
+    /// Default for publishing the site URL.
+    pub public_listing: Option<bool>,
+    /// Default drift handling.
+    pub drift: Option<DriftMode>,
+    /// Default layout.
+    pub layout: Option<Layout>,
+}

@@ -1,0 +1,614 @@
+//! Scalar value types of the YAML files, each checked when it is parsed.
+//!
+//! A value that reaches the rest of the program is already valid: durations,
+//! times and zones are parsed, versions are full semver, paths and globs are
+//! relative and confined, and globs and regexes are compiled. Nothing here
+//! touches the disk.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Implements serde (as a string) and a string schema for a type with
+/// `FromStr<Err = String>` and `Display`.
+macro_rules! string_value {
+    ($ty:ty, $name:literal, $schema:tt) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = Cow::<'de, str>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl JsonSchema for $ty {
+            fn schema_name() -> Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
+
+/// A length of time written as `30s`, `48h`, `3d` or `1h30m` (`0` is zero).
+/// A day is 24 hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub std::time::Duration);
+
+impl FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hint = "write a number and a unit, such as 30s, 15m, 48h or 3d";
+        if s.trim() == "0" {
+            return Ok(Self(std::time::Duration::ZERO));
+        }
+        let span: jiff::Span = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration ({hint})"))?;
+        let relative = jiff::SpanRelativeTo::days_are_24_hours();
+        let signed = span
+            .to_duration(relative)
+            .map_err(|_| format!("{s:?} is not a duration ({hint})"))?;
+        std::time::Duration::try_from(signed)
+            .map(Self)
+            .map_err(|_| format!("{s:?} is negative; a duration cannot be"))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+        if secs == 0 {
+            return f.write_str("0s");
+        }
+        let mut rest = secs;
+        for (size, unit) in units {
+            if rest >= size {
+                write!(f, "{}{unit}", rest / size)?;
+                rest %= size;
+            }
+        }
+        Ok(())
+    }
+}
+
+string_value!(Duration, "Duration", {
+    "type": "string",
+    "pattern": "^(0|([0-9]+ ?(d|h|m|s|ms))+)$",
+    "description": "A duration such as 30s, 15m, 48h or 3d (a day is 24 hours)."
+});
+
+/// A wall-clock time of day, `HH:MM`, for maintenance windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeOfDay(pub jiff::civil::Time);
+
+impl FromStr for TimeOfDay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || format!("{s:?} is not a time of day (hint: write HH:MM, such as 02:00)");
+        let (h, m) = s.split_once(':').ok_or_else(err)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(err());
+        }
+        let h: i8 = h.parse().map_err(|_| err())?;
+        let m: i8 = m.parse().map_err(|_| err())?;
+        jiff::civil::Time::new(h, m, 0, 0)
+            .map(Self)
+            .map_err(|_| err())
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.0.hour(), self.0.minute())
+    }
+}
+
+string_value!(TimeOfDay, "TimeOfDay", {
+    "type": "string",
+    "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$",
+    "description": "A time of day, HH:MM."
+});
+
+/// An IANA time zone name such as `UTC` or `Europe/Berlin`, checked against
+/// the time zone database built into the binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeZoneName {
+    name: String,
+    zone: jiff::tz::TimeZone,
+}
+
+impl TimeZoneName {
+    /// The zone, for converting instants to local time.
+    pub fn zone(&self) -> &jiff::tz::TimeZone {
+        &self.zone
+    }
+}
+
+impl FromStr for TimeZoneName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let zone = jiff::tz::TimeZone::get(s).map_err(|_| {
+            format!("{s:?} is not a known time zone (hint: use an IANA name such as UTC or Europe/Berlin)")
+        })?;
+        Ok(Self { name: s.to_owned(), zone })
+    }
+}
+
+impl fmt::Display for TimeZoneName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+string_value!(TimeZoneName, "TimeZoneName", {
+    "type": "string",
+    "description": "An IANA time zone name, such as UTC or Europe/Berlin."
+});
+
+/// A full semantic version (`4.2.16`, `5.1.0-beta.1`); `4.2` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub semver::Version);
+
+impl FromStr for Version {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        semver::Version::parse(s).map(Self).map_err(|e| {
+            let parts = s.split(['-', '+']).next().unwrap_or(s).split('.').count();
+            if parts < 3 {
+                format!("{s:?} is not a full version (hint: write all three parts, such as {s}.0)")
+            } else {
+                format!("{s:?} is not a semantic version: {e}")
+            }
+        })
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+string_value!(Version, "Version", {
+    "type": "string",
+    "pattern": "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?$",
+    "description": "A full semantic version, such as 4.2.16 or 5.1.0-beta.1."
+});
+
+/// A semver requirement such as `^4.2` or `>=4.2.0, <4.2.16`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VersionReq(pub semver::VersionReq);
+
+impl FromStr for VersionReq {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        semver::VersionReq::parse(s).map(Self).map_err(|e| {
+            format!("{s:?} is not a version requirement: {e} (hint: write e.g. \"^4.2\" or \">=4.2.0, <4.3.0\")")
+        })
+    }
+}
+
+impl VersionReq {
+    /// Whether `v` satisfies the requirement.
+    pub fn matches(&self, v: &Version) -> bool {
+        self.0.matches(&v.0)
+    }
+}
+
+impl fmt::Display for VersionReq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+string_value!(VersionReq, "VersionReq", {
+    "type": "string",
+    "description": "A semver requirement, such as \"^4.2\" or \">=4.2.0, <4.2.16\"."
+});
+
+/// Checks that `s` is a path relative to a root that cannot climb out of it.
+/// Shared by [`RelPath`] and [`Glob`], since a glob is a path with wildcards.
+fn check_relative(s: &str, what: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.contains('\0') {
+        return Err(format!("{what} {s:?} contains a NUL byte"));
+    }
+    if s.contains('\\') {
+        return Err(format!(
+            "{what} {s:?} contains a backslash (hint: separate directories with /)"
+        ));
+    }
+    if s.starts_with('/') || s.starts_with('~') {
+        return Err(format!(
+            "{what} {s:?} is absolute (hint: write it relative to its root)"
+        ));
+    }
+    let trimmed = s.strip_suffix('/').unwrap_or(s);
+    for part in trimmed.split('/') {
+        match part {
+            ".." => {
+                return Err(format!(
+                    "{what} {s:?} climbs out of its root with \"..\" (hint: write it relative to its root, without ..)"
+                ));
+            }
+            "" => return Err(format!("{what} {s:?} has an empty directory name (//)")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A relative path confined to its root: no `..`, no absolute part, no NUL,
+/// no backslash. Kept as written, minus a trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RelPath(String);
+
+impl RelPath {
+    /// The path with `/` separators.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RelPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        check_relative(s, "path")?;
+        Ok(Self(s.strip_suffix('/').unwrap_or(s).to_owned()))
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_value!(RelPath, "RelPath", {
+    "type": "string",
+    "minLength": 1,
+    "pattern": "^(?!/)(?!.*(^|/)\\.\\.(/|$))[^\\\\\\u0000]+$",
+    "description": "A path relative to its root, without .., backslashes or a leading /."
+});
+
+/// A path glob relative to a site root: `*` stays within one directory and
+/// `**` crosses directories. Compiled when parsed.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    text: String,
+    matcher: globset::GlobMatcher,
+}
+
+impl Glob {
+    /// Whether the relative path `path` (with `/` separators) matches.
+    pub fn is_match(&self, path: &str) -> bool {
+        self.matcher.is_match(path)
+    }
+
+    /// The glob as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl FromStr for Glob {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        check_relative(s, "glob")?;
+        let glob = globset::GlobBuilder::new(s)
+            .literal_separator(true)
+            .backslash_escape(false)
+            .empty_alternates(true)
+            .build()
+            .map_err(|e| format!("glob {s:?} does not compile: {}", e.kind()))?;
+        Ok(Self {
+            text: s.to_owned(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+}
+
+impl fmt::Display for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+string_value!(Glob, "Glob", {
+    "type": "string",
+    "minLength": 1,
+    "description": "A glob relative to the site root: * stays in one directory, ** crosses directories."
+});
+
+/// A regular expression, compiled when parsed. Rust's `regex` runs in linear
+/// time, so no pattern can be catastrophic; the size limit caps memory.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::bytes::Regex);
+
+/// The compiled-size cap for a fix's regex (the crate's default is 10 MiB).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        regex::bytes::RegexBuilder::new(s)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(Self)
+            .map_err(|e| {
+                let detail = e.to_string();
+                let last = detail.lines().last().unwrap_or("").trim().to_owned();
+                format!("regex {s:?} does not compile: {last}")
+            })
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+string_value!(Pattern, "Pattern", {
+    "type": "string",
+    "description": "A regular expression in Rust regex syntax (no look-around or backreferences)."
+});
+
+/// A `sha256:<64 hex>` digest, as printed by `plan`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest as written, with its `sha256:` prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("sha256:") {
+            Some(hex) if is_lower_hex(hex, 64) => Ok(Self(s.to_owned())),
+            _ => Err(format!(
+                "{s:?} is not a plan digest (hint: copy it from `sitekeeper plan`; it reads sha256: and 64 hex digits)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_value!(Digest, "Digest", {
+    "type": "string",
+    "pattern": "^sha256:[0-9a-f]{64}$"
+});
+
+/// A bare SHA-256 checksum in hex, for release archives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    /// The lower-case hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Sha256Hex {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        if is_lower_hex(&lower, 64) {
+            Ok(Self(lower))
+        } else {
+            Err(format!(
+                "{s:?} is not a SHA-256 checksum (hint: 64 hex digits, as printed by sha256sum)"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Sha256Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_value!(Sha256Hex, "Sha256Hex", {
+    "type": "string",
+    "pattern": "^[0-9a-fA-F]{64}$"
+});
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A site name: `[a-z0-9][a-z0-9-]*`, at most 63 characters, so that it is
+/// safe as a directory name under the state dir.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteName(String);
+
+impl SiteName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SiteName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut bytes = s.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if first_ok && rest_ok && s.len() <= 63 {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid site name (hint: lower-case letters, digits and -, starting with a letter or digit, at most 63 characters)"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for SiteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_value!(SiteName, "SiteName", {
+    "type": "string",
+    "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"
+});
+
+/// A command line as a list of arguments, run without a shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Command(#[schemars(length(min = 1))] pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let argv = Vec::<String>::deserialize(d)?;
+        match argv.first() {
+            Some(program) if !program.is_empty() => Ok(Self(argv)),
+            _ => Err(serde::de::Error::custom(
+                "a command needs a program to run (hint: write it as a list, such as [\"php\", \"-l\", \"index.php\"])",
+            )),
+        }
+    }
+}
+
+/// An `http://` or `https://` URL for a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for HttpUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.contains(char::is_whitespace) => {
+                Ok(Self(s.to_owned()))
+            }
+            _ => Err(format!(
+                "{s:?} is not an http(s) URL (hint: such as http://127.0.0.1:8080/healthz)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_value!(HttpUrl, "HttpUrl", {
+    "type": "string",
+    "format": "uri",
+    "pattern": "^https?://"
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_days_as_24_hours() {
+        let d: Duration = "3d".parse().unwrap();
+        assert_eq!(d.0.as_secs(), 3 * 86_400);
+        assert_eq!("48h".parse::<Duration>().unwrap().0.as_secs(), 48 * 3_600);
+        assert_eq!("1h30m".parse::<Duration>().unwrap().0.as_secs(), 5_400);
+        assert_eq!("0".parse::<Duration>().unwrap().0.as_secs(), 0);
+        assert_eq!("90m".parse::<Duration>().unwrap().to_string(), "1h30m");
+        assert!("soon".parse::<Duration>().is_err());
+        assert!("-3d".parse::<Duration>().is_err());
+    }
+
+    #[test]
+    fn versions_must_be_full() {
+        assert!("4.2.16".parse::<Version>().is_ok());
+        assert!("5.1.0-beta.1".parse::<Version>().is_ok());
+        let err = "4.2".parse::<Version>().unwrap_err();
+        assert!(err.contains("not a full version"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_cannot_climb() {
+        for bad in ["../x", "a/../../b", "/etc/passwd", "a\\b", "a\0b", "", "a//b", "~/x"] {
+            assert!(bad.parse::<RelPath>().is_err(), "{bad:?} should be refused");
+            assert!(bad.parse::<Glob>().is_err(), "{bad:?} should be refused as a glob");
+        }
+        assert_eq!("releases/4.2.16/".parse::<RelPath>().unwrap().as_str(), "releases/4.2.16");
+    }
+
+    #[test]
+    fn star_stays_in_one_directory_and_double_star_crosses() {
+        let g: Glob = "app/search/*.php".parse().unwrap();
+        assert!(g.is_match("app/search/results.php"));
+        assert!(!g.is_match("app/search/deep/results.php"));
+        let g: Glob = "**/*.php".parse().unwrap();
+        assert!(g.is_match("index.php"));
+        assert!(g.is_match("a/b/c.php"));
+        let g: Glob = "themes/*/search.php".parse().unwrap();
+        assert!(g.is_match("themes/custom/search.php"));
+    }
+
+    #[test]
+    fn windows_and_zones_parse() {
+        assert!("02:00".parse::<TimeOfDay>().is_ok());
+        assert!("24:00".parse::<TimeOfDay>().is_err());
+        assert!("2:00".parse::<TimeOfDay>().is_err());
+        assert!("Europe/Berlin".parse::<TimeZoneName>().is_ok());
+        assert!("Mars/Olympus".parse::<TimeZoneName>().is_err());
+    }
+
+    #[test]
+    fn site_names_are_dns_like() {
+        assert!("shop-eu".parse::<SiteName>().is_ok());
+        for bad in ["Shop", "-a", "a_b", "", "a.b"] {
+            assert!(bad.parse::<SiteName>().is_err(), "{bad:?}");
+        }
+    }
+}

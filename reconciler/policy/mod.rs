@@ -1,0 +1,344 @@
+//! Effective settings of a site, each with its provenance.
+//!
+//! A site's setting comes from the site file, else from the first policy of
+//! its `extends` chain that sets a default, else from the built-in default;
+//! then the first policy of the chain that sets a ceiling clamps it. Every
+//! [`Setting`] remembers which file and line decided it, so `explain` can
+//! say why a site gets what it gets. Pure: no I/O.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::load::{Diagnostic, Fleet, Loaded, Location};
+use crate::model::values::{Duration, VersionReq};
+use crate::model::words::{ChangeLevel, DriftMode, HotfixLevel, Layout, UpgradeLevel};
+use crate::model::{Policy, Site, Window};
+
+/// The policy of a site that names none.
+pub const DEFAULT_POLICY: &str = "base";
+
+/// Who decided a setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Provenance {
+    /// The site file.
+    Site {
+        /// Where.
+        #[serde(flatten)]
+        at: Location,
+    },
+    /// A policy's default or ceiling.
+    Policy {
+        /// The policy.
+        policy: String,
+        /// Whether it is a stock policy.
+        stock: bool,
+        /// Where.
+        #[serde(flatten)]
+        at: Location,
+    },
+    /// sitekeeper's own default.
+    Builtin,
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Site { at } => write!(f, "{at}"),
+            Provenance::Policy { policy, stock: true, at } => write!(f, "{at} (stock policy {policy})"),
+            Provenance::Policy { policy, stock: false, at } => write!(f, "{at} (policy {policy})"),
+            Provenance::Builtin => f.write_str("built-in default"),
+        }
+    }
+}
+
+/// One effective setting.
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    /// The value the site gets.
+    pub value: T,
+    /// Who decided it.
+    pub from: Provenance,
+    /// Why it differs from what was asked, when a ceiling clamped it.
+    pub note: Option<String>,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, from: Provenance) -> Self {
+        Self { value, from, note: None }
+    }
+}
+
+/// A policy in a site's chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainLink {
+    /// The policy's name.
+    pub name: String,
+    /// Whether it is a stock policy.
+    pub stock: bool,
+    /// Its file.
+    pub file: String,
+}
+
+/// Everything a site effectively gets.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    /// The site's name.
+    pub site: String,
+    /// The site file.
+    pub file: String,
+    /// The policy chain, most specific first.
+    pub chain: Vec<ChainLink>,
+    /// The site's policy.
+    pub policy: Setting<String>,
+    /// Product.
+    pub product: Setting<String>,
+    /// Channel.
+    pub channel: Setting<String>,
+    /// Version pin.
+    pub version: Setting<Option<VersionReq>>,
+    /// Rollout ring.
+    pub ring: Setting<u8>,
+    /// Layout.
+    pub layout: Setting<Layout>,
+    /// Drift handling.
+    pub drift: Setting<DriftMode>,
+    /// Upgrades opt-in, clamped.
+    pub upgrades: Setting<UpgradeLevel>,
+    /// Hot-fix opt-in, clamped.
+    pub hotfixes: Setting<HotfixLevel>,
+    /// Diagnostics opt-in, clamped.
+    pub diagnostics: Setting<bool>,
+    /// Vendor-access opt-in, clamped.
+    pub vendor_access: Setting<bool>,
+    /// Status reports opt-in, clamped.
+    pub status_reports: Setting<bool>,
+    /// Error reports opt-in, clamped.
+    pub error_reports: Setting<bool>,
+    /// Public listing opt-in, clamped.
+    pub public_listing: Setting<bool>,
+    /// Maintenance window; `None` means always open.
+    pub window: Setting<Option<Window>>,
+    /// Whether pre-releases may be offered.
+    pub prereleases: Setting<bool>,
+    /// Soak time.
+    pub min_release_age: Setting<Duration>,
+    /// Whether security releases bypass window and soak.
+    pub urgent_bypass: Setting<bool>,
+    /// Levels needing approval.
+    pub require_approval: Setting<Vec<ChangeLevel>>,
+    /// Rollback points kept.
+    pub keep_rollback_points: Setting<u32>,
+    /// Whether release hooks may run.
+    pub allow_release_hooks: Setting<bool>,
+    /// Quiet time between notices.
+    pub notify_interval: Setting<Duration>,
+}
+
+/// One line of `explain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Setting name, as in the site file (`opt_in.upgrades`).
+    pub name: &'static str,
+    /// The value, as written in YAML.
+    pub value: serde_json::Value,
+    /// Who decided it.
+    #[serde(flatten)]
+    pub from: Provenance,
+    /// Why it differs from what was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Effective {
+    /// Every setting, in the order of the site file.
+    pub fn rows(&self) -> Vec<Row> {
+        fn row<T: Serialize>(name: &'static str, s: &Setting<T>) -> Row {
+            Row {
+                name,
+                value: serde_json::to_value(&s.value).unwrap_or(serde_json::Value::Null),
+                from: s.from.clone(),
+                note: s.note.clone(),
+            }
+        }
+        vec![
+            row("product", &self.product),
+            row("channel", &self.channel),
+            row("version", &self.version),
+            row("policy", &self.policy),
+            row("ring", &self.ring),
+            row("layout", &self.layout),
+            row("opt_in.hotfixes", &self.hotfixes),
+            row("opt_in.upgrades", &self.upgrades),
+            row("opt_in.diagnostics", &self.diagnostics),
+            row("opt_in.vendor_access", &self.vendor_access),
+            row("opt_in.status_reports", &self.status_reports),
+            row("opt_in.error_reports", &self.error_reports),
+            row("opt_in.public_listing", &self.public_listing),
+            Row {
+                name: "window",
+                value: self.window.value.as_ref().map_or(serde_json::Value::Null, |w| w.to_string().into()),
+                from: self.window.from.clone(),
+                note: self.window.note.clone(),
+            },
+            row("drift", &self.drift),
+            row("prereleases", &self.prereleases),
+            row("min_release_age", &self.min_release_age),
+            row("urgent_bypass", &self.urgent_bypass),
+            row("require_approval", &self.require_approval),
+            row("keep_rollback_points", &self.keep_rollback_points),
+            row("allow_release_hooks", &self.allow_release_hooks),
+            row("notify_interval", &self.notify_interval),
+        ]
+    }
+}
+
+/// The chain of policies a site uses, most specific first.
+struct Chain<'a> {
+    links: Vec<(&'a Loaded<Policy>, bool)>,
+}
+
+impl<'a> Chain<'a> {
+    fn resolve(fleet: &'a Fleet, start: &str) -> Result<Self, String> {
+        let (mut policy, mut stock) = fleet
+            .policy(start)
+            .ok_or_else(|| format!("there is no policy {start:?}"))?;
+        let mut links = vec![(policy, stock)];
+        while let Some(parent) = &policy.extends {
+            // A fleet policy extending its own name refines the stock one.
+            let next = if parent == &policy.policy && !stock {
+                fleet.stock_policies.get(parent).map(|p| (p, true))
+            } else if stock {
+                fleet.stock_policies.get(parent).map(|p| (p, true))
+            } else {
+                fleet.policy(parent)
+            };
+            let (p, s) = next.ok_or_else(|| format!("policy {:?} extends {parent:?}, which does not exist", policy.policy))?;
+            if links.iter().any(|(l, ls)| std::ptr::eq(*l, p) && *ls == s) {
+                return Err(format!("the policies extending {start:?} form a loop"));
+            }
+            links.push((p, s));
+            (policy, stock) = (p, s);
+        }
+        Ok(Self { links })
+    }
+
+    /// The first policy that sets a value, with where it set it.
+    fn find<T>(&self, path: &str, get: impl Fn(&Policy) -> Option<T>) -> Option<Setting<T>> {
+        self.links.iter().find_map(|(p, stock)| {
+            get(p).map(|value| {
+                Setting::new(
+                    value,
+                    Provenance::Policy { policy: p.policy.clone(), stock: *stock, at: p.origin.locate(path) },
+                )
+            })
+        })
+    }
+
+    /// A policy-level setting (not in the site file), else the built-in.
+    fn setting<T>(&self, path: &str, get: impl Fn(&Policy) -> Option<T>, builtin: T) -> Setting<T> {
+        self.find(path, get).unwrap_or_else(|| Setting::new(builtin, Provenance::Builtin))
+    }
+}
+
+/// The site's own value at `path`, else the chain's default, else `builtin`.
+fn site_or_default<T>(site: &Loaded<Site>, path: &str, own: Option<T>, chain: &Chain, default_path: &str, get: impl Fn(&Policy) -> Option<T>, builtin: T) -> Setting<T> {
+    match own {
+        Some(v) => Setting::new(v, Provenance::Site { at: site.origin.locate(path) }),
+        None => chain.setting(default_path, get, builtin),
+    }
+}
+
+/// Clamps a requested opt-in at the chain's ceiling, explaining the clamp.
+fn clamp<T: Ord + Copy + fmt::Display>(requested: Setting<T>, ceiling: Option<Setting<T>>) -> Setting<T> {
+    let Some(ceiling) = ceiling else { return requested };
+    if requested.value <= ceiling.value {
+        return requested;
+    }
+    let asker = match &requested.from {
+        Provenance::Site { .. } => "site asked for".to_owned(),
+        Provenance::Policy { policy, .. } => format!("policy `{policy}` defaults to"),
+        Provenance::Builtin => "the built-in default is".to_owned(),
+    };
+    let (capper, at) = match &ceiling.from {
+        Provenance::Policy { policy, at, .. } => (policy.clone(), format!("{}:{}", at.file, at.line)),
+        _ => (String::new(), String::new()),
+    };
+    let verb = if ceiling.value.to_string() == "false" { "forbids it".to_owned() } else { format!("caps it at `{}`", ceiling.value) };
+    Setting {
+        value: ceiling.value,
+        from: ceiling.from,
+        note: Some(format!("{asker} `{}`, policy `{capper}` ({at}) {verb}", requested.value)),
+    }
+}
+
+/// Resolves every setting of `site`. Fails (with a located diagnostic) only
+/// when its policy chain is broken, which `validate` also reports.
+pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnostic> {
+    let (policy_name, policy) = match &site.policy {
+        Some(name) => (name.clone(), Setting::new(name.clone(), Provenance::Site { at: site.origin.locate("policy") })),
+        None => (DEFAULT_POLICY.to_owned(), Setting::new(DEFAULT_POLICY.to_owned(), Provenance::Builtin)),
+    };
+    let chain = Chain::resolve(fleet, &policy_name).map_err(|m| site.origin.diag("policy", m))?;
+    let here = |path: &str| Provenance::Site { at: site.origin.locate(path) };
+    let o = &site.opt_in;
+
+    macro_rules! opt_in {
+        ($field:ident, $builtin:expr) => {
+            clamp(
+                site_or_default(
+                    site,
+                    concat!("opt_in.", stringify!($field)),
+                    o.$field,
+                    &chain,
+                    concat!("defaults.", stringify!($field)),
+                    |p| p.defaults.$field,
+                    $builtin,
+                ),
+                chain.find(concat!("ceilings.", stringify!($field)), |p| p.ceilings.$field),
+            )
+        };
+    }
+
+    Ok(Effective {
+        site: site.site.to_string(),
+        file: site.origin.file().to_owned(),
+        chain: chain
+            .links
+            .iter()
+            .map(|(p, stock)| ChainLink { name: p.policy.clone(), stock: *stock, file: p.origin.file().to_owned() })
+            .collect(),
+        product: Setting::new(site.product.clone(), here("product")),
+        channel: Setting::new(site.channel.clone(), here("channel")),
+        version: match &site.version {
+            Some(v) => Setting::new(Some(v.clone()), here("version")),
+            None => Setting::new(None, Provenance::Builtin),
+        },
+        ring: match site.ring {
+            Some(r) => Setting::new(r, here("ring")),
+            None => Setting::new(1, Provenance::Builtin),
+        },
+        layout: site_or_default(site, "layout", site.layout, &chain, "defaults.layout", |p| p.defaults.layout, Layout::InPlace),
+        drift: site_or_default(site, "drift", site.drift, &chain, "defaults.drift", |p| p.defaults.drift, DriftMode::Preserve),
+        upgrades: opt_in!(upgrades, UpgradeLevel::None),
+        hotfixes: opt_in!(hotfixes, HotfixLevel::Critical),
+        diagnostics: opt_in!(diagnostics, false),
+        vendor_access: opt_in!(vendor_access, false),
+        status_reports: opt_in!(status_reports, false),
+        error_reports: opt_in!(error_reports, false),
+        public_listing: opt_in!(public_listing, false),
+        window: match &site.window {
+            Some(w) => Setting::new(Some(w.clone()), here("window")),
+            None => Setting::new(None, Provenance::Builtin),
+        },
+        policy,
+        prereleases: chain.setting("prereleases", |p| p.prereleases, false),
+        min_release_age: chain.setting("min_release_age", |p| p.min_release_age, Duration(std::time::Duration::ZERO)),
+        urgent_bypass: chain.setting("urgent_bypass", |p| p.urgent_bypass, true),
+        require_approval: chain.setting("require_approval", |p| p.require_approval.clone(), Vec::new()),
+        keep_rollback_points: chain.setting("keep_rollback_points", |p| p.keep_rollback_points, 20),
+        allow_release_hooks: chain.setting("allow_release_hooks", |p| p.allow_release_hooks, false),
+        notify_interval: chain.setting("notify_interval", |p| p.notify_interval, Duration(std::time::Duration::from_secs(7 * 86_400))),
+    })
+}
