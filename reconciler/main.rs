@@ -11,7 +11,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // --help and --version are successes; usage errors are invalid input (2).
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(sitekeeper::cli::exit::INVALID) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(sitekeeper::cli::exit::INVALID)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     sitekeeper::cli::run(cli)

@@ -29,7 +29,12 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
     let effective = policy::resolve(&fleet, site)?;
     let text = match printer.format {
         Format::Json => {
-            let report = Report { site: &effective.site, file: &effective.file, policy_chain: &effective.chain, settings: effective.rows() };
+            let report = Report {
+                site: &effective.site,
+                file: &effective.file,
+                policy_chain: &effective.chain,
+                settings: effective.rows(),
+            };
             serde_json::to_string_pretty(&report).unwrap_or_default()
         }
         Format::Markdown => markdown(&effective),
@@ -44,9 +49,16 @@ fn show(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::Null => "(none)".to_owned(),
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+        serde_json::Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
         serde_json::Value::Object(map) => {
-            let parts: Vec<String> = map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| format!("{k}: {}", show(v))).collect();
+            let parts: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k}: {}", show(v)))
+                .collect();
             format!("{{{}}}", parts.join(", "))
         }
         other => other.to_string(),
@@ -56,7 +68,14 @@ fn show(value: &serde_json::Value) -> String {
 fn chain_text(e: &Effective) -> String {
     e.chain
         .iter()
-        .map(|l| format!("{} ({}{})", l.name, if l.stock { "stock, " } else { "" }, l.file))
+        .map(|l| {
+            format!(
+                "{} ({}{})",
+                l.name,
+                if l.stock { "stock, " } else { "" },
+                l.file
+            )
+        })
         .collect::<Vec<_>>()
         .join(" → ")
 }
@@ -65,27 +84,54 @@ fn human(p: &Printer, e: &Effective) -> String {
     let rows = e.rows();
     let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let values: Vec<String> = rows.iter().map(|r| show(&r.value)).collect();
-    let value_w = values.iter().map(|v| v.chars().count()).max().unwrap_or(0).min(40);
-    let mut out = format!("{} {}\n", p.bold(&format!("site {}", e.site)), p.dim(&format!("({})", e.file)));
+    let value_w = values
+        .iter()
+        .map(|v| v.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    let mut out = format!(
+        "{} {}\n",
+        p.bold(&format!("site {}", e.site)),
+        p.dim(&format!("({})", e.file))
+    );
     out.push_str(&format!("policy chain: {}\n\n", chain_text(e)));
     for (row, value) in rows.iter().zip(&values) {
         let pad = value_w.saturating_sub(value.chars().count());
-        out.push_str(&format!("  {:name_w$}  {value}{}  {}\n", row.name, " ".repeat(pad), p.dim(&row.from.to_string())));
+        out.push_str(&format!(
+            "  {:name_w$}  {value}{}  {}\n",
+            row.name,
+            " ".repeat(pad),
+            p.dim(&row.from.to_string())
+        ));
         if let Some(note) = &row.note {
-            out.push_str(&format!("  {:name_w$}  {}\n", "", p.warn(&format!("↳ {note}"))));
+            out.push_str(&format!(
+                "  {:name_w$}  {}\n",
+                "",
+                p.warn(&format!("↳ {note}"))
+            ));
         }
     }
     out
 }
 
 fn markdown(e: &Effective) -> String {
-    let mut out = format!("### `{}`\n\nPolicy chain: {}\n\n| setting | value | set by |\n| --- | --- | --- |\n", e.site, chain_text(e));
+    let mut out = format!(
+        "### `{}`\n\nPolicy chain: {}\n\n| setting | value | set by |\n| --- | --- | --- |\n",
+        e.site,
+        chain_text(e)
+    );
     for row in e.rows() {
         let mut from = format!("`{}`", row.from);
         if let Some(note) = &row.note {
             from.push_str(&format!("<br>{note}"));
         }
-        out.push_str(&format!("| `{}` | `{}` | {} |\n", row.name, show(&row.value), from));
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} |\n",
+            row.name,
+            show(&row.value),
+            from
+        ));
     }
     out
 }

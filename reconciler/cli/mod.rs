@@ -35,8 +35,10 @@ pub mod exit {
 /// asked for, declaratively, from git.
 #[derive(Debug, Parser)]
 #[command(name = "sitekeeper", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 success, 1 failed (site restored), 2 invalid input (nothing changed), \
-3 refused, 4 changes pending (plan --detailed-exitcode).\nThe file formats are described in SPEC.md and schema/.")]
+#[command(
+    after_help = "Exit codes: 0 success, 1 failed (site restored), 2 invalid input (nothing changed), \
+3 refused, 4 changes pending (plan --detailed-exitcode).\nThe file formats are described in SPEC.md and schema/."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -156,11 +158,18 @@ impl From<Diagnostic> for CliError {
 /// Reads the fleet and its catalogs, failing with every diagnostic if any.
 fn load_clean(global: &Global) -> Result<Fleet, CliError> {
     let (fleet, diags) = load::load(&load_options(global))?;
-    if diags.is_empty() { Ok(fleet) } else { Err(CliError::Invalid(diags)) }
+    if diags.is_empty() {
+        Ok(fleet)
+    } else {
+        Err(CliError::Invalid(diags))
+    }
 }
 
 fn load_options(global: &Global) -> LoadOptions {
-    LoadOptions { fleet: global.fleet.clone(), state_dir: global.state_dir.clone() }
+    LoadOptions {
+        fleet: global.fleet.clone(),
+        state_dir: global.state_dir.clone(),
+    }
 }
 
 /// Runs the command line and returns the process exit code.

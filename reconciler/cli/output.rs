@@ -36,7 +36,11 @@ impl Printer {
     }
 
     fn paint(on: bool, code: &str, text: &str) -> String {
-        if on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+        if on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
     }
 
     /// `text` in bold on stdout, when colour is on.
@@ -58,9 +62,17 @@ impl Printer {
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
         let mut err = std::io::stderr().lock();
         for d in diags {
-            let mut line = format!("{}: {}", Self::paint(self.color_err, "1", &d.at.to_string()), d.message);
+            let mut line = format!(
+                "{}: {}",
+                Self::paint(self.color_err, "1", &d.at.to_string()),
+                d.message
+            );
             if let Some(hint) = &d.hint {
-                line.push_str(&Self::paint(self.color_err, "36", &format!(" (hint: {hint})")));
+                line.push_str(&Self::paint(
+                    self.color_err,
+                    "36",
+                    &format!(" (hint: {hint})"),
+                ));
             }
             let _ = writeln!(err, "{line}");
         }
@@ -71,7 +83,11 @@ impl Printer {
 
     /// A one-line error on stderr.
     pub fn error(&self, message: &str) {
-        let _ = writeln!(std::io::stderr().lock(), "{}: {message}", Self::paint(self.color_err, "31;1", "error"));
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {message}",
+            Self::paint(self.color_err, "31;1", "error")
+        );
     }
 
     /// A line on stdout, unless `-q`.

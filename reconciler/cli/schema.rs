@@ -16,17 +16,28 @@ pub fn schema_text(kind: FileKind) -> String {
 pub(super) fn run(printer: &Printer, out: Option<&Path>) -> Result<(), CliError> {
     match out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
             for kind in FileKind::ALL {
                 let path = dir.join(kind.schema_file());
-                std::fs::write(&path, schema_text(kind)).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+                std::fs::write(&path, schema_text(kind))
+                    .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
             }
-            printer.say(&format!("wrote {} schemas to {}", FileKind::ALL.len(), dir.display()));
+            printer.say(&format!(
+                "wrote {} schemas to {}",
+                FileKind::ALL.len(),
+                dir.display()
+            ));
         }
         None => {
             let all: serde_json::Map<String, serde_json::Value> = FileKind::ALL
                 .iter()
-                .map(|k| (k.schema_file().to_owned(), serde_json::Value::from(k.schema())))
+                .map(|k| {
+                    (
+                        k.schema_file().to_owned(),
+                        serde_json::Value::from(k.schema()),
+                    )
+                })
                 .collect();
             printer.report(&serde_json::to_string_pretty(&all).unwrap_or_default());
         }

@@ -59,7 +59,11 @@ pub(super) fn run(global: &Global, printer: &Printer) -> Result<(), CliError> {
     let summary = summarize(&fleet);
     match printer.format {
         Format::Json => {
-            let report = Report { valid: diags.is_empty(), errors: &diags, summary };
+            let report = Report {
+                valid: diags.is_empty(),
+                errors: &diags,
+                summary,
+            };
             printer.report(&serde_json::to_string_pretty(&report).unwrap_or_default());
             if !diags.is_empty() {
                 printer.diagnostics(&diags);
@@ -71,7 +75,10 @@ pub(super) fn run(global: &Global, printer: &Printer) -> Result<(), CliError> {
             if diags.is_empty() {
                 md.push_str(&format!("✅ valid: {}\n", human_summary(&summary)));
             } else {
-                md.push_str(&format!("❌ {}\n\n", plural(diags.len(), "problem", "problems")));
+                md.push_str(&format!(
+                    "❌ {}\n\n",
+                    plural(diags.len(), "problem", "problems")
+                ));
                 for d in &diags {
                     md.push_str(&format!("- `{}`: {}", d.at, d.message));
                     if let Some(h) = &d.hint {
@@ -99,7 +106,14 @@ fn human_summary(s: &Summary) -> String {
     let catalogs: Vec<String> = s
         .catalogs
         .iter()
-        .map(|c| format!("{} ({}, {})", c.product, plural(c.releases, "release", "releases"), plural(c.fixes, "fix", "fixes")))
+        .map(|c| {
+            format!(
+                "{} ({}, {})",
+                c.product,
+                plural(c.releases, "release", "releases"),
+                plural(c.fixes, "fix", "fixes")
+            )
+        })
         .collect();
     format!(
         "{}, {}, {}, {}; catalogs: {}",
@@ -107,6 +121,10 @@ fn human_summary(s: &Summary) -> String {
         plural(s.fleet_policies, "fleet policy", "fleet policies"),
         plural(s.stock_policies, "stock policy", "stock policies"),
         plural(s.approvals, "approvals file", "approvals files"),
-        if catalogs.is_empty() { "none".to_owned() } else { catalogs.join(", ") }
+        if catalogs.is_empty() {
+            "none".to_owned()
+        } else {
+            catalogs.join(", ")
+        }
     )
 }

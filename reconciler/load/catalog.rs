@@ -22,7 +22,11 @@ pub struct LoadedCatalog {
     pub fixes: Vec<Loaded<Fix>>,
 }
 
-pub(super) fn load_catalog(product: &str, source: Source, diags: &mut Diagnostics) -> Option<LoadedCatalog> {
+pub(super) fn load_catalog(
+    product: &str,
+    source: Source,
+    diags: &mut Diagnostics,
+) -> Option<LoadedCatalog> {
     let (value, origin) = read_doc::<Catalog>(&source, "catalog.yaml", diags)?;
     let catalog = Loaded { value, origin };
     if catalog.product != product {
@@ -35,17 +39,28 @@ pub(super) fn load_catalog(product: &str, source: Source, diags: &mut Diagnostic
         ));
     }
     if catalog.channels.is_empty() {
-        diags.push(catalog.origin.diag("channels", "a catalog needs at least one channel"));
+        diags.push(
+            catalog
+                .origin
+                .diag("channels", "a catalog needs at least one channel"),
+        );
     }
 
     let mut releases: Vec<Loaded<Release>> = Vec::new();
     let mut seen_versions = BTreeMap::new();
     for (stem, rel) in yaml_files(&source, "releases", diags) {
-        let Some((value, origin)) = read_doc::<Release>(&source, &rel, diags) else { continue };
+        let Some((value, origin)) = read_doc::<Release>(&source, &rel, diags) else {
+            continue;
+        };
         let release = Loaded { value, origin };
         check_release(&release, &stem, &catalog, &source, diags);
-        if let Some(first) = seen_versions.insert(release.version.clone(), release.origin.file().to_owned()) {
-            diags.push(release.origin.diag("version", format!("version {} is also released by {first}", release.version)));
+        if let Some(first) =
+            seen_versions.insert(release.version.clone(), release.origin.file().to_owned())
+        {
+            diags.push(release.origin.diag(
+                "version",
+                format!("version {} is also released by {first}", release.version),
+            ));
             continue;
         }
         releases.push(release);
@@ -54,20 +69,37 @@ pub(super) fn load_catalog(product: &str, source: Source, diags: &mut Diagnostic
 
     let mut fixes: Vec<Loaded<Fix>> = Vec::new();
     for (stem, rel) in yaml_files(&source, "fixes", diags) {
-        let Some((value, origin)) = read_doc::<Fix>(&source, &rel, diags) else { continue };
+        let Some((value, origin)) = read_doc::<Fix>(&source, &rel, diags) else {
+            continue;
+        };
         let fix = Loaded { value, origin };
         check_fix(&fix, &stem, &source, diags);
         if fixes.iter().any(|f| f.id == fix.id) {
-            diags.push(fix.origin.diag("id", format!("the fix id {:?} is used twice", fix.id)));
+            diags.push(
+                fix.origin
+                    .diag("id", format!("the fix id {:?} is used twice", fix.id)),
+            );
             continue;
         }
         fixes.push(fix);
     }
 
-    Some(LoadedCatalog { product: product.to_owned(), source, catalog, releases, fixes })
+    Some(LoadedCatalog {
+        product: product.to_owned(),
+        source,
+        catalog,
+        releases,
+        fixes,
+    })
 }
 
-fn check_release(release: &Loaded<Release>, stem: &str, catalog: &Loaded<Catalog>, source: &Source, diags: &mut Diagnostics) {
+fn check_release(
+    release: &Loaded<Release>,
+    stem: &str,
+    catalog: &Loaded<Catalog>,
+    source: &Source,
+    diags: &mut Diagnostics,
+) {
     let o = &release.origin;
     if release.version.to_string() != stem {
         diags.push(o.diag(
@@ -82,7 +114,10 @@ fn check_release(release: &Loaded<Release>, stem: &str, catalog: &Loaded<Catalog
         if !catalog.channels.contains_key(channel) {
             diags.push(o.diag(
                 &format!("channels[{i}]"),
-                format!("{channel:?} is not a channel of catalog.yaml (hint: the channels are {})", names(catalog.channels.keys())),
+                format!(
+                    "{channel:?} is not a channel of catalog.yaml (hint: the channels are {})",
+                    names(catalog.channels.keys())
+                ),
             ));
         }
     }
@@ -90,17 +125,27 @@ fn check_release(release: &Loaded<Release>, stem: &str, catalog: &Loaded<Catalog
     if let Some(tree) = &payload.tree
         && source.kind(tree.as_str()) != Some(EntryKind::Dir)
     {
-        diags.push(o.diag("payload.tree", format!("the payload tree {tree}/ is not a directory of the catalog")));
+        diags.push(o.diag(
+            "payload.tree",
+            format!("the payload tree {tree}/ is not a directory of the catalog"),
+        ));
     }
     if let Some(archive) = &payload.archive {
         match source.kind(archive.as_str()) {
             Some(EntryKind::File) => {
                 let name = archive.as_str();
-                if !(name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")) {
-                    diags.push(o.diag("payload.archive", format!("{archive} is not a .tar.gz, .tgz or .tar archive")));
+                if !(name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar"))
+                {
+                    diags.push(o.diag(
+                        "payload.archive",
+                        format!("{archive} is not a .tar.gz, .tgz or .tar archive"),
+                    ));
                 }
             }
-            _ => diags.push(o.diag("payload.archive", format!("the archive {archive} is not a file of the catalog"))),
+            _ => diags.push(o.diag(
+                "payload.archive",
+                format!("the archive {archive} is not a file of the catalog"),
+            )),
         }
     }
 }

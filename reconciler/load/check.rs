@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::catalog::names;
+use super::fleet::ChainError;
 use super::source::EntryKind;
 use super::{Diagnostics, Fleet};
 
@@ -35,13 +36,24 @@ fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {
             } else {
                 format!("the products of fleet.yaml are {known}")
             };
-            diags.push(o.diag("product", format!("{:?} is not a product of fleet.yaml (hint: {hint})", site.product)));
+            diags.push(o.diag(
+                "product",
+                format!(
+                    "{:?} is not a product of fleet.yaml (hint: {hint})",
+                    site.product
+                ),
+            ));
         } else if let Some(catalog) = fleet.catalogs.get(&site.product) {
             let channels = &catalog.catalog.channels;
             if !channels.contains_key(&site.channel) {
                 diags.push(o.diag(
                     "channel",
-                    format!("{:?} is not a channel of {} (hint: the channels are {})", site.channel, site.product, names(channels.keys())),
+                    format!(
+                        "{:?} is not a channel of {} (hint: the channels are {})",
+                        site.channel,
+                        site.product,
+                        names(channels.keys())
+                    ),
                 ));
             }
             let rings = &catalog.catalog.rings;
@@ -50,14 +62,26 @@ fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {
                 && !rings.contains_key(&ring)
             {
                 let known: Vec<String> = rings.keys().map(u8::to_string).collect();
-                diags.push(o.diag("ring", format!("ring {ring} is not declared by the catalog (hint: the rings are {})", known.join(", "))));
+                diags.push(o.diag(
+                    "ring",
+                    format!(
+                        "ring {ring} is not declared by the catalog (hint: the rings are {})",
+                        known.join(", ")
+                    ),
+                ));
             }
         }
 
         if let Some(policy) = &site.policy
             && fleet.policy(policy).is_none()
         {
-            diags.push(o.diag("policy", format!("there is no policy {policy:?} (hint: {})", known_policies(fleet))));
+            diags.push(o.diag(
+                "policy",
+                format!(
+                    "there is no policy {policy:?} (hint: {})",
+                    known_policies(fleet)
+                ),
+            ));
         }
     }
 }
@@ -65,55 +89,39 @@ fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {
 fn known_policies(fleet: &Fleet) -> String {
     let mut all: BTreeSet<&String> = fleet.policies.keys().collect();
     all.extend(fleet.stock_policies.keys());
-    format!("the policies are {}", all.into_iter().cloned().collect::<Vec<_>>().join(", "))
+    format!(
+        "the policies are {}",
+        all.into_iter().cloned().collect::<Vec<_>>().join(", ")
+    )
 }
 
-/// Every `extends` names a policy, and no chain loops. A fleet policy may
-/// extend a stock policy of its own name: that is how it refines it.
+/// Every `extends` names a policy, and no chain loops.
 fn check_policies(fleet: &Fleet, diags: &mut Diagnostics) {
-    let all = fleet.policies.iter().map(|(n, p)| (n, p, false)).chain(fleet.stock_policies.iter().map(|(n, p)| (n, p, true)));
-    for (name, policy, stock) in all {
-        let Some(parent) = &policy.extends else { continue };
-        // A fleet policy extending its own name means the stock one.
-        let resolves = if parent == name && !stock {
-            fleet.stock_policies.contains_key(parent)
-        } else {
-            fleet.policy(parent).is_some()
-        };
-        if !resolves {
-            diags.push(policy.origin.diag("extends", format!("there is no policy {parent:?} to extend (hint: {})", known_policies(fleet))));
+    let all = fleet.policies.values().chain(fleet.stock_policies.values());
+    for policy in all {
+        if policy.extends.is_none() {
             continue;
         }
-        // Walk the chain; a name seen twice is a cycle.
-        let mut chain = vec![name.clone()];
-        let mut current = (name.clone(), stock);
-        loop {
-            let Some((p, is_stock)) = lookup(fleet, &current.0, current.1) else { break };
-            let Some(next) = &p.extends else { break };
-            let next_stock = is_stock || next == &current.0;
-            if chain.contains(next) && !(next == &current.0 && !is_stock) {
-                chain.push(next.clone());
-                diags.push(policy.origin.diag(
-                    "extends",
-                    format!("the policies extend each other in a loop: {} (hint: one of them must stop extending)", chain.join(" → ")),
-                ));
-                break;
-            }
-            chain.push(next.clone());
-            current = (next.clone(), next_stock);
-            if chain.len() > 64 {
-                break;
-            }
+        let mut chain = fleet.policy_chain(&policy.policy);
+        // The chain of a shadowed stock policy starts at the fleet's own.
+        if fleet
+            .stock_policies
+            .get(&policy.policy)
+            .is_some_and(|p| std::ptr::eq(p, policy))
+        {
+            chain = Ok(Vec::new());
         }
-    }
-}
-
-/// A policy by name, the stock one where `stock` (or where the fleet has none).
-fn lookup<'a>(fleet: &'a Fleet, name: &str, stock: bool) -> Option<(&'a super::Loaded<crate::model::Policy>, bool)> {
-    if stock {
-        fleet.stock_policies.get(name).map(|p| (p, true))
-    } else {
-        fleet.policy(name)
+        match chain {
+            Ok(_) => {}
+            Err(e @ ChainError::Missing { .. }) => {
+                diags.push(
+                    policy
+                        .origin
+                        .diag("extends", format!("{e} (hint: {})", known_policies(fleet))),
+                );
+            }
+            Err(e) => diags.push(policy.origin.diag("extends", e.to_string())),
+        }
     }
 }
 

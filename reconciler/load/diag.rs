@@ -105,7 +105,8 @@ impl Diagnostics {
 
     /// Sorted, deduplicated, ready to print.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.0.sort_by(|a, b| a.at.cmp(&b.at).then(a.message.cmp(&b.message)));
+        self.0
+            .sort_by(|a, b| a.at.cmp(&b.at).then(a.message.cmp(&b.message)));
         self.0.dedup();
         self.0
     }
@@ -118,11 +119,18 @@ mod tests {
     #[test]
     fn hints_split_off_and_print_back() {
         let d = Diagnostic::new(
-            Location { file: "sites/a.yaml".into(), line: 7, column: 12 },
+            Location {
+                file: "sites/a.yaml".into(),
+                line: 7,
+                column: 12,
+            },
             "\"4.2\" is not a full version (hint: write 4.2.0)",
         );
         assert_eq!(d.message, "\"4.2\" is not a full version");
         assert_eq!(d.hint.as_deref(), Some("write 4.2.0"));
-        assert_eq!(d.to_string(), "sites/a.yaml:7:12: \"4.2\" is not a full version (hint: write 4.2.0)");
+        assert_eq!(
+            d.to_string(),
+            "sites/a.yaml:7:12: \"4.2\" is not a full version (hint: write 4.2.0)"
+        );
     }
 }

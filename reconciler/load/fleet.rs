@@ -7,7 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use super::catalog::{self, LoadedCatalog};
 use super::source::{self, Source};
 use super::stock::{STOCK_POLICIES, stock_file};
-use super::{Diagnostic, Diagnostics, LoadOptions, Loaded, Location, Origin, read_doc, yaml, yaml_files};
+use super::{
+    Diagnostic, Diagnostics, LoadOptions, Loaded, Location, Origin, read_doc, yaml, yaml_files,
+};
 use crate::model::{Approvals, FleetConfig, Policy, Site};
 
 /// A fleet and everything it refers to, as loaded. Files that failed to
@@ -45,6 +47,44 @@ impl Fleet {
             .or_else(|| self.stock_policies.get(name).map(|p| (p, true)))
     }
 
+    /// The chain of `start` and the policies it extends, most specific first,
+    /// each with whether it is stock. A fleet policy that extends its own name
+    /// refines the stock policy of that name; stock policies extend only stock
+    /// ones. The error says what is broken: a missing parent or a loop.
+    pub fn policy_chain(&self, start: &str) -> Result<Vec<(&Loaded<Policy>, bool)>, ChainError> {
+        let first = self.policy(start).ok_or_else(|| ChainError::Missing {
+            from: None,
+            name: start.to_owned(),
+        })?;
+        let mut chain = vec![first];
+        while let Some((policy, stock)) = chain.last().copied()
+            && let Some(parent) = &policy.extends
+        {
+            let next = if stock || parent == &policy.policy {
+                self.stock_policies.get(parent).map(|p| (p, true))
+            } else {
+                self.policy(parent)
+            };
+            let next = next.ok_or_else(|| ChainError::Missing {
+                from: Some(policy.policy.clone()),
+                name: parent.clone(),
+            })?;
+            let seen = chain
+                .iter()
+                .any(|(p, s)| p.policy == next.0.policy && *s == next.1);
+            chain.push(next);
+            if seen {
+                let names = chain
+                    .iter()
+                    .map(|(p, _)| p.policy.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" → ");
+                return Err(ChainError::Loop(names));
+            }
+        }
+        Ok(chain)
+    }
+
     /// The site's root directory: absolute, or relative to the fleet repo.
     /// `None` for a relative root of a fleet read from a URL.
     pub fn site_root(&self, site: &Site) -> Option<PathBuf> {
@@ -56,6 +96,24 @@ impl Fleet {
     }
 }
 
+/// Why a policy chain cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// A policy (or the parent of `from`) does not exist.
+    #[error("there is no policy {name:?}{}", from.as_ref().map(|f| format!(" for {f:?} to extend")).unwrap_or_default())]
+    Missing {
+        /// The policy whose `extends` names it, if any.
+        from: Option<String>,
+        /// The missing name.
+        name: String,
+    },
+    /// The chain comes back to a policy it already passed.
+    #[error(
+        "the policies extend each other in a loop: {0} (hint: one of them must stop extending)"
+    )]
+    Loop(String),
+}
+
 /// Opens the fleet source named by `--fleet`.
 fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
     let spec = options.fleet.as_str();
@@ -63,16 +121,25 @@ fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
         let cache = super::state_dir(options.state_dir.as_deref(), None).join("cache/git");
         Source::git_remote(spec, "HEAD", &cache, format!("{spec}:"))
     } else {
-        let label = if spec == "." || spec.is_empty() { String::new() } else { format!("{}/", spec.trim_end_matches('/')) };
+        let label = if spec == "." || spec.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", spec.trim_end_matches('/'))
+        };
         Source::dir(Path::new(spec), label)
     };
     opened.map_err(|e| {
         let d = Diagnostic::new(Location::file(spec), format!("cannot open the fleet: {e}"));
-        d.with_hint("--fleet takes a fleet repo directory (holding fleet.yaml and sites/) or a git URL")
+        d.with_hint(
+            "--fleet takes a fleet repo directory (holding fleet.yaml and sites/) or a git URL",
+        )
     })
 }
 
-pub(super) fn load_fleet(options: &LoadOptions, diags: &mut Diagnostics) -> Result<Fleet, Diagnostic> {
+pub(super) fn load_fleet(
+    options: &LoadOptions,
+    diags: &mut Diagnostics,
+) -> Result<Fleet, Diagnostic> {
     let source = open_fleet(options)?;
 
     let config = if source.kind("fleet.yaml").is_some() {
@@ -125,7 +192,15 @@ pub(super) fn load_fleet(options: &LoadOptions, diags: &mut Diagnostics) -> Resu
         }
     }
 
-    let mut fleet = Fleet { source, config, sites, policies, stock_policies, approvals, catalogs: BTreeMap::new() };
+    let mut fleet = Fleet {
+        source,
+        config,
+        sites,
+        policies,
+        stock_policies,
+        approvals,
+        catalogs: BTreeMap::new(),
+    };
     let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
     let mut catalogs = BTreeMap::new();
     for (product, spec) in &fleet.config.catalogs {
@@ -143,7 +218,12 @@ pub(super) fn load_fleet(options: &LoadOptions, diags: &mut Diagnostics) -> Resu
     Ok(fleet)
 }
 
-fn load_site_file(source: &Source, rel: &str, diags: &mut Diagnostics, sites: &mut Vec<Loaded<Site>>) {
+fn load_site_file(
+    source: &Source,
+    rel: &str,
+    diags: &mut Diagnostics,
+    sites: &mut Vec<Loaded<Site>>,
+) {
     let shown = source.display(rel);
     let bytes = match source.read(rel) {
         Ok(b) => b,
@@ -161,11 +241,19 @@ fn load_site_file(source: &Source, rel: &str, diags: &mut Diagnostics, sites: &m
             let origin = Origin::new(shown.clone(), i);
             v.into_iter()
                 .enumerate()
-                .map(|(n, value)| Loaded { value, origin: origin.child(&format!("[{n}]")) })
+                .map(|(n, value)| Loaded {
+                    value,
+                    origin: origin.child(&format!("[{n}]")),
+                })
                 .collect::<Vec<_>>()
         })
     } else {
-        yaml::parse::<Site>(&shown, &bytes).map(|(value, i)| vec![Loaded { value, origin: Origin::new(shown.clone(), i) }])
+        yaml::parse::<Site>(&shown, &bytes).map(|(value, i)| {
+            vec![Loaded {
+                value,
+                origin: Origin::new(shown.clone(), i),
+            }]
+        })
     };
     match parsed {
         Ok(loaded) => {
@@ -181,7 +269,12 @@ fn load_site_file(source: &Source, rel: &str, diags: &mut Diagnostics, sites: &m
 }
 
 /// Opens a catalog named in `fleet.yaml`; the error is a message for the `source` field.
-fn open_catalog(fleet: &Source, spec: &str, git_ref: Option<&str>, cache: &Path) -> Result<Source, String> {
+fn open_catalog(
+    fleet: &Source,
+    spec: &str,
+    git_ref: Option<&str>,
+    cache: &Path,
+) -> Result<Source, String> {
     if source::is_url(spec) {
         let r = git_ref.unwrap_or("HEAD");
         return Source::git_remote(spec, r, cache, format!("{spec}@{r}:"))
@@ -203,7 +296,10 @@ fn open_catalog(fleet: &Source, spec: &str, git_ref: Option<&str>, cache: &Path)
         None => Source::dir(&path, format!("{}/", shown.trim_end_matches('/'))),
     };
     opened.map_err(|e| {
-        let hint = e.hint().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+        let hint = e
+            .hint()
+            .map(|h| format!(" (hint: {h})"))
+            .unwrap_or_default();
         format!("cannot read the catalog: {e}{hint}")
     })
 }
@@ -223,7 +319,11 @@ fn normalize(shown: &str) -> String {
             Component::Prefix(_) => {}
         }
     }
-    if parts.is_empty() { ".".to_owned() } else { parts.join("/") }
+    if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    }
 }
 
 #[cfg(test)]

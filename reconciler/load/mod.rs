@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use catalog::LoadedCatalog;
 pub use diag::{Diagnostic, Diagnostics, Location};
-pub use fleet::Fleet;
+pub use fleet::{ChainError, Fleet};
 pub use source::{Source, SourceError};
 pub use yaml::SpanIndex;
 
@@ -37,12 +37,20 @@ pub struct Origin {
 impl Origin {
     /// An origin for a whole document.
     pub fn new(file: impl Into<Arc<str>>, index: SpanIndex) -> Self {
-        Self { file: file.into(), index: Arc::new(index), prefix: String::new() }
+        Self {
+            file: file.into(),
+            index: Arc::new(index),
+            prefix: String::new(),
+        }
     }
 
     /// An origin for the value at `path` inside this one.
     pub fn child(&self, path: &str) -> Self {
-        Self { file: self.file.clone(), index: self.index.clone(), prefix: self.full(path) }
+        Self {
+            file: self.file.clone(),
+            index: self.index.clone(),
+            prefix: self.full(path),
+        }
     }
 
     /// The file, as shown in messages.
@@ -67,13 +75,21 @@ impl Origin {
     /// The location of the value at `path` (or its nearest written ancestor).
     pub fn locate(&self, path: &str) -> Location {
         let (line, column) = self.index.locate(&self.full(path));
-        Location { file: self.file.to_string(), line, column }
+        Location {
+            file: self.file.to_string(),
+            line,
+            column,
+        }
     }
 
     /// The location of the key of `path` (or of its value).
     pub fn locate_key(&self, path: &str) -> Location {
         let (line, column) = self.index.locate_key(&self.full(path));
-        Location { file: self.file.to_string(), line, column }
+        Location {
+            file: self.file.to_string(),
+            line,
+            column,
+        }
     }
 
     /// A diagnostic at `path`.
@@ -187,7 +203,10 @@ fn yaml_files(source: &Source, dir: &str, diags: &mut Diagnostics) -> Vec<(Strin
     let listing = match source.list(dir) {
         Ok(listing) => listing,
         Err(e) => {
-            diags.push(Diagnostic::new(Location::file(source.display(dir)), e.to_string()));
+            diags.push(Diagnostic::new(
+                Location::file(source.display(dir)),
+                e.to_string(),
+            ));
             return Vec::new();
         }
     };
@@ -199,9 +218,13 @@ fn yaml_files(source: &Source, dir: &str, diags: &mut Diagnostics) -> Vec<(Strin
     }
     let mut out = Vec::new();
     for (name, kind) in listing.entries {
-        let stem = name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml"));
+        let stem = name
+            .strip_suffix(".yaml")
+            .or_else(|| name.strip_suffix(".yml"));
         match (stem, kind) {
-            (Some(stem), _) if !name.starts_with('.') => out.push((stem.to_owned(), source::join(dir, &name))),
+            (Some(stem), _) if !name.starts_with('.') => {
+                out.push((stem.to_owned(), source::join(dir, &name)))
+            }
             _ => {}
         }
     }

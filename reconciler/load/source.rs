@@ -62,9 +62,18 @@ impl SourceError {
     /// A hint for the person who has to fix it.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            SourceError::NoSuchRef { .. } => Some("check `ref:` in fleet.yaml; it must name a branch, tag or commit of the source"),
-            SourceError::NotAFile { what: "a symbolic link", .. } => Some("sitekeeper never follows symbolic links in a fleet or catalog; commit the file itself"),
-            SourceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Some("check the path"),
+            SourceError::NoSuchRef { .. } => Some(
+                "check `ref:` in fleet.yaml; it must name a branch, tag or commit of the source",
+            ),
+            SourceError::NotAFile {
+                what: "a symbolic link",
+                ..
+            } => Some(
+                "sitekeeper never follows symbolic links in a fleet or catalog; commit the file itself",
+            ),
+            SourceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Some("check the path")
+            }
             _ => None,
         }
     }
@@ -77,7 +86,10 @@ fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> SourceError {
 
 enum Inner {
     Dir(PathBuf),
-    Git { repo: git2::Repository, tree: git2::Oid },
+    Git {
+        repo: git2::Repository,
+        tree: git2::Oid,
+    },
 }
 
 /// A readable tree of files: a directory or a git commit.
@@ -122,19 +134,38 @@ impl Source {
                 source: std::io::Error::other("not a directory"),
             });
         }
-        Ok(Self { inner: Inner::Dir(path.to_owned()), label: label.into(), commit: None })
+        Ok(Self {
+            inner: Inner::Dir(path.to_owned()),
+            label: label.into(),
+            commit: None,
+        })
     }
 
     /// The tree of `git_ref` in the local repository at `path`.
-    pub fn git_local(path: &Path, git_ref: &str, label: impl Into<String>) -> Result<Self, SourceError> {
-        let repo = git2::Repository::open(path).map_err(git(format!("{}: not a git repository", path.display())))?;
-        let commit = resolve(&repo, git_ref, &[git_ref.to_owned()], &path.display().to_string())?;
+    pub fn git_local(
+        path: &Path,
+        git_ref: &str,
+        label: impl Into<String>,
+    ) -> Result<Self, SourceError> {
+        let repo = git2::Repository::open(path)
+            .map_err(git(format!("{}: not a git repository", path.display())))?;
+        let commit = resolve(
+            &repo,
+            git_ref,
+            &[git_ref.to_owned()],
+            &path.display().to_string(),
+        )?;
         Self::from_commit(repo, commit, label)
     }
 
     /// The tree of `git_ref` in the repository at `url`, fetched into a bare
     /// cache repository under `cache_dir` (reused by later fetches).
-    pub fn git_remote(url: &str, git_ref: &str, cache_dir: &Path, label: impl Into<String>) -> Result<Self, SourceError> {
+    pub fn git_remote(
+        url: &str,
+        git_ref: &str,
+        cache_dir: &Path,
+        label: impl Into<String>,
+    ) -> Result<Self, SourceError> {
         let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
         let path = cache_dir.join(format!("{name}.git"));
         std::fs::create_dir_all(cache_dir).map_err(|source| SourceError::Io {
@@ -143,10 +174,13 @@ impl Source {
         })?;
         let repo = match git2::Repository::open_bare(&path) {
             Ok(repo) => repo,
-            Err(_) => git2::Repository::init_bare(&path).map_err(git(format!("{}: cannot create cache", path.display())))?,
+            Err(_) => git2::Repository::init_bare(&path)
+                .map_err(git(format!("{}: cannot create cache", path.display())))?,
         };
         {
-            let mut remote = repo.remote_anonymous(url).map_err(git(format!("{url}: not a git URL")))?;
+            let mut remote = repo
+                .remote_anonymous(url)
+                .map_err(git(format!("{url}: not a git URL")))?;
             let mut callbacks = git2::RemoteCallbacks::new();
             callbacks.credentials(|_url, username, allowed| {
                 if allowed.contains(git2::CredentialType::SSH_KEY) {
@@ -173,13 +207,21 @@ impl Source {
         let candidates = [
             format!("refs/remotes/origin/{git_ref}"),
             format!("refs/tags/{git_ref}"),
-            if git_ref == "HEAD" { "refs/sitekeeper/HEAD".to_owned() } else { git_ref.to_owned() },
+            if git_ref == "HEAD" {
+                "refs/sitekeeper/HEAD".to_owned()
+            } else {
+                git_ref.to_owned()
+            },
         ];
         let commit = resolve(&repo, git_ref, &candidates, url)?;
         Self::from_commit(repo, commit, label)
     }
 
-    fn from_commit(repo: git2::Repository, commit: git2::Oid, label: impl Into<String>) -> Result<Self, SourceError> {
+    fn from_commit(
+        repo: git2::Repository,
+        commit: git2::Oid,
+        label: impl Into<String>,
+    ) -> Result<Self, SourceError> {
         let tree = repo
             .find_commit(commit)
             .map_err(git(format!("commit {commit}")))?
@@ -242,9 +284,24 @@ impl Source {
         let shown = self.display(rel);
         match self.kind(rel) {
             Some(EntryKind::File) => {}
-            Some(EntryKind::Symlink) => return Err(SourceError::NotAFile { path: shown, what: "a symbolic link" }),
-            Some(EntryKind::Dir) => return Err(SourceError::NotAFile { path: shown, what: "a directory" }),
-            Some(EntryKind::Other) => return Err(SourceError::NotAFile { path: shown, what: "a special file" }),
+            Some(EntryKind::Symlink) => {
+                return Err(SourceError::NotAFile {
+                    path: shown,
+                    what: "a symbolic link",
+                });
+            }
+            Some(EntryKind::Dir) => {
+                return Err(SourceError::NotAFile {
+                    path: shown,
+                    what: "a directory",
+                });
+            }
+            Some(EntryKind::Other) => {
+                return Err(SourceError::NotAFile {
+                    path: shown,
+                    what: "a special file",
+                });
+            }
             None => {
                 return Err(SourceError::Io {
                     path: shown,
@@ -253,7 +310,10 @@ impl Source {
             }
         }
         match &self.inner {
-            Inner::Dir(root) => std::fs::read(root.join(rel)).map_err(|source| SourceError::Io { path: shown, source }),
+            Inner::Dir(root) => std::fs::read(root.join(rel)).map_err(|source| SourceError::Io {
+                path: shown,
+                source,
+            }),
             Inner::Git { repo, tree } => {
                 let tree = repo.find_tree(*tree).map_err(git(shown.clone()))?;
                 let entry = tree.get_path(Path::new(rel)).map_err(git(shown.clone()))?;
@@ -281,7 +341,10 @@ impl Source {
                     source,
                 })?;
                 for entry in entries {
-                    let entry = entry.map_err(|source| SourceError::Io { path: self.display(rel), source })?;
+                    let entry = entry.map_err(|source| SourceError::Io {
+                        path: self.display(rel),
+                        source,
+                    })?;
                     match entry.file_name().into_string() {
                         Ok(name) => {
                             let kind = self.kind(&join(rel, &name)).unwrap_or(EntryKind::Other);
@@ -297,16 +360,20 @@ impl Source {
                     root
                 } else {
                     match root.get_path(Path::new(rel)) {
-                        Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => repo
-                            .find_tree(e.id())
-                            .map_err(git(self.display(rel)))?,
+                        Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => {
+                            repo.find_tree(e.id()).map_err(git(self.display(rel)))?
+                        }
                         _ => return Ok(listing),
                     }
                 };
                 for entry in sub.iter() {
                     match entry.name() {
-                        Ok(name) => listing.entries.push((name.to_owned(), mode_kind(entry.filemode()))),
-                        Err(_) => listing.skipped.push(String::from_utf8_lossy(entry.name_bytes()).into_owned()),
+                        Ok(name) => listing
+                            .entries
+                            .push((name.to_owned(), mode_kind(entry.filemode()))),
+                        Err(_) => listing
+                            .skipped
+                            .push(String::from_utf8_lossy(entry.name_bytes()).into_owned()),
                     }
                 }
             }
@@ -327,7 +394,11 @@ pub struct Listing {
 
 /// `dir/name`, or `name` at the root.
 pub fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() { name.to_owned() } else { format!("{}/{name}", dir.trim_end_matches('/')) }
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{}/{name}", dir.trim_end_matches('/'))
+    }
 }
 
 fn mode_kind(mode: i32) -> EntryKind {
@@ -339,7 +410,12 @@ fn mode_kind(mode: i32) -> EntryKind {
     }
 }
 
-fn resolve(repo: &git2::Repository, git_ref: &str, candidates: &[String], source_name: &str) -> Result<git2::Oid, SourceError> {
+fn resolve(
+    repo: &git2::Repository,
+    git_ref: &str,
+    candidates: &[String],
+    source_name: &str,
+) -> Result<git2::Oid, SourceError> {
     for candidate in candidates {
         if let Ok(object) = repo.revparse_single(candidate)
             && let Ok(commit) = object.peel_to_commit()
@@ -347,7 +423,10 @@ fn resolve(repo: &git2::Repository, git_ref: &str, candidates: &[String], source
             return Ok(commit.id());
         }
     }
-    Err(SourceError::NoSuchRef { source_name: source_name.to_owned(), git_ref: git_ref.to_owned() })
+    Err(SourceError::NoSuchRef {
+        source_name: source_name.to_owned(),
+        git_ref: git_ref.to_owned(),
+    })
 }
 
 #[cfg(test)]

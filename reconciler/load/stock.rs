@@ -6,10 +6,19 @@
 /// Name and YAML text of every stock policy.
 pub const STOCK_POLICIES: &[(&str, &str)] = &[
     ("base", include_str!("../../policies/base.yaml")),
-    ("conservative", include_str!("../../policies/conservative.yaml")),
+    (
+        "conservative",
+        include_str!("../../policies/conservative.yaml"),
+    ),
     ("fast-track", include_str!("../../policies/fast-track.yaml")),
-    ("privacy-strict", include_str!("../../policies/privacy-strict.yaml")),
-    ("security-only", include_str!("../../policies/security-only.yaml")),
+    (
+        "privacy-strict",
+        include_str!("../../policies/privacy-strict.yaml"),
+    ),
+    (
+        "security-only",
+        include_str!("../../policies/security-only.yaml"),
+    ),
 ];
 
 /// The file name shown in messages for a stock policy.

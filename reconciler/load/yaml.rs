@@ -102,7 +102,11 @@ pub fn scan_only(file: &str, bytes: &[u8]) -> Result<SpanIndex, Diagnostic> {
 }
 
 fn at(file: &str, (line, column): (usize, usize)) -> Location {
-    Location { file: file.to_owned(), line, column }
+    Location {
+        file: file.to_owned(),
+        line,
+        column,
+    }
 }
 
 fn check_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
@@ -114,7 +118,9 @@ fn check_text<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, Diagnostic> {
                 bytes.len()
             ),
         )
-        .with_hint("split it into several files, or move large content into the catalog's fixes/files/"));
+        .with_hint(
+            "split it into several files, or move large content into the catalog's fixes/files/",
+        ));
     }
     std::str::from_utf8(bytes).map_err(|e| {
         let good = &bytes[..e.valid_up_to()];
@@ -169,12 +175,16 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
     let mut documents = 0usize;
     let mut nodes = 0usize;
     let mut anchor_sizes: HashMap<usize, usize> = HashMap::new();
-    let fail = |pos, msg: String, hint: &str| Err(Diagnostic::new(at(file, pos), msg).with_hint(hint));
+    let fail =
+        |pos, msg: String, hint: &str| Err(Diagnostic::new(at(file, pos), msg).with_hint(hint));
 
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
             let m = e.marker();
-            Diagnostic::new(at(file, (m.line(), m.col() + 1)), format!("YAML syntax: {}", e.info()))
+            Diagnostic::new(
+                at(file, (m.line(), m.col() + 1)),
+                format!("YAML syntax: {}", e.info()),
+            )
         })?;
         let pos = start(&span);
 
@@ -210,8 +220,16 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(frame) = stack.pop() {
                     let (anchor, nodes_at_start) = match frame {
-                        Frame::Map { anchor, nodes_at_start, .. }
-                        | Frame::Seq { anchor, nodes_at_start, .. } => (anchor, nodes_at_start),
+                        Frame::Map {
+                            anchor,
+                            nodes_at_start,
+                            ..
+                        }
+                        | Frame::Seq {
+                            anchor,
+                            nodes_at_start,
+                            ..
+                        } => (anchor, nodes_at_start),
                     };
                     if anchor != 0 {
                         anchor_sizes.insert(anchor, nodes - nodes_at_start);
@@ -219,7 +237,10 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
                 }
                 continue;
             }
-            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) | Event::Alias(_) => {}
+            Event::Scalar(..)
+            | Event::SequenceStart(..)
+            | Event::MappingStart(..)
+            | Event::Alias(_) => {}
             _ => continue,
         }
 
@@ -241,7 +262,9 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
         if nodes > MAX_EXPANDED_NODES {
             return fail(
                 pos,
-                format!("aliases expand this file to more than {MAX_EXPANDED_NODES} values (an alias bomb?)"),
+                format!(
+                    "aliases expand this file to more than {MAX_EXPANDED_NODES} values (an alias bomb?)"
+                ),
                 "write the values out, or use fewer anchors and aliases",
             );
         }
@@ -249,7 +272,9 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
         // Place the node: a key, a mapping value, a sequence item, or the root.
         let is_collection = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
         let path = match stack.last_mut() {
-            Some(Frame::Map { path, key, seen, .. }) if key.is_none() => {
+            Some(Frame::Map {
+                path, key, seen, ..
+            }) if key.is_none() => {
                 let Event::Scalar(text, style, ..) = &event else {
                     return fail(
                         pos,
@@ -281,18 +306,36 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
             Some(Frame::Map { path, key, .. }) => {
                 let (name, key_pos) = key.take().unwrap_or_default();
                 let child = join(path, &name);
-                index.record(child.clone(), NodePos { key: Some(key_pos), value: pos });
+                index.record(
+                    child.clone(),
+                    NodePos {
+                        key: Some(key_pos),
+                        value: pos,
+                    },
+                );
                 child
             }
             Some(Frame::Seq { path, next, .. }) => {
                 let child = format!("{path}[{next}]");
                 *next += 1;
-                index.record(child.clone(), NodePos { key: None, value: pos });
+                index.record(
+                    child.clone(),
+                    NodePos {
+                        key: None,
+                        value: pos,
+                    },
+                );
                 child
             }
             None => {
                 index.root_is_sequence = matches!(event, Event::SequenceStart(..));
-                index.record(String::new(), NodePos { key: None, value: pos });
+                index.record(
+                    String::new(),
+                    NodePos {
+                        key: None,
+                        value: pos,
+                    },
+                );
                 String::new()
             }
         };
@@ -313,7 +356,12 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
                     anchor,
                     nodes_at_start: nodes_before,
                 },
-                _ => Frame::Seq { path, next: 0, anchor, nodes_at_start: nodes_before },
+                _ => Frame::Seq {
+                    path,
+                    next: 0,
+                    anchor,
+                    nodes_at_start: nodes_before,
+                },
             });
         } else if anchor != 0 {
             anchor_sizes.insert(anchor, 1);
@@ -323,7 +371,11 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
 }
 
 /// The second pass: serde-saphyr in its strictest settings.
-fn deserialize<T: DeserializeOwned>(file: &str, text: &str, index: &SpanIndex) -> Result<T, Diagnostic> {
+fn deserialize<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    index: &SpanIndex,
+) -> Result<T, Diagnostic> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
@@ -335,7 +387,9 @@ fn deserialize<T: DeserializeOwned>(file: &str, text: &str, index: &SpanIndex) -
         let pos = err
             .location()
             .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
-        let raw = serde_saphyr::UserMessageFormatter.format_message(&err).into_owned();
+        let raw = serde_saphyr::UserMessageFormatter
+            .format_message(&err)
+            .into_owned();
         let (message, hint) = humanize(&raw, text, pos);
         let field = match index.by_pos.get(&pos) {
             // At a key (an unknown field): name the mapping that holds it.
@@ -386,7 +440,10 @@ fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<Strin
         let allowed = raw
             .split_once("expected one of ")
             .map(|(_, list)| list.replace('`', ""))
-            .or_else(|| raw.split_once("expected ").map(|(_, one)| one.replace('`', "")));
+            .or_else(|| {
+                raw.split_once("expected ")
+                    .map(|(_, one)| one.replace('`', ""))
+            });
         let hint = match allowed {
             Some(list) => format!("the fields allowed here are {list}"),
             None => "this mapping takes no fields".to_owned(),
@@ -394,7 +451,10 @@ fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<Strin
         return (format!("unknown field {name:?}"), Some(hint));
     }
     if raw.starts_with("missing field `") {
-        return (format!("the field {:?} is required here", ticked(raw)), None);
+        return (
+            format!("the field {:?} is required here", ticked(raw)),
+            None,
+        );
     }
     if let Some(rest) = raw.strip_prefix("unknown variant `") {
         let name = rest.split('`').next().unwrap_or("");
@@ -412,7 +472,10 @@ fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<Strin
         );
     }
     if raw.contains("duplicate mapping key") {
-        return ("a key appears twice".to_owned(), Some("keep one of them".to_owned()));
+        return (
+            "a key appears twice".to_owned(),
+            Some("keep one of them".to_owned()),
+        );
     }
     (raw.to_owned(), None)
 }
@@ -436,16 +499,23 @@ mod tests {
 
     #[test]
     fn index_names_paths() {
-        let (_, index) = parse::<Doc>("t.yaml", b"a:\n  b: true\nlist:\n  - x\n  - y\n").unwrap();
+        let (doc, index) = parse::<Doc>("t.yaml", b"a:\n  b: true\nlist:\n  - x\n  - y\n").unwrap();
+        assert_eq!(doc.a.and_then(|a| a.b), Some(true));
+        assert_eq!(doc.list.map(|l| l.len()), Some(2));
         assert_eq!(index.get("a.b").unwrap().value, (2, 6));
         assert_eq!(index.get("a.b").unwrap().key, Some((2, 3)));
         assert_eq!(index.get("list[1]").unwrap().value, (5, 5));
-        assert_eq!(index.locate("list[7]"), (3, 1));
+        // A block sequence starts at its first `-`; a missing item locates there.
+        assert_eq!(index.locate("list[7]"), (4, 3));
+        assert_eq!(index.locate_key("list"), (3, 1));
     }
 
     #[test]
     fn last_and_parent_names_skip_indexes() {
-        assert_eq!(last_name("ops[0].replace.files[1]").as_deref(), Some("files"));
+        assert_eq!(
+            last_name("ops[0].replace.files[1]").as_deref(),
+            Some("files")
+        );
         assert_eq!(parent_name("opt_in.bogus").as_deref(), Some("opt_in"));
         assert_eq!(parent_name("bogus"), None);
     }

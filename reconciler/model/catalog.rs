@@ -242,7 +242,10 @@ impl Release {
             _ => {}
         }
         if self.channels.is_empty() {
-            out.push(Problem::at("channels", "a release needs at least one channel"));
+            out.push(Problem::at(
+                "channels",
+                "a release needs at least one channel",
+            ));
         }
         out
     }
@@ -263,7 +266,10 @@ impl Fix {
                         out.push(Problem::at(at("files"), "`files` needs at least one glob"));
                     }
                     if r.find.trim().is_empty() {
-                        out.push(Problem::at(at("find"), "`find` is empty, so it would match everywhere"));
+                        out.push(Problem::at(
+                            at("find"),
+                            "`find` is empty, so it would match everywhere",
+                        ));
                     }
                 }
                 Op::Regex(r) => {

@@ -146,7 +146,10 @@ impl std::fmt::Display for Window {
             let days: Vec<&str> = self.days.iter().map(|d| d.as_str()).collect();
             f.write_str(&days.join(", "))?;
         }
-        let tz = self.tz.as_ref().map_or("UTC".to_owned(), ToString::to_string);
+        let tz = self
+            .tz
+            .as_ref()
+            .map_or("UTC".to_owned(), ToString::to_string);
         write!(f, " {}-{} {tz}", self.start, self.end)
     }
 }
@@ -216,7 +219,10 @@ impl Site {
     pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if self.root.is_empty() {
-            out.push(Problem::at("root", "root is empty (hint: the site's install directory)"));
+            out.push(Problem::at(
+                "root",
+                "root is empty (hint: the site's install directory)",
+            ));
         }
         if let Some(health) = &self.health {
             match (&health.command, &health.http) {
@@ -231,7 +237,10 @@ impl Site {
                 _ => {}
             }
             if health.timeout.is_some_and(|t| t.0.is_zero()) {
-                out.push(Problem::at("health.timeout", "a zero timeout can never pass"));
+                out.push(Problem::at(
+                    "health.timeout",
+                    "a zero timeout can never pass",
+                ));
             }
         }
         if let Some(window) = &self.window

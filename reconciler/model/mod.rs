@@ -10,8 +10,12 @@ pub mod policy;
 pub mod values;
 pub mod words;
 
-pub use catalog::{Catalog, Channel, DeleteOp, Fix, Op, Payload, RegexOp, Release, ReplaceOp, WriteOp};
-pub use fleet::{Approval, Approvals, CatalogSource, FleetConfig, Health, Hooks, OptIn, Site, SiteFile, Window};
+pub use catalog::{
+    Catalog, Channel, DeleteOp, Fix, Op, Payload, RegexOp, Release, ReplaceOp, WriteOp,
+};
+pub use fleet::{
+    Approval, Approvals, CatalogSource, FleetConfig, Health, Hooks, OptIn, Site, SiteFile, Window,
+};
 pub use policy::{Ceilings, Defaults, Policy};
 
 /// A problem found by a check that spans several fields, at a value path
@@ -27,7 +31,10 @@ pub struct Problem {
 impl Problem {
     /// A problem at `path`.
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -140,7 +140,10 @@ impl FromStr for TimeZoneName {
         let zone = jiff::tz::TimeZone::get(s).map_err(|_| {
             format!("{s:?} is not a known time zone (hint: use an IANA name such as UTC or Europe/Berlin)")
         })?;
-        Ok(Self { name: s.to_owned(), zone })
+        Ok(Self {
+            name: s.to_owned(),
+            zone,
+        })
     }
 }
 
@@ -528,7 +531,11 @@ impl FromStr for HttpUrl {
             .strip_prefix("http://")
             .or_else(|| s.strip_prefix("https://"));
         match rest {
-            Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.contains(char::is_whitespace) => {
+            Some(rest)
+                if !rest.is_empty()
+                    && !rest.starts_with('/')
+                    && !s.contains(char::is_whitespace) =>
+            {
                 Ok(Self(s.to_owned()))
             }
             _ => Err(format!(
@@ -576,11 +583,26 @@ mod tests {
 
     #[test]
     fn relative_paths_cannot_climb() {
-        for bad in ["../x", "a/../../b", "/etc/passwd", "a\\b", "a\0b", "", "a//b", "~/x"] {
+        for bad in [
+            "../x",
+            "a/../../b",
+            "/etc/passwd",
+            "a\\b",
+            "a\0b",
+            "",
+            "a//b",
+            "~/x",
+        ] {
             assert!(bad.parse::<RelPath>().is_err(), "{bad:?} should be refused");
-            assert!(bad.parse::<Glob>().is_err(), "{bad:?} should be refused as a glob");
+            assert!(
+                bad.parse::<Glob>().is_err(),
+                "{bad:?} should be refused as a glob"
+            );
         }
-        assert_eq!("releases/4.2.16/".parse::<RelPath>().unwrap().as_str(), "releases/4.2.16");
+        assert_eq!(
+            "releases/4.2.16/".parse::<RelPath>().unwrap().as_str(),
+            "releases/4.2.16"
+        );
     }
 
     #[test]

@@ -78,7 +78,12 @@ pub struct UnknownWord {
 
 impl fmt::Display for UnknownWord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not one of {}", self.found, self.expected.join(", "))
+        write!(
+            f,
+            "{:?} is not one of {}",
+            self.found,
+            self.expected.join(", ")
+        )
     }
 }
 
@@ -183,6 +188,9 @@ mod tests {
     #[test]
     fn unknown_word_lists_the_choices() {
         let err = "everything".parse::<UpgradeLevel>().unwrap_err();
-        assert_eq!(err.to_string(), r#""everything" is not one of none, patch, minor, major"#);
+        assert_eq!(
+            err.to_string(),
+            r#""everything" is not one of none, patch, minor, major"#
+        );
     }
 }

@@ -46,8 +46,16 @@ impl fmt::Display for Provenance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Provenance::Site { at } => write!(f, "{at}"),
-            Provenance::Policy { policy, stock: true, at } => write!(f, "{at} (stock policy {policy})"),
-            Provenance::Policy { policy, stock: false, at } => write!(f, "{at} (policy {policy})"),
+            Provenance::Policy {
+                policy,
+                stock: true,
+                at,
+            } => write!(f, "{at} (stock policy {policy})"),
+            Provenance::Policy {
+                policy,
+                stock: false,
+                at,
+            } => write!(f, "{at} (policy {policy})"),
             Provenance::Builtin => f.write_str("built-in default"),
         }
     }
@@ -66,7 +74,11 @@ pub struct Setting<T> {
 
 impl<T> Setting<T> {
     fn new(value: T, from: Provenance) -> Self {
-        Self { value, from, note: None }
+        Self {
+            value,
+            from,
+            note: None,
+        }
     }
 }
 
@@ -178,7 +190,11 @@ impl Effective {
             row("opt_in.public_listing", &self.public_listing),
             Row {
                 name: "window",
-                value: self.window.value.as_ref().map_or(serde_json::Value::Null, |w| w.to_string().into()),
+                value: self
+                    .window
+                    .value
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, |w| w.to_string().into()),
                 from: self.window.from.clone(),
                 note: self.window.note.clone(),
             },
@@ -199,38 +215,18 @@ struct Chain<'a> {
     links: Vec<(&'a Loaded<Policy>, bool)>,
 }
 
-impl<'a> Chain<'a> {
-    fn resolve(fleet: &'a Fleet, start: &str) -> Result<Self, String> {
-        let (mut policy, mut stock) = fleet
-            .policy(start)
-            .ok_or_else(|| format!("there is no policy {start:?}"))?;
-        let mut links = vec![(policy, stock)];
-        while let Some(parent) = &policy.extends {
-            // A fleet policy extending its own name refines the stock one.
-            let next = if parent == &policy.policy && !stock {
-                fleet.stock_policies.get(parent).map(|p| (p, true))
-            } else if stock {
-                fleet.stock_policies.get(parent).map(|p| (p, true))
-            } else {
-                fleet.policy(parent)
-            };
-            let (p, s) = next.ok_or_else(|| format!("policy {:?} extends {parent:?}, which does not exist", policy.policy))?;
-            if links.iter().any(|(l, ls)| std::ptr::eq(*l, p) && *ls == s) {
-                return Err(format!("the policies extending {start:?} form a loop"));
-            }
-            links.push((p, s));
-            (policy, stock) = (p, s);
-        }
-        Ok(Self { links })
-    }
-
+impl Chain<'_> {
     /// The first policy that sets a value, with where it set it.
     fn find<T>(&self, path: &str, get: impl Fn(&Policy) -> Option<T>) -> Option<Setting<T>> {
         self.links.iter().find_map(|(p, stock)| {
             get(p).map(|value| {
                 Setting::new(
                     value,
-                    Provenance::Policy { policy: p.policy.clone(), stock: *stock, at: p.origin.locate(path) },
+                    Provenance::Policy {
+                        policy: p.policy.clone(),
+                        stock: *stock,
+                        at: p.origin.locate(path),
+                    },
                 )
             })
         })
@@ -238,21 +234,40 @@ impl<'a> Chain<'a> {
 
     /// A policy-level setting (not in the site file), else the built-in.
     fn setting<T>(&self, path: &str, get: impl Fn(&Policy) -> Option<T>, builtin: T) -> Setting<T> {
-        self.find(path, get).unwrap_or_else(|| Setting::new(builtin, Provenance::Builtin))
+        self.find(path, get)
+            .unwrap_or_else(|| Setting::new(builtin, Provenance::Builtin))
     }
 }
 
 /// The site's own value at `path`, else the chain's default, else `builtin`.
-fn site_or_default<T>(site: &Loaded<Site>, path: &str, own: Option<T>, chain: &Chain, default_path: &str, get: impl Fn(&Policy) -> Option<T>, builtin: T) -> Setting<T> {
+fn site_or_default<T>(
+    site: &Loaded<Site>,
+    path: &str,
+    own: Option<T>,
+    chain: &Chain,
+    default_path: &str,
+    get: impl Fn(&Policy) -> Option<T>,
+    builtin: T,
+) -> Setting<T> {
     match own {
-        Some(v) => Setting::new(v, Provenance::Site { at: site.origin.locate(path) }),
+        Some(v) => Setting::new(
+            v,
+            Provenance::Site {
+                at: site.origin.locate(path),
+            },
+        ),
         None => chain.setting(default_path, get, builtin),
     }
 }
 
 /// Clamps a requested opt-in at the chain's ceiling, explaining the clamp.
-fn clamp<T: Ord + Copy + fmt::Display>(requested: Setting<T>, ceiling: Option<Setting<T>>) -> Setting<T> {
-    let Some(ceiling) = ceiling else { return requested };
+fn clamp<T: Ord + Copy + fmt::Display>(
+    requested: Setting<T>,
+    ceiling: Option<Setting<T>>,
+) -> Setting<T> {
+    let Some(ceiling) = ceiling else {
+        return requested;
+    };
     if requested.value <= ceiling.value {
         return requested;
     }
@@ -262,14 +277,23 @@ fn clamp<T: Ord + Copy + fmt::Display>(requested: Setting<T>, ceiling: Option<Se
         Provenance::Builtin => "the built-in default is".to_owned(),
     };
     let (capper, at) = match &ceiling.from {
-        Provenance::Policy { policy, at, .. } => (policy.clone(), format!("{}:{}", at.file, at.line)),
+        Provenance::Policy { policy, at, .. } => {
+            (policy.clone(), format!("{}:{}", at.file, at.line))
+        }
         _ => (String::new(), String::new()),
     };
-    let verb = if ceiling.value.to_string() == "false" { "forbids it".to_owned() } else { format!("caps it at `{}`", ceiling.value) };
+    let verb = if ceiling.value.to_string() == "false" {
+        "forbids it".to_owned()
+    } else {
+        format!("caps it at `{}`", ceiling.value)
+    };
     Setting {
         value: ceiling.value,
         from: ceiling.from,
-        note: Some(format!("{asker} `{}`, policy `{capper}` ({at}) {verb}", requested.value)),
+        note: Some(format!(
+            "{asker} `{}`, policy `{capper}` ({at}) {verb}",
+            requested.value
+        )),
     }
 }
 
@@ -277,11 +301,27 @@ fn clamp<T: Ord + Copy + fmt::Display>(requested: Setting<T>, ceiling: Option<Se
 /// when its policy chain is broken, which `validate` also reports.
 pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnostic> {
     let (policy_name, policy) = match &site.policy {
-        Some(name) => (name.clone(), Setting::new(name.clone(), Provenance::Site { at: site.origin.locate("policy") })),
-        None => (DEFAULT_POLICY.to_owned(), Setting::new(DEFAULT_POLICY.to_owned(), Provenance::Builtin)),
+        Some(name) => (
+            name.clone(),
+            Setting::new(
+                name.clone(),
+                Provenance::Site {
+                    at: site.origin.locate("policy"),
+                },
+            ),
+        ),
+        None => (
+            DEFAULT_POLICY.to_owned(),
+            Setting::new(DEFAULT_POLICY.to_owned(), Provenance::Builtin),
+        ),
     };
-    let chain = Chain::resolve(fleet, &policy_name).map_err(|m| site.origin.diag("policy", m))?;
-    let here = |path: &str| Provenance::Site { at: site.origin.locate(path) };
+    let links = fleet
+        .policy_chain(&policy_name)
+        .map_err(|e| site.origin.diag("policy", e.to_string()))?;
+    let chain = Chain { links };
+    let here = |path: &str| Provenance::Site {
+        at: site.origin.locate(path),
+    };
     let o = &site.opt_in;
 
     macro_rules! opt_in {
@@ -296,7 +336,9 @@ pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnost
                     |p| p.defaults.$field,
                     $builtin,
                 ),
-                chain.find(concat!("ceilings.", stringify!($field)), |p| p.ceilings.$field),
+                chain.find(concat!("ceilings.", stringify!($field)), |p| {
+                    p.ceilings.$field
+                }),
             )
         };
     }
@@ -307,7 +349,11 @@ pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnost
         chain: chain
             .links
             .iter()
-            .map(|(p, stock)| ChainLink { name: p.policy.clone(), stock: *stock, file: p.origin.file().to_owned() })
+            .map(|(p, stock)| ChainLink {
+                name: p.policy.clone(),
+                stock: *stock,
+                file: p.origin.file().to_owned(),
+            })
             .collect(),
         product: Setting::new(site.product.clone(), here("product")),
         channel: Setting::new(site.channel.clone(), here("channel")),
@@ -319,8 +365,24 @@ pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnost
             Some(r) => Setting::new(r, here("ring")),
             None => Setting::new(1, Provenance::Builtin),
         },
-        layout: site_or_default(site, "layout", site.layout, &chain, "defaults.layout", |p| p.defaults.layout, Layout::InPlace),
-        drift: site_or_default(site, "drift", site.drift, &chain, "defaults.drift", |p| p.defaults.drift, DriftMode::Preserve),
+        layout: site_or_default(
+            site,
+            "layout",
+            site.layout,
+            &chain,
+            "defaults.layout",
+            |p| p.defaults.layout,
+            Layout::InPlace,
+        ),
+        drift: site_or_default(
+            site,
+            "drift",
+            site.drift,
+            &chain,
+            "defaults.drift",
+            |p| p.defaults.drift,
+            DriftMode::Preserve,
+        ),
         upgrades: opt_in!(upgrades, UpgradeLevel::None),
         hotfixes: opt_in!(hotfixes, HotfixLevel::Critical),
         diagnostics: opt_in!(diagnostics, false),
@@ -334,11 +396,23 @@ pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnost
         },
         policy,
         prereleases: chain.setting("prereleases", |p| p.prereleases, false),
-        min_release_age: chain.setting("min_release_age", |p| p.min_release_age, Duration(std::time::Duration::ZERO)),
+        min_release_age: chain.setting(
+            "min_release_age",
+            |p| p.min_release_age,
+            Duration(std::time::Duration::ZERO),
+        ),
         urgent_bypass: chain.setting("urgent_bypass", |p| p.urgent_bypass, true),
-        require_approval: chain.setting("require_approval", |p| p.require_approval.clone(), Vec::new()),
+        require_approval: chain.setting(
+            "require_approval",
+            |p| p.require_approval.clone(),
+            Vec::new(),
+        ),
         keep_rollback_points: chain.setting("keep_rollback_points", |p| p.keep_rollback_points, 20),
         allow_release_hooks: chain.setting("allow_release_hooks", |p| p.allow_release_hooks, false),
-        notify_interval: chain.setting("notify_interval", |p| p.notify_interval, Duration(std::time::Duration::from_secs(7 * 86_400))),
+        notify_interval: chain.setting(
+            "notify_interval",
+            |p| p.notify_interval,
+            Duration(std::time::Duration::from_secs(7 * 86_400)),
+        ),
     })
 }

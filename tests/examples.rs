@@ -1,0 +1,154 @@
+//! The bundled examples validate, every stock policy validates, and
+//! `explain` and `validate` read as the snapshots say (insta).
+
+use crate::support::{fleet_with, repo_root, run_in, stderr, stdout};
+
+#[test]
+fn the_example_fleet_validates() {
+    let out = run_in(&repo_root(), &["validate", "--fleet", "examples/fleet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!(stdout(&out), @"valid: 5 sites, 1 fleet policy, 5 stock policies, 1 approvals file; catalogs: acme-cms (5 releases, 6 fixes)");
+}
+
+#[test]
+fn every_stock_policy_validates_and_resolves() {
+    let mut files = Vec::new();
+    for name in [
+        "base",
+        "conservative",
+        "security-only",
+        "fast-track",
+        "privacy-strict",
+    ] {
+        files.push((format!("sites/{name}.yaml"), format!("site: s-{name}\nroot: /srv/{name}\nproduct: acme\nchannel: stable\npolicy: {name}\n")));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let dir = fleet_with(&refs);
+    let fleet = dir.path().join("fleet");
+    let out = run_in(&fleet, &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for name in [
+        "base",
+        "conservative",
+        "security-only",
+        "fast-track",
+        "privacy-strict",
+    ] {
+        let out = run_in(
+            &fleet,
+            &["explain", &format!("s-{name}"), "--format", "json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let chain: Vec<&str> = json["policy_chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            chain.last(),
+            Some(&"base"),
+            "{name} does not end in base: {chain:?}"
+        );
+        assert_eq!(chain[0], name);
+    }
+}
+
+#[test]
+fn explain_shows_provenance_of_every_setting() {
+    let out = run_in(
+        &repo_root(),
+        &["explain", "shop-eu", "--fleet", "examples/fleet"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("explain_shop_eu", stdout(&out));
+}
+
+const CLAMPED: &[(&str, &str)] = &[
+    (
+        "sites/greedy.yaml",
+        "site: greedy\nroot: /srv/greedy\nproduct: acme\nchannel: stable\npolicy: strict\nopt_in:\n  upgrades: major\n  vendor_access: true\n",
+    ),
+    (
+        "policies/strict.yaml",
+        "# Refines conservative: no reports at all.\npolicy: strict\nextends: conservative\nceilings:\n  status_reports: false\ndefaults:\n  hotfixes: all\n",
+    ),
+];
+
+#[test]
+fn explain_says_when_a_ceiling_clamps_an_opt_in() {
+    let dir = fleet_with(CLAMPED);
+    let out = run_in(&dir.path().join("fleet"), &["explain", "greedy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("site asked for `major`, policy `conservative` (policies/conservative.yaml:10) caps it at `minor`"),
+        "{text}"
+    );
+    assert!(text.contains("site asked for `true`, policy `conservative` (policies/conservative.yaml:13) forbids it"), "{text}");
+    insta::assert_snapshot!("explain_clamped", text);
+}
+
+#[test]
+fn explain_json_has_stable_keys() {
+    let dir = fleet_with(CLAMPED);
+    let out = run_in(
+        &dir.path().join("fleet"),
+        &["explain", "greedy", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    insta::assert_snapshot!("explain_clamped_json", stdout(&out));
+}
+
+#[test]
+fn explain_of_an_unknown_site_lists_the_sites() {
+    let out = run_in(
+        &repo_root(),
+        &["explain", "nope", "--fleet", "examples/fleet"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(stderr(&out), @r#"examples/fleet/sites/: there is no site named "nope" (hint: the sites are blog, intranet, shop-eu, staging-a, staging-b)"#);
+}
+
+#[test]
+fn validate_reports_every_error_in_one_run() {
+    let dir = fleet_with(&[
+        (
+            "sites/a.yaml",
+            "site: a\nroot: /srv/a\nproduct: acme\nchannel: nightly\n",
+        ),
+        (
+            "sites/b.yaml",
+            "site: b\nroot: /srv/b\nproduct: acme\nchannel: stable\nopt_in:\n  upgrades: everything\n",
+        ),
+        (
+            "sites/c.yaml",
+            "- site: a\n  root: /srv/c\n  product: widget\n  channel: stable\n  policy: lenient\n",
+        ),
+        ("policies/loop1.yaml", "policy: loop1\nextends: loop2\n"),
+        ("policies/loop2.yaml", "policy: loop2\nextends: loop1\n"),
+    ]);
+    let out = run_in(&dir.path().join("fleet"), &["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!("validate_many_errors", stderr(&out));
+}
+
+#[test]
+fn validate_json_lists_errors_with_positions() {
+    let dir = fleet_with(&[(
+        "sites/b.yaml",
+        "site: b\nroot: /srv/b\nproduct: acme\nchannel: nightly\n",
+    )]);
+    let out = run_in(&dir.path().join("fleet"), &["validate", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["errors"][0]["file"], "sites/b.yaml");
+    assert_eq!(json["errors"][0]["line"], 4);
+    assert_eq!(json["errors"][0]["column"], 10);
+    assert_eq!(json["errors"][0]["hint"], "the channels are stable");
+}

@@ -1,0 +1,13 @@
+//! sitekeeper's integration tests, built as one binary (see Cargo.toml).
+//!
+//! Each module covers one area and drives the real binary or library with
+//! real files and real git repositories; nothing is mocked.
+
+mod support;
+
+mod cli;
+mod examples;
+mod git_sources;
+mod invalid_corpus;
+mod schema;
+mod yaml_traps;
