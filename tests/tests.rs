@@ -10,4 +10,5 @@ mod examples;
 mod git_sources;
 mod invalid_corpus;
 mod schema;
+mod validate;
 mod yaml_traps;

@@ -101,23 +101,23 @@ pub enum Command {
         /// The site.
         site: String,
     },
-    /// Compute what would be done to each site, and why; writes nothing to sites.
+    /// Compute what would be done to each site, and why; writes nothing to sites (not implemented yet).
     Plan(Pending),
-    /// Converge sites to their plans.
+    /// Converge sites to their plans (not implemented yet).
     Apply(Pending),
-    /// Take over an existing install at a version (or the release it matches best).
+    /// Take over an existing install at a version (or the release it matches best) (not implemented yet).
     Adopt(Pending),
-    /// Return a site to a rollback point.
+    /// Return a site to a rollback point (not implemented yet).
     Rollback(Pending),
-    /// Show a site's rollback points and ledger entries.
+    /// Show a site's rollback points and ledger entries (not implemented yet).
     History(Pending),
-    /// Show version, applied fixes, pending items, drift and last result.
+    /// Show version, applied fixes, pending items, drift and last result (not implemented yet).
     Status(Pending),
-    /// List available upgrades, classified eligible, questionable or ineligible.
+    /// List available upgrades, classified eligible, questionable or ineligible (not implemented yet).
     Check(Pending),
-    /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch.
+    /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch (not implemented yet).
     Approve(Pending),
-    /// Run as a reconciler daemon.
+    /// Run as a reconciler daemon (not implemented yet).
     Watch(Pending),
     /// Write the JSON Schemas of every file kind.
     Schema {

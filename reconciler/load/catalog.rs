@@ -74,11 +74,15 @@ pub(super) fn load_catalog(
         };
         let fix = Loaded { value, origin };
         check_fix(&fix, &stem, &source, diags);
-        if fixes.iter().any(|f| f.id == fix.id) {
-            diags.push(
-                fix.origin
-                    .diag("id", format!("the fix id {:?} is used twice", fix.id)),
-            );
+        if let Some(first) = fixes.iter().find(|f| f.id == fix.id) {
+            diags.push(fix.origin.diag(
+                "id",
+                format!(
+                    "the fix id {:?} is already used at {} (hint: fix ids must be unique in the catalog)",
+                    fix.id,
+                    first.origin.locate("id")
+                ),
+            ));
             continue;
         }
         fixes.push(fix);
@@ -140,6 +144,16 @@ fn check_release(
                         "payload.archive",
                         format!("{archive} is not a .tar.gz, .tgz or .tar archive"),
                     ));
+                }
+                if let Some(expected) = &payload.sha256 {
+                    match source.sha256(name) {
+                        Ok(actual) if actual == expected.as_str() => {}
+                        Ok(actual) => diags.push(o.diag(
+                            "payload.sha256",
+                            format!("the archive {archive} has SHA-256 {actual}, not the {expected} written here (hint: the archive or the checksum changed; publish them together)"),
+                        )),
+                        Err(e) => diags.push(o.diag("payload.archive", e.to_string())),
+                    }
                 }
             }
             _ => diags.push(o.diag(

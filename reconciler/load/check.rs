@@ -29,12 +29,18 @@ fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {
             seen.insert(name, o.locate("site").to_string());
         }
 
-        if !fleet.config.catalogs.contains_key(&site.product) {
+        if fleet.unreadable.contains("fleet.yaml") {
+            // Its catalogs are unknown; fleet.yaml's own error says why.
+        } else if !fleet.config.catalogs.contains_key(&site.product) {
             let known = names(fleet.config.catalogs.keys());
             let hint = if known.is_empty() {
                 "fleet.yaml has no catalogs; add one under catalogs:".to_owned()
             } else {
-                format!("the products of fleet.yaml are {known}")
+                suggest(
+                    &site.product,
+                    fleet.config.catalogs.keys(),
+                    &format!("the products of fleet.yaml are {known}"),
+                )
             };
             diags.push(o.diag(
                 "product",
@@ -49,10 +55,14 @@ fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {
                 diags.push(o.diag(
                     "channel",
                     format!(
-                        "{:?} is not a channel of {} (hint: the channels are {})",
+                        "{:?} is not a channel of {} (hint: {})",
                         site.channel,
                         site.product,
-                        names(channels.keys())
+                        suggest(
+                            &site.channel,
+                            channels.keys(),
+                            &format!("the channels are {}", names(channels.keys()))
+                        )
                     ),
                 ));
             }
@@ -74,51 +84,90 @@ fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {
 
         if let Some(policy) = &site.policy
             && fleet.policy(policy).is_none()
+            && !fleet.unreadable.contains(&format!("policies/{policy}"))
         {
             diags.push(o.diag(
                 "policy",
                 format!(
                     "there is no policy {policy:?} (hint: {})",
-                    known_policies(fleet)
+                    suggest(
+                        policy,
+                        all_policies(fleet, None).iter(),
+                        &known_policies(fleet, None)
+                    )
                 ),
             ));
         }
     }
 }
 
-fn known_policies(fleet: &Fleet) -> String {
-    let mut all: BTreeSet<&String> = fleet.policies.keys().collect();
-    all.extend(fleet.stock_policies.keys());
-    format!(
-        "the policies are {}",
-        all.into_iter().cloned().collect::<Vec<_>>().join(", ")
-    )
+/// Every policy name, fleet and stock, except `but`.
+fn all_policies(fleet: &Fleet, but: Option<&str>) -> Vec<String> {
+    let all: BTreeSet<&String> = fleet
+        .policies
+        .keys()
+        .chain(fleet.stock_policies.keys())
+        .collect();
+    all.into_iter()
+        .filter(|n| Some(n.as_str()) != but)
+        .cloned()
+        .collect()
+}
+
+/// "did you mean `x`? " before `fallback`, when `word` looks like a typo of one of `options`.
+fn suggest<'a>(word: &str, options: impl Iterator<Item = &'a String>, fallback: &str) -> String {
+    match super::yaml::closest(word, options.map(String::as_str)) {
+        Some(near) => format!("did you mean `{near}`? {}", capitalized(fallback)),
+        None => fallback.to_owned(),
+    }
+}
+
+/// `the x` → `The x`.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+fn known_policies(fleet: &Fleet, but: Option<&str>) -> String {
+    let all = all_policies(fleet, but);
+    format!("the policies are {}", all.join(", "))
 }
 
 /// Every `extends` names a policy, and no chain loops.
 fn check_policies(fleet: &Fleet, diags: &mut Diagnostics) {
-    let all = fleet.policies.values().chain(fleet.stock_policies.values());
-    for policy in all {
+    // By file name: a policy whose `policy:` differs is reported elsewhere.
+    let all = fleet.policies.iter().chain(fleet.stock_policies.iter());
+    for (name, policy) in all {
         if policy.extends.is_none() {
             continue;
         }
-        let mut chain = fleet.policy_chain(&policy.policy);
-        // The chain of a shadowed stock policy starts at the fleet's own.
-        if fleet
+        // A stock policy that the fleet shadows is checked through the fleet's own.
+        let is_stock = fleet
             .stock_policies
-            .get(&policy.policy)
-            .is_some_and(|p| std::ptr::eq(p, policy))
-        {
-            chain = Ok(Vec::new());
+            .get(name)
+            .is_some_and(|p| std::ptr::eq(p, policy));
+        if is_stock && fleet.policies.contains_key(name) {
+            continue;
         }
-        match chain {
+        match fleet.policy_chain(name) {
             Ok(_) => {}
+            Err(ChainError::Missing { name, .. })
+                if fleet.unreadable.contains(&format!("policies/{name}")) => {}
             Err(e @ ChainError::Missing { .. }) => {
-                diags.push(
-                    policy
-                        .origin
-                        .diag("extends", format!("{e} (hint: {})", known_policies(fleet))),
-                );
+                diags.push(policy.origin.diag(
+                    "extends",
+                    format!(
+                        "{e} (hint: {})",
+                        suggest(
+                            policy.extends.as_deref().unwrap_or(""),
+                            all_policies(fleet, Some(&policy.policy)).iter(),
+                            &known_policies(fleet, Some(&policy.policy))
+                        )
+                    ),
+                ));
             }
             Err(e) => diags.push(policy.origin.diag("extends", e.to_string())),
         }

@@ -1,7 +1,7 @@
 //! Loading a fleet repo: `fleet.yaml`, sites, policies and approvals, and
 //! then every catalog that `fleet.yaml` names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use super::catalog::{self, LoadedCatalog};
@@ -30,6 +30,9 @@ pub struct Fleet {
     pub approvals: BTreeMap<String, Loaded<Approvals>>,
     /// Catalogs by product name; a product whose catalog failed to open is absent.
     pub catalogs: BTreeMap<String, LoadedCatalog>,
+    /// Files that exist but could not be read (`fleet.yaml`, `policies/<name>`),
+    /// so that checks do not report what they would have defined as missing.
+    pub unreadable: BTreeSet<String>,
 }
 
 impl Fleet {
@@ -142,9 +145,14 @@ pub(super) fn load_fleet(
 ) -> Result<Fleet, Diagnostic> {
     let source = open_fleet(options)?;
 
+    let mut unreadable = BTreeSet::new();
     let config = if source.kind("fleet.yaml").is_some() {
-        read_doc::<FleetConfig>(&source, "fleet.yaml", diags)
-            .map(|(value, origin)| Loaded { value, origin })
+        let config = read_doc::<FleetConfig>(&source, "fleet.yaml", diags)
+            .map(|(value, origin)| Loaded { value, origin });
+        if config.is_none() {
+            unreadable.insert("fleet.yaml".to_owned());
+        }
+        config
     } else {
         None
     };
@@ -160,7 +168,14 @@ pub(super) fn load_fleet(
 
     let mut policies = BTreeMap::new();
     for (stem, rel) in yaml_files(&source, "policies", diags) {
-        if let Some((value, origin)) = read_doc::<Policy>(&source, &rel, diags) {
+        let Some((value, origin)) = read_doc::<Policy>(&source, &rel, diags) else {
+            unreadable.insert(format!("policies/{stem}"));
+            continue;
+        };
+        {
+            for p in value.problems() {
+                diags.push(origin.problem(&p));
+            }
             if value.policy != stem {
                 diags.push(origin.diag(
                     "policy",
@@ -200,6 +215,7 @@ pub(super) fn load_fleet(
         stock_policies,
         approvals,
         catalogs: BTreeMap::new(),
+        unreadable,
     };
     let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
     let mut catalogs = BTreeMap::new();
@@ -218,6 +234,9 @@ pub(super) fn load_fleet(
     Ok(fleet)
 }
 
+/// What a site file holds, for messages about an empty or scalar file.
+const SITE_SHAPE: &str = "one site (site:, root:, product:, channel:, …) or a list of sites";
+
 fn load_site_file(
     source: &Source,
     rel: &str,
@@ -232,7 +251,7 @@ fn load_site_file(
             return;
         }
     };
-    let is_list = match yaml::scan_only(&shown, &bytes) {
+    let is_list = match yaml::scan_only(&shown, &bytes, SITE_SHAPE) {
         Ok(index) => index.root_is_sequence(),
         Err(d) => return diags.push(d),
     };

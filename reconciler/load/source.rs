@@ -32,6 +32,12 @@ pub enum SourceError {
         /// The error.
         source: std::io::Error,
     },
+    /// The path does not exist.
+    #[error("{path} does not exist")]
+    Missing {
+        /// The path, as shown to people.
+        path: String,
+    },
     /// A git error.
     #[error("{what}: {source}")]
     Git {
@@ -48,8 +54,8 @@ pub enum SourceError {
         /// The ref.
         git_ref: String,
     },
-    /// A path that must be a regular file is not one.
-    #[error("{path} is {what}, not a regular file")]
+    /// A path is not the kind of file it must be.
+    #[error("{path} is {what}")]
     NotAFile {
         /// The path.
         path: String,
@@ -66,13 +72,13 @@ impl SourceError {
                 "check `ref:` in fleet.yaml; it must name a branch, tag or commit of the source",
             ),
             SourceError::NotAFile {
-                what: "a symbolic link",
+                what: "a symbolic link, not a regular file",
                 ..
             } => Some(
                 "sitekeeper never follows symbolic links in a fleet or catalog; commit the file itself",
             ),
-            SourceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Some("check the path")
+            SourceError::Missing { .. } => {
+                Some("check the path; a relative path is relative to the fleet repo")
             }
             _ => None,
         }
@@ -124,19 +130,29 @@ pub fn is_url(spec: &str) -> bool {
 impl Source {
     /// A plain directory. `label` prefixes paths in messages (e.g. `../catalog/`).
     pub fn dir(path: &Path, label: impl Into<String>) -> Result<Self, SourceError> {
-        let meta = std::fs::metadata(path).map_err(|source| SourceError::Io {
-            path: path.display().to_string(),
-            source,
+        let label = label.into();
+        let shown = match label.trim_end_matches('/') {
+            "" => path.display().to_string(),
+            named => named.to_owned(),
+        };
+        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => SourceError::Missing {
+                path: shown.clone(),
+            },
+            _ => SourceError::Io {
+                path: shown.clone(),
+                source,
+            },
         })?;
         if !meta.is_dir() {
-            return Err(SourceError::Io {
-                path: path.display().to_string(),
-                source: std::io::Error::other("not a directory"),
+            return Err(SourceError::NotAFile {
+                path: shown,
+                what: "a file, not a directory",
             });
         }
         Ok(Self {
             inner: Inner::Dir(path.to_owned()),
-            label: label.into(),
+            label,
             commit: None,
         })
     }
@@ -287,27 +303,22 @@ impl Source {
             Some(EntryKind::Symlink) => {
                 return Err(SourceError::NotAFile {
                     path: shown,
-                    what: "a symbolic link",
+                    what: "a symbolic link, not a regular file",
                 });
             }
             Some(EntryKind::Dir) => {
                 return Err(SourceError::NotAFile {
                     path: shown,
-                    what: "a directory",
+                    what: "a directory, not a regular file",
                 });
             }
             Some(EntryKind::Other) => {
                 return Err(SourceError::NotAFile {
                     path: shown,
-                    what: "a special file",
+                    what: "a special file, not a regular file",
                 });
             }
-            None => {
-                return Err(SourceError::Io {
-                    path: shown,
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                });
-            }
+            None => return Err(SourceError::Missing { path: shown }),
         }
         match &self.inner {
             Inner::Dir(root) => std::fs::read(root.join(rel)).map_err(|source| SourceError::Io {
@@ -324,6 +335,31 @@ impl Source {
                 Ok(blob.content().to_vec())
             }
         }
+    }
+
+    /// The SHA-256 of the regular file `rel`, in lower-case hex, read in
+    /// chunks so that a large archive is never held in memory from a directory.
+    pub fn sha256(&self, rel: &str) -> Result<String, SourceError> {
+        let mut hasher = Sha256::new();
+        match &self.inner {
+            Inner::Dir(root) => {
+                if self.kind(rel) != Some(EntryKind::File) {
+                    return self.read(rel).map(|_| String::new());
+                }
+                let shown = self.display(rel);
+                let mut file =
+                    std::fs::File::open(root.join(rel)).map_err(|source| SourceError::Io {
+                        path: shown.clone(),
+                        source,
+                    })?;
+                std::io::copy(&mut file, &mut hasher).map_err(|source| SourceError::Io {
+                    path: shown,
+                    source,
+                })?;
+            }
+            Inner::Git { .. } => hasher.update(self.read(rel)?),
+        }
+        Ok(hex::encode(hasher.finalize()))
     }
 
     /// The entries of directory `rel`, sorted by name; empty when it does not exist.

@@ -90,15 +90,28 @@ impl SpanIndex {
 /// Parses one YAML document into `T`, refusing every trap, and returns the
 /// value with the positions of its nodes. `file` names the file in errors.
 pub fn parse<T: DeserializeOwned>(file: &str, bytes: &[u8]) -> Result<(T, SpanIndex), Diagnostic> {
+    parse_shaped(file, bytes, MAPPING)
+}
+
+/// What most files hold, for messages about an empty or scalar file.
+const MAPPING: &str = "a mapping of fields (key: value)";
+
+/// Like [`parse`], with `shape` describing what the file should hold, for
+/// the messages about an empty file or a file holding a plain value.
+pub fn parse_shaped<T: DeserializeOwned>(
+    file: &str,
+    bytes: &[u8],
+    shape: &str,
+) -> Result<(T, SpanIndex), Diagnostic> {
     let text = check_text(file, bytes)?;
-    let index = scan(file, text)?;
+    let index = scan(file, text, shape)?;
     let value = deserialize(file, text, &index)?;
     Ok((value, index))
 }
 
 /// Scans without deserializing: the traps and the index only.
-pub fn scan_only(file: &str, bytes: &[u8]) -> Result<SpanIndex, Diagnostic> {
-    scan(file, check_text(file, bytes)?)
+pub fn scan_only(file: &str, bytes: &[u8], shape: &str) -> Result<SpanIndex, Diagnostic> {
+    scan(file, check_text(file, bytes)?, shape)
 }
 
 fn at(file: &str, (line, column): (usize, usize)) -> Location {
@@ -169,23 +182,20 @@ fn tag_text(tag: &granit_parser::Tag) -> String {
 }
 
 /// The first pass: traps and positions.
-fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
+fn scan(file: &str, text: &str, shape: &str) -> Result<SpanIndex, Diagnostic> {
     let mut index = SpanIndex::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut documents = 0usize;
+    let mut root_is_scalar = false;
     let mut nodes = 0usize;
     let mut anchor_sizes: HashMap<usize, usize> = HashMap::new();
+    // Open collections (flow style?, mapping?, start), to explain syntax errors.
+    let mut opens: Vec<(bool, bool, (usize, usize))> = Vec::new();
     let fail =
         |pos, msg: String, hint: &str| Err(Diagnostic::new(at(file, pos), msg).with_hint(hint));
 
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| {
-            let m = e.marker();
-            Diagnostic::new(
-                at(file, (m.line(), m.col() + 1)),
-                format!("YAML syntax: {}", e.info()),
-            )
-        })?;
+        let (event, span) = event.map_err(|e| syntax_error(file, text, &e, &opens))?;
         let pos = start(&span);
 
         // Tags first: they are silently dropped or reinterpreted by serde layers.
@@ -201,7 +211,7 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
             return fail(
                 tag_pos,
                 format!("the YAML tag `{}` is not supported", tag_text(tag)),
-                "remove the tag: sitekeeper reads plain values only (quote a value to make it a string)",
+                "remove the tag; sitekeeper reads plain values only, and quoting a value makes it text",
             );
         }
 
@@ -218,6 +228,7 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
                 continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
+                opens.pop();
                 if let Some(frame) = stack.pop() {
                     let (anchor, nodes_at_start) = match frame {
                         Frame::Map {
@@ -329,6 +340,7 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
             }
             None => {
                 index.root_is_sequence = matches!(event, Event::SequenceStart(..));
+                root_is_scalar = !is_collection;
                 index.record(
                     String::new(),
                     NodePos {
@@ -348,6 +360,16 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
                     "flatten the structure; no sitekeeper file needs this depth",
                 );
             }
+            let (flow, map) = match &event {
+                Event::MappingStart(style, ..) => {
+                    (*style == granit_parser::StructureStyle::Flow, true)
+                }
+                Event::SequenceStart(style, ..) => {
+                    (*style == granit_parser::StructureStyle::Flow, false)
+                }
+                _ => (false, false),
+            };
+            opens.push((flow, map, pos));
             stack.push(match event {
                 Event::MappingStart(..) => Frame::Map {
                     path,
@@ -367,7 +389,63 @@ fn scan(file: &str, text: &str) -> Result<SpanIndex, Diagnostic> {
             anchor_sizes.insert(anchor, 1);
         }
     }
-    Ok(index)
+    match index.get("") {
+        None => fail(
+            (1, 1),
+            "the file is empty".into(),
+            &format!("it must hold {shape}"),
+        ),
+        Some(root) if root_is_scalar => fail(
+            root.value,
+            format!("the file holds a plain value, not {shape}"),
+            "write the fields as key: value lines",
+        ),
+        Some(_) => Ok(index),
+    }
+}
+
+/// A parser error in a site owner's words, pointing at the unclosed
+/// bracket where that is the cause.
+fn syntax_error(
+    file: &str,
+    text: &str,
+    e: &granit_parser::ScanError,
+    opens: &[(bool, bool, (usize, usize))],
+) -> Diagnostic {
+    let m = e.marker();
+    let mut pos = (m.line(), m.col() + 1);
+    let info = e.info();
+    let unclosed = opens.iter().rev().find(|(flow, ..)| *flow);
+    let (message, hint) = if info.contains("tabs disallowed")
+        || info.contains("tab") && info.contains("indent")
+    {
+        // Point at the tab itself; the parser reports the position after it.
+        if let Some(col) = text
+            .lines()
+            .nth(pos.0.saturating_sub(1))
+            .and_then(|l| l.find('\t'))
+        {
+            pos.1 = col + 1;
+        }
+        (
+            "a tab is used for indentation".to_owned(),
+            "indent with spaces; YAML does not allow tabs there".to_owned(),
+        )
+    } else if let (Some((_, map, (line, col))), true) = (unclosed, info.contains("flow")) {
+        let (open, close) = if *map { ('{', '}') } else { ('[', ']') };
+        (
+            format!(
+                "expected `,` or `{close}` here: the `{open}` at line {line}, column {col} is not closed"
+            ),
+            format!("add the missing `{close}`, or separate the items with commas"),
+        )
+    } else {
+        (
+            format!("this is not valid YAML: {info}"),
+            "check the indentation and quoting around this position".to_owned(),
+        )
+    };
+    Diagnostic::new(at(file, pos), format!("YAML syntax: {message}")).with_hint(hint)
 }
 
 /// The second pass: serde-saphyr in its strictest settings.
@@ -391,6 +469,17 @@ fn deserialize<T: DeserializeOwned>(
             .format_message(&err)
             .into_owned();
         let (message, hint) = humanize(&raw, text, pos);
+        // serde reports a missing field at the last key it saw; point at the
+        // mapping that lacks it instead.
+        let pos = if raw.starts_with("missing field `") {
+            match index.by_pos.get(&pos) {
+                Some((path, true)) => index.locate(parent_path(path)),
+                Some((path, false)) => index.locate(path),
+                None => pos,
+            }
+        } else {
+            pos
+        };
         let field = match index.by_pos.get(&pos) {
             // At a key (an unknown field): name the mapping that holds it.
             Some((path, true)) => parent_name(path),
@@ -417,6 +506,11 @@ fn last_name(path: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+/// `a.b[1].c` → `a.b[1]`; a top-level key's parent is the root `""`.
+fn parent_path(path: &str) -> &str {
+    path.rfind('.').map_or("", |cut| &path[..cut])
+}
+
 fn parent_name(path: &str) -> Option<String> {
     path.rfind('.').and_then(|cut| last_name(&path[..cut]))
 }
@@ -432,6 +526,27 @@ fn token_at(text: &str, (line, column): (usize, usize)) -> String {
         .collect()
 }
 
+/// The candidate closest to `word`, if it is close enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d > 0 && *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The range of an integer type named in serde's "invalid u8" wording.
+fn integer_range(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "u8" => "0 to 255",
+        "u16" => "0 to 65535",
+        "u32" => "0 to 4294967295",
+        "u64" | "usize" => "0 to 18446744073709551615",
+        _ => return None,
+    })
+}
+
 /// Rewrites serde's developer wording into a site owner's, with a hint.
 fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<String>) {
     let ticked = |s: &str| s.split('`').nth(1).unwrap_or("").to_owned();
@@ -445,7 +560,10 @@ fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<Strin
                     .map(|(_, one)| one.replace('`', ""))
             });
         let hint = match allowed {
-            Some(list) => format!("the fields allowed here are {list}"),
+            Some(list) => match closest(name, list.split(", ")) {
+                Some(near) => format!("did you mean `{near}`? The fields allowed here are {list}"),
+                None => format!("the fields allowed here are {list}"),
+            },
             None => "this mapping takes no fields".to_owned(),
         };
         return (format!("unknown field {name:?}"), Some(hint));
@@ -469,6 +587,44 @@ fn humanize(raw: &str, text: &str, pos: (usize, usize)) -> (String, Option<Strin
         return (
             format!("{token:?} is not a boolean"),
             Some("write true or false; yes, no, on and off are not booleans here".to_owned()),
+        );
+    }
+    if let Some(kind) = raw.strip_prefix("invalid ")
+        && let Some(range) = integer_range(kind)
+    {
+        let token = token_at(text, pos);
+        let shown = if token.parse::<i128>().is_ok() {
+            token
+        } else {
+            format!("{token:?}")
+        };
+        return (
+            format!("{shown} is not a whole number from {range}"),
+            Some("write a whole number, without quotes or units".to_owned()),
+        );
+    }
+    if raw == "null is not allowed here" {
+        return (
+            "is empty, but a value is required here".to_owned(),
+            Some("write a value after the colon, or remove the line".to_owned()),
+        );
+    }
+    if raw == "expected string scalar" {
+        return (
+            "expected text here, not a list or a mapping".to_owned(),
+            None,
+        );
+    }
+    if raw == "expected end of mapping after enum variant value" {
+        return (
+            "this item holds more than one op".to_owned(),
+            Some("one op per list item: start the next op on a new item with `- `".to_owned()),
+        );
+    }
+    if raw == "expected mapping start" {
+        return (
+            "expected fields (key: value) here, not a single value or a list".to_owned(),
+            None,
         );
     }
     if raw.contains("duplicate mapping key") {

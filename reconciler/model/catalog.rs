@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Problem;
-use super::values::{Command, Glob, Pattern, RelPath, Sha256Hex, Version, VersionReq};
+use super::values::{Command, Glob, Pattern, RelPath, Sha256Hex, Timestamp, Version, VersionReq};
 use super::words::{Expect, FixKind, Severity, Urgency, Whitespace};
 
 /// `catalog.yaml`: the product and its channels and rings.
@@ -45,8 +45,7 @@ pub struct Release {
     /// Channels that offer this release.
     pub channels: Vec<String>,
     /// Publication time (RFC 3339).
-    #[schemars(with = "String")]
-    pub released: jiff::Timestamp,
+    pub released: Timestamp,
     /// `security` may bypass windows and soak times.
     #[serde(default = "normal_urgency")]
     pub urgency: Urgency,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Problem;
 use super::values::{
     Command, Digest, Duration, Glob, HttpUrl, RelPath, SiteName, TimeOfDay, TimeZoneName,
-    VersionReq,
+    Timestamp, VersionReq,
 };
 use super::words::{DriftMode, HotfixLevel, Layout, UpgradeLevel, Weekday};
 
@@ -210,8 +210,7 @@ pub struct Approval {
     /// Who approved it.
     pub by: String,
     /// When.
-    #[schemars(with = "String")]
-    pub at: jiff::Timestamp,
+    pub at: Timestamp,
 }
 
 impl Site {

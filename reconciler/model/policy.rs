@@ -40,6 +40,52 @@ pub struct Policy {
     pub notify_interval: Option<Duration>,
 }
 
+impl Policy {
+    /// A default above the policy's own ceiling is a contradiction: the
+    /// default could never take effect as written.
+    pub fn problems(&self) -> Vec<super::Problem> {
+        fn above<T: PartialOrd + ToString>(
+            field: &str,
+            default: Option<T>,
+            ceiling: Option<T>,
+            out: &mut Vec<super::Problem>,
+        ) {
+            if let (Some(d), Some(c)) = (default, ceiling)
+                && d > c
+            {
+                out.push(super::Problem::at(
+                    format!("defaults.{field}"),
+                    format!(
+                        "the default {} is above this policy's ceiling {} (hint: lower the default or raise the ceiling)",
+                        d.to_string(),
+                        c.to_string()
+                    ),
+                ));
+            }
+        }
+        let mut out = Vec::new();
+        let (c, d) = (&self.ceilings, &self.defaults);
+        above("upgrades", d.upgrades, c.upgrades, &mut out);
+        above("hotfixes", d.hotfixes, c.hotfixes, &mut out);
+        above("diagnostics", d.diagnostics, c.diagnostics, &mut out);
+        above("vendor_access", d.vendor_access, c.vendor_access, &mut out);
+        above(
+            "status_reports",
+            d.status_reports,
+            c.status_reports,
+            &mut out,
+        );
+        above("error_reports", d.error_reports, c.error_reports, &mut out);
+        above(
+            "public_listing",
+            d.public_listing,
+            c.public_listing,
+            &mut out,
+        );
+        out
+    }
+}
+
 /// Upper bounds on opt-ins. For the yes/no opt-ins, `false` forbids.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -46,7 +46,7 @@ pub struct Duration(pub std::time::Duration);
 impl FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let hint = "write a number and a unit, such as 30s, 15m, 48h or 3d";
+        let hint = "hint: write a number and a unit, such as 30s, 15m, 48h or 3d";
         if s.trim() == "0" {
             return Ok(Self(std::time::Duration::ZERO));
         }
@@ -221,21 +221,21 @@ string_value!(VersionReq, "VersionReq", {
 
 /// Checks that `s` is a path relative to a root that cannot climb out of it.
 /// Shared by [`RelPath`] and [`Glob`], since a glob is a path with wildcards.
-fn check_relative(s: &str, what: &str) -> Result<(), String> {
+fn check_relative(s: &str, root: &str) -> Result<(), String> {
     if s.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err("is empty; a path is needed here".to_owned());
     }
     if s.contains('\0') {
-        return Err(format!("{what} {s:?} contains a NUL byte"));
+        return Err(format!("{s:?} contains a NUL byte"));
     }
     if s.contains('\\') {
         return Err(format!(
-            "{what} {s:?} contains a backslash (hint: separate directories with /)"
+            "{s:?} contains a backslash (hint: separate directories with /)"
         ));
     }
     if s.starts_with('/') || s.starts_with('~') {
         return Err(format!(
-            "{what} {s:?} is absolute (hint: write it relative to its root)"
+            "{s:?} is absolute (hint: write it relative to {root})"
         ));
     }
     let trimmed = s.strip_suffix('/').unwrap_or(s);
@@ -243,15 +243,46 @@ fn check_relative(s: &str, what: &str) -> Result<(), String> {
         match part {
             ".." => {
                 return Err(format!(
-                    "{what} {s:?} climbs out of its root with \"..\" (hint: write it relative to its root, without ..)"
+                    "{s:?} climbs out of {root} with \"..\" (hint: write it relative to {root}, without ..)"
                 ));
             }
-            "" => return Err(format!("{what} {s:?} has an empty directory name (//)")),
+            "" => return Err(format!("{s:?} has an empty directory name (//)")),
             _ => {}
         }
     }
     Ok(())
 }
+
+/// An instant written in RFC 3339, such as `2024-09-03T00:00:00Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub jiff::Timestamp);
+
+impl FromStr for Timestamp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse::<jiff::Timestamp>().map(Self).map_err(|e| {
+            let why = match e.to_string() {
+                d if d.contains("is invalid, must be in range") || d.contains("day") => {
+                    "is not a valid date".to_owned()
+                }
+                _ => "is not a time in RFC 3339 form".to_owned(),
+            };
+            format!("{s:?} {why} (hint: write a UTC time such as 2026-03-01T00:00:00Z)")
+        })
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+string_value!(Timestamp, "Timestamp", {
+    "type": "string",
+    "format": "date-time",
+    "description": "An RFC 3339 time, such as 2024-09-03T00:00:00Z."
+});
 
 /// A relative path confined to its root: no `..`, no absolute part, no NUL,
 /// no backslash. Kept as written, minus a trailing `/`.
@@ -268,7 +299,7 @@ impl RelPath {
 impl FromStr for RelPath {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        check_relative(s, "path")?;
+        check_relative(s, "its root")?;
         Ok(Self(s.strip_suffix('/').unwrap_or(s).to_owned()))
     }
 }
@@ -315,13 +346,13 @@ impl PartialEq for Glob {
 impl FromStr for Glob {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        check_relative(s, "glob")?;
+        check_relative(s, "the site root")?;
         let glob = globset::GlobBuilder::new(s)
             .literal_separator(true)
             .backslash_escape(false)
             .empty_alternates(true)
             .build()
-            .map_err(|e| format!("glob {s:?} does not compile: {}", e.kind()))?;
+            .map_err(|e| format!("the glob `{s}` does not compile: {}", e.kind()))?;
         Ok(Self {
             text: s.to_owned(),
             matcher: glob.compile_matcher(),
@@ -364,8 +395,18 @@ impl FromStr for Pattern {
             .map(Self)
             .map_err(|e| {
                 let detail = e.to_string();
-                let last = detail.lines().last().unwrap_or("").trim().to_owned();
-                format!("regex {s:?} does not compile: {last}")
+                let last = detail.lines().last().unwrap_or("").trim();
+                let last = last.strip_prefix("error: ").unwrap_or(last);
+                let hint = if last.contains("look-around") {
+                    "capture the surrounding text in a group and put it back with ${1} in `with`"
+                } else if last.contains("unclosed group") {
+                    "close every ( with ), or write \\( for a literal parenthesis"
+                } else if last.contains("exceeds size limit") {
+                    "the compiled pattern is over 1 MiB; make it smaller or split it into several ops"
+                } else {
+                    "patterns use Rust regex syntax: https://docs.rs/regex/#syntax"
+                };
+                format!("the regex `{s}` does not compile: {last} (hint: {hint})")
             })
     }
 }
