@@ -6,6 +6,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::fleet::OptIn;
 use super::values::Duration;
 use super::words::{ChangeLevel, DriftMode, HotfixLevel, Layout, UpgradeLevel};
 
@@ -86,25 +87,9 @@ impl Policy {
     }
 }
 
-/// Upper bounds on opt-ins. For the yes/no opt-ins, `false` forbids.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Ceilings {
-    /// Highest upgrade level.
-    pub upgrades: Option<UpgradeLevel>,
-    /// Widest hot-fix selection.
-    pub hotfixes: Option<HotfixLevel>,
-    /// Whether diagnostic fixes may be taken at all.
-    pub diagnostics: Option<bool>,
-    /// Whether vendor-access fixes may be taken at all.
-    pub vendor_access: Option<bool>,
-    /// Whether status reports may be sent at all.
-    pub status_reports: Option<bool>,
-    /// Whether error details may be sent at all.
-    pub error_reports: Option<bool>,
-    /// Whether the site URL may be published at all.
-    pub public_listing: Option<bool>,
-}
+/// Upper bounds on opt-ins: the same fields as a site's `opt_in`. For the
+/// yes/no opt-ins, `false` forbids whatever the site says.
+pub type Ceilings = OptIn;
 
 /// Values for settings a site leaves out.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
