@@ -25,6 +25,9 @@
 //!   [`model::values::Version`] is full semver, a path cannot climb out.
 
 pub mod cli;
+pub mod confined;
+pub mod fixops;
+pub mod inventory;
 pub mod load;
 pub mod model;
 pub mod policy;

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod fleet;
+pub mod hash;
 pub mod policy;
 pub mod values;
 pub mod words;

@@ -1,0 +1,311 @@
+//! Confined access to a site's files: every path is resolved by the kernel
+//! beneath the site root, with no `..`, no absolute part and no symbolic
+//! link anywhere along the way (`openat2` with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS`), so no string check can be fooled.
+//!
+//! Everything that reads (and later writes) a site's files goes through a
+//! [`Root`]. It never follows a link, never opens a FIFO, socket or device,
+//! and never crosses out of the tree, whatever the tree holds.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+
+/// The resolution rules for every path under a root.
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// What a path under the root is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A FIFO.
+    Fifo,
+    /// A socket.
+    Socket,
+    /// A character or block device.
+    Device,
+}
+
+impl Kind {
+    fn of(ft: FileType) -> Self {
+        match ft {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            _ => Kind::Device,
+        }
+    }
+
+    /// A word for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symbolic link",
+            Kind::Fifo => "a FIFO",
+            Kind::Socket => "a socket",
+            Kind::Device => "a device node",
+        }
+    }
+}
+
+/// What `lstat` says about a path, as much as sitekeeper uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// What it is.
+    pub kind: Kind,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status-change time, in nanoseconds since the epoch.
+    pub ctime_ns: i128,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
+    /// Hard-link count.
+    pub nlink: u64,
+}
+
+impl Meta {
+    // The widths of `stat` fields differ between platforms; the casts are
+    // no-ops on x86_64 but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_stat(st: &rustix::fs::Stat) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Meta {
+            kind: Kind::of(FileType::from_raw_mode(st.st_mode)),
+            mode: st.st_mode & 0o7777,
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            ino: st.st_ino,
+            dev: st.st_dev,
+            nlink: st.st_nlink as u64,
+        }
+    }
+}
+
+/// A site root, opened once; every path below it is confined to it.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Splits `rel` into parent and final name, refusing what can never be
+/// under a root (before the kernel would): empty, absolute, `..`, NUL.
+fn split(rel: &str) -> io::Result<(&str, &str)> {
+    let bad = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{rel:?}: {why}"),
+        ))
+    };
+    if rel.is_empty() || rel.starts_with('/') {
+        return bad("not a relative path");
+    }
+    if rel.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    if rel
+        .split('/')
+        .any(|c| c == ".." || c.is_empty() || c == ".")
+    {
+        return bad("has an empty, . or .. component");
+    }
+    Ok(match rel.rfind('/') {
+        Some(cut) => (&rel[..cut], &rel[cut + 1..]),
+        None => ("", rel),
+    })
+}
+
+impl Root {
+    /// Opens the directory at `path` as a root. The path itself is the
+    /// operator's and may pass through links; nothing below it may.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Self {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The path the root was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens directory `rel` (`""` is the root) with `flags`, confined.
+    fn open_dir(&self, rel: &str, flags: OFlags) -> io::Result<OwnedFd> {
+        let path = if rel.is_empty() { "." } else { rel };
+        if !rel.is_empty() {
+            split(rel)?;
+        }
+        Ok(rustix::fs::openat2(
+            &self.fd,
+            path,
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )?)
+    }
+
+    fn with_parent<T>(
+        &self,
+        rel: &str,
+        f: impl FnOnce(BorrowedFd<'_>, &str) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let (parent, name) = split(rel)?;
+        if parent.is_empty() {
+            f(self.fd.as_fd(), name)
+        } else {
+            let dir = self.open_dir(parent, OFlags::PATH)?;
+            f(dir.as_fd(), name)
+        }
+    }
+
+    /// `lstat` of `rel`: what is there, without following a final link.
+    pub fn metadata(&self, rel: &str) -> io::Result<Meta> {
+        self.with_parent(rel, |dir, name| {
+            Ok(Meta::from_stat(&rustix::fs::statat(
+                dir,
+                name,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?))
+        })
+    }
+
+    /// The entries of directory `rel` (`""` for the root), unsorted, with
+    /// their metadata. Names that are not UTF-8 come back as raw bytes.
+    pub fn list(&self, rel: &str) -> io::Result<Vec<(OsString, Meta)>> {
+        let fd = self.open_dir(rel, OFlags::RDONLY)?;
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let st = rustix::fs::statat(&fd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)?;
+            out.push((OsStr::from_bytes(name).to_owned(), Meta::from_stat(&st)));
+        }
+        Ok(out)
+    }
+
+    /// Opens the regular file `rel` for reading. A link, FIFO, socket,
+    /// device or directory is refused without blocking: the open is
+    /// non-blocking and the opened file is checked with `fstat`.
+    pub fn open_file(&self, rel: &str) -> io::Result<(File, Meta)> {
+        split(rel)?;
+        let fd = rustix::fs::openat2(
+            &self.fd,
+            rel,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )?;
+        let meta = Meta::from_stat(&rustix::fs::fstat(&fd)?);
+        if meta.kind != Kind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{rel} is {}, not a regular file", meta.kind.describe()),
+            ));
+        }
+        // Reads of a regular file never block; clear the flag for plain I/O.
+        rustix::fs::fcntl_setfl(&fd, OFlags::RDONLY)?;
+        Ok((File::from(fd), meta))
+    }
+
+    /// The target of the symbolic link `rel`, without following it.
+    pub fn read_link(&self, rel: &str) -> io::Result<OsString> {
+        self.with_parent(rel, |dir, name| {
+            Ok(OsString::from_vec(
+                rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes(),
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("site/a")).unwrap();
+        std::fs::write(dir.path().join("site/a/f.txt"), b"inside").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), b"outside").unwrap();
+        std::os::unix::fs::symlink("../secret.txt", dir.path().join("site/out")).unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("site/inner")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("site/etc")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_inside_and_refuses_every_way_out() {
+        let dir = tree();
+        let root = Root::open(&dir.path().join("site")).unwrap();
+        let (mut f, _) = root.open_file("a/f.txt").unwrap();
+        let mut s = String::new();
+        f.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "inside");
+        for bad in [
+            "../secret.txt",
+            "/etc/passwd",
+            "out",
+            "inner/f.txt",
+            "etc/passwd",
+            "a/../a/f.txt",
+            "a//f.txt",
+        ] {
+            assert!(root.open_file(bad).is_err(), "{bad} was opened");
+        }
+        assert_eq!(root.metadata("out").unwrap().kind, Kind::Symlink);
+        assert_eq!(root.read_link("out").unwrap(), "../secret.txt");
+        assert!(
+            root.metadata("inner/f.txt").is_err(),
+            "a link along the path must be refused"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tree();
+        let fifo = dir.path().join("site/pipe");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let root = Root::open(&dir.path().join("site")).unwrap();
+        assert_eq!(root.metadata("pipe").unwrap().kind, Kind::Fifo);
+        let err = root.open_file("pipe").unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+    }
+}
