@@ -31,3 +31,4 @@ pub mod inventory;
 pub mod load;
 pub mod model;
 pub mod policy;
+pub mod store;

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::confined::Meta;
-use crate::model::hash::ContentHash;
+use crate::model::hash::{BlobId, ContentHash};
 
 /// A file changed this close (in ns) before a scan started might change
 /// again within the file system's timestamp granularity without its stat
@@ -26,6 +26,7 @@ struct Cached {
     dev: u64,
     mode: u32,
     hash: ContentHash,
+    blob: BlobId,
 }
 
 /// Hashes by path, valid while each file's stat data is unchanged.
@@ -46,7 +47,7 @@ pub fn now_ns() -> i128 {
 
 impl StatCache {
     /// The cached hash of `path`, if its stat data still matches.
-    pub fn lookup(&self, path: &str, meta: &Meta) -> Option<ContentHash> {
+    pub fn lookup(&self, path: &str, meta: &Meta) -> Option<(ContentHash, BlobId)> {
         let c = self.entries.get(path)?;
         let same = c.size == meta.size
             && c.mtime_ns == meta.mtime_ns
@@ -54,11 +55,17 @@ impl StatCache {
             && c.ino == meta.ino
             && c.dev == meta.dev
             && c.mode == meta.mode;
-        same.then_some(c.hash)
+        same.then_some((c.hash, c.blob))
     }
 
     /// Records `path`, unless it changed too recently to be trusted.
-    pub fn remember(&mut self, path: &str, meta: &Meta, hash: ContentHash, scan_started_ns: i128) {
+    pub fn remember(
+        &mut self,
+        path: &str,
+        meta: &Meta,
+        (hash, blob): (ContentHash, BlobId),
+        scan_started_ns: i128,
+    ) {
         if meta.mtime_ns.max(meta.ctime_ns) >= scan_started_ns - RACY_NS {
             return;
         }
@@ -72,6 +79,7 @@ impl StatCache {
                 dev: meta.dev,
                 mode: meta.mode,
                 hash,
+                blob,
             },
         );
     }

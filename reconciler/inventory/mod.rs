@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 pub use cache::StatCache;
 
 use crate::confined::{Kind, Meta, Root};
-use crate::model::hash::ContentHash;
+use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::Glob;
 
 /// One managed path as found on disk.
@@ -35,6 +35,8 @@ pub enum Entry {
         size: u64,
         /// Hash of the content.
         hash: ContentHash,
+        /// Git blob id of the content.
+        blob: BlobId,
     },
     /// A symbolic link, recorded as its target text.
     Symlink {
@@ -49,6 +51,14 @@ impl Entry {
         match self {
             Entry::File { hash, .. } => *hash,
             Entry::Symlink { target } => ContentHash::of(target.as_bytes()),
+        }
+    }
+
+    /// The git blob id, to compare with rollback points and git catalogs.
+    pub fn blob(&self) -> BlobId {
+        match self {
+            Entry::File { blob, .. } => *blob,
+            Entry::Symlink { target } => BlobId::of(target.as_bytes()),
         }
     }
 }
@@ -187,14 +197,15 @@ pub fn scan(
     inv.stats.from_cache = known.len();
     let mut next = StatCache::default();
     for (path, meta, hit) in known {
-        let hash = hit.unwrap_or(ContentHash([0; 32]));
-        next.remember(&path, &meta, hash, started_ns);
+        let Some((hash, blob)) = hit else { continue };
+        next.remember(&path, &meta, (hash, blob), started_ns);
         inv.entries.insert(
             path,
             Entry::File {
                 mode: meta.mode,
                 size: meta.size,
                 hash,
+                blob,
             },
         );
     }
@@ -203,7 +214,7 @@ pub fn scan(
         p.start(unknown.len() as u64);
     }
     let bytes = AtomicU64::new(0);
-    let hashed: Vec<(String, Meta, ContentHash)> = unknown
+    let hashed: Vec<(String, Meta, (ContentHash, BlobId))> = unknown
         .into_par_iter()
         .map(|(path, _, _)| {
             let (meta, hash, n) = hash_file(root, &path).map_err(|source| ScanError {
@@ -222,14 +233,15 @@ pub fn scan(
     }
     inv.stats.hashed = hashed.len();
     inv.stats.bytes_read = bytes.into_inner();
-    for (path, meta, hash) in hashed {
-        next.remember(&path, &meta, hash, started_ns);
+    for (path, meta, (hash, blob)) in hashed {
+        next.remember(&path, &meta, (hash, blob), started_ns);
         inv.entries.insert(
             path,
             Entry::File {
                 mode: meta.mode,
                 size: meta.size,
                 hash,
+                blob,
             },
         );
     }
@@ -238,9 +250,10 @@ pub fn scan(
 
 /// Reads and hashes one file; the metadata is the opened file's own, so a
 /// file replaced between listing and hashing is described as hashed.
-fn hash_file(root: &Root, path: &str) -> std::io::Result<(Meta, ContentHash, u64)> {
+fn hash_file(root: &Root, path: &str) -> std::io::Result<(Meta, (ContentHash, BlobId), u64)> {
     let (mut file, meta) = root.open_file(path)?;
     let mut hasher = Sha256::new();
+    let mut blob = BlobId::hasher(meta.size);
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
@@ -249,7 +262,18 @@ fn hash_file(root: &Root, path: &str) -> std::io::Result<(Meta, ContentHash, u64
             break;
         }
         hasher.update(&buf[..n]);
+        sha1::Digest::update(&mut blob, &buf[..n]);
         total += n as u64;
     }
-    Ok((meta, ContentHash::from_hasher(hasher), total))
+    if total != meta.size {
+        // The file changed while it was read: the blob header would lie.
+        return Err(std::io::Error::other(format!(
+            "{path} changed while it was read; scan again"
+        )));
+    }
+    Ok((
+        meta,
+        (ContentHash::from_hasher(hasher), BlobId::from_hasher(blob)),
+        total,
+    ))
 }

@@ -1,0 +1,116 @@
+//! A site's state on disk (SPEC §5): the lock, the applied-patch ledger and
+//! the rollback points, under `<state_dir>/<site>/`.
+//!
+//! The store never touches the site's own files; that is [`crate::confined`]
+//! for reading and `apply` for writing. Everything here is append-only or
+//! content-addressed, so a crash can lose at most the record being written.
+
+pub mod ledger;
+pub mod lock;
+pub mod points;
+
+use std::path::{Path, PathBuf};
+
+pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record};
+pub use lock::SiteLock;
+pub use points::{PointKind, PointMeta, Points, Snapshot, SnapshotEntry};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file-system error on a state file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A git error in `points.git`.
+    #[error("{path}: {source}")]
+    Git {
+        /// The repository.
+        path: PathBuf,
+        /// The error.
+        source: git2::Error,
+    },
+    /// A state file holds something sitekeeper did not write.
+    #[error("{path}:{line}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The state directory of one site.
+#[derive(Debug, Clone)]
+pub struct SiteState {
+    dir: PathBuf,
+}
+
+impl SiteState {
+    /// The state of `site` under `state_dir` (nothing is created yet).
+    pub fn new(state_dir: &Path, site: &str) -> Self {
+        Self {
+            dir: state_dir.join(site),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the site has been adopted (it has a first rollback point).
+    pub fn is_adopted(&self) -> bool {
+        self.dir.join("points.git").is_dir()
+    }
+
+    /// Creates the directory if needed.
+    pub fn create(&self) -> Result<(), StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))
+    }
+
+    /// Takes the site's lock, waiting for it unless `wait` is false
+    /// (then `Ok(None)` when someone else holds it).
+    pub fn lock(&self, wait: bool) -> Result<Option<SiteLock>, StoreError> {
+        self.create()?;
+        SiteLock::acquire(&self.dir.join("lock"), wait)
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> Ledger {
+        Ledger::new(self.dir.join("ledger.jsonl"))
+    }
+
+    /// The rollback points, created if absent.
+    pub fn points(&self) -> Result<Points, StoreError> {
+        self.create()?;
+        Points::open_or_init(&self.dir.join("points.git"))
+    }
+
+    /// The rollback points, if the site has any.
+    pub fn existing_points(&self) -> Result<Option<Points>, StoreError> {
+        if self.is_adopted() {
+            Points::open_or_init(&self.dir.join("points.git")).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Where the inventory's stat cache lives.
+    pub fn stat_cache_path(&self) -> PathBuf {
+        self.dir.join("statcache.json")
+    }
+}
