@@ -88,7 +88,7 @@ impl BlobId {
 
     /// As a git2 object id.
     pub fn to_oid(self) -> git2::Oid {
-        git2::Oid::from_bytes(&self.0).unwrap_or_else(|_| git2::Oid::ZERO_SHA1)
+        git2::Oid::from_bytes(&self.0).unwrap_or(git2::Oid::ZERO_SHA1)
     }
 
     /// From a git2 object id.
