@@ -9,6 +9,7 @@ mod catalog;
 mod check;
 pub mod diag;
 mod fleet;
+pub mod payload;
 pub mod source;
 pub mod stock;
 pub mod yaml;

@@ -6,7 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest as _, Sha256};
+
+use crate::model::hash::BlobId;
 
 /// What a path in a source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -362,6 +366,174 @@ impl Source {
         Ok(hex::encode(hasher.finalize()))
     }
 
+    /// Every file below directory `rel`, by path relative to it. Git trees
+    /// give blob ids without reading contents; a directory is read. Links
+    /// are recorded, never followed; special files are refused.
+    pub fn tree(&self, rel: &str) -> Result<BTreeMap<String, TreeFile>, SourceError> {
+        let rel = rel.trim_end_matches('/');
+        let mut out = BTreeMap::new();
+        match &self.inner {
+            Inner::Git { repo, tree } => {
+                let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
+                let sub = match root.get_path(Path::new(rel)) {
+                    Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => {
+                        repo.find_tree(e.id()).map_err(git(self.display(rel)))?
+                    }
+                    _ => {
+                        return Err(SourceError::Missing {
+                            path: self.display(rel),
+                        });
+                    }
+                };
+                let mut bad = None;
+                sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+                    let Ok(name) = entry.name() else {
+                        bad = Some(format!(
+                            "{dir}{}",
+                            String::from_utf8_lossy(entry.name_bytes())
+                        ));
+                        return git2::TreeWalkResult::Abort;
+                    };
+                    let path = format!("{dir}{name}");
+                    let blob = BlobId::from_oid(entry.id());
+                    match entry.filemode() {
+                        0o100644 => out.insert(
+                            path,
+                            TreeFile {
+                                mode: 0o644,
+                                symlink: false,
+                                blob,
+                                content: None,
+                            },
+                        ),
+                        0o100755 => out.insert(
+                            path,
+                            TreeFile {
+                                mode: 0o755,
+                                symlink: false,
+                                blob,
+                                content: None,
+                            },
+                        ),
+                        0o120000 => out.insert(
+                            path,
+                            TreeFile {
+                                mode: 0o777,
+                                symlink: true,
+                                blob,
+                                content: None,
+                            },
+                        ),
+                        0o040000 => None,
+                        _ => {
+                            bad = Some(path);
+                            return git2::TreeWalkResult::Abort;
+                        }
+                    };
+                    git2::TreeWalkResult::Ok
+                })
+                .ok();
+                if let Some(path) = bad {
+                    return Err(SourceError::NotAFile {
+                        path: self.display(&join(rel, &path)),
+                        what: "a submodule or a name that is not UTF-8",
+                    });
+                }
+            }
+            Inner::Dir(root) => {
+                let mut dirs = vec![String::new()];
+                while let Some(dir) = dirs.pop() {
+                    let full = root.join(rel).join(&dir);
+                    let entries = std::fs::read_dir(&full).map_err(|source| SourceError::Io {
+                        path: self.display(&join(rel, &dir)),
+                        source,
+                    })?;
+                    for entry in entries {
+                        let entry = entry.map_err(|source| SourceError::Io {
+                            path: self.display(rel),
+                            source,
+                        })?;
+                        let name =
+                            entry
+                                .file_name()
+                                .into_string()
+                                .map_err(|n| SourceError::NotAFile {
+                                    path: self
+                                        .display(&join(rel, &join(&dir, &n.to_string_lossy()))),
+                                    what: "named in bytes that are not UTF-8",
+                                })?;
+                        let path = join(&dir, &name);
+                        let shown = self.display(&join(rel, &path));
+                        let meta = std::fs::symlink_metadata(entry.path()).map_err(|source| {
+                            SourceError::Io {
+                                path: shown.clone(),
+                                source,
+                            }
+                        })?;
+                        let ft = meta.file_type();
+                        if ft.is_dir() {
+                            dirs.push(path);
+                        } else if ft.is_symlink() {
+                            let target = std::fs::read_link(entry.path()).map_err(|source| {
+                                SourceError::Io {
+                                    path: shown.clone(),
+                                    source,
+                                }
+                            })?;
+                            let bytes = target.into_os_string().into_encoded_bytes();
+                            out.insert(
+                                path,
+                                TreeFile {
+                                    mode: 0o777,
+                                    symlink: true,
+                                    blob: BlobId::of(&bytes),
+                                    content: Some(bytes),
+                                },
+                            );
+                        } else if ft.is_file() {
+                            let bytes =
+                                std::fs::read(entry.path()).map_err(|source| SourceError::Io {
+                                    path: shown.clone(),
+                                    source,
+                                })?;
+                            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions())
+                                & 0o7777;
+                            out.insert(
+                                path,
+                                TreeFile {
+                                    mode,
+                                    symlink: false,
+                                    blob: BlobId::of(&bytes),
+                                    content: Some(bytes),
+                                },
+                            );
+                        } else {
+                            return Err(SourceError::NotAFile {
+                                path: shown,
+                                what: "a special file, not a regular file",
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The content of a blob of a git source (`None` for directories,
+    /// whose [`Source::tree`] carries contents).
+    pub fn read_blob(&self, blob: BlobId) -> Result<Option<Vec<u8>>, SourceError> {
+        match &self.inner {
+            Inner::Git { repo, .. } => {
+                let b = repo
+                    .find_blob(blob.to_oid())
+                    .map_err(git(format!("blob {blob}")))?;
+                Ok(Some(b.content().to_vec()))
+            }
+            Inner::Dir(_) => Ok(None),
+        }
+    }
+
     /// The entries of directory `rel`, sorted by name; empty when it does not exist.
     /// Names that are not UTF-8 are returned in `skipped`.
     pub fn list(&self, rel: &str) -> Result<Listing, SourceError> {
@@ -417,6 +589,19 @@ impl Source {
         listing.entries.sort();
         Ok(listing)
     }
+}
+
+/// A file of a tree read with [`Source::tree`].
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    /// Permission bits (0o644 or 0o755 from git; exact from a directory).
+    pub mode: u32,
+    /// Whether it is a symbolic link (its content is the target).
+    pub symlink: bool,
+    /// Its git blob id.
+    pub blob: BlobId,
+    /// Its content, when it had to be read to find the blob id.
+    pub content: Option<Vec<u8>>,
 }
 
 /// The entries of a directory.
