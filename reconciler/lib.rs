@@ -24,11 +24,13 @@
 //! * Values are valid once parsed: a [`model::values::Glob`] is compiled, a
 //!   [`model::values::Version`] is full semver, a path cannot climb out.
 
+pub mod apply;
 pub mod cli;
 pub mod confined;
 pub mod fixops;
 pub mod inventory;
 pub mod load;
 pub mod model;
+pub mod plan;
 pub mod policy;
 pub mod store;

@@ -4,9 +4,14 @@
 //! subcommand lives in its own file and returns a [`Outcome`] or a
 //! [`CliError`]; [`run`] turns either into output and an exit code.
 
+mod adopt;
+mod context;
 mod explain;
+mod history;
 mod output;
+mod plan;
 mod schema;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -34,7 +39,7 @@ pub mod exit {
 /// Keeps a fleet of web sites on the releases and hot fixes their owners
 /// asked for, declaratively, from git.
 #[derive(Debug, Parser)]
-#[command(name = "sitekeeper", version, about, long_about = None, propagate_version = true)]
+#[command(name = "sitekeeper", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 success, 1 failed (site restored), 2 invalid input (nothing changed), \
 3 refused, 4 changes pending (plan --detailed-exitcode).\nThe file formats are described in SPEC.md and schema/."
@@ -101,18 +106,24 @@ pub enum Command {
         /// The site.
         site: String,
     },
-    /// Compute what would be done to each site, and why; writes nothing to sites (not implemented yet).
-    Plan(Pending),
+    /// Compute what would be done to each site, and why; writes nothing to sites.
+    Plan(plan::PlanArgs),
     /// Converge sites to their plans (not implemented yet).
     Apply(Pending),
-    /// Take over an existing install at a version (or the release it matches best) (not implemented yet).
-    Adopt(Pending),
+    /// Take over an existing install at a version (or the release it matches best).
+    Adopt(adopt::AdoptArgs),
     /// Return a site to a rollback point (not implemented yet).
     Rollback(Pending),
-    /// Show a site's rollback points and ledger entries (not implemented yet).
-    History(Pending),
-    /// Show version, applied fixes, pending items, drift and last result (not implemented yet).
-    Status(Pending),
+    /// Show a site's rollback points and ledger entries.
+    History {
+        /// The site.
+        site: String,
+    },
+    /// Show version, applied fixes, pending items, drift and last result.
+    Status {
+        /// Sites (default: all).
+        sites: Vec<String>,
+    },
     /// List available upgrades, classified eligible, questionable or ineligible (not implemented yet).
     Check(Pending),
     /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch (not implemented yet).
@@ -179,6 +190,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate => validate::run(&cli.global, &printer),
         Command::Explain { site } => explain::run(&cli.global, &printer, site),
         Command::Schema { out } => schema::run(&printer, out.as_deref()),
+        Command::Plan(args) => plan::run(&cli.global, &printer, args),
+        Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
+        Command::Status { sites } => status::run(&cli.global, &printer, sites),
+        Command::History { site } => history::run(&cli.global, &printer, site),
         other => Err(CliError::Usage(format!(
             "`sitekeeper {}` is not implemented yet",
             command_name(other)
@@ -210,8 +225,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Apply(_) => "apply",
         Command::Adopt(_) => "adopt",
         Command::Rollback(_) => "rollback",
-        Command::History(_) => "history",
-        Command::Status(_) => "status",
+        Command::History { .. } => "history",
+        Command::Status { .. } => "status",
         Command::Check(_) => "check",
         Command::Approve(_) => "approve",
         Command::Watch(_) => "watch",

@@ -1,0 +1,333 @@
+//! Everything the planner needs about one site, read from disk once: the
+//! inventory (through the confined root and the stat cache), the last
+//! rollback point, the ledger, and release payloads on demand. It is also
+//! the planner's [`Contents`], so planning itself stays pure.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::confined::Root;
+use crate::inventory::{self, Inventory, Progress, StatCache};
+use crate::load::payload::Payload;
+use crate::load::{Fleet, Loaded, LoadedCatalog};
+use crate::model::Site;
+use crate::model::hash::BlobId;
+use crate::model::values::Version;
+use crate::plan::{self, Contents, Detection, Installed, SiteInput, SitePlan};
+use crate::policy::{self, Effective};
+use crate::store::{LedgerKind, LedgerResult, Points, SiteState, StoreError};
+
+/// Why a site's state cannot be gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The site's root cannot be opened.
+    #[error("{site}: its root {root} cannot be opened: {source}")]
+    Root {
+        /// The site.
+        site: String,
+        /// The root.
+        root: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The root is relative and the fleet came from a URL.
+    #[error(
+        "{0}: its root is relative, but the fleet was read from git, so it has no directory to be relative to"
+    )]
+    NoRoot(String),
+    /// The site's product has no loaded catalog.
+    #[error("{0}: its product's catalog did not load")]
+    NoCatalog(String),
+    /// Its settings do not resolve.
+    #[error("{0}")]
+    Policy(String),
+    /// A scan failed.
+    #[error("{site}: scanning its files failed at {0}", site = .1)]
+    Scan(#[source] inventory::ScanError, String),
+    /// The state dir failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A site's gathered state.
+pub struct SiteContext<'f> {
+    /// The fleet.
+    pub fleet: &'f Fleet,
+    /// The site.
+    pub site: &'f Loaded<Site>,
+    /// Its effective settings.
+    pub effective: Effective,
+    /// Its catalog.
+    pub catalog: &'f LoadedCatalog,
+    /// Its root.
+    pub root: Root,
+    /// Its state dir.
+    pub state: SiteState,
+    /// Its files.
+    pub inventory: Inventory,
+    /// Its rollback points, if adopted.
+    pub points: Option<Points>,
+    /// Its last point number.
+    pub point: Option<u64>,
+    /// What is installed.
+    pub installed: Option<Installed>,
+    /// For a site not adopted: the release it looks like.
+    pub detection: Option<Detection>,
+    /// Releases quarantined on it.
+    pub quarantined: Vec<Version>,
+    /// Approved digests.
+    pub approved: BTreeSet<String>,
+    payloads: RefCell<HashMap<Version, Arc<Payload>>>,
+}
+
+impl<'f> SiteContext<'f> {
+    /// Reads the site's state. `progress` draws the hashing phase of the scan.
+    pub fn gather(
+        fleet: &'f Fleet,
+        site: &'f Loaded<Site>,
+        state_dir: &Path,
+        progress: Option<&dyn Progress>,
+    ) -> Result<Self, ContextError> {
+        let name = site.site.to_string();
+        let effective =
+            policy::resolve(fleet, site).map_err(|d| ContextError::Policy(d.to_string()))?;
+        let catalog = fleet
+            .catalogs
+            .get(&site.product)
+            .ok_or_else(|| ContextError::NoCatalog(name.clone()))?;
+        let root_path = fleet
+            .site_root(site)
+            .ok_or_else(|| ContextError::NoRoot(name.clone()))?;
+        let root = Root::open(&root_path).map_err(|source| ContextError::Root {
+            site: name.clone(),
+            root: root_path.clone(),
+            source,
+        })?;
+        let state = SiteState::new(state_dir, &name);
+
+        let cache_path = state.stat_cache_path();
+        let cache = StatCache::load(&cache_path);
+        let (inventory, next_cache) =
+            inventory::scan(&root, &site.paths.preserve, &cache, progress)
+                .map_err(|e| ContextError::Scan(e, name.clone()))?;
+        // Only a cache: a state dir that cannot be written costs speed, not correctness.
+        let _ = state.create().and_then(|()| {
+            next_cache.save(&cache_path).map_err(|e| StoreError::Io {
+                path: cache_path.clone(),
+                source: e,
+            })
+        });
+
+        let points = state.existing_points()?;
+        let point = match &points {
+            Some(p) => p.latest()?,
+            None => None,
+        };
+        let quarantined = read_quarantine(&state);
+        let approved = fleet
+            .approvals
+            .get(&name)
+            .map(|a| {
+                a.approved
+                    .iter()
+                    .map(|x| x.plan_digest.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ctx = SiteContext {
+            fleet,
+            site,
+            effective,
+            catalog,
+            root,
+            state,
+            inventory,
+            points,
+            point,
+            installed: None,
+            detection: None,
+            quarantined,
+            approved,
+            payloads: RefCell::default(),
+        };
+        ctx.installed = match (&ctx.points, ctx.point) {
+            (Some(points), Some(n)) => {
+                let meta = points.meta(n)?;
+                let snapshot = points
+                    .snapshot(n)?
+                    .into_iter()
+                    .map(|(p, e)| (p, e.blob()))
+                    .collect();
+                let version: Version =
+                    meta.version
+                        .parse()
+                        .map_err(|e: String| StoreError::Corrupt {
+                            path: ctx.state.dir().join("points.git"),
+                            line: 0,
+                            message: format!("point {n} names version {:?}: {e}", meta.version),
+                        })?;
+                Some(Installed {
+                    version,
+                    snapshot,
+                    fixes: applied_fixes(&ctx.state)?,
+                })
+            }
+            _ => {
+                ctx.detection = ctx.detect();
+                ctx.detection.as_ref().map(|d| {
+                    let snapshot = ctx
+                        .payload(&d.version)
+                        .map(|p| {
+                            p.files
+                                .keys()
+                                .filter_map(|path| {
+                                    ctx.inventory
+                                        .entries
+                                        .get(path)
+                                        .map(|e| (path.clone(), e.blob()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Installed {
+                        version: d.version.clone(),
+                        snapshot,
+                        fixes: BTreeMap::new(),
+                    }
+                })
+            }
+        };
+        Ok(ctx)
+    }
+
+    /// Whether the site has been adopted.
+    pub fn adopted(&self) -> bool {
+        self.point.is_some()
+    }
+
+    /// The release the site's files resemble most.
+    pub fn detect(&self) -> Option<Detection> {
+        let payloads: Vec<(Version, Arc<Payload>)> = self
+            .catalog
+            .releases
+            .iter()
+            .filter_map(|r| {
+                self.payload(&r.version)
+                    .ok()
+                    .map(|p| (r.version.clone(), p))
+            })
+            .collect();
+        plan::detect(
+            &self.inventory,
+            payloads.iter().map(|(v, p)| (v, p.as_ref())),
+        )
+    }
+
+    /// A release's payload, read once.
+    pub fn payload(&self, version: &Version) -> Result<Arc<Payload>, String> {
+        if let Some(p) = self.payloads.borrow().get(version) {
+            return Ok(p.clone());
+        }
+        let release = self
+            .catalog
+            .releases
+            .iter()
+            .find(|r| &r.version == version)
+            .ok_or_else(|| format!("the catalog has no release {version}"))?;
+        let payload = Arc::new(Payload::load(self.catalog, release).map_err(|e| e.to_string())?);
+        self.payloads
+            .borrow_mut()
+            .insert(version.clone(), payload.clone());
+        Ok(payload)
+    }
+
+    /// Plans the site at `now`.
+    pub fn plan(&self, now: jiff::Timestamp, forced: Option<&Version>) -> SitePlan {
+        let input = SiteInput {
+            name: self.site.site.as_str(),
+            labels: &self.site.labels,
+            preserve: &self.site.paths.preserve,
+            effective: &self.effective,
+            catalog: self.catalog,
+            installed: self.installed.clone(),
+            adopted: self.adopted(),
+            detection: self.detection.clone(),
+            inventory: &self.inventory,
+            quarantined: &self.quarantined,
+            forced,
+            approved: &self.approved,
+            now,
+            contents: self,
+        };
+        plan::plan_site(&input)
+    }
+}
+
+impl Contents for SiteContext<'_> {
+    fn disk(&self, path: &str) -> Result<Vec<u8>, String> {
+        let (mut file, _) = self
+            .root
+            .open_file(path)
+            .map_err(|e| format!("{path}: {e}"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| format!("{path}: {e}"))?;
+        Ok(bytes)
+    }
+
+    fn payload(&self, version: &Version) -> Result<Arc<Payload>, String> {
+        SiteContext::payload(self, version)
+    }
+
+    fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String> {
+        let payload = SiteContext::payload(self, version)?;
+        payload
+            .content(&self.catalog.source, blob)
+            .map_err(|e| e.to_string())
+    }
+
+    fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String> {
+        self.catalog
+            .source
+            .read(&format!("fixes/{rel}"))
+            .map_err(|e| e.to_string())
+    }
+
+    fn point_blob(&self, blob: BlobId) -> Result<Vec<u8>, String> {
+        match &self.points {
+            Some(points) => points.read_blob(blob).map_err(|e| e.to_string()),
+            None => Err("the site has no rollback points".into()),
+        }
+    }
+}
+
+/// Releases quarantined on the site (`quarantine.json`, a list of versions).
+fn read_quarantine(state: &SiteState) -> Vec<Version> {
+    std::fs::read(state.dir().join("quarantine.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// Fixes applied since the last upgrade or adoption, with their checksums.
+fn applied_fixes(state: &SiteState) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut out = BTreeMap::new();
+    for r in state.ledger().read()? {
+        match (r.kind, r.result) {
+            (LedgerKind::Adopt | LedgerKind::Upgrade, LedgerResult::Ok) => out.clear(),
+            (LedgerKind::Fix, LedgerResult::Ok) => {
+                if let (Some(id), Some(sum)) = (r.id, r.checksum) {
+                    out.insert(id, sum);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}

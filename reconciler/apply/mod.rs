@@ -1,0 +1,9 @@
+//! Sequencing plans with the store: gathering a site's observed state
+//! (inventory, rollback points, ledger, payloads) for the planner, and
+//! adopting a site. Converging (the transaction, recovery, rollback)
+//! builds on this.
+
+pub mod adopt;
+pub mod context;
+
+pub use context::{ContextError, SiteContext};

@@ -1,0 +1,79 @@
+//! `sitekeeper adopt SITE (--version V | --detect)`: take over an existing
+//! install, recording its managed files as rollback point 1.
+
+use clap::Args;
+
+use super::context::{ScanProgress, now, select, state_dir};
+use super::{CliError, Global, Printer, exit, load_clean};
+use crate::apply::SiteContext;
+use crate::apply::adopt::{AdoptError, adopt};
+use crate::model::values::Version;
+
+/// Arguments of `adopt`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["version", "detect"])))]
+pub struct AdoptArgs {
+    /// The site.
+    pub site: String,
+    /// The release the site runs.
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// Compare the files with every release and adopt the closest.
+    #[arg(long)]
+    pub detect: bool,
+}
+
+pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Result<(), CliError> {
+    let fleet = load_clean(global)?;
+    let site = select(&fleet, std::slice::from_ref(&args.site))?[0];
+    let state = state_dir(global, &fleet);
+    let progress = ScanProgress::new(site.site.as_str(), global.quiet);
+    let ctx = SiteContext::gather(&fleet, site, &state, Some(&progress))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let _lock = ctx
+        .state
+        .lock(true)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let version: Version = match (&args.version, args.detect) {
+        (Some(v), _) => v.parse().map_err(CliError::Usage)?,
+        (None, _) => match ctx.detect() {
+            Some(d) => {
+                printer.say(&format!("{}: {d}", site.site));
+                d.version
+            }
+            None => {
+                return Err(CliError::Usage(format!(
+                    "{}: no release of the catalog resembles its files; adopt it with --version V",
+                    site.site
+                )));
+            }
+        },
+    };
+    match adopt(&ctx, &version, now()?, "cli") {
+        Ok(a) => {
+            let mut line = format!(
+                "adopted {} at {}: point {} records {} managed files",
+                site.site,
+                a.version,
+                a.point,
+                crate::plan::thousands(a.files)
+            );
+            if a.customised > 0 {
+                line.push_str(&format!(
+                    "; {} differ from the release (local changes, kept)",
+                    a.customised
+                ));
+            }
+            if a.absent > 0 {
+                line.push_str(&format!("; {} of the release are absent", a.absent));
+            }
+            printer.say(&line);
+            Ok(())
+        }
+        Err(e @ (AdoptError::Already { .. } | AdoptError::Release(_))) => {
+            printer.error(&e.to_string());
+            Err(CliError::Exit(exit::INVALID))
+        }
+        Err(e) => Err(CliError::Failed(e.to_string())),
+    }
+}

@@ -1,0 +1,101 @@
+//! What several commands share: choosing sites by name, the state dir, the
+//! clock, and a progress bar for long scans.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{CliError, Global};
+use crate::load::{self, Diagnostic, Fleet, Loaded, Location};
+use crate::model::Site;
+
+/// The sites named on the command line (all when none), or a located
+/// error naming the unknown one.
+pub fn select<'f>(fleet: &'f Fleet, names: &[String]) -> Result<Vec<&'f Loaded<Site>>, CliError> {
+    if names.is_empty() {
+        let mut all: Vec<_> = fleet.sites.iter().collect();
+        all.sort_by(|a, b| a.site.cmp(&b.site));
+        return Ok(all);
+    }
+    names
+        .iter()
+        .map(|n| {
+            fleet.site(n).ok_or_else(|| {
+                let known: Vec<&str> = fleet.sites.iter().map(|s| s.site.as_str()).collect();
+                CliError::from(
+                    Diagnostic::new(
+                        Location::file(fleet.source.display("sites/")),
+                        format!("there is no site named {n:?}"),
+                    )
+                    .with_hint(format!("the sites are {}", known.join(", "))),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The state dir for this fleet (SPEC §5).
+pub fn state_dir(global: &Global, fleet: &Fleet) -> PathBuf {
+    load::state_dir(global.state_dir.as_deref(), Some(fleet))
+}
+
+/// Now, or `SITEKEEPER_NOW` (an RFC 3339 time) so that tests and
+/// reviewers can plan "as of" a fixed instant.
+pub fn now() -> Result<jiff::Timestamp, CliError> {
+    match std::env::var("SITEKEEPER_NOW") {
+        Ok(text) => text.parse().map_err(|e| {
+            CliError::Usage(format!(
+                "SITEKEEPER_NOW={text:?} is not an RFC 3339 time: {e}"
+            ))
+        }),
+        Err(_) => Ok(jiff::Timestamp::now()),
+    }
+}
+
+/// A progress bar for hashing, drawn on a terminal only, and only once a
+/// scan has run for a second.
+pub struct ScanProgress {
+    bar: ProgressBar,
+    started: Instant,
+    on_terminal: bool,
+}
+
+impl ScanProgress {
+    /// A bar for `site`, hidden unless stderr is a terminal.
+    pub fn new(site: &str, quiet: bool) -> Self {
+        let on_terminal = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix} hashing {pos}/{len} files {wide_bar} {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_prefix(site.to_owned());
+        Self {
+            bar,
+            started: Instant::now(),
+            on_terminal,
+        }
+    }
+}
+
+impl crate::inventory::Progress for ScanProgress {
+    fn start(&self, files: u64) {
+        self.bar.set_length(files);
+    }
+
+    fn advance(&self) {
+        self.bar.inc(1);
+        if self.on_terminal
+            && self.bar.is_hidden()
+            && self.started.elapsed() > Duration::from_secs(1)
+        {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

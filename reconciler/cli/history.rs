@@ -1,0 +1,101 @@
+//! `sitekeeper history SITE`: rollback points, newest first, and the
+//! ledger. Read-only.
+
+use serde::Serialize;
+
+use super::context::{select, state_dir};
+use super::{CliError, Format, Global, Printer, load_clean};
+use crate::store::SiteState;
+
+/// One rollback point (SPEC §3.1).
+#[derive(Debug, Serialize)]
+struct Entry {
+    point: u64,
+    commit: String,
+    at: String,
+    kind: crate::store::PointKind,
+    version: String,
+    fixes: Vec<String>,
+    plan_digest: Option<String>,
+    health: String,
+    result: String,
+}
+
+pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), CliError> {
+    let fleet = load_clean(global)?;
+    let site = select(&fleet, &[name.to_owned()])?[0];
+    let state = SiteState::new(&state_dir(global, &fleet), site.site.as_str());
+    let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
+    let mut entries = Vec::new();
+    if let Some(points) = state.existing_points().map_err(failed)? {
+        for n in points.list().map_err(failed)?.into_iter().rev() {
+            let m = points.meta(n).map_err(failed)?;
+            entries.push(Entry {
+                point: n,
+                commit: points.commit_id(n).map_err(failed)?,
+                at: m.at.to_string(),
+                kind: m.kind,
+                version: m.version,
+                fixes: m.fixes,
+                plan_digest: m.plan_digest,
+                health: m.health,
+                result: m.result,
+            });
+        }
+    }
+    let ledger = state.ledger().read().map_err(failed)?;
+    let text = match printer.format {
+        Format::Json => serde_json::to_string_pretty(&entries).unwrap_or_default(),
+        _ => {
+            let mut t = String::new();
+            if entries.is_empty() {
+                t.push_str(&format!(
+                    "{} has no rollback points (not adopted)\n",
+                    site.site
+                ));
+            }
+            for e in &entries {
+                t.push_str(&format!(
+                    "point {:<3} {}  {:<8} {}  fixes [{}]  health {}  {}  {}\n",
+                    e.point,
+                    e.at,
+                    serde_json::to_value(e.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    e.version,
+                    e.fixes.join(", "),
+                    e.health,
+                    e.result,
+                    &e.commit[..12]
+                ));
+            }
+            if !ledger.is_empty() {
+                t.push_str("\nledger:\n");
+                for r in ledger.iter().rev() {
+                    t.push_str(&format!(
+                        "  #{:<3} {}  {:?} {}  {}  by {}@{} via {}{}\n",
+                        r.seq,
+                        r.at,
+                        r.kind,
+                        r.id.clone().unwrap_or_default(),
+                        serde_json::to_value(r.result)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        r.by.user,
+                        r.by.host,
+                        r.by.via,
+                        r.error
+                            .as_ref()
+                            .map(|e| format!("  error: {e}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+            t
+        }
+    };
+    printer.report(&text);
+    Ok(())
+}

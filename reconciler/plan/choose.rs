@@ -1,0 +1,269 @@
+//! Choosing the target release (SPEC §4.2): candidates, their class
+//! (eligible, questionable, ineligible) and every gate, each refusal a
+//! [`Held`] item with a code and a sentence.
+
+use jiff::Timestamp;
+
+use super::{Held, HeldCode};
+use crate::model::values::Version;
+use crate::model::words::{ChangeLevel, UpgradeLevel, Urgency};
+use crate::model::{Catalog, Release, Window};
+use crate::policy::{Effective, Provenance};
+
+/// SPEC §4.2's classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Same major, major ≥ 1, neither a pre-release.
+    Eligible,
+    /// Major 0, or a different major.
+    Questionable,
+    /// A pre-release the channel or the installed version does not allow.
+    Ineligible,
+}
+
+/// The level of change from `from` to `to`.
+pub fn level(from: &semver::Version, to: &semver::Version) -> ChangeLevel {
+    if from.major != to.major || (from.major == 0 && from.minor != to.minor) {
+        ChangeLevel::Major
+    } else if from.minor != to.minor {
+        ChangeLevel::Minor
+    } else {
+        ChangeLevel::Patch
+    }
+}
+
+/// The class of an upgrade from `from` to `to` on a channel that does or
+/// does not offer pre-releases.
+pub fn classify(
+    from: &semver::Version,
+    to: &semver::Version,
+    channel_prerelease: bool,
+    policy_prerelease: bool,
+) -> Class {
+    if !to.pre.is_empty() {
+        let same_triple = from.major == to.major
+            && from.minor == to.minor
+            && from.patch == to.patch
+            && !from.pre.is_empty();
+        if !(same_triple || channel_prerelease && policy_prerelease) {
+            return Class::Ineligible;
+        }
+    }
+    if from.major != to.major || to.major == 0 {
+        Class::Questionable
+    } else {
+        Class::Eligible
+    }
+}
+
+/// Whether `now` falls in the window.
+pub fn in_window(window: &Window, now: Timestamp) -> bool {
+    let tz = window
+        .tz
+        .as_ref()
+        .map_or(jiff::tz::TimeZone::UTC, |t| t.zone().clone());
+    let local = now.to_zoned(tz);
+    let time = local.time();
+    let (start, end) = (window.start.0, window.end.0);
+    // A window that ends before it starts spans midnight; it belongs to the day it opened.
+    let (open, day) = if start < end {
+        (start <= time && time < end, local.date())
+    } else if time >= start {
+        (true, local.date())
+    } else {
+        (time < end, local.date().yesterday().unwrap_or(local.date()))
+    };
+    open && (window.days.is_empty() || window.days.iter().any(|d| d.to_jiff() == day.weekday()))
+}
+
+/// What the choice needs about the site.
+pub struct Gates<'a> {
+    /// Effective settings.
+    pub effective: &'a Effective,
+    /// The catalog.
+    pub catalog: &'a Catalog,
+    /// Now.
+    pub now: Timestamp,
+    /// Releases that failed their health check on this site.
+    pub quarantined: &'a [Version],
+    /// `apply --release V`: an operator's explicit choice, which lifts the quarantine.
+    pub forced: Option<&'a Version>,
+}
+
+/// The outcome of the choice.
+#[derive(Debug, Default)]
+pub struct Choice {
+    /// The release to upgrade to, if any passes.
+    pub target: Option<(Version, ChangeLevel, Class)>,
+    /// Why newer releases were not chosen.
+    pub held: Vec<Held>,
+}
+
+fn upgrade_word(l: ChangeLevel) -> UpgradeLevel {
+    match l {
+        ChangeLevel::Major => UpgradeLevel::Major,
+        ChangeLevel::Minor => UpgradeLevel::Minor,
+        _ => UpgradeLevel::Patch,
+    }
+}
+
+/// Chooses the newest release on the site's channel that passes every gate.
+pub fn choose<'r>(
+    installed: &Version,
+    releases: impl Iterator<Item = &'r Release>,
+    gates: &Gates<'_>,
+) -> Choice {
+    let e = gates.effective;
+    let channel = e.channel.value.as_str();
+    let channel_pre = gates
+        .catalog
+        .channels
+        .get(channel)
+        .is_some_and(|c| c.prerelease);
+    let mut candidates: Vec<&Release> = releases
+        .filter(|r| r.channels.iter().any(|c| c == channel))
+        .filter(|r| r.version > *installed)
+        .filter(|r| {
+            e.version
+                .value
+                .as_ref()
+                .is_none_or(|pin| pin_matches(pin, &r.version))
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.version.cmp(&a.version));
+    if let Some(forced) = gates.forced {
+        candidates.retain(|r| &r.version == forced);
+    }
+    let mut choice = Choice::default();
+    for r in candidates {
+        let item = format!("release {}", r.version);
+        let hold = |code, reason: String| Held {
+            item: item.clone(),
+            code,
+            reason,
+        };
+        let v = &r.version.0;
+        let from = &installed.0;
+        let class = classify(from, v, channel_pre, e.prereleases.value);
+        let change = level(from, v);
+        let security = r.urgency == Urgency::Security && e.urgent_bypass.value;
+        let mut reasons = Vec::new();
+        if r.yanked {
+            reasons.push(hold(
+                HeldCode::Yanked,
+                format!("{} was withdrawn by the vendor", r.version),
+            ));
+        }
+        if gates.quarantined.contains(&r.version) && gates.forced != Some(&r.version) {
+            reasons.push(hold(
+                HeldCode::Quarantined,
+                format!("{} failed its health check on this site and was rolled back; run `sitekeeper apply --release {}` to try it again", r.version, r.version),
+            ));
+        }
+        if let Some(from_req) = &r.upgrade_from
+            && !from_req.0.matches(from)
+        {
+            reasons.push(hold(
+                HeldCode::UpgradePath,
+                format!("{} can be reached only from {from_req}; upgrade to an intermediate release first", r.version),
+            ));
+        }
+        if class == Class::Ineligible {
+            reasons.push(hold(
+                HeldCode::Prerelease,
+                format!(
+                    "{} is a pre-release; the channel or the policy does not offer pre-releases",
+                    r.version
+                ),
+            ));
+        }
+        let allowed = e.upgrades.value;
+        if !allowed.allows(change) {
+            let wanted = upgrade_word(change);
+            let code = if e.upgrades.note.is_some()
+                && matches!(e.upgrades.from, Provenance::Policy { .. })
+            {
+                HeldCode::PolicyCeiling
+            } else if class == Class::Questionable && from.major == 0 && v.major == 0 {
+                HeldCode::ZeroMajor
+            } else if class == Class::Questionable {
+                HeldCode::MajorUpgrade
+            } else {
+                HeldCode::NotOptedIn
+            };
+            let why = match code {
+                HeldCode::PolicyCeiling => format!(
+                    "{} is a {wanted} upgrade; the policy caps automatic upgrades at {allowed}",
+                    r.version
+                ),
+                HeldCode::ZeroMajor => format!(
+                    "{} changes the minor version of a 0.x release, which may break anything; it needs upgrades: major",
+                    r.version
+                ),
+                HeldCode::MajorUpgrade => format!(
+                    "{} is a new major version, which may need changes to the site; it needs upgrades: major",
+                    r.version
+                ),
+                _ => format!(
+                    "{} is a {wanted} upgrade and the site takes {allowed} upgrades automatically",
+                    r.version
+                ),
+            };
+            reasons.push(hold(code, why));
+        }
+        if !security {
+            let released = r.released.0;
+            if let Some(delay) = gates.catalog.rings.get(&e.ring.value) {
+                let due = released
+                    + jiff::SignedDuration::try_from(delay.0).unwrap_or(jiff::SignedDuration::MAX);
+                if gates.now < due {
+                    reasons.push(hold(
+                        HeldCode::RingDelay,
+                        format!(
+                            "ring {} takes {} after {} days (due {due})",
+                            e.ring.value, r.version, delay
+                        ),
+                    ));
+                }
+            }
+            let soak = e.min_release_age.value;
+            let due = released
+                + jiff::SignedDuration::try_from(soak.0).unwrap_or(jiff::SignedDuration::MAX);
+            if gates.now < due {
+                reasons.push(hold(
+                    HeldCode::SoakTime,
+                    format!(
+                        "{} must be out for {soak} before an automatic upgrade (due {due})",
+                        r.version
+                    ),
+                ));
+            }
+            if let Some(w) = &e.window.value
+                && !in_window(w, gates.now)
+            {
+                reasons.push(hold(
+                    HeldCode::OutsideWindow,
+                    format!("{} waits for the maintenance window ({w})", r.version),
+                ));
+            }
+        }
+        if reasons.is_empty() {
+            choice.target = Some((r.version.clone(), change, class));
+            break;
+        }
+        choice.held.extend(reasons);
+    }
+    choice
+}
+
+/// A pin matches pre-releases of versions it names as well (semver's own
+/// rule would never match `5.1.0-beta.1` with `^5`).
+fn pin_matches(pin: &crate::model::values::VersionReq, v: &Version) -> bool {
+    if pin.matches(v) {
+        return true;
+    }
+    let mut release = v.0.clone();
+    release.pre = semver::Prerelease::EMPTY;
+    !v.0.pre.is_empty() && pin.0.matches(&release)
+}

@@ -1,0 +1,905 @@
+//! The planner: a pure function from a site's desired and observed state
+//! to what sitekeeper would do to it, and why (SPEC §4).
+//!
+//! Inputs come in as values ([`SiteInput`]) and contents through the
+//! [`Contents`] trait, the clock included, so every rule is a unit test and
+//! the same inputs give the same plan, byte for byte. Rendering lives in
+//! [`render`]; nothing here writes anywhere.
+
+pub mod choose;
+pub mod render;
+mod work;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::fixops::{self, FileState};
+use crate::inventory::Inventory;
+use crate::load::LoadedCatalog;
+use crate::load::payload::Payload;
+use crate::model::hash::{BlobId, ContentHash};
+use crate::model::values::{Glob, Version};
+use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
+use crate::model::{Fix, Op};
+use crate::policy::{Effective, Provenance};
+use work::{FileData, Work};
+
+/// Why an item is not done (SPEC §3.1 `held[].code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldCode {
+    /// The policy caps the opt-in below what this needs.
+    PolicyCeiling,
+    /// The site did not opt in.
+    NotOptedIn,
+    /// Outside the maintenance window.
+    OutsideWindow,
+    /// The release is too new (`min_release_age`).
+    SoakTime,
+    /// The site's ring is not due yet.
+    RingDelay,
+    /// An approved plan digest is needed.
+    ApprovalRequired,
+    /// A pre-release not offered to this site.
+    Prerelease,
+    /// A new major version.
+    MajorUpgrade,
+    /// A minor change of a 0.x release.
+    ZeroMajor,
+    /// Withdrawn by the vendor.
+    Yanked,
+    /// Failed its health check on this site.
+    Quarantined,
+    /// Not reachable directly from the installed version.
+    UpgradePath,
+    /// A file is customised where the change needs it unchanged.
+    FixConflict,
+    /// A fix's target files do not exist.
+    FixTargetMissing,
+    /// Local changes and `drift: block`.
+    DriftBlocked,
+    /// The catalog commit is not trusted.
+    UntrustedSource,
+    /// The site has not been adopted.
+    NotAdopted,
+}
+
+/// An item the plan does not do, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// What (`release 5.0.0`, `fix 0007-escape-search`, `site`).
+    pub item: String,
+    /// Why, as a code.
+    pub code: HeldCode,
+    /// Why, in a sentence.
+    pub reason: String,
+}
+
+/// What an action is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// A release upgrade.
+    Upgrade,
+    /// A hot fix.
+    Fix,
+    /// Local changes put back to the last rollback point.
+    RevertDrift,
+    /// A fix undone.
+    RemoveFix,
+}
+
+/// What happens to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    /// Created.
+    Add,
+    /// Changed.
+    Modify,
+    /// Removed.
+    Delete,
+}
+
+/// One file of an action.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileChange {
+    /// Relative to the site root.
+    pub path: String,
+    /// What happens.
+    pub op: FileOp,
+    /// Content hash before (`null` when absent).
+    pub before: Option<ContentHash>,
+    /// Content hash after (`null` when deleted).
+    pub after: Option<ContentHash>,
+    /// Contents, for diffs and for applying; not part of the JSON.
+    #[serde(skip)]
+    pub old: Option<Arc<FileData>>,
+    /// The new content and mode.
+    #[serde(skip)]
+    pub new: Option<Arc<FileData>>,
+}
+
+/// One thing the plan does.
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    /// What kind.
+    pub kind: ActionKind,
+    /// The release version or fix id.
+    pub id: String,
+    /// Why, for people.
+    pub reason: String,
+    /// The files.
+    pub files: Vec<FileChange>,
+}
+
+/// A site's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct SitePlan {
+    /// The site.
+    pub site: String,
+    /// Hash of what the plan does (not of the site's name or root).
+    pub plan_digest: String,
+    /// Installed (or detected) version.
+    pub from_version: Option<String>,
+    /// Version after the plan.
+    pub to_version: Option<String>,
+    /// What it does.
+    pub actions: Vec<Action>,
+    /// What it does not do, and why.
+    pub held: Vec<Held>,
+    /// Whether the site is adopted (a plan of a site that is not cannot be applied).
+    pub adopted: bool,
+    /// Managed files that differ from the last rollback point.
+    pub drift: Vec<String>,
+    /// Other facts for people (the release a non-adopted site looks like).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The catalog commit planned against.
+    pub catalog_commit: Option<String>,
+}
+
+impl SitePlan {
+    /// Whether the plan changes anything.
+    pub fn has_changes(&self) -> bool {
+        self.actions.iter().any(|a| !a.files.is_empty())
+    }
+}
+
+/// The plan of a fleet (SPEC §3.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Hash of every site's name and digest.
+    pub plan_id: String,
+    /// The catalog commit (the first product's, where there are several).
+    pub catalog_commit: Option<String>,
+    /// One plan per site, in name order.
+    pub sites: Vec<SitePlan>,
+}
+
+impl Plan {
+    /// A fleet plan from site plans.
+    pub fn new(mut sites: Vec<SitePlan>) -> Self {
+        sites.sort_by(|a, b| a.site.cmp(&b.site));
+        let mut h = Sha256::new();
+        for s in &sites {
+            h.update(s.site.as_bytes());
+            h.update(b"\0");
+            h.update(s.plan_digest.as_bytes());
+            h.update(b"\n");
+        }
+        let catalog_commit = sites.iter().find_map(|s| s.catalog_commit.clone());
+        Plan {
+            plan_id: format!("sha256:{}", hex::encode(h.finalize())),
+            catalog_commit,
+            sites,
+        }
+    }
+}
+
+/// A release a tree looks like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Detection {
+    /// The closest release.
+    pub version: Version,
+    /// Its files found with equal content.
+    pub matching: usize,
+    /// Its files in all.
+    pub total: usize,
+}
+
+impl std::fmt::Display for Detection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let differ = self.total - self.matching;
+        write!(
+            f,
+            "looks like {}: {} of {} files match; {} differ",
+            self.version,
+            thousands(self.matching),
+            thousands(self.total),
+            thousands(differ)
+        )
+    }
+}
+
+/// `6690` → `6,690`.
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Finds the release whose payload a tree resembles most.
+pub fn detect<'a>(
+    inventory: &Inventory,
+    payloads: impl Iterator<Item = (&'a Version, &'a Payload)>,
+) -> Option<Detection> {
+    payloads
+        .map(|(version, payload)| {
+            let matching = payload
+                .files
+                .iter()
+                .filter(|(path, f)| {
+                    inventory
+                        .entries
+                        .get(*path)
+                        .is_some_and(|e| e.blob() == f.blob)
+                })
+                .count();
+            Detection {
+                version: version.clone(),
+                matching,
+                total: payload.files.len(),
+            }
+        })
+        .filter(|d| d.total > 0)
+        // Best share of matching files; on a tie, more matches, then the newer release.
+        .max_by(|a, b| {
+            let share = |d: &Detection| d.matching as f64 / d.total as f64;
+            share(a)
+                .total_cmp(&share(b))
+                .then(a.matching.cmp(&b.matching))
+                .then(a.version.cmp(&b.version))
+        })
+}
+
+/// Where the planner gets contents it needs: files on disk, release
+/// payloads, fix sources and rollback points. Implementations do the I/O;
+/// tests give them from memory.
+pub trait Contents {
+    /// A file of the site, as it is now.
+    fn disk(&self, path: &str) -> Result<Vec<u8>, String>;
+    /// A release's payload.
+    fn payload(&self, version: &Version) -> Result<Arc<Payload>, String>;
+    /// A blob of a release's payload.
+    fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String>;
+    /// A fix's `source:` file (relative to the catalog's `fixes/`).
+    fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String>;
+    /// A blob of the last rollback point.
+    fn point_blob(&self, blob: BlobId) -> Result<Vec<u8>, String>;
+}
+
+/// What the site has installed, per its last rollback point.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The release.
+    pub version: Version,
+    /// The last point's files (path → blob and mode), or for a site that
+    /// is not adopted, its current files at the detected release's paths.
+    pub snapshot: BTreeMap<String, BlobId>,
+    /// Fixes applied since the last upgrade, with their checksums.
+    pub fixes: BTreeMap<String, String>,
+}
+
+/// Everything the planner needs about one site.
+pub struct SiteInput<'a> {
+    /// The site's name.
+    pub name: &'a str,
+    /// Its labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Paths never read, written or snapshotted.
+    pub preserve: &'a [Glob],
+    /// Effective settings.
+    pub effective: &'a Effective,
+    /// The catalog of its product.
+    pub catalog: &'a LoadedCatalog,
+    /// What is installed; `None` when not adopted and no release matches.
+    pub installed: Option<Installed>,
+    /// Whether the site is adopted.
+    pub adopted: bool,
+    /// For a site that is not adopted: the release it looks like.
+    pub detection: Option<Detection>,
+    /// The files on disk.
+    pub inventory: &'a Inventory,
+    /// Releases quarantined on this site.
+    pub quarantined: &'a [Version],
+    /// `apply --release V`.
+    pub forced: Option<&'a Version>,
+    /// Approved plan digests for this site.
+    pub approved: &'a BTreeSet<String>,
+    /// Now.
+    pub now: jiff::Timestamp,
+    /// Contents.
+    pub contents: &'a dyn Contents,
+}
+
+/// The checksum of a fix as written: its canonical JSON, so any change to
+/// any field changes it.
+pub fn fix_checksum(fix: &Fix) -> String {
+    let json = serde_json::to_vec(fix).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(json)))
+}
+
+/// Plans one site.
+pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
+    let mut plan = SitePlan {
+        site: input.name.to_owned(),
+        plan_digest: String::new(),
+        from_version: input.installed.as_ref().map(|i| i.version.to_string()),
+        to_version: None,
+        actions: Vec::new(),
+        held: Vec::new(),
+        adopted: input.adopted,
+        drift: Vec::new(),
+        notes: Vec::new(),
+        catalog_commit: input.catalog.source.commit().map(str::to_owned),
+    };
+    if !input.adopted {
+        let reason = match &input.detection {
+            Some(d) => format!(
+                "sitekeeper has not adopted {} yet; it {d}. Run `sitekeeper adopt {} --detect` (or --version V) before applying",
+                input.name, input.name
+            ),
+            None => format!(
+                "sitekeeper has not adopted {} and no release of the catalog resembles it",
+                input.name
+            ),
+        };
+        plan.held.push(Held {
+            item: "site".into(),
+            code: HeldCode::NotAdopted,
+            reason: reason.clone(),
+        });
+        if let Some(d) = &input.detection {
+            plan.notes.push(d.to_string());
+        }
+    }
+    let Some(installed) = &input.installed else {
+        plan.plan_digest = digest(&plan);
+        return plan;
+    };
+    let mut work = Work::new(input);
+
+    // Drift: managed files that differ from the last rollback point.
+    let drift: Vec<String> = installed
+        .snapshot
+        .iter()
+        .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(**blob))
+        .map(|(path, _)| path.clone())
+        .collect();
+    plan.drift = drift.clone();
+    let drift_mode = input.effective.drift.value;
+    if drift_mode == DriftMode::Block && !drift.is_empty() {
+        plan.held.push(Held {
+            item: "site".into(),
+            code: HeldCode::DriftBlocked,
+            reason: format!(
+                "{} managed file(s) changed locally ({}); with drift: block nothing is done until they are restored or adopted",
+                drift.len(),
+                preview(&drift)
+            ),
+        });
+        plan.to_version = plan.from_version.clone();
+        plan.plan_digest = digest(&plan);
+        return plan;
+    }
+
+    // The release.
+    let gates = choose::Gates {
+        effective: input.effective,
+        catalog: &input.catalog.catalog,
+        now: input.now,
+        quarantined: input.quarantined,
+        forced: input.forced,
+    };
+    let choice = choose::choose(
+        &installed.version,
+        input.catalog.releases.iter().map(|r| &r.value),
+        &gates,
+    );
+    plan.held.extend(choice.held);
+    let mut version = installed.version.clone();
+    let mut upgrade_level = None;
+    if let Some((target, change, _class)) = choice.target {
+        match upgrade(input, &mut work, &installed.version, &target) {
+            Ok(Some(action)) => {
+                version = target.clone();
+                upgrade_level = Some(change);
+                plan.actions.push(action);
+            }
+            Ok(None) => {
+                version = target.clone();
+                upgrade_level = Some(change);
+            }
+            Err(held) => plan.held.push(held),
+        }
+    }
+
+    // Drift revert, for files the upgrade left alone.
+    if drift_mode == DriftMode::Revert && !drift.is_empty() {
+        let mut files = Vec::new();
+        for path in &drift {
+            if work.touched(path) {
+                continue;
+            }
+            let Some(blob) = installed.snapshot.get(path) else {
+                continue;
+            };
+            match input.contents.point_blob(*blob) {
+                Ok(bytes) => {
+                    let mode = input
+                        .inventory
+                        .entries
+                        .get(path)
+                        .map_or(0o644, |e| match e {
+                            crate::inventory::Entry::File { mode, .. } => *mode,
+                            crate::inventory::Entry::Symlink { .. } => 0o777,
+                        });
+                    if let Some(change) = work.set(path, Some(FileData::new(bytes, mode, false))) {
+                        files.push(change);
+                    }
+                }
+                Err(e) => plan.notes.push(format!("cannot revert {path}: {e}")),
+            }
+        }
+        if !files.is_empty() {
+            plan.actions.push(Action {
+                kind: ActionKind::RevertDrift,
+                id: "drift".into(),
+                reason: format!(
+                    "drift: revert puts {} locally changed file(s) back",
+                    files.len()
+                ),
+                files,
+            });
+        }
+    }
+
+    // Fixes, re-evaluated against the release the site will run.
+    let mut any_fix = false;
+    for fix in &input.catalog.fixes {
+        match plan_fix(input, &mut work, installed, &version, fix) {
+            FixOutcome::Skip => {}
+            FixOutcome::Held(h) => plan.held.push(h),
+            FixOutcome::Action(a) => {
+                any_fix = true;
+                plan.actions.push(a);
+            }
+        }
+    }
+
+    plan.to_version = Some(version.to_string());
+    plan.plan_digest = digest(&plan);
+
+    // Approval: the plan's levels of change against the policy's list.
+    let mut levels = BTreeSet::new();
+    if let Some(l) = upgrade_level {
+        levels.insert(l);
+    }
+    if any_fix {
+        levels.insert(ChangeLevel::Hotfix);
+    }
+    let needed: Vec<ChangeLevel> = input
+        .effective
+        .require_approval
+        .value
+        .iter()
+        .copied()
+        .filter(|l| levels.contains(l))
+        .collect();
+    if !needed.is_empty() && plan.has_changes() && !input.approved.contains(&plan.plan_digest) {
+        let words: Vec<&str> = needed.iter().map(|l| l.as_str()).collect();
+        plan.held.push(Held {
+            item: "plan".into(),
+            code: HeldCode::ApprovalRequired,
+            reason: format!(
+                "the policy requires an approved plan for {} changes; approve {} in approvals/{}.yaml",
+                words.join(" and "),
+                plan.plan_digest,
+                input.name
+            ),
+        });
+    }
+    plan
+}
+
+/// Up to five paths for a sentence.
+fn preview(paths: &[String]) -> String {
+    let mut s = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > 5 {
+        s.push_str(&format!(" and {} more", paths.len() - 5));
+    }
+    s
+}
+
+/// The upgrade's file changes, or why it is held.
+fn upgrade(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    from: &Version,
+    to: &Version,
+) -> Result<Option<Action>, Held> {
+    let item = format!("release {to}");
+    let fail = |e: String| Held {
+        item: item.clone(),
+        code: HeldCode::UpgradePath,
+        reason: format!("the payload cannot be read: {e}"),
+    };
+    let base = input.contents.payload(from).unwrap_or_default();
+    let target = input.contents.payload(to).map_err(fail)?;
+    let revert = input.effective.drift.value == DriftMode::Revert;
+    let paths: BTreeSet<&String> = base.files.keys().chain(target.files.keys()).collect();
+    let mut conflicts = Vec::new();
+    let mut wanted: Vec<(String, Option<FileData>)> = Vec::new();
+    for path in paths {
+        if crate::inventory::is_preserved(input.preserve, path) {
+            continue;
+        }
+        let i = base.files.get(path);
+        let t = target.files.get(path);
+        let same = |a: Option<&crate::load::payload::PayloadFile>,
+                    b: Option<&crate::load::payload::PayloadFile>| match (a, b) {
+            (Some(a), Some(b)) => {
+                a.blob == b.blob
+                    && (a.mode & 0o111 != 0) == (b.mode & 0o111 != 0)
+                    && a.symlink == b.symlink
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if same(i, t) {
+            continue;
+        }
+        let d = input.inventory.entries.get(path).map(|e| e.blob());
+        if d == t.map(|t| t.blob) && t.is_some() {
+            continue;
+        }
+        if d != i.map(|i| i.blob) && !revert {
+            conflicts.push(path.clone());
+            continue;
+        }
+        match t {
+            Some(t) => {
+                let bytes = input.contents.payload_blob(to, t.blob).map_err(fail)?;
+                wanted.push((path.clone(), Some(FileData::new(bytes, t.mode, t.symlink))));
+            }
+            None => wanted.push((path.clone(), None)),
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(Held {
+            item,
+            code: HeldCode::FixConflict,
+            reason: format!(
+                "{to} changes {} file(s) that were changed locally ({}); restore them, or set drift: revert to let the release overwrite them",
+                conflicts.len(),
+                preview(&conflicts)
+            ),
+        });
+    }
+    let files: Vec<FileChange> = wanted
+        .into_iter()
+        .filter_map(|(path, data)| work.set(&path, data))
+        .collect();
+    let release = input.catalog.releases.iter().find(|r| &r.version == to);
+    let notes = release.and_then(|r| r.notes.clone()).unwrap_or_default();
+    let reason = if notes.is_empty() {
+        format!("{from} → {to}")
+    } else {
+        notes
+    };
+    Ok((!files.is_empty()).then_some(Action {
+        kind: ActionKind::Upgrade,
+        id: to.to_string(),
+        reason,
+        files,
+    }))
+}
+
+enum FixOutcome {
+    Skip,
+    Held(Held),
+    Action(Action),
+}
+
+/// Whether the site takes this fix at all, or the held item saying why not.
+fn fix_opt_in(e: &Effective, fix: &Fix) -> Result<(), (HeldCode, String)> {
+    let capped = |from: &Provenance, note: &Option<String>| {
+        note.is_some() && matches!(from, Provenance::Policy { .. })
+    };
+    let wanted = match fix.severity {
+        Severity::Critical => HotfixLevel::Critical,
+        Severity::Normal => HotfixLevel::All,
+    };
+    if e.hotfixes.value < wanted {
+        let code = if capped(&e.hotfixes.from, &e.hotfixes.note) {
+            HeldCode::PolicyCeiling
+        } else {
+            HeldCode::NotOptedIn
+        };
+        return Err((
+            code,
+            format!(
+                "a {} fix; the site takes hot fixes: {}",
+                fix.severity, e.hotfixes.value
+            ),
+        ));
+    }
+    let (needed, setting) = match fix.kind {
+        FixKind::Fix => return Ok(()),
+        FixKind::Diagnostic => ("diagnostics", &e.diagnostics),
+        FixKind::Access => ("vendor_access", &e.vendor_access),
+    };
+    if !setting.value {
+        let code = if capped(&setting.from, &setting.note) {
+            HeldCode::PolicyCeiling
+        } else {
+            HeldCode::NotOptedIn
+        };
+        return Err((
+            code,
+            format!("a {} fix needs opt_in.{needed}: true", fix.kind),
+        ));
+    }
+    Ok(())
+}
+
+fn plan_fix(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    version: &Version,
+    fix: &Fix,
+) -> FixOutcome {
+    if !fix.applies_to.matches(version) || fix.fixed_in.as_ref().is_some_and(|f| f <= version) {
+        return FixOutcome::Skip;
+    }
+    if !fix
+        .selector
+        .iter()
+        .all(|(k, v)| input.labels.get(k) == Some(v))
+    {
+        return FixOutcome::Skip;
+    }
+    let item = format!("fix {}", fix.id);
+    if let Err((code, why)) = fix_opt_in(input.effective, fix) {
+        return FixOutcome::Held(Held {
+            item,
+            code,
+            reason: format!("{}: {why}", fix.title),
+        });
+    }
+    let checksum = fix_checksum(fix);
+    if let Some(applied) = installed.fixes.get(&fix.id)
+        && applied != &checksum
+    {
+        return FixOutcome::Held(Held {
+            item,
+            code: HeldCode::FixConflict,
+            reason: format!(
+                "{} changed in the catalog after it was applied; it is not applied again by itself",
+                fix.id
+            ),
+        });
+    }
+    let previously_applied = installed.fixes.contains_key(&fix.id);
+
+    // Evaluate every op on a copy of the working tree: a fix lands whole or not at all.
+    let mut trial = work.clone();
+    let mut changes: BTreeMap<String, FileChange> = BTreeMap::new();
+    for (n, op) in fix.ops.iter().enumerate() {
+        let mut states: Vec<(String, FileState)> = Vec::new();
+        let expect = match op {
+            Op::Replace(r) => r.expect,
+            Op::Regex(r) => r.expect,
+            _ => Expect::Any,
+        };
+        match op {
+            Op::Replace(_) | Op::Regex(_) | Op::Delete(_) => {
+                let globs = match op {
+                    Op::Replace(r) => &r.files,
+                    Op::Regex(r) => &r.files,
+                    Op::Delete(d) => &d.files,
+                    _ => unreachable_globs(),
+                };
+                let targets = trial.matching(globs);
+                if targets.is_empty() {
+                    for g in globs {
+                        states.push((g.to_string(), FileState::Missing));
+                    }
+                }
+                for path in targets {
+                    if let Op::Delete(_) = op {
+                        if let Some(c) = trial.set(&path, None) {
+                            changes.entry(path.clone()).or_insert(c);
+                        }
+                        states.push((path, FileState::Applicable));
+                        continue;
+                    }
+                    let Some(current) = trial.content(&path) else {
+                        states.push((path, FileState::Missing));
+                        continue;
+                    };
+                    let outcome = match op {
+                        Op::Replace(r) => fixops::replace(&current.bytes, r),
+                        Op::Regex(r) => fixops::regex(&current.bytes, r),
+                        _ => continue,
+                    };
+                    let state = match outcome.state {
+                        FileState::Conflict if previously_applied && matches!(op, Op::Regex(_)) => {
+                            FileState::Applied
+                        }
+                        s => s,
+                    };
+                    if let Some(bytes) = outcome.content
+                        && let Some(c) = trial.set(
+                            &path,
+                            Some(FileData::new(bytes, current.mode, current.symlink)),
+                        )
+                    {
+                        merge_change(&mut changes, c);
+                    }
+                    states.push((path, state));
+                }
+            }
+            Op::Write(w) | Op::Add(w) => {
+                let path = w.path.to_string();
+                if crate::inventory::is_preserved(input.preserve, &path) {
+                    continue;
+                }
+                let new = match (&w.content, &w.source) {
+                    (Some(text), _) => Ok(text.clone().into_bytes()),
+                    (None, Some(src)) => input.contents.fix_source(src.as_str()),
+                    (None, None) => Err("no content".to_owned()),
+                };
+                let new = match new {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return FixOutcome::Held(Held {
+                            item,
+                            code: HeldCode::FixTargetMissing,
+                            reason: format!("its content cannot be read: {e}"),
+                        });
+                    }
+                };
+                let current = trial.content(&path);
+                let state = if let Op::Add(_) = op {
+                    fixops::add(current.as_ref().map(|c| c.bytes.as_slice()))
+                } else {
+                    fixops::write(current.as_ref().map(|c| c.bytes.as_slice()), &new)
+                };
+                if state == FileState::Applicable {
+                    let mode = current.as_ref().map_or(0o644, |c| c.mode);
+                    if let Some(c) = trial.set(&path, Some(FileData::new(new, mode, false))) {
+                        merge_change(&mut changes, c);
+                    }
+                }
+                states.push((path, state));
+            }
+        }
+        let only: Vec<FileState> = states.iter().map(|(_, s)| *s).collect();
+        if !fixops::expect_met(expect, &only) {
+            let conflicts: Vec<String> = states
+                .iter()
+                .filter(|(_, s)| *s == FileState::Conflict)
+                .map(|(p, _)| p.clone())
+                .collect();
+            let (code, why) = if conflicts.is_empty() {
+                let missing: Vec<String> = states.iter().map(|(p, _)| p.clone()).collect();
+                (
+                    HeldCode::FixTargetMissing,
+                    format!(
+                        "op {} ({}) finds no file to change ({})",
+                        n + 1,
+                        op.name(),
+                        preview(&missing)
+                    ),
+                )
+            } else {
+                (
+                    HeldCode::FixConflict,
+                    format!(
+                        "op {} ({}) does not match customised file(s) {}",
+                        n + 1,
+                        op.name(),
+                        preview(&conflicts)
+                    ),
+                )
+            };
+            return FixOutcome::Held(Held {
+                item,
+                code,
+                reason: format!("{}: {why}", fix.title),
+            });
+        }
+    }
+    *work = trial;
+    let files: Vec<FileChange> = changes
+        .into_values()
+        .filter(|c| c.before != c.after)
+        .collect();
+    if files.is_empty() {
+        return FixOutcome::Skip;
+    }
+    FixOutcome::Action(Action {
+        kind: ActionKind::Fix,
+        id: fix.id.clone(),
+        reason: fix.reason.clone(),
+        files,
+    })
+}
+
+fn unreachable_globs() -> &'static Vec<Glob> {
+    static EMPTY: Vec<Glob> = Vec::new();
+    &EMPTY
+}
+
+/// Two edits of one file within a fix are one change: first before, last after.
+fn merge_change(changes: &mut BTreeMap<String, FileChange>, c: FileChange) {
+    match changes.get_mut(&c.path) {
+        Some(existing) => {
+            existing.after = c.after;
+            existing.new = c.new;
+            existing.op = match (existing.before, existing.after) {
+                (None, _) => FileOp::Add,
+                (_, None) => FileOp::Delete,
+                _ => FileOp::Modify,
+            };
+        }
+        None => {
+            changes.insert(c.path.clone(), c);
+        }
+    }
+}
+
+/// The digest of what a plan does (SPEC §4.1): versions, actions, paths and
+/// hashes; not the site's name or root, so equal states share a digest.
+pub fn digest(plan: &SitePlan) -> String {
+    /// A file change as the digest sees it: path, op, before, after.
+    type CanonFile<'a> = (&'a str, FileOp, Option<ContentHash>, Option<ContentHash>);
+    #[derive(Serialize)]
+    struct Canon<'a> {
+        from: &'a Option<String>,
+        to: &'a Option<String>,
+        actions: Vec<(ActionKind, &'a str, Vec<CanonFile<'a>>)>,
+    }
+    let canon = Canon {
+        from: &plan.from_version,
+        to: &plan.to_version,
+        actions: plan
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.kind,
+                    a.id.as_str(),
+                    a.files
+                        .iter()
+                        .map(|f| (f.path.as_str(), f.op, f.before, f.after))
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&canon).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(json)))
+}

@@ -1,0 +1,306 @@
+//! Plans for people: human text, JSON (SPEC §3.1) and Markdown for
+//! pull-request comments, with unified diffs (three lines of context) and
+//! a size cap that degrades into per-file summaries instead of failing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{Action, ActionKind, FileChange, FileOp, Plan, SitePlan};
+use crate::fixops::is_binary;
+
+/// The most Markdown a plan renders, below GitHub's 65,536-character
+/// comment limit with room for a header added by CI.
+pub const MARKDOWN_LIMIT: usize = 60_000;
+
+/// JSON, as SPEC §3.1 gives it.
+pub fn json(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(plan).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn action_title(a: &Action) -> String {
+    match a.kind {
+        ActionKind::Upgrade => format!("upgrade to {}", a.id),
+        ActionKind::Fix => format!("fix {}", a.id),
+        ActionKind::RevertDrift => "revert local changes".to_owned(),
+        ActionKind::RemoveFix => format!("remove fix {}", a.id),
+    }
+}
+
+fn versions(s: &SitePlan) -> String {
+    match (&s.from_version, &s.to_version) {
+        (Some(a), Some(b)) if a != b => format!("{a} → {b}"),
+        (Some(a), _) => a.clone(),
+        (None, _) => "unknown version".to_owned(),
+    }
+}
+
+fn files_word(n: usize) -> String {
+    format!(
+        "{} file{}",
+        super::thousands(n),
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// Totals for the header: sites that change, that do not, held items.
+fn totals(plan: &Plan) -> String {
+    let change = plan.sites.iter().filter(|s| s.has_changes()).count();
+    let unchanged = plan.sites.len() - change;
+    let held: usize = plan.sites.iter().map(|s| s.held.len()).sum();
+    format!(
+        "{} site{} change{}, {unchanged} unchanged, {held} held",
+        change,
+        if change == 1 { "" } else { "s" },
+        if change == 1 { "s" } else { "" }
+    )
+}
+
+/// Human text: a summary line per site, then its actions and held items.
+/// `verbose` lists every file.
+pub fn human(plan: &Plan, verbose: bool) -> String {
+    let mut out = String::new();
+    for s in &plan.sites {
+        let state = if s.has_changes() {
+            let files: usize = s.actions.iter().map(|a| a.files.len()).sum();
+            format!(
+                "{} action{}, {}",
+                s.actions.len(),
+                if s.actions.len() == 1 { "" } else { "s" },
+                files_word(files)
+            )
+        } else {
+            "no changes".to_owned()
+        };
+        let _ = writeln!(out, "{}  {}  ({state})", s.site, versions(s));
+        if !s.adopted {
+            let _ = writeln!(
+                out,
+                "  not adopted: nothing can be applied until `sitekeeper adopt {}`",
+                s.site
+            );
+        }
+        for note in &s.notes {
+            let _ = writeln!(out, "  note: {note}");
+        }
+        if !s.drift.is_empty() {
+            let _ = writeln!(
+                out,
+                "  drift: {} changed locally since the last rollback point",
+                files_word(s.drift.len())
+            );
+        }
+        for a in &s.actions {
+            let _ = writeln!(
+                out,
+                "  {}: {} ({})",
+                action_title(a),
+                a.reason,
+                files_word(a.files.len())
+            );
+            if verbose {
+                for f in &a.files {
+                    let _ = writeln!(out, "      {:<6} {}", op_word(f.op), f.path);
+                }
+            }
+        }
+        for h in &s.held {
+            let _ = writeln!(
+                out,
+                "  held {} [{}]: {}",
+                h.item,
+                serde_json::to_value(h.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                h.reason
+            );
+        }
+        let _ = writeln!(out, "  plan digest {}", s.plan_digest);
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", totals(plan));
+    out
+}
+
+fn op_word(op: FileOp) -> &'static str {
+    match op {
+        FileOp::Add => "add",
+        FileOp::Modify => "modify",
+        FileOp::Delete => "delete",
+    }
+}
+
+fn code_word(code: super::HeldCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A unified diff of one file, or a summary for binary files and links.
+fn file_diff(f: &FileChange) -> String {
+    let old = f.old.as_ref().map(|d| d.bytes.as_slice()).unwrap_or(b"");
+    let new = f.new.as_ref().map(|d| d.bytes.as_slice()).unwrap_or(b"");
+    let hash = |h: Option<crate::model::hash::ContentHash>| {
+        h.map_or("absent".to_owned(), |h| {
+            h.to_string()[..19].to_owned() + "…"
+        })
+    };
+    if is_binary(old)
+        || is_binary(new)
+        || std::str::from_utf8(old).is_err()
+        || std::str::from_utf8(new).is_err()
+    {
+        return format!(
+            "`{}` ({}): binary, {} → {} bytes, {} → {}\n",
+            f.path,
+            op_word(f.op),
+            super::thousands(old.len()),
+            super::thousands(new.len()),
+            hash(f.before),
+            hash(f.after)
+        );
+    }
+    let (a, b) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
+    let diff = similar::TextDiff::from_lines(a.as_ref(), b.as_ref());
+    let from = if f.before.is_some() {
+        format!("a/{}", f.path)
+    } else {
+        "/dev/null".to_owned()
+    };
+    let to = if f.after.is_some() {
+        format!("b/{}", f.path)
+    } else {
+        "/dev/null".to_owned()
+    };
+    let body = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&from, &to)
+        .to_string();
+    // A fence longer than any run of backticks in the diff keeps it intact.
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!(
+        "{fence}diff\n{body}{}{fence}\n",
+        if body.ends_with('\n') { "" } else { "\n" }
+    )
+}
+
+/// Markdown for a pull-request comment: header with totals, a summary
+/// table, then one collapsible section per plan class (sites with equal
+/// digests) with reasons and diffs, capped at [`MARKDOWN_LIMIT`].
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## sitekeeper plan\n\n**{}** · plan `{}`\n",
+        totals(plan),
+        plan.plan_id
+    );
+    let _ = writeln!(
+        out,
+        "| site | version | fixes | held |\n| --- | --- | --- | --- |"
+    );
+    for s in &plan.sites {
+        let fixes: Vec<String> = s
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Fix)
+            .map(|a| format!("`{}`", a.id))
+            .collect();
+        let held = if s.held.is_empty() {
+            "–".to_owned()
+        } else {
+            s.held
+                .iter()
+                .map(|h| format!("`{}`", code_word(h.code)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let fixes = if fixes.is_empty() {
+            "–".to_owned()
+        } else {
+            fixes.join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            s.site,
+            versions(s),
+            fixes,
+            held
+        );
+    }
+    out.push('\n');
+
+    // Plan classes: sites with the same digest share one section.
+    let mut classes: BTreeMap<&str, Vec<&SitePlan>> = BTreeMap::new();
+    for s in &plan.sites {
+        classes.entry(s.plan_digest.as_str()).or_default().push(s);
+    }
+    let mut classes: Vec<(&str, Vec<&SitePlan>)> = classes.into_iter().collect();
+    classes.sort_by(|a, b| {
+        b.1.len()
+            .cmp(&a.1.len())
+            .then(a.1[0].site.cmp(&b.1[0].site))
+    });
+    let mut left_out = 0usize;
+    for (digest, sites) in classes {
+        let first = sites[0];
+        let names: Vec<&str> = sites.iter().map(|s| s.site.as_str()).collect();
+        let what = if first.has_changes() {
+            versions(first)
+        } else {
+            format!("{}, no changes", versions(first))
+        };
+        let _ = writeln!(
+            out,
+            "<details><summary>{} site{}: same plan ({what}) — {}</summary>\n\nPlan digest to approve: `{digest}`\n",
+            sites.len(),
+            if sites.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        for a in &first.actions {
+            let _ = writeln!(
+                out,
+                "#### {} ({})\n\n{}\n",
+                action_title(a),
+                files_word(a.files.len()),
+                a.reason
+            );
+            for f in &a.files {
+                let diff = file_diff(f);
+                if out.len() + diff.len() + 200 > MARKDOWN_LIMIT {
+                    left_out += 1;
+                    continue;
+                }
+                out.push_str(&diff);
+            }
+            out.push('\n');
+        }
+        let mut held: Vec<String> = Vec::new();
+        for s in &sites {
+            for h in &s.held {
+                let line = format!("- **{}** `{}`: {}", h.item, code_word(h.code), h.reason);
+                if !held.contains(&line) {
+                    held.push(line);
+                }
+            }
+        }
+        if !held.is_empty() {
+            let _ = writeln!(out, "**Held**\n\n{}\n", held.join("\n"));
+        }
+        out.push_str("</details>\n\n");
+    }
+    if left_out > 0 {
+        let _ = writeln!(
+            out,
+            "_{left_out} file diff{} left out to stay under the comment size limit; `sitekeeper plan --format json` has every file._",
+            if left_out == 1 { "" } else { "s" }
+        );
+    }
+    out
+}
