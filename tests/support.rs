@@ -91,3 +91,92 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// A deterministic pseudo-random generator (SplitMix64), so generated trees
+/// are the same on every run and machine.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A realistic site tree: `files` paths in nested directories, mostly PHP
+/// and CSS text, some binary images, sizes from 100 B to 8 KiB.
+pub fn generate_tree(seed: u64, files: usize) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut rng = Rng(seed);
+    let mut out = std::collections::BTreeMap::new();
+    let dirs = [
+        "app",
+        "lib",
+        "themes/default",
+        "themes/default/img",
+        "vendor/acme/util",
+        "admin",
+        "app/search",
+        "lib/db/drivers",
+    ];
+    while out.len() < files {
+        let dir = dirs[rng.below(dirs.len() as u64) as usize];
+        let sub = rng.below(40);
+        let n = out.len();
+        let binary = rng.below(10) == 0;
+        let ext = if binary {
+            "png"
+        } else if rng.below(4) == 0 {
+            "css"
+        } else {
+            "php"
+        };
+        let path = format!("{dir}/d{sub}/f{n}.{ext}");
+        out.insert(path, content(&mut rng, binary));
+    }
+    out
+}
+
+/// File content: text lines, or bytes with NULs for binary files.
+pub fn content(rng: &mut Rng, binary: bool) -> Vec<u8> {
+    let size = 100 + rng.below(8 * 1024 - 100) as usize;
+    if binary {
+        let mut v: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+        v[0..4].copy_from_slice(b"\x89PNG");
+        v[4] = 0;
+        v
+    } else {
+        let mut s = String::from("<?php\n");
+        while s.len() < size {
+            s.push_str(&format!(
+                "$v{} = compute({}, 'acme');\n",
+                rng.below(1000),
+                rng.below(100_000)
+            ));
+        }
+        s.into_bytes()
+    }
+}
+
+/// Writes a generated tree under `root`.
+pub fn write_files(root: &Path, files: &std::collections::BTreeMap<String, Vec<u8>>) {
+    for (rel, bytes) in files {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    }
+}
+
+/// The SHA-256 of `bytes` as plans write it.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}

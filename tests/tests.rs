@@ -9,6 +9,7 @@ mod cli;
 mod examples;
 mod git_sources;
 mod invalid_corpus;
+mod planning;
 mod schema;
 mod validate;
 mod yaml_traps;
