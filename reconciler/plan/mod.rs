@@ -522,6 +522,19 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
     plan
 }
 
+/// The ancestor of `path` that is a symbolic link on disk, if any: writing
+/// there would go through the link, which sitekeeper never does.
+fn through_link(inventory: &Inventory, path: &str) -> Option<String> {
+    let mut prefix = path;
+    while let Some((parent, _)) = prefix.rsplit_once('/') {
+        if let Some(crate::inventory::Entry::Symlink { .. }) = inventory.entries.get(parent) {
+            return Some(parent.to_owned());
+        }
+        prefix = parent;
+    }
+    None
+}
+
 /// Up to five paths for a sentence.
 fn preview(paths: &[String]) -> String {
     let mut s = paths.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
@@ -573,7 +586,7 @@ fn upgrade(
         if d == t.map(|t| t.blob) && t.is_some() {
             continue;
         }
-        if d != i.map(|i| i.blob) && !revert {
+        if (d != i.map(|i| i.blob) && !revert) || through_link(input.inventory, path).is_some() {
             conflicts.push(path.clone());
             continue;
         }
@@ -739,6 +752,10 @@ fn plan_fix(
                         states.push((path, FileState::Missing));
                         continue;
                     };
+                    // A link's "content" is its target: text ops never edit it.
+                    if current.symlink {
+                        continue;
+                    }
                     let outcome = match op {
                         Op::Replace(r) => fixops::replace(&current.bytes, r),
                         Op::Regex(r) => fixops::regex(&current.bytes, r),
@@ -765,6 +782,16 @@ fn plan_fix(
                 let path = w.path.to_string();
                 if crate::inventory::is_preserved(input.preserve, &path) {
                     continue;
+                }
+                if let Some(link) = through_link(input.inventory, &path) {
+                    return FixOutcome::Held(Held {
+                        item,
+                        code: HeldCode::FixConflict,
+                        reason: format!(
+                            "{}: {path} lies under {link}, which is a symbolic link on this site; sitekeeper never writes through links",
+                            fix.title
+                        ),
+                    });
                 }
                 let new = match (&w.content, &w.source) {
                     (Some(text), _) => Ok(text.clone().into_bytes()),
