@@ -64,7 +64,7 @@ fn links_out_fifos_sockets_and_hard_links_are_never_followed_or_written() {
     std::fs::hard_link(outside.join("hard.php"), site.join("hard.php")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &site.join("pipe.php"),
+        site.join("pipe.php"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
@@ -165,7 +165,7 @@ fn the_inventory_records_links_and_reports_special_files() {
     std::os::unix::fs::symlink("/etc", site.join("etc")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &site.join("a/pipe"),
+        site.join("a/pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
