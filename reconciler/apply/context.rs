@@ -81,6 +81,8 @@ pub struct SiteContext<'f> {
     /// Approved digests.
     pub approved: BTreeSet<String>,
     payloads: RefCell<HashMap<Version, Arc<Payload>>>,
+    releases: Vec<crate::model::Release>,
+    fixes: Vec<crate::model::Fix>,
 }
 
 impl<'f> SiteContext<'f> {
@@ -152,6 +154,8 @@ impl<'f> SiteContext<'f> {
             quarantined,
             approved,
             payloads: RefCell::default(),
+            releases: catalog.releases.iter().map(|r| r.value.clone()).collect(),
+            fixes: catalog.fixes.iter().map(|f| f.value.clone()).collect(),
         };
         ctx.installed = match (&ctx.points, ctx.point) {
             (Some(points), Some(n)) => {
@@ -251,7 +255,10 @@ impl<'f> SiteContext<'f> {
             labels: &self.site.labels,
             preserve: &self.site.paths.preserve,
             effective: &self.effective,
-            catalog: self.catalog,
+            catalog: &self.catalog.catalog,
+            releases: &self.releases,
+            fixes: &self.fixes,
+            catalog_commit: self.catalog.source.commit(),
             installed: self.installed.clone(),
             adopted: self.adopted(),
             detection: self.detection.clone(),

@@ -122,6 +122,11 @@ impl Payload {
                 archive: shown,
                 message,
             })?;
+        Ok(Payload::from_files(files))
+    }
+
+    /// A payload from files in memory (path → mode, whether a link, content).
+    pub fn from_files(files: BTreeMap<String, (u32, bool, Vec<u8>)>) -> Self {
         let mut payload = Payload::default();
         for (path, (mode, symlink, content)) in files {
             let blob = BlobId::of(&content);
@@ -135,7 +140,7 @@ impl Payload {
             );
             payload.contents.insert(blob, content);
         }
-        Ok(payload)
+        payload
     }
 
     /// The content of one of its blobs.

@@ -18,12 +18,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::fixops::{self, FileState};
 use crate::inventory::Inventory;
-use crate::load::LoadedCatalog;
+
 use crate::load::payload::Payload;
 use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::{Glob, Version};
 use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
-use crate::model::{Fix, Op};
+use crate::model::{Catalog, Fix, Op, Release};
 use crate::policy::{Effective, Provenance};
 use work::{FileData, Work};
 
@@ -311,7 +311,13 @@ pub struct SiteInput<'a> {
     /// Effective settings.
     pub effective: &'a Effective,
     /// The catalog of its product.
-    pub catalog: &'a LoadedCatalog,
+    pub catalog: &'a Catalog,
+    /// Its releases.
+    pub releases: &'a [Release],
+    /// Its fixes, in name order.
+    pub fixes: &'a [Fix],
+    /// The catalog commit planned against (git catalogs).
+    pub catalog_commit: Option<&'a str>,
     /// What is installed; `None` when not adopted and no release matches.
     pub installed: Option<Installed>,
     /// Whether the site is adopted.
@@ -351,7 +357,7 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
         adopted: input.adopted,
         drift: Vec::new(),
         notes: Vec::new(),
-        catalog_commit: input.catalog.source.commit().map(str::to_owned),
+        catalog_commit: input.catalog_commit.map(str::to_owned),
     };
     if !input.adopted {
         let reason = match &input.detection {
@@ -406,16 +412,12 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
     // The release.
     let gates = choose::Gates {
         effective: input.effective,
-        catalog: &input.catalog.catalog,
+        catalog: input.catalog,
         now: input.now,
         quarantined: input.quarantined,
         forced: input.forced,
     };
-    let choice = choose::choose(
-        &installed.version,
-        input.catalog.releases.iter().map(|r| &r.value),
-        &gates,
-    );
+    let choice = choose::choose(&installed.version, input.releases.iter(), &gates);
     plan.held.extend(choice.held);
     let mut version = installed.version.clone();
     let mut upgrade_level = None;
@@ -476,7 +478,7 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
 
     // Fixes, re-evaluated against the release the site will run.
     let mut any_fix = false;
-    for fix in &input.catalog.fixes {
+    for fix in input.fixes {
         match plan_fix(input, &mut work, installed, &version, fix) {
             FixOutcome::Skip => {}
             FixOutcome::Held(h) => plan.held.push(h),
@@ -613,7 +615,7 @@ fn upgrade(
         .into_iter()
         .filter_map(|(path, data)| work.set(&path, data))
         .collect();
-    let release = input.catalog.releases.iter().find(|r| &r.version == to);
+    let release = input.releases.iter().find(|r| &r.version == to);
     let notes = release.and_then(|r| r.notes.clone()).unwrap_or_default();
     let reason = if notes.is_empty() {
         format!("{from} → {to}")
@@ -930,3 +932,6 @@ pub fn digest(plan: &SitePlan) -> String {
     let json = serde_json::to_vec(&canon).unwrap_or_default();
     format!("sha256:{}", hex::encode(Sha256::digest(json)))
 }
+
+#[cfg(test)]
+mod tests;

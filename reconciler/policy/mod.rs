@@ -73,7 +73,8 @@ pub struct Setting<T> {
 }
 
 impl<T> Setting<T> {
-    fn new(value: T, from: Provenance) -> Self {
+    /// A setting decided by `from`.
+    pub fn new(value: T, from: Provenance) -> Self {
         Self {
             value,
             from,

@@ -1,0 +1,802 @@
+//! Table-driven tests of every planning rule and every held code, with a
+//! fixed clock and contents in memory: no temp dirs, no git.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::*;
+use crate::inventory::Entry;
+use crate::model::words::{Layout, UpgradeLevel};
+use crate::model::{Catalog, Channel, Release, Window};
+use crate::policy::{Effective, Setting};
+
+fn builtin<T>(v: T) -> Setting<T> {
+    Setting::new(v, Provenance::Builtin)
+}
+
+fn effective() -> Effective {
+    Effective {
+        site: "s".into(),
+        file: "sites/s.yaml".into(),
+        chain: vec![],
+        policy: builtin("base".into()),
+        product: builtin("acme".into()),
+        channel: builtin("stable".into()),
+        version: builtin(None),
+        ring: builtin(1),
+        layout: builtin(Layout::InPlace),
+        drift: builtin(DriftMode::Preserve),
+        upgrades: builtin(UpgradeLevel::Minor),
+        hotfixes: builtin(HotfixLevel::Critical),
+        diagnostics: builtin(false),
+        vendor_access: builtin(false),
+        status_reports: builtin(false),
+        error_reports: builtin(false),
+        public_listing: builtin(false),
+        window: builtin(None),
+        prereleases: builtin(false),
+        min_release_age: builtin("0".parse().unwrap()),
+        urgent_bypass: builtin(true),
+        require_approval: builtin(vec![]),
+        keep_rollback_points: builtin(20),
+        allow_release_hooks: builtin(false),
+        notify_interval: builtin("7d".parse().unwrap()),
+    }
+}
+
+fn catalog() -> Catalog {
+    Catalog {
+        product: "acme".into(),
+        channels: [
+            ("stable".to_owned(), Channel { prerelease: false }),
+            ("beta".to_owned(), Channel { prerelease: true }),
+        ]
+        .into(),
+        rings: [(0, "0h".parse().unwrap()), (1, "48h".parse().unwrap())].into(),
+    }
+}
+
+fn release(yaml: &str) -> Release {
+    crate::load::yaml::parse::<Release>("r.yaml", yaml.as_bytes())
+        .unwrap()
+        .0
+}
+
+/// A release of `version` on stable, released a year before the clock.
+fn rel(version: &str) -> Release {
+    release(&format!(
+        "version: {version}\nchannels: [stable, beta]\nreleased: 2025-11-01T00:00:00Z\npayload: {{tree: releases/{version}}}\n"
+    ))
+}
+
+const NOW: &str = "2026-11-20T10:00:00Z";
+
+fn now() -> jiff::Timestamp {
+    NOW.parse().unwrap()
+}
+
+struct Case {
+    name: &'static str,
+    installed: &'static str,
+    releases: Vec<Release>,
+    tweak: fn(&mut Effective),
+    quarantined: Vec<&'static str>,
+    forced: Option<&'static str>,
+    target: Option<&'static str>,
+    held: Vec<HeldCode>,
+}
+
+fn case(
+    name: &'static str,
+    installed: &'static str,
+    releases: Vec<Release>,
+    target: Option<&'static str>,
+    held: Vec<HeldCode>,
+) -> Case {
+    Case {
+        name,
+        installed,
+        releases,
+        tweak: |_| {},
+        quarantined: vec![],
+        forced: None,
+        target,
+        held,
+    }
+}
+
+#[test]
+fn release_choice_rules_and_their_held_codes() {
+    use HeldCode::*;
+    let recent = |v: &str, days_before: i64| {
+        let at = now() - jiff::SignedDuration::from_hours(24 * days_before);
+        release(&format!(
+            "version: {v}\nchannels: [stable]\nreleased: {at}\npayload: {{tree: x}}\n"
+        ))
+    };
+    let cases = vec![
+        case(
+            "a patch is eligible",
+            "1.0.0",
+            vec![rel("1.0.1")],
+            Some("1.0.1"),
+            vec![],
+        ),
+        case(
+            "a minor is eligible for upgrades: minor",
+            "1.0.0",
+            vec![rel("1.1.0")],
+            Some("1.1.0"),
+            vec![],
+        ),
+        Case {
+            tweak: |e| e.upgrades = builtin(UpgradeLevel::Patch),
+            ..case(
+                "a minor is not opted in",
+                "1.0.0",
+                vec![rel("1.1.0")],
+                None,
+                vec![NotOptedIn],
+            )
+        },
+        Case {
+            tweak: |e| {
+                e.upgrades = Setting {
+                    value: UpgradeLevel::Patch,
+                    from: Provenance::Policy {
+                        policy: "conservative".into(),
+                        stock: true,
+                        at: crate::load::Location::file("p"),
+                    },
+                    note: Some("capped".into()),
+                }
+            },
+            ..case(
+                "a ceiling caps it",
+                "1.0.0",
+                vec![rel("1.1.0")],
+                None,
+                vec![PolicyCeiling],
+            )
+        },
+        case(
+            "a new major is questionable",
+            "1.2.0",
+            vec![rel("2.0.0")],
+            None,
+            vec![MajorUpgrade],
+        ),
+        Case {
+            tweak: |e| e.upgrades = builtin(UpgradeLevel::Major),
+            ..case(
+                "a major with upgrades: major",
+                "1.2.0",
+                vec![rel("2.0.0")],
+                Some("2.0.0"),
+                vec![],
+            )
+        },
+        case(
+            "0.x minor changes are questionable",
+            "0.3.0",
+            vec![rel("0.4.0")],
+            None,
+            vec![ZeroMajor],
+        ),
+        case(
+            "0.x patches are fine",
+            "0.3.0",
+            vec![rel("0.3.1")],
+            Some("0.3.1"),
+            vec![],
+        ),
+        case(
+            "pre-releases are not offered on stable",
+            "1.0.0",
+            vec![rel("1.1.0-beta.1")],
+            None,
+            vec![Prerelease],
+        ),
+        Case {
+            tweak: |e| {
+                e.channel = builtin("beta".into());
+                e.prereleases = builtin(true);
+            },
+            ..case(
+                "pre-releases on a beta channel with the policy's consent",
+                "1.0.0",
+                vec![rel("1.1.0-beta.1")],
+                Some("1.1.0-beta.1"),
+                vec![],
+            )
+        },
+        case(
+            "a pre-release of the same version upgrades to its next",
+            "1.1.0-beta.1",
+            vec![rel("1.1.0-beta.2")],
+            Some("1.1.0-beta.2"),
+            vec![],
+        ),
+        case(
+            "yanked releases are skipped",
+            "1.0.0",
+            vec![release(
+                "version: 1.0.1\nchannels: [stable]\nreleased: 2025-01-01T00:00:00Z\nyanked: true\npayload: {tree: x}\n",
+            )],
+            None,
+            vec![Yanked],
+        ),
+        Case {
+            quarantined: vec!["1.0.1"],
+            ..case(
+                "quarantined releases are skipped",
+                "1.0.0",
+                vec![rel("1.0.1")],
+                None,
+                vec![Quarantined],
+            )
+        },
+        Case {
+            quarantined: vec!["1.0.1"],
+            forced: Some("1.0.1"),
+            ..case(
+                "apply --release lifts a quarantine",
+                "1.0.0",
+                vec![rel("1.0.1")],
+                Some("1.0.1"),
+                vec![],
+            )
+        },
+        case(
+            "upgrade_from limits the path",
+            "1.0.0",
+            vec![release(
+                "version: 1.2.0\nchannels: [stable]\nreleased: 2025-01-01T00:00:00Z\nupgrade_from: \">=1.1.0\"\npayload: {tree: x}\n",
+            )],
+            None,
+            vec![UpgradePath],
+        ),
+        case(
+            "ring 1 waits 48h",
+            "1.0.0",
+            vec![recent("1.0.1", 1)],
+            None,
+            vec![RingDelay],
+        ),
+        Case {
+            tweak: |e| e.ring = builtin(0),
+            ..case(
+                "ring 0 does not wait",
+                "1.0.0",
+                vec![recent("1.0.1", 1)],
+                Some("1.0.1"),
+                vec![],
+            )
+        },
+        Case {
+            tweak: |e| e.min_release_age = builtin("3d".parse().unwrap()),
+            ..case(
+                "a release soaks for min_release_age",
+                "1.0.0",
+                vec![recent("1.0.1", 2)],
+                None,
+                vec![SoakTime],
+            )
+        },
+        Case {
+            tweak: |e| e.min_release_age = builtin("3d".parse().unwrap()),
+            ..case(
+                "security releases bypass ring and soak",
+                "1.0.0",
+                vec![{
+                    let mut r = recent("1.0.1", 0);
+                    r.urgency = crate::model::words::Urgency::Security;
+                    r
+                }],
+                Some("1.0.1"),
+                vec![],
+            )
+        },
+        Case {
+            tweak: |e| {
+                e.window = builtin(Some(Window {
+                    days: vec![],
+                    start: "02:00".parse().unwrap(),
+                    end: "05:00".parse().unwrap(),
+                    tz: None,
+                }))
+            },
+            ..case(
+                "outside the window",
+                "1.0.0",
+                vec![rel("1.0.1")],
+                None,
+                vec![OutsideWindow],
+            )
+        },
+        Case {
+            tweak: |e| {
+                e.window = builtin(Some(Window {
+                    days: vec![],
+                    start: "09:00".parse().unwrap(),
+                    end: "11:00".parse().unwrap(),
+                    tz: None,
+                }))
+            },
+            ..case(
+                "inside the window",
+                "1.0.0",
+                vec![rel("1.0.1")],
+                Some("1.0.1"),
+                vec![],
+            )
+        },
+        Case {
+            tweak: |e| {
+                e.window = builtin(Some(Window {
+                    days: vec![],
+                    start: "10:30".parse().unwrap(),
+                    end: "12:00".parse().unwrap(),
+                    tz: Some("Europe/Berlin".parse().unwrap()),
+                }))
+            },
+            ..case(
+                "the window's time zone counts (10:00 UTC is 11:00 in Berlin)",
+                "1.0.0",
+                vec![rel("1.0.1")],
+                Some("1.0.1"),
+                vec![],
+            )
+        },
+        case(
+            "the newest that passes wins; newer ones are held",
+            "1.0.0",
+            vec![rel("1.0.1"), rel("2.0.0")],
+            Some("1.0.1"),
+            vec![MajorUpgrade],
+        ),
+        case(
+            "older releases are never candidates",
+            "1.5.0",
+            vec![rel("1.4.0")],
+            None,
+            vec![],
+        ),
+    ];
+    for c in cases {
+        let mut e = effective();
+        (c.tweak)(&mut e);
+        let quarantined: Vec<Version> = c.quarantined.iter().map(|v| v.parse().unwrap()).collect();
+        let forced: Option<Version> = c.forced.map(|v| v.parse().unwrap());
+        let cat = catalog();
+        let gates = choose::Gates {
+            effective: &e,
+            catalog: &cat,
+            now: now(),
+            quarantined: &quarantined,
+            forced: forced.as_ref(),
+        };
+        let choice = choose::choose(&c.installed.parse().unwrap(), c.releases.iter(), &gates);
+        assert_eq!(
+            choice.target.as_ref().map(|t| t.0.to_string()).as_deref(),
+            c.target,
+            "{}: {:?}",
+            c.name,
+            choice.held
+        );
+        let codes: Vec<HeldCode> = choice.held.iter().map(|h| h.code).collect();
+        assert_eq!(codes, c.held, "{}", c.name);
+        assert!(
+            choice.held.iter().all(|h| !h.reason.is_empty()),
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn classes() {
+    use choose::{Class, classify};
+    let v = |s: &str| semver::Version::parse(s).unwrap();
+    assert_eq!(
+        classify(&v("4.2.0"), &v("4.2.16"), false, false),
+        Class::Eligible
+    );
+    assert_eq!(
+        classify(&v("4.2.0"), &v("4.3.0"), false, false),
+        Class::Eligible
+    );
+    assert_eq!(
+        classify(&v("4.2.0"), &v("5.0.0"), false, false),
+        Class::Questionable
+    );
+    assert_eq!(
+        classify(&v("0.2.0"), &v("0.2.1"), false, false),
+        Class::Questionable
+    );
+    assert_eq!(
+        classify(&v("4.2.0"), &v("4.3.0-rc.1"), false, false),
+        Class::Ineligible
+    );
+    assert_eq!(
+        classify(&v("4.3.0-rc.1"), &v("4.3.0-rc.2"), false, false),
+        Class::Eligible
+    );
+}
+
+/// Contents in memory.
+#[derive(Default)]
+struct Mem {
+    disk: BTreeMap<String, Vec<u8>>,
+    payloads: HashMap<Version, Arc<Payload>>,
+    point: HashMap<BlobId, Vec<u8>>,
+}
+
+impl Contents for Mem {
+    fn disk(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.disk
+            .get(path)
+            .cloned()
+            .ok_or_else(|| format!("{path}: absent"))
+    }
+    fn payload(&self, version: &Version) -> Result<Arc<Payload>, String> {
+        self.payloads
+            .get(version)
+            .cloned()
+            .ok_or_else(|| format!("no payload {version}"))
+    }
+    fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String> {
+        let p = Contents::payload(self, version)?;
+        p.content(
+            &crate::load::Source::dir(std::path::Path::new("/"), "").map_err(|e| e.to_string())?,
+            blob,
+        )
+        .map_err(|e| e.to_string())
+    }
+    fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String> {
+        Err(format!("{rel}: absent"))
+    }
+    fn point_blob(&self, blob: BlobId) -> Result<Vec<u8>, String> {
+        self.point
+            .get(&blob)
+            .cloned()
+            .ok_or_else(|| "absent".into())
+    }
+}
+
+fn inventory(files: &BTreeMap<String, Vec<u8>>) -> Inventory {
+    let mut inv = Inventory::default();
+    for (p, b) in files {
+        inv.entries.insert(
+            p.clone(),
+            Entry::File {
+                mode: 0o644,
+                size: b.len() as u64,
+                hash: ContentHash::of(b),
+                blob: BlobId::of(b),
+            },
+        );
+    }
+    inv
+}
+
+fn files(list: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    list.iter()
+        .map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec()))
+        .collect()
+}
+
+fn fix(yaml: &str) -> Fix {
+    crate::load::yaml::parse::<Fix>("f.yaml", yaml.as_bytes())
+        .unwrap()
+        .0
+}
+
+struct World {
+    mem: Mem,
+    inventory: Inventory,
+    effective: Effective,
+    catalog: Catalog,
+    releases: Vec<Release>,
+    fixes: Vec<Fix>,
+    installed: Installed,
+    labels: BTreeMap<String, String>,
+    approved: BTreeSet<String>,
+    adopted: bool,
+}
+
+impl World {
+    /// A site on 1.0.0 whose files equal the payload (and the last point).
+    fn new(payload: &[(&str, &str)]) -> Self {
+        let disk = files(payload);
+        let inventory = inventory(&disk);
+        let snapshot = disk
+            .iter()
+            .map(|(p, b)| (p.clone(), BlobId::of(b)))
+            .collect();
+        let mut mem = Mem {
+            disk: disk.clone(),
+            ..Mem::default()
+        };
+        mem.point = disk.values().map(|b| (BlobId::of(b), b.clone())).collect();
+        mem.payloads.insert(
+            "1.0.0".parse().unwrap(),
+            Arc::new(Payload::from_files(
+                disk.iter()
+                    .map(|(p, b)| (p.clone(), (0o644, false, b.clone())))
+                    .collect(),
+            )),
+        );
+        World {
+            mem,
+            inventory,
+            effective: effective(),
+            catalog: catalog(),
+            releases: vec![rel("1.0.0")],
+            fixes: vec![],
+            installed: Installed {
+                version: "1.0.0".parse().unwrap(),
+                snapshot,
+                fixes: BTreeMap::new(),
+            },
+            labels: BTreeMap::new(),
+            approved: BTreeSet::new(),
+            adopted: true,
+        }
+    }
+
+    fn edit(&mut self, path: &str, content: &str) {
+        self.mem
+            .disk
+            .insert(path.into(), content.as_bytes().to_vec());
+        self.inventory = inventory(&self.mem.disk);
+    }
+
+    fn plan(&self) -> SitePlan {
+        let input = SiteInput {
+            name: "s",
+            labels: &self.labels,
+            preserve: &[],
+            effective: &self.effective,
+            catalog: &self.catalog,
+            releases: &self.releases,
+            fixes: &self.fixes,
+            catalog_commit: None,
+            installed: Some(self.installed.clone()),
+            adopted: self.adopted,
+            detection: None,
+            inventory: &self.inventory,
+            quarantined: &[],
+            forced: None,
+            approved: &self.approved,
+            now: now(),
+            contents: &self.mem,
+        };
+        plan_site(&input)
+    }
+}
+
+fn codes(p: &SitePlan) -> Vec<HeldCode> {
+    p.held.iter().map(|h| h.code).collect()
+}
+
+const XSS_FIX: &str = "id: 0001-x\ntitle: Escape\nreason: XSS\nseverity: critical\napplies_to: \">=1.0.0\"\nfixed_in: 1.1.0\nops:\n  - replace: {files: [\"*.php\"], find: \"echo $q;\", with: \"echo esc($q);\"}\n";
+
+#[test]
+fn a_fix_applies_and_then_counts_as_applied() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    let p = w.plan();
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(
+        p.actions[0].files[0].after,
+        Some(ContentHash::of(b"<?php echo esc($q);\n"))
+    );
+    w.edit("search.php", "<?php echo esc($q);\n");
+    w.installed
+        .snapshot
+        .insert("search.php".into(), BlobId::of(b"<?php echo esc($q);\n"));
+    assert!(
+        w.plan().actions.is_empty(),
+        "re-planning after apply plans nothing"
+    );
+}
+
+#[test]
+fn fix_conflict_and_target_missing() {
+    let mut w = World::new(&[("search.php", "<?php print(h($q));\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    assert_eq!(codes(&w.plan()), vec![HeldCode::FixConflict]);
+    let mut w = World::new(&[("index.html", "<p>")]);
+    w.fixes.push(fix(XSS_FIX));
+    assert_eq!(codes(&w.plan()), vec![HeldCode::FixTargetMissing]);
+}
+
+#[test]
+fn fixed_in_drops_a_fix_after_the_upgrade_and_applies_to_rewrites_it() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.releases.push(rel("1.1.0"));
+    w.mem.payloads.insert(
+        "1.1.0".parse().unwrap(),
+        Arc::new(Payload::from_files(
+            [(
+                "search.php".into(),
+                (0o644, false, b"<?php echo esc2($q);\n".to_vec()),
+            )]
+            .into(),
+        )),
+    );
+    let p = w.plan();
+    assert_eq!(p.to_version.as_deref(), Some("1.1.0"));
+    let kinds: Vec<ActionKind> = p.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![ActionKind::Upgrade],
+        "the fix is fixed in 1.1.0: {p:#?}"
+    );
+}
+
+#[test]
+fn an_upgrade_over_a_customised_file_is_a_conflict_unless_drift_revert() {
+    let mut w = World::new(&[("a.php", "v1"), ("b.php", "same")]);
+    w.releases.push(rel("1.0.1"));
+    w.mem.payloads.insert(
+        "1.0.1".parse().unwrap(),
+        Arc::new(Payload::from_files(
+            [
+                ("a.php".into(), (0o644, false, b"v2".to_vec())),
+                ("b.php".into(), (0o644, false, b"same".to_vec())),
+            ]
+            .into(),
+        )),
+    );
+    // Customised before adoption: the point has it, the release does not.
+    w.edit("a.php", "v1 + local");
+    w.installed
+        .snapshot
+        .insert("a.php".into(), BlobId::of(b"v1 + local"));
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::FixConflict]);
+    assert_eq!(p.to_version.as_deref(), Some("1.0.0"));
+    w.effective.drift = builtin(DriftMode::Revert);
+    let p = w.plan();
+    assert_eq!(p.to_version.as_deref(), Some("1.0.1"));
+    assert_eq!(p.actions[0].files.len(), 1);
+}
+
+#[test]
+fn drift_block_holds_everything_and_revert_restores_the_point() {
+    let mut w = World::new(&[("a.php", "v1")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.edit("a.php", "hacked");
+    w.effective.drift = builtin(DriftMode::Block);
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::DriftBlocked]);
+    assert!(p.actions.is_empty());
+    assert_eq!(p.drift, vec!["a.php".to_owned()]);
+    w.effective.drift = builtin(DriftMode::Revert);
+    let p = w.plan();
+    assert_eq!(p.actions[0].kind, ActionKind::RevertDrift);
+    assert_eq!(p.actions[0].files[0].after, Some(ContentHash::of(b"v1")));
+    w.effective.drift = builtin(DriftMode::Preserve);
+    assert!(w.plan().actions.is_empty());
+}
+
+#[test]
+fn opt_ins_selectors_and_kinds() {
+    let normal = XSS_FIX.replace("severity: critical", "severity: normal");
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(&normal));
+    assert_eq!(
+        codes(&w.plan()),
+        vec![HeldCode::NotOptedIn],
+        "critical-only site, normal fix"
+    );
+    w.effective.hotfixes = builtin(HotfixLevel::All);
+    assert!(codes(&w.plan()).is_empty());
+
+    let diag = XSS_FIX.replace("severity: critical", "severity: critical\nkind: diagnostic");
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(&diag));
+    assert_eq!(codes(&w.plan()), vec![HeldCode::NotOptedIn]);
+    w.effective.diagnostics = Setting {
+        value: false,
+        from: Provenance::Policy {
+            policy: "privacy-strict".into(),
+            stock: true,
+            at: crate::load::Location::file("p"),
+        },
+        note: Some("site asked for `true`, policy forbids it".into()),
+    };
+    assert_eq!(codes(&w.plan()), vec![HeldCode::PolicyCeiling]);
+
+    let staging = XSS_FIX.replace("fixed_in: 1.1.0\n", "selector: {env: staging}\n");
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(&staging));
+    assert!(
+        w.plan().actions.is_empty() && w.plan().held.is_empty(),
+        "a selector that does not match skips quietly"
+    );
+    w.labels.insert("env".into(), "staging".into());
+    assert_eq!(w.plan().actions.len(), 1);
+}
+
+#[test]
+fn a_fix_changed_after_it_was_applied_is_not_reapplied() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.installed
+        .fixes
+        .insert("0001-x".into(), "sha256:0000".into());
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::FixConflict]);
+    assert!(
+        p.held[0]
+            .reason
+            .contains("changed in the catalog after it was applied")
+    );
+}
+
+#[test]
+fn approval_required_until_the_digest_is_approved() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.effective.require_approval = builtin(vec![ChangeLevel::Hotfix]);
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::ApprovalRequired]);
+    w.approved.insert(p.plan_digest.clone());
+    assert!(codes(&w.plan()).is_empty());
+}
+
+#[test]
+fn a_site_that_is_not_adopted_is_planned_and_held() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.adopted = false;
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::NotAdopted]);
+    assert_eq!(
+        p.actions.len(),
+        1,
+        "the preview still shows what adoption would lead to"
+    );
+}
+
+#[test]
+fn equal_states_share_a_digest_and_names_do_not_count() {
+    let mut a = World::new(&[("search.php", "<?php echo $q;\n")]);
+    a.fixes.push(fix(XSS_FIX));
+    let mut b = World::new(&[("search.php", "<?php echo $q;\n")]);
+    b.fixes.push(fix(XSS_FIX));
+    b.labels.insert("env".into(), "prod".into());
+    assert_eq!(a.plan().plan_digest, b.plan().plan_digest);
+    b.edit("search.php", "<?php echo $q; echo 1;\n");
+    assert_ne!(a.plan().plan_digest, b.plan().plan_digest);
+}
+
+#[test]
+fn detection_prefers_the_best_share_of_matching_files() {
+    let disk = files(&[("a", "1"), ("b", "2"), ("c", "custom")]);
+    let inv = inventory(&disk);
+    let p1 = Payload::from_files(
+        files(&[("a", "1"), ("b", "2"), ("c", "3")])
+            .into_iter()
+            .map(|(p, b)| (p, (0o644, false, b)))
+            .collect(),
+    );
+    let p2 = Payload::from_files(
+        files(&[("a", "1"), ("b", "x"), ("c", "y"), ("d", "z")])
+            .into_iter()
+            .map(|(p, b)| (p, (0o644, false, b)))
+            .collect(),
+    );
+    let (v1, v2): (Version, Version) = ("1.0.0".parse().unwrap(), "2.0.0".parse().unwrap());
+    let d = detect(&inv, [(&v1, &p1), (&v2, &p2)].into_iter()).unwrap();
+    assert_eq!(d.version, v1);
+    assert_eq!(
+        d.to_string(),
+        "looks like 1.0.0: 2 of 3 files match; 1 differ"
+    );
+    assert_eq!(thousands(6690), "6,690");
+}
