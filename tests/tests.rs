@@ -11,6 +11,7 @@ mod git_sources;
 mod hostile_sites;
 mod invalid_corpus;
 mod noop_scan;
+mod plan_cli;
 mod planning;
 mod schema;
 mod validate;

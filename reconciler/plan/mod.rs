@@ -703,6 +703,14 @@ fn plan_fix(
             reason: format!("{}: {why}", fix.title),
         });
     }
+    // The window holds fixes too, except critical ones where the policy
+    // lets urgent changes through.
+    if let Some(w) = &input.effective.window.value
+        && !choose::in_window(w, input.now)
+        && !(fix.severity == Severity::Critical && input.effective.urgent_bypass.value)
+    {
+        return FixOutcome::Held(Held { item, code: HeldCode::OutsideWindow, reason: format!("{} waits for the maintenance window ({w})", fix.title) });
+    }
     let checksum = fix_checksum(fix);
     if let Some(applied) = installed.fixes.get(&fix.id)
         && applied != &checksum
