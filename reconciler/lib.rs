@@ -9,13 +9,19 @@
 //! | module | role | may use |
 //! | --- | --- | --- |
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all |
+//! | [`apply`] | gathers a site's observed state for the planner; adopts sites (converging comes next) | all below |
+//! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model` |
+//! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
-//! | [`load`] | read fleet and catalogs from a directory or a git commit; strict YAML; located diagnostics; `validate` | `model` |
+//! | [`load`] | read fleet and catalogs from a directory or a git commit; strict YAML; payloads; `validate` | `model` |
+//! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model` |
+//! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
+//! | [`confined`] | every read of a site's files: `openat2` beneath the root, no links | nothing of ours |
 //! | [`model`] | the types of every YAML file, checked as parsed; no I/O | nothing of ours |
 //!
-//! Later layers slot in between: `inventory` and `fixops` beside `load`,
-//! `plan` beside `policy`, then `store`, `apply` and `watch` above them.
-//!
+//! `confined` sits at the bottom (beside `model`) so that both `inventory`
+//! and, later, `apply` reach a site's files through the same layer.
+
 //! # Principles
 //!
 //! * Bad input is a [`load::Diagnostic`] with file, line, column and a hint,

@@ -709,7 +709,11 @@ fn plan_fix(
         && !choose::in_window(w, input.now)
         && !(fix.severity == Severity::Critical && input.effective.urgent_bypass.value)
     {
-        return FixOutcome::Held(Held { item, code: HeldCode::OutsideWindow, reason: format!("{} waits for the maintenance window ({w})", fix.title) });
+        return FixOutcome::Held(Held {
+            item,
+            code: HeldCode::OutsideWindow,
+            reason: format!("{} waits for the maintenance window ({w})", fix.title),
+        });
     }
     let checksum = fix_checksum(fix);
     if let Some(applied) = installed.fixes.get(&fix.id)

@@ -724,14 +724,27 @@ fn opt_ins_selectors_and_kinds() {
 
 #[test]
 fn the_window_holds_normal_fixes_but_not_critical_ones() {
-    let closed = || Some(Window { days: vec![], start: "02:00".parse().unwrap(), end: "05:00".parse().unwrap(), tz: None });
+    let closed = || {
+        Some(Window {
+            days: vec![],
+            start: "02:00".parse().unwrap(),
+            end: "05:00".parse().unwrap(),
+            tz: None,
+        })
+    };
     let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
     w.effective.hotfixes = builtin(HotfixLevel::All);
     w.effective.window = builtin(closed());
-    w.fixes.push(fix(&XSS_FIX.replace("severity: critical", "severity: normal")));
+    w.fixes.push(fix(
+        &XSS_FIX.replace("severity: critical", "severity: normal")
+    ));
     assert_eq!(codes(&w.plan()), vec![HeldCode::OutsideWindow]);
     w.fixes = vec![fix(XSS_FIX)];
-    assert_eq!(w.plan().actions.len(), 1, "critical fixes pass with urgent_bypass");
+    assert_eq!(
+        w.plan().actions.len(),
+        1,
+        "critical fixes pass with urgent_bypass"
+    );
     w.effective.urgent_bypass = builtin(false);
     assert_eq!(codes(&w.plan()), vec![HeldCode::OutsideWindow]);
 }

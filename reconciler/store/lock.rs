@@ -40,3 +40,43 @@ impl SiteLock {
         Ok(Some(Self { _file: file }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_and_a_killed_holder_releases_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = SiteLock::acquire(&path, false).unwrap();
+        assert!(held.is_some());
+        assert!(
+            SiteLock::acquire(&path, false).unwrap().is_none(),
+            "the lock is exclusive"
+        );
+        drop(held);
+        // Another process takes it (flock(1) uses the same flock(2) lock; -o keeps
+        // it out of the `sleep` child) and dies by SIGKILL.
+        let mut child = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&path)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while SiteLock::acquire(&path, false).unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flock(1) never took the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            SiteLock::acquire(&path, false).unwrap().is_some(),
+            "the kernel released the dead holder's lock"
+        );
+    }
+}
