@@ -21,6 +21,11 @@ struct Entry {
     result: String,
 }
 
+/// The snake_case word serde writes for an enum value.
+fn word<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
     let site = select(&fleet, &[name.to_owned()])?[0];
@@ -59,10 +64,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                     "point {:<3} {}  {:<8} {}  fixes [{}]  health {}  {}  {}\n",
                     e.point,
                     e.at,
-                    serde_json::to_value(e.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    word(&e.kind),
                     e.version,
                     e.fixes.join(", "),
                     e.health,
@@ -74,15 +76,12 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 t.push_str("\nledger:\n");
                 for r in ledger.iter().rev() {
                     t.push_str(&format!(
-                        "  #{:<3} {}  {:?} {}  {}  by {}@{} via {}{}\n",
+                        "  #{:<3} {}  {} {}  {}  by {}@{} via {}{}\n",
                         r.seq,
                         r.at,
-                        r.kind,
+                        word(&r.kind),
                         r.id.clone().unwrap_or_default(),
-                        serde_json::to_value(r.result)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        word(&r.result),
                         r.by.user,
                         r.by.host,
                         r.by.via,
