@@ -269,6 +269,40 @@ fn detection_names_the_release_of_each_example_site() {
         fixes,
         ["0001-escape-search-term", "0004-disable-web-installer"]
     );
+
+    // status and history read the state back; a local edit shows as drift.
+    let fleet = copy.join("fleet");
+    std::fs::write(
+        copy.join("sites/shop-eu/index.php"),
+        "<?php // edited on the server\n",
+    )
+    .unwrap();
+    let st = state.to_str().unwrap();
+    let out = run_in(
+        &fleet,
+        &["--state-dir", st, "status", "shop-eu", "--format", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status[0]["version"], "4.2.0");
+    assert_eq!(status[0]["point"], 1);
+    assert_eq!(status[0]["drift"], serde_json::json!(["index.php"]));
+    assert_eq!(status[0]["pending"], 2);
+    assert_eq!(status[0]["last_result"], "ok");
+    let out = run_in(
+        &fleet,
+        &["--state-dir", st, "history", "shop-eu", "--format", "json"],
+    );
+    let history: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 1);
+    assert_eq!(history[0]["kind"], "adopt");
+    assert_eq!(history[0]["version"], "4.2.0");
+    assert_eq!(history[0]["commit"].as_str().unwrap().len(), 40);
+    let out = run_in(
+        &fleet,
+        &["--state-dir", st, "adopt", "shop-eu", "--version", "4.2.0"],
+    );
+    assert_eq!(out.status.code(), Some(2), "adopting twice is refused");
 }
 
 /// Two plans of the same state give the same digest, and a plan writes

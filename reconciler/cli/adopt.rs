@@ -30,9 +30,18 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
     let progress = ScanProgress::new(site.site.as_str(), global.quiet);
     let ctx = SiteContext::gather(&fleet, site, &state, Some(&progress))
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let _lock = ctx.state.lock(true).map_err(|e| CliError::Failed(e.to_string()))?;
+    let _lock = ctx
+        .state
+        .lock(true)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     if let Some(point) = ctx.point {
-        printer.error(&AdoptError::Already { site: site.site.to_string(), point }.to_string());
+        printer.error(
+            &AdoptError::Already {
+                site: site.site.to_string(),
+                point,
+            }
+            .to_string(),
+        );
         return Err(CliError::Exit(exit::INVALID));
     }
     let version: Version = match (&args.version, args.detect) {

@@ -23,7 +23,10 @@ struct Entry {
 
 /// The snake_case word serde writes for an enum value.
 fn word<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), CliError> {

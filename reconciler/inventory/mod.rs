@@ -195,20 +195,10 @@ pub fn scan(
         })
         .partition(|(_, _, hit)| hit.is_some());
     inv.stats.from_cache = known.len();
-    let mut next = StatCache::default();
-    for (path, meta, hit) in known {
-        let Some((hash, blob)) = hit else { continue };
-        next.remember(&path, &meta, (hash, blob), started_ns);
-        inv.entries.insert(
-            path,
-            Entry::File {
-                mode: meta.mode,
-                size: meta.size,
-                hash,
-                blob,
-            },
-        );
-    }
+    let known: Vec<(String, Meta, (ContentHash, BlobId))> = known
+        .into_iter()
+        .filter_map(|(path, meta, hit)| Some((path, meta, hit?)))
+        .collect();
 
     if let Some(p) = progress {
         p.start(unknown.len() as u64);
@@ -233,7 +223,8 @@ pub fn scan(
     }
     inv.stats.hashed = hashed.len();
     inv.stats.bytes_read = bytes.into_inner();
-    for (path, meta, (hash, blob)) in hashed {
+    let mut next = StatCache::default();
+    for (path, meta, (hash, blob)) in known.into_iter().chain(hashed) {
         next.remember(&path, &meta, (hash, blob), started_ns);
         inv.entries.insert(
             path,

@@ -733,6 +733,7 @@ fn plan_fix(
     // Evaluate every op on a copy of the working tree: a fix lands whole or not at all.
     let mut trial = work.clone();
     let mut changes: BTreeMap<String, FileChange> = BTreeMap::new();
+    let mut binaries: Vec<String> = Vec::new();
     for (n, op) in fix.ops.iter().enumerate() {
         let mut states: Vec<(String, FileState)> = Vec::new();
         let expect = match op {
@@ -837,6 +838,12 @@ fn plan_fix(
                 states.push((path, state));
             }
         }
+        binaries.extend(
+            states
+                .iter()
+                .filter(|(_, s)| *s == FileState::Binary)
+                .map(|(p, _)| p.clone()),
+        );
         let only: Vec<FileState> = states.iter().map(|(_, s)| *s).collect();
         if !fixops::expect_met(expect, &only) {
             let conflicts: Vec<String> = states
@@ -881,10 +888,17 @@ fn plan_fix(
     if files.is_empty() {
         return FixOutcome::Skip;
     }
+    let mut reason = fix.reason.clone();
+    if !binaries.is_empty() {
+        reason.push_str(&format!(
+            " (binary files left alone: {})",
+            preview(&binaries)
+        ));
+    }
     FixOutcome::Action(Action {
         kind: ActionKind::Fix,
         id: fix.id.clone(),
-        reason: fix.reason.clone(),
+        reason,
         files,
     })
 }

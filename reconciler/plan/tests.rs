@@ -603,6 +603,24 @@ fn a_fix_applies_and_then_counts_as_applied() {
 }
 
 #[test]
+fn binary_files_are_left_alone_and_said_so() {
+    let mut w = World::new(&[
+        ("search.php", "<?php echo $q;\n"),
+        ("logo.php", "\0\0binary echo $q;"),
+    ]);
+    w.fixes.push(fix(XSS_FIX));
+    let p = w.plan();
+    assert_eq!(p.actions[0].files.len(), 1);
+    assert!(
+        p.actions[0]
+            .reason
+            .ends_with("(binary files left alone: logo.php)"),
+        "{}",
+        p.actions[0].reason
+    );
+}
+
+#[test]
 fn fix_conflict_and_target_missing() {
     let mut w = World::new(&[("search.php", "<?php print(h($q));\n")]);
     w.fixes.push(fix(XSS_FIX));
