@@ -107,6 +107,7 @@ pub fn adopt(
         health: "skipped".into(),
         result: "ok".into(),
         modes: Default::default(),
+        txn: None,
     };
     let files = snapshot.len();
     let point = points.commit(&snapshot, meta)?;

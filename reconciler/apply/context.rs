@@ -248,6 +248,11 @@ impl<'f> SiteContext<'f> {
         Ok(payload)
     }
 
+    /// The catalog's fix with this id.
+    pub fn fixes_by_id(&self, id: &str) -> Option<&crate::model::Fix> {
+        self.fixes.iter().find(|f| f.id == id)
+    }
+
     /// Plans the site at `now`.
     pub fn plan(&self, now: jiff::Timestamp, forced: Option<&Version>) -> SitePlan {
         let input = SiteInput {

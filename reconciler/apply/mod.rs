@@ -5,5 +5,10 @@
 
 pub mod adopt;
 pub mod context;
+pub mod converge;
+pub mod fsops;
+pub mod health;
+pub mod hooks;
+pub mod txn;
 
 pub use context::{ContextError, SiteContext};

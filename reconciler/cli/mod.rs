@@ -5,6 +5,7 @@
 //! [`CliError`]; [`run`] turns either into output and an exit code.
 
 mod adopt;
+mod apply;
 mod context;
 mod explain;
 mod history;
@@ -108,12 +109,21 @@ pub enum Command {
     },
     /// Compute what would be done to each site, and why; writes nothing to sites.
     Plan(plan::PlanArgs),
-    /// Converge sites to their plans (not implemented yet).
-    Apply(Pending),
+    /// Converge sites to their plans.
+    Apply(apply::ApplyArgs),
     /// Take over an existing install at a version (or the release it matches best).
     Adopt(adopt::AdoptArgs),
-    /// Return a site to a rollback point (not implemented yet).
-    Rollback(Pending),
+    /// Return a site to a rollback point.
+    Rollback {
+        /// The site.
+        site: String,
+        /// The point (default: the one before the latest).
+        #[arg(long, value_name = "POINT")]
+        to: Option<u64>,
+        /// Refuse (exit 3) instead of waiting when the site is locked.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show a site's rollback points and ledger entries.
     History {
         /// The site.
@@ -191,6 +201,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Explain { site } => explain::run(&cli.global, &printer, site),
         Command::Schema { out } => schema::run(&printer, out.as_deref()),
         Command::Plan(args) => plan::run(&cli.global, &printer, args),
+        Command::Apply(args) => apply::run(&cli.global, &printer, args),
+        Command::Rollback { site, to, no_wait } => {
+            apply::rollback(&cli.global, &printer, site, *to, *no_wait)
+        }
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
         Command::Status { sites } => status::run(&cli.global, &printer, sites),
         Command::History { site } => history::run(&cli.global, &printer, site),
@@ -224,7 +238,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Plan(_) => "plan",
         Command::Apply(_) => "apply",
         Command::Adopt(_) => "adopt",
-        Command::Rollback(_) => "rollback",
+        Command::Rollback { .. } => "rollback",
         Command::History { .. } => "history",
         Command::Status { .. } => "status",
         Command::Check(_) => "check",

@@ -27,6 +27,20 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
     let mut out = Vec::new();
     let mut failures = Vec::new();
     for site in sites {
+        // Finish or undo an interrupted change first, unless someone is at
+        // work on the site right now (then its lock is held and we only look).
+        let opts = crate::apply::converge::Options {
+            via: "cli",
+            wait: false,
+            saved: None,
+            forced: None,
+            now: at,
+            state_dir: &state,
+        };
+        match crate::apply::converge::recover_site(&fleet, site, &opts) {
+            Ok(()) | Err(crate::apply::converge::ApplyError::Refused(_)) => {}
+            Err(e) => failures.push(e.to_string()),
+        }
         let progress = ScanProgress::new(site.site.as_str(), global.quiet);
         let ctx = match SiteContext::gather(&fleet, site, &state, Some(&progress)) {
             Ok(ctx) => ctx,

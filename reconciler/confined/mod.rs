@@ -238,6 +238,115 @@ impl Root {
         Ok((File::from(fd), meta))
     }
 
+    /// Opens directory `rel` (`""` for the root) for `*at` calls and fsync.
+    pub fn dir(&self, rel: &str) -> io::Result<OwnedFd> {
+        self.open_dir(rel, OFlags::RDONLY)
+    }
+
+    /// Creates directory `rel` and its missing parents, one confined step
+    /// at a time, so no link along the way is ever followed.
+    pub fn create_dirs(&self, rel: &str) -> io::Result<()> {
+        if rel.is_empty() {
+            return Ok(());
+        }
+        split(rel)?;
+        let mut done = String::new();
+        for part in rel.split('/') {
+            let parent = self.dir(&done)?;
+            match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
+                Ok(()) => rustix::fs::fsync(&parent)?,
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            done = if done.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{done}/{part}")
+            };
+            // Refuse an existing link or file in place of the directory.
+            self.dir(&done)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the new file `rel` (it must not exist) with `bytes` and
+    /// permission bits `mode`, and fsyncs it. A symbolic link is made
+    /// instead when `symlink` (the bytes are its target).
+    pub fn create(&self, rel: &str, bytes: &[u8], mode: u32, symlink: bool) -> io::Result<()> {
+        self.with_parent(rel, |dir, name| {
+            if symlink {
+                rustix::fs::symlinkat(bytes, dir, name)?;
+                return Ok(());
+            }
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut file = File::from(fd);
+            std::io::Write::write_all(&mut file, bytes)?;
+            // Set the mode explicitly: the process umask must not decide it.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
+            file.sync_all()?;
+            Ok(())
+        })
+    }
+
+    /// Renames `from` to `to`, both under the root, replacing `to`.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.with_parent(from, |from_dir, from_name| {
+            self.with_parent(to, |to_dir, to_name| {
+                Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?)
+            })
+        })
+    }
+
+    /// Removes the file or link `rel`; absent is fine.
+    pub fn remove(&self, rel: &str) -> io::Result<()> {
+        self.with_parent(rel, |dir, name| {
+            match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Removes the directory `rel` and everything in it (for staging
+    /// areas): entries are unlinked, never followed.
+    pub fn remove_tree(&self, rel: &str) -> io::Result<()> {
+        let entries = match self.list(rel) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for (name, meta) in entries {
+            let child = format!("{rel}/{}", name.to_string_lossy());
+            if meta.kind == Kind::Dir {
+                self.remove_tree(&child)?;
+            } else {
+                self.remove(&child)?;
+            }
+        }
+        self.with_parent(rel, |dir, name| {
+            match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Fsyncs directory `rel` (`""` for the root), so renames in it are durable.
+    pub fn sync_dir(&self, rel: &str) -> io::Result<()> {
+        Ok(rustix::fs::fsync(self.dir(rel)?)?)
+    }
+
+    /// Free bytes available to this user on the root's file system.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let st = rustix::fs::fstatvfs(&self.fd)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// The target of the symbolic link `rel`, without following it.
     pub fn read_link(&self, rel: &str) -> io::Result<OsString> {
         self.with_parent(rel, |dir, name| {

@@ -118,6 +118,11 @@ pub trait Progress: Sync {
     fn finish(&self);
 }
 
+/// The staging area sitekeeper keeps inside a site root while a change is
+/// in flight (same file system, so renames never cross devices). Scans
+/// never see it.
+pub const STAGE_DIR: &str = ".sitekeeper-stage";
+
 /// Whether `path` is preserved (never read, written or snapshotted).
 pub fn is_preserved(preserve: &[Glob], path: &str) -> bool {
     preserve.iter().any(|g| g.is_match(path))
@@ -164,6 +169,9 @@ pub fn scan(
                 continue;
             };
             let path = join(&dir, name);
+            if path == STAGE_DIR {
+                continue;
+            }
             match meta.kind {
                 Kind::Dir if !prunes(preserve, &path) => dirs.push(path),
                 Kind::Dir => {}

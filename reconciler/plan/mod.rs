@@ -13,7 +13,7 @@ mod work;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::fixops::{self, FileState};
@@ -25,10 +25,11 @@ use crate::model::values::{Glob, Version};
 use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
 use crate::model::{Catalog, Fix, Op, Release};
 use crate::policy::{Effective, Provenance};
-use work::{FileData, Work};
+pub use work::FileData;
+use work::Work;
 
 /// Why an item is not done (SPEC §3.1 `held[].code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeldCode {
     /// The policy caps the opt-in below what this needs.
@@ -68,7 +69,7 @@ pub enum HeldCode {
 }
 
 /// An item the plan does not do, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
     /// What (`release 5.0.0`, `fix 0007-escape-search`, `site`).
     pub item: String,
@@ -79,7 +80,7 @@ pub struct Held {
 }
 
 /// What an action is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// A release upgrade.
@@ -93,7 +94,7 @@ pub enum ActionKind {
 }
 
 /// What happens to one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileOp {
     /// Created.
@@ -105,7 +106,7 @@ pub enum FileOp {
 }
 
 /// One file of an action.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileChange {
     /// Relative to the site root.
     pub path: String,
@@ -124,7 +125,7 @@ pub struct FileChange {
 }
 
 /// One thing the plan does.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Action {
     /// What kind.
     pub kind: ActionKind,
@@ -137,7 +138,7 @@ pub struct Action {
 }
 
 /// A site's plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SitePlan {
     /// The site.
     pub site: String,
@@ -170,7 +171,7 @@ impl SitePlan {
 }
 
 /// The plan of a fleet (SPEC §3.1).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     /// Hash of every site's name and digest.
     pub plan_id: String,
@@ -201,7 +202,7 @@ impl Plan {
 }
 
 /// A release a tree looks like.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Detection {
     /// The closest release.
     pub version: Version,

@@ -51,6 +51,10 @@ pub struct PointMeta {
     /// (0644 for files, 0755 for executables).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub modes: BTreeMap<String, u32>,
+    /// The transaction that made it, so recovery can tell a committed
+    /// change from an interrupted one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<String>,
 }
 
 /// One path of a snapshot.
@@ -288,6 +292,16 @@ impl Points {
         Ok(point)
     }
 
+    /// Forgets point `n` (retention): its ref goes; objects shared with
+    /// other points stay.
+    pub fn drop_point(&self, n: u64) -> Result<(), StoreError> {
+        let mut r = self
+            .repo
+            .find_reference(&format!("refs/points/{n}"))
+            .map_err(self.git())?;
+        r.delete().map_err(self.git())
+    }
+
     /// Writes the nested trees of `snapshot`, returning the root tree id.
     fn build_tree(&self, snapshot: &Snapshot) -> Result<git2::Oid, StoreError> {
         // Group by directory, deepest first, so each subtree exists before its parent.
@@ -358,6 +372,7 @@ mod tests {
             health: "skipped".into(),
             result: "ok".into(),
             modes: BTreeMap::new(),
+            txn: None,
         }
     }
 

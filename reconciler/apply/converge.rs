@@ -1,0 +1,778 @@
+//! `apply` and `rollback` for one site: lock, recover, plan, verify, then
+//! the transaction; afterwards hooks and the health check, with an
+//! automatic rollback and a quarantine when they fail.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::SiteContext;
+use super::fsops::Steps;
+use super::hooks::{HookEnv, run as run_hook};
+use super::txn::{self, Change, FileRef, Journal, TxnError};
+use crate::confined::Root;
+use crate::load::{Fleet, Loaded};
+use crate::model::Site;
+use crate::model::hash::BlobId;
+use crate::model::values::{Timestamp, Version};
+use crate::plan::{ActionKind, HeldCode, Plan, SitePlan, fix_checksum};
+use crate::store::{
+    By, LedgerKind, LedgerResult, PointKind, PointMeta, Points, Record, SiteState, StoreError,
+};
+
+/// How `apply` or `rollback` ended for a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do.
+    Unchanged,
+    /// Changed; the new point.
+    Changed {
+        /// The point.
+        point: u64,
+        /// Files changed.
+        files: usize,
+        /// The version now.
+        version: String,
+    },
+}
+
+/// Why it did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Refused before anything was written (exit 3).
+    #[error("{0}")]
+    Refused(String),
+    /// It failed and the site was returned to its state before (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<TxnError> for ApplyError {
+    fn from(e: TxnError) -> Self {
+        ApplyError::Failed(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Failed(e.to_string())
+    }
+}
+
+/// Options of one run.
+pub struct Options<'a> {
+    /// `cli`, `watch` or `webhook`.
+    pub via: &'a str,
+    /// Wait for the lock (else refuse when it is held).
+    pub wait: bool,
+    /// `apply --plan FILE`: the saved plan to apply exactly.
+    pub saved: Option<&'a Plan>,
+    /// `apply --release V`.
+    pub forced: Option<&'a Version>,
+    /// Now.
+    pub now: jiff::Timestamp,
+    /// The state dir.
+    pub state_dir: &'a Path,
+}
+
+/// A site locked, recovered and ready.
+struct Locked {
+    root: Root,
+    state: SiteState,
+    _lock: crate::store::SiteLock,
+    steps: Steps,
+}
+
+fn lock_and_recover(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    opts: &Options<'_>,
+) -> Result<Locked, ApplyError> {
+    let name = site.site.as_str();
+    let root_path = fleet.site_root(site).ok_or_else(|| {
+        ApplyError::Failed(format!(
+            "{name}: its root is relative, but the fleet was read from git"
+        ))
+    })?;
+    let state = SiteState::new(opts.state_dir, name);
+    let lock = state
+        .lock(opts.wait)?
+        .ok_or_else(|| ApplyError::Refused(format!("{name}: another sitekeeper holds the site's lock (hint: wait, or run without --no-wait)")))?;
+    let root = Root::open(&root_path).map_err(|e| {
+        ApplyError::Failed(format!(
+            "{name}: its root {} cannot be opened: {e}",
+            root_path.display()
+        ))
+    })?;
+    let steps = Steps::from_env();
+    txn::recover(
+        &root,
+        &state,
+        &steps,
+        By::here(opts.via),
+        Timestamp(opts.now),
+    )
+    .map_err(|e| {
+        ApplyError::Failed(format!(
+            "{name}: recovering an interrupted change failed: {e}"
+        ))
+    })?;
+    Ok(Locked {
+        root,
+        state,
+        _lock: lock,
+        steps,
+    })
+}
+
+/// Recovers an interrupted change on `site`, if any, under its lock.
+pub fn recover_site(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    opts: &Options<'_>,
+) -> Result<(), ApplyError> {
+    lock_and_recover(fleet, site, opts).map(|_| ())
+}
+
+/// New contents by blob.
+type Contents = BTreeMap<BlobId, Vec<u8>>;
+
+/// The final state of every path a plan touches, with its new content.
+fn plan_changes(
+    root: &Root,
+    plan: &SitePlan,
+) -> Result<(Vec<Change>, Contents), ApplyError> {
+    let mut last: BTreeMap<
+        &str,
+        (
+            Option<crate::model::hash::ContentHash>,
+            Option<&std::sync::Arc<crate::plan::FileData>>,
+        ),
+    > = BTreeMap::new();
+    for a in &plan.actions {
+        for f in &a.files {
+            let entry = last.entry(f.path.as_str()).or_insert((f.before, None));
+            entry.1 = f.new.as_ref();
+        }
+    }
+    let mut changes = Vec::new();
+    let mut contents = BTreeMap::new();
+    for (path, (before, new)) in last {
+        let old = txn::current(root, path)?;
+        // Re-verify: the file is still what the plan saw.
+        let now_hash = match &old {
+            Some(_) => {
+                let bytes = read(root, path)?;
+                Some(crate::model::hash::ContentHash::of(&bytes))
+            }
+            None => None,
+        };
+        if now_hash != before {
+            return Err(ApplyError::Refused(format!(
+                "{path} changed since the plan was made; plan again"
+            )));
+        }
+        let new_ref = new.map(|d| {
+            let blob = BlobId::of(&d.bytes);
+            contents.insert(blob, d.bytes.clone());
+            FileRef {
+                blob,
+                mode: d.mode,
+                symlink: d.symlink,
+            }
+        });
+        changes.push(Change {
+            path: path.to_owned(),
+            old,
+            new: new_ref,
+        });
+    }
+    Ok((changes, contents))
+}
+
+fn read(root: &Root, path: &str) -> Result<Vec<u8>, ApplyError> {
+    let meta = root
+        .metadata(path)
+        .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?;
+    if meta.kind == crate::confined::Kind::Symlink {
+        return Ok(root
+            .read_link(path)
+            .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?
+            .into_encoded_bytes());
+    }
+    let (mut f, _) = root
+        .open_file(path)
+        .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes)
+        .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?;
+    Ok(bytes)
+}
+
+/// Stores every old and new content in `points.git` before anything changes.
+fn store_blobs(
+    root: &Root,
+    points: &Points,
+    changes: &[Change],
+    contents: &BTreeMap<BlobId, Vec<u8>>,
+) -> Result<(), ApplyError> {
+    for c in changes {
+        if let Some(old) = c.old
+            && !points.has_blob(old.blob)
+        {
+            points.write_blob(&read(root, &c.path)?)?;
+        }
+        if let Some(new) = c.new
+            && !points.has_blob(new.blob)
+        {
+            let bytes = contents
+                .get(&new.blob)
+                .ok_or_else(|| ApplyError::Failed(format!("{}: new content missing", c.path)))?;
+            points.write_blob(bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a change that would not fit: staged contents on the site's file
+/// system, and snapshots in the state dir.
+fn check_space(
+    root: &Root,
+    state: &SiteState,
+    contents: &BTreeMap<BlobId, Vec<u8>>,
+) -> Result<(), ApplyError> {
+    let need: u64 = contents.values().map(|b| b.len() as u64).sum::<u64>() + (1 << 20);
+    let free = root
+        .free_bytes()
+        .map_err(|e| ApplyError::Failed(format!("free space: {e}")))?;
+    if free < need {
+        return Err(ApplyError::Refused(format!(
+            "the site's file system has {free} bytes free; the change needs {need} to stage its files"
+        )));
+    }
+    let st = rustix::fs::statvfs(state.dir())
+        .map_err(|e| ApplyError::Failed(format!("free space: {e}")))?;
+    let state_free = st.f_bavail.saturating_mul(st.f_frsize);
+    if state_free < need {
+        return Err(ApplyError::Refused(format!(
+            "the state dir has {state_free} bytes free; the rollback point needs up to {need}"
+        )));
+    }
+    Ok(())
+}
+
+fn record(
+    kind: LedgerKind,
+    id: Option<String>,
+    plan: Option<&SitePlan>,
+    files: Vec<String>,
+    by: &By,
+    now: jiff::Timestamp,
+) -> Record {
+    Record {
+        seq: 0,
+        at: Timestamp(now),
+        kind,
+        id,
+        checksum: None,
+        version_before: plan.and_then(|p| p.from_version.clone()),
+        version_after: plan.and_then(|p| p.to_version.clone()),
+        files,
+        point: None,
+        plan_digest: plan.map(|p| p.plan_digest.clone()),
+        by: by.clone(),
+        result: LedgerResult::Ok,
+        error: None,
+    }
+}
+
+/// Converges one site to its plan.
+pub fn apply_site(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    opts: &Options<'_>,
+) -> Result<Outcome, ApplyError> {
+    let name = site.site.to_string();
+    let locked = lock_and_recover(fleet, site, opts)?;
+    let ctx = SiteContext::gather(fleet, site, opts.state_dir, None)
+        .map_err(|e| ApplyError::Failed(e.to_string()))?;
+    if !ctx.adopted() {
+        return Err(ApplyError::Refused(format!(
+            "{name} is not adopted (hint: sitekeeper adopt {name} --detect)"
+        )));
+    }
+    let plan = ctx.plan(opts.now, opts.forced);
+    if let Some(saved) = opts.saved {
+        let Some(theirs) = saved.sites.iter().find(|s| s.site == name) else {
+            return Err(ApplyError::Refused(format!(
+                "the saved plan has no site {name}"
+            )));
+        };
+        if theirs.plan_digest != plan.plan_digest || theirs.catalog_commit != plan.catalog_commit {
+            return Err(ApplyError::Refused(format!(
+                "{name}: the saved plan is stale (its digest {} is now {}): files or the catalog moved; plan again",
+                theirs.plan_digest, plan.plan_digest
+            )));
+        }
+    }
+    for h in &plan.held {
+        if matches!(
+            h.code,
+            HeldCode::ApprovalRequired | HeldCode::UntrustedSource | HeldCode::DriftBlocked
+        ) {
+            return Err(ApplyError::Refused(format!("{name}: {}", h.reason)));
+        }
+    }
+    if !plan.has_changes() {
+        return Ok(Outcome::Unchanged);
+    }
+    let (changes, contents) = plan_changes(&locked.root, &plan)?;
+    check_space(&locked.root, &locked.state, &contents)?;
+    let points = locked.state.points()?;
+    store_blobs(&locked.root, &points, &changes, &contents)?;
+    let by = By::here(opts.via);
+    let env_from = plan.from_version.clone().unwrap_or_default();
+    let env_to = plan.to_version.clone().unwrap_or_default();
+    let root_path = locked.root.path().to_owned();
+    let env = HookEnv {
+        site: &name,
+        root: &root_path,
+        from: &env_from,
+        to: &env_to,
+    };
+    let hook_timeout = site.hooks.timeout.map_or(Duration::from_secs(60), |d| d.0);
+
+    // The state before the change is recorded first, so a rollback restores
+    // it: local changes to tracked files, and files the change touches that
+    // no point tracks yet (a theme override a fix lands on).
+    let untracked: Vec<String> = {
+        let tracked = match ctx.point {
+            Some(n) => points.snapshot(n)?,
+            None => Default::default(),
+        };
+        changes
+            .iter()
+            .filter(|c| c.old.is_some() && !tracked.contains_key(&c.path))
+            .map(|c| c.path.clone())
+            .collect()
+    };
+    let mut base = ctx.point;
+    if !plan.drift.is_empty() || !untracked.is_empty() {
+        base = Some(record_prestate(&locked, &points, &ctx, &untracked, opts)?);
+    }
+
+    let release = ctx.catalog.releases.iter().find(|r| {
+        Some(r.version.to_string()) == plan.to_version && plan.to_version != plan.from_version
+    });
+    let allow_release_hooks = ctx.effective.allow_release_hooks.value;
+    let mut pre: Vec<&crate::model::values::Command> = site.hooks.pre_apply.iter().collect();
+    let mut post: Vec<&crate::model::values::Command> = Vec::new();
+    if allow_release_hooks && let Some(r) = release {
+        pre.extend(r.hooks.pre_apply.iter());
+        post.extend(r.hooks.post_apply.iter());
+    }
+    post.extend(site.hooks.post_apply.iter());
+    for cmd in &pre {
+        run_hook(&cmd.0, &env, hook_timeout).map_err(|e| {
+            ApplyError::Failed(format!("{name}: pre_apply hook: {e}; nothing was changed"))
+        })?;
+    }
+
+    let fixes_now: Vec<String> = {
+        let mut f: Vec<String> = ctx
+            .installed
+            .as_ref()
+            .map(|i| i.fixes.keys().cloned().collect())
+            .unwrap_or_default();
+        if plan.to_version != plan.from_version {
+            f.clear();
+        }
+        for a in &plan.actions {
+            if a.kind == ActionKind::Fix && !f.contains(&a.id) {
+                f.push(a.id.clone());
+            }
+        }
+        f
+    };
+    let mut records = Vec::new();
+    for a in &plan.actions {
+        let files: Vec<String> = a.files.iter().map(|f| f.path.clone()).collect();
+        let mut r = match a.kind {
+            ActionKind::Upgrade => record(
+                LedgerKind::Upgrade,
+                Some(a.id.clone()),
+                Some(&plan),
+                files,
+                &by,
+                opts.now,
+            ),
+            ActionKind::Fix | ActionKind::RemoveFix => record(
+                LedgerKind::Fix,
+                Some(a.id.clone()),
+                Some(&plan),
+                files,
+                &by,
+                opts.now,
+            ),
+            ActionKind::RevertDrift => record(
+                LedgerKind::DriftRevert,
+                None,
+                Some(&plan),
+                files,
+                &by,
+                opts.now,
+            ),
+        };
+        if a.kind == ActionKind::Fix {
+            r.checksum = ctx.fixes_by_id(&a.id).map(fix_checksum);
+        }
+        records.push(r);
+    }
+    let journal = Journal {
+        id: txn_id(opts.now),
+        base_point: base,
+        changes,
+        meta: PointMeta {
+            point: 0,
+            kind: PointKind::Apply,
+            at: Timestamp(opts.now),
+            version: plan.to_version.clone().unwrap_or_default(),
+            fixes: fixes_now,
+            plan_digest: Some(plan.plan_digest.clone()),
+            catalog_commit: plan.catalog_commit.clone(),
+            health: if site.health.is_some() {
+                "passed".into()
+            } else {
+                "skipped".into()
+            },
+            result: "ok".into(),
+            modes: BTreeMap::new(),
+            txn: None,
+        },
+        records,
+    };
+    let point = match txn::execute(
+        &locked.root,
+        &locked.state,
+        &points,
+        &locked.steps,
+        &journal,
+    ) {
+        Ok(point) => point,
+        Err(e) => {
+            // Undo what was done, with a fresh step counter (the failpoint already fired).
+            let undo = txn::recover(
+                &locked.root,
+                &locked.state,
+                &Steps::none(),
+                by.clone(),
+                Timestamp(opts.now),
+            );
+            let how = match undo {
+                Ok(_) => "the site was returned to its state before".to_owned(),
+                Err(u) => format!("undoing it also failed ({u}); the next command will retry"),
+            };
+            return Err(ApplyError::Failed(format!("{name}: {e}; {how}")));
+        }
+    };
+
+    // After the change: the owner's and the release's hooks, then health.
+    let mut failure = None;
+    for cmd in &post {
+        if let Err(e) = run_hook(&cmd.0, &env, hook_timeout) {
+            failure = Some(format!("post_apply hook: {e}"));
+            break;
+        }
+    }
+    if failure.is_none()
+        && let Some(health) = &site.health
+    {
+        let timeout = health.timeout.map_or(Duration::from_secs(30), |d| d.0);
+        let result = match (&health.command, &health.http) {
+            (Some(cmd), _) => run_hook(&cmd.0, &env, timeout).map(|_| ()),
+            (None, Some(url)) => super::health::http(url.as_str(), timeout),
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = result {
+            failure = Some(format!("health check: {e}"));
+        }
+    }
+    if let Some(reason) = failure {
+        let to = base.ok_or_else(|| {
+            ApplyError::Failed(format!(
+                "{name}: {reason}; there is no point to roll back to"
+            ))
+        })?;
+        rollback_to(
+            &locked,
+            &points,
+            to,
+            &Steps::none(),
+            opts,
+            &by,
+            Some(&reason),
+        )?;
+        if plan.to_version != plan.from_version
+            && let Some(v) = &plan.to_version
+        {
+            quarantine(&locked.state, v)?;
+        }
+        return Err(ApplyError::Failed(format!(
+            "{name}: {reason}; the change was rolled back and the release is quarantined for this site"
+        )));
+    }
+    txn::finish(&locked.root, &locked.state, &locked.steps)?;
+    prune(&points, ctx.effective.keep_rollback_points.value)?;
+    let files = journal.changes.len();
+    Ok(Outcome::Changed {
+        point,
+        files,
+        version: plan.to_version.unwrap_or_default(),
+    })
+}
+
+fn txn_id(now: jiff::Timestamp) -> String {
+    format!("{}-{}", now.as_nanosecond(), std::process::id())
+}
+
+/// Commits the state before a change as a point (result `track`): tracked
+/// files as they are now (drift included), plus `untracked` paths the
+/// change is about to touch.
+fn record_prestate(
+    locked: &Locked,
+    points: &Points,
+    ctx: &SiteContext<'_>,
+    untracked: &[String],
+    opts: &Options<'_>,
+) -> Result<u64, ApplyError> {
+    let Some(base) = ctx.point else {
+        return Err(ApplyError::Failed("no point to record the state on".into()));
+    };
+    let snapshot = points.snapshot(base)?;
+    let mut changes = Vec::new();
+    for path in untracked {
+        let now = txn::current(&locked.root, path)?;
+        if let Some(n) = now
+            && !points.has_blob(n.blob)
+        {
+            points.write_blob(&read(&locked.root, path)?)?;
+        }
+        changes.push(Change {
+            path: path.clone(),
+            old: None,
+            new: now,
+        });
+    }
+    for (path, entry) in &snapshot {
+        let now = txn::current(&locked.root, path)?;
+        let was = match entry {
+            crate::store::SnapshotEntry::File { mode, blob } => FileRef {
+                blob: *blob,
+                mode: *mode,
+                symlink: false,
+            },
+            crate::store::SnapshotEntry::Symlink { blob } => FileRef {
+                blob: *blob,
+                mode: 0o777,
+                symlink: true,
+            },
+        };
+        if now != Some(was) {
+            if let Some(n) = now
+                && !points.has_blob(n.blob)
+            {
+                points.write_blob(&read(&locked.root, path)?)?;
+            }
+            changes.push(Change {
+                path: path.clone(),
+                old: Some(was),
+                new: now,
+            });
+        }
+    }
+    let mut meta = points.meta(base)?;
+    meta.kind = PointKind::Apply;
+    meta.at = Timestamp(opts.now);
+    meta.plan_digest = None;
+    meta.result = "track".into();
+    meta.health = "skipped".into();
+    meta.txn = None;
+    let snapshot = txn::apply_to_snapshot(snapshot, &changes);
+    Ok(points.commit(&snapshot, meta)?)
+}
+
+/// Returns the tracked files to point `to`, as a new point (kind
+/// `rollback`); `error` marks an automatic rollback after a failed check.
+/// Returns the new point, the files changed and the version restored.
+fn rollback_to(
+    locked: &Locked,
+    points: &Points,
+    to: u64,
+    steps: &Steps,
+    opts: &Options<'_>,
+    by: &By,
+    error: Option<&str>,
+) -> Result<(u64, usize, String), ApplyError> {
+    let latest = points.latest()?.unwrap_or(to);
+    let target = points.snapshot(to)?;
+    let changes = txn::diff(
+        &locked.root,
+        points,
+        latest,
+        &points.snapshot(latest)?,
+        &target,
+    )?;
+    for c in &changes {
+        if let Some(old) = c.old
+            && !points.has_blob(old.blob)
+        {
+            points.write_blob(&read(&locked.root, &c.path)?)?;
+        }
+    }
+    let mut meta = points.meta(to)?;
+    let version = meta.version.clone();
+    meta.kind = PointKind::Rollback;
+    meta.at = Timestamp(opts.now);
+    meta.txn = None;
+    meta.result = "ok".into();
+    let mut r = record(
+        LedgerKind::Rollback,
+        Some(format!("point {to}")),
+        None,
+        changes.iter().map(|c| c.path.clone()).collect(),
+        by,
+        opts.now,
+    );
+    r.version_before = points.meta(latest).ok().map(|m| m.version);
+    r.version_after = Some(version.clone());
+    if let Some(e) = error {
+        r.result = LedgerResult::RolledBack;
+        r.error = Some(e.to_owned());
+    }
+    let files = changes.len();
+    let journal = Journal {
+        id: txn_id(opts.now) + if error.is_some() { "-auto" } else { "" },
+        base_point: Some(latest),
+        changes,
+        meta,
+        records: vec![r],
+    };
+    let point = match txn::execute(&locked.root, &locked.state, points, steps, &journal) {
+        Ok(p) => p,
+        Err(e) => {
+            let undo = txn::recover(
+                &locked.root,
+                &locked.state,
+                &Steps::none(),
+                by.clone(),
+                Timestamp(opts.now),
+            );
+            return Err(ApplyError::Failed(format!(
+                "rolling back to point {to}: {e}; {}",
+                if undo.is_ok() {
+                    "the site was returned to its state before"
+                } else {
+                    "the next command will finish it"
+                }
+            )));
+        }
+    };
+    txn::finish(&locked.root, &locked.state, steps)?;
+    Ok((point, files, version))
+}
+
+/// `rollback SITE [--to POINT]`.
+pub fn rollback_site(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    to: Option<u64>,
+    opts: &Options<'_>,
+) -> Result<Outcome, ApplyError> {
+    let name = site.site.to_string();
+    let locked = lock_and_recover(fleet, site, opts)?;
+    let points = locked.state.existing_points()?.ok_or_else(|| {
+        ApplyError::Refused(format!(
+            "{name} is not adopted, so it has no rollback points"
+        ))
+    })?;
+    let list = points.list()?;
+    let to = match to {
+        Some(n) if list.contains(&n) => n,
+        Some(n) => {
+            return Err(ApplyError::Refused(format!(
+                "{name} has no point {n} (hint: sitekeeper history {name})"
+            )));
+        }
+        None => match list.len() {
+            0 | 1 => {
+                return Err(ApplyError::Refused(format!(
+                    "{name} has only its first point; there is nothing to roll back to"
+                )));
+            }
+            n => list[n - 2],
+        },
+    };
+    let by = By::here(opts.via);
+    let latest = points.latest()?.unwrap_or(to);
+    if txn::diff(
+        &locked.root,
+        &points,
+        latest,
+        &points.snapshot(latest)?,
+        &points.snapshot(to)?,
+    )?
+    .is_empty()
+    {
+        return Ok(Outcome::Unchanged);
+    }
+    let (point, files, version) =
+        rollback_to(&locked, &points, to, &locked.steps, opts, &by, None)?;
+    Ok(Outcome::Changed {
+        point,
+        files,
+        version,
+    })
+}
+
+/// Quarantines `version` for the site (`quarantine.json`).
+fn quarantine(state: &SiteState, version: &str) -> Result<(), ApplyError> {
+    let path = state.dir().join("quarantine.json");
+    let mut list: Vec<String> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if !list.iter().any(|v| v == version) {
+        list.push(version.to_owned());
+    }
+    let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
+    let dir = state.dir();
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| ApplyError::Failed(e.to_string()))?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| ApplyError::Failed(e.to_string()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| ApplyError::Failed(e.to_string()))?;
+    tmp.persist(&path)
+        .map_err(|e| ApplyError::Failed(e.error.to_string()))?;
+    Ok(())
+}
+
+/// Drops the oldest point refs beyond `keep`, never the newest healthy one.
+fn prune(points: &Points, keep: u32) -> Result<(), ApplyError> {
+    let list = points.list()?;
+    if list.len() <= keep.max(1) as usize {
+        return Ok(());
+    }
+    let newest_healthy = list.iter().rev().copied().find(|n| {
+        points
+            .meta(*n)
+            .is_ok_and(|m| m.health != "failed" && m.result != "rolled_back")
+    });
+    let excess = list.len() - keep.max(1) as usize;
+    for n in list.into_iter().take(excess) {
+        if Some(n) != newest_healthy {
+            points.drop_point(n)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,505 @@
+//! The transaction that changes a site's files: a crash at any instant
+//! leaves them exactly old or exactly new once recovery has run.
+//!
+//! Every old and new content is in `points.git` before the first file
+//! changes. The journal (`journal/txn.json`, written atomically) names the
+//! changes; files are replaced by staged file + fsync + rename + directory
+//! fsync; the new point's ref is the commit step. Recovery rolls forward
+//! when that ref exists and back when it does not, and is idempotent, so
+//! it survives a crash of its own. Every step goes through [`Steps`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::fsops::Steps;
+use crate::confined::{Kind, Root};
+use crate::inventory::STAGE_DIR;
+use crate::model::hash::BlobId;
+use crate::store::{
+    LedgerKind, LedgerResult, PointMeta, Points, Record, SiteState, Snapshot, SnapshotEntry,
+    StoreError,
+};
+
+/// A file's identity in a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Its content, stored in `points.git`.
+    pub blob: BlobId,
+    /// Permission bits.
+    pub mode: u32,
+    /// Whether it is a symbolic link.
+    pub symlink: bool,
+}
+
+/// One path's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Relative to the root.
+    pub path: String,
+    /// Before (`None`: absent).
+    pub old: Option<FileRef>,
+    /// After (`None`: deleted).
+    pub new: Option<FileRef>,
+}
+
+/// The journal of a change in flight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    /// Unique id, also written into the new point's metadata.
+    pub id: String,
+    /// The point the change starts from.
+    pub base_point: Option<u64>,
+    /// The changes, in order.
+    pub changes: Vec<Change>,
+    /// The point to commit.
+    pub meta: PointMeta,
+    /// Ledger records to append once committed (their `point` is set then).
+    pub records: Vec<Record>,
+}
+
+/// Why a transaction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// A file-system step failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The step.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TxnError {
+    let what = what.into();
+    move |source| TxnError::Io { what, source }
+}
+
+/// What recovery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// There was nothing to recover.
+    Nothing,
+    /// The interrupted change was committed; its files were completed.
+    Forward(u64),
+    /// The interrupted change was undone.
+    Back,
+}
+
+fn journal_path(state: &SiteState) -> PathBuf {
+    state.dir().join("journal").join("txn.json")
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename, dir fsync.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn remove_durably(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// The staged name of change `i`.
+fn staged(i: usize) -> String {
+    format!("{STAGE_DIR}/{i}")
+}
+
+fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// The blob and mode of `path` on disk now, if present.
+pub fn current(root: &Root, path: &str) -> Result<Option<FileRef>, TxnError> {
+    let meta = match root.metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(format!("{path}: stat"))(e)),
+    };
+    match meta.kind {
+        Kind::File => {
+            let (mut f, meta) = root.open_file(path).map_err(io(format!("{path}: open")))?;
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)
+                .map_err(io(format!("{path}: read")))?;
+            Ok(Some(FileRef {
+                blob: BlobId::of(&bytes),
+                mode: meta.mode,
+                symlink: false,
+            }))
+        }
+        Kind::Symlink => {
+            let target = root
+                .read_link(path)
+                .map_err(io(format!("{path}: readlink")))?;
+            Ok(Some(FileRef {
+                blob: BlobId::of(target.as_encoded_bytes()),
+                mode: 0o777,
+                symlink: true,
+            }))
+        }
+        other => Err(TxnError::Io {
+            what: format!("{path}: refusing to replace {}", other.describe()),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        }),
+    }
+}
+
+fn same(a: Option<FileRef>, b: Option<FileRef>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.blob == b.blob && a.symlink == b.symlink && (a.symlink || a.mode == b.mode)
+        }
+        _ => false,
+    }
+}
+
+/// Makes `path` hold `want` (from `points.git`), by staged file and rename.
+fn put(
+    root: &Root,
+    points: &Points,
+    steps: &Steps,
+    i: usize,
+    path: &str,
+    want: Option<FileRef>,
+) -> Result<(), TxnError> {
+    match want {
+        Some(f) => {
+            let bytes = points.read_blob(f.blob)?;
+            steps.step("stage")?;
+            root.remove(&staged(i)).map_err(io("clear stage"))?;
+            root.create(&staged(i), &bytes, f.mode, f.symlink)
+                .map_err(io(format!("{path}: stage")))?;
+            steps.step("mkdir")?;
+            root.create_dirs(parent(path))
+                .map_err(io(format!("{path}: create directories")))?;
+            steps.step("rename")?;
+            root.rename(&staged(i), path)
+                .map_err(io(format!("{path}: replace")))?;
+        }
+        None => {
+            steps.step("unlink")?;
+            root.remove(path).map_err(io(format!("{path}: delete")))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_parents(root: &Root, steps: &Steps, changes: &[Change]) -> Result<(), TxnError> {
+    let dirs: BTreeSet<&str> = changes.iter().map(|c| parent(&c.path)).collect();
+    for dir in dirs {
+        steps.step("fsync dir")?;
+        match root.sync_dir(dir) {
+            Ok(()) => {}
+            // A directory that never came to exist (a delete in it) has nothing to sync.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("{dir}/: fsync"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot after `changes` on top of `base`.
+pub fn apply_to_snapshot(mut base: Snapshot, changes: &[Change]) -> Snapshot {
+    for c in changes {
+        match c.new {
+            Some(f) if f.symlink => {
+                base.insert(c.path.clone(), SnapshotEntry::Symlink { blob: f.blob });
+            }
+            Some(f) => {
+                base.insert(
+                    c.path.clone(),
+                    SnapshotEntry::File {
+                        mode: f.mode,
+                        blob: f.blob,
+                    },
+                );
+            }
+            None => {
+                base.remove(&c.path);
+            }
+        }
+    }
+    base
+}
+
+impl From<std::io::Error> for TxnError {
+    fn from(source: std::io::Error) -> Self {
+        TxnError::Io {
+            what: "step".into(),
+            source,
+        }
+    }
+}
+
+/// Runs a prepared change: every blob of `journal` (old and new) must
+/// already be in `points`. Returns the new point. The journal stays until
+/// [`finish`], so that a crash before it is completed by recovery.
+pub fn execute(
+    root: &Root,
+    state: &SiteState,
+    points: &Points,
+    steps: &Steps,
+    journal: &Journal,
+) -> Result<u64, TxnError> {
+    // Stage every new content beside the site, on its file system.
+    steps.step("clear stage")?;
+    root.remove_tree(STAGE_DIR).map_err(io("clear stage"))?;
+    steps.step("create stage")?;
+    root.create_dirs(STAGE_DIR).map_err(io("create stage"))?;
+    for (i, c) in journal.changes.iter().enumerate() {
+        if let Some(f) = c.new {
+            let bytes = points.read_blob(f.blob)?;
+            steps.step("stage")?;
+            root.create(&staged(i), &bytes, f.mode, f.symlink)
+                .map_err(io(format!("{}: stage", c.path)))?;
+        }
+    }
+    steps.step("fsync stage")?;
+    root.sync_dir(STAGE_DIR).map_err(io("fsync stage"))?;
+
+    // The journal: from here on, recovery knows what to finish or undo.
+    steps.step("journal")?;
+    let text = serde_json::to_vec_pretty(journal).map_err(|e| io("journal")(e.into()))?;
+    write_atomic(&journal_path(state), &text).map_err(io("write journal"))?;
+
+    for (i, c) in journal.changes.iter().enumerate() {
+        match c.new {
+            Some(_) => {
+                steps.step("mkdir")?;
+                root.create_dirs(parent(&c.path))
+                    .map_err(io(format!("{}: create directories", c.path)))?;
+                steps.step("rename")?;
+                root.rename(&staged(i), &c.path)
+                    .map_err(io(format!("{}: replace", c.path)))?;
+            }
+            None => {
+                steps.step("unlink")?;
+                root.remove(&c.path)
+                    .map_err(io(format!("{}: delete", c.path)))?;
+            }
+        }
+    }
+    sync_parents(root, steps, &journal.changes)?;
+    commit(state, points, steps, journal)
+}
+
+/// Commits the point (the atomic step) and appends the ledger records.
+fn commit(
+    state: &SiteState,
+    points: &Points,
+    steps: &Steps,
+    journal: &Journal,
+) -> Result<u64, TxnError> {
+    let base = match journal.base_point {
+        Some(n) => points.snapshot(n)?,
+        None => Snapshot::new(),
+    };
+    let snapshot = apply_to_snapshot(base, &journal.changes);
+    let mut meta = journal.meta.clone();
+    meta.txn = Some(journal.id.clone());
+    steps.step("commit point")?;
+    let point = points.commit(&snapshot, meta)?;
+    append_records(state, steps, journal, point)?;
+    Ok(point)
+}
+
+fn append_records(
+    state: &SiteState,
+    steps: &Steps,
+    journal: &Journal,
+    point: u64,
+) -> Result<(), TxnError> {
+    let ledger = state.ledger();
+    let existing = ledger.read()?;
+    for r in &journal.records {
+        if existing
+            .iter()
+            .any(|e| e.point == Some(point) && e.kind == r.kind && e.id == r.id)
+        {
+            continue;
+        }
+        steps.step("ledger")?;
+        let mut r = r.clone();
+        r.point = Some(point);
+        ledger.append(r)?;
+    }
+    Ok(())
+}
+
+/// Ends a transaction: removes the stage and the journal.
+pub fn finish(root: &Root, state: &SiteState, steps: &Steps) -> Result<(), TxnError> {
+    steps.step("remove stage")?;
+    root.remove_tree(STAGE_DIR).map_err(io("remove stage"))?;
+    steps.step("remove journal")?;
+    remove_durably(&journal_path(state)).map_err(io("remove journal"))?;
+    Ok(())
+}
+
+/// Whether an interrupted change awaits recovery.
+pub fn pending(state: &SiteState) -> bool {
+    journal_path(state).exists()
+}
+
+/// Finishes or undoes an interrupted change. The caller holds the lock.
+/// Idempotent: a crash inside it is recovered by the next call.
+pub fn recover(
+    root: &Root,
+    state: &SiteState,
+    steps: &Steps,
+    by: crate::store::By,
+    now: crate::model::values::Timestamp,
+) -> Result<Recovered, TxnError> {
+    let path = journal_path(state);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // No journal, but a stage left by a crash before the journal was written.
+            if root.metadata(STAGE_DIR).is_ok() {
+                steps.step("remove stage")?;
+                root.remove_tree(STAGE_DIR).map_err(io("remove stage"))?;
+            }
+            return Ok(Recovered::Nothing);
+        }
+        Err(e) => return Err(io("read journal")(e)),
+    };
+    let journal: Journal = serde_json::from_slice(&text).map_err(|e| StoreError::Corrupt {
+        path: path.clone(),
+        line: 0,
+        message: format!("not a journal: {e}"),
+    })?;
+    let points = state.points()?;
+    let committed = match points.latest()? {
+        Some(n) => (points.meta(n)?.txn.as_deref() == Some(journal.id.as_str())).then_some(n),
+        None => None,
+    };
+    for (i, c) in journal.changes.iter().enumerate() {
+        let want = if committed.is_some() { c.new } else { c.old };
+        if !same(current(root, &c.path)?, want) {
+            put(root, &points, steps, i, &c.path, want)?;
+        }
+    }
+    sync_parents(root, steps, &journal.changes)?;
+    let outcome = match committed {
+        Some(point) => {
+            append_records(state, steps, &journal, point)?;
+            Recovered::Forward(point)
+        }
+        None => Recovered::Back,
+    };
+    steps.step("ledger")?;
+    let note = match outcome {
+        Recovered::Forward(p) => format!("an interrupted change was completed (point {p})"),
+        _ => "an interrupted change was undone; the files are as before it".to_owned(),
+    };
+    state.ledger().append(Record {
+        seq: 0,
+        at: now,
+        kind: LedgerKind::Recovery,
+        id: Some(journal.id.clone()),
+        checksum: None,
+        version_before: journal
+            .records
+            .first()
+            .and_then(|r| r.version_before.clone()),
+        version_after: journal
+            .records
+            .first()
+            .and_then(|r| r.version_after.clone()),
+        files: journal.changes.iter().map(|c| c.path.clone()).collect(),
+        point: match outcome {
+            Recovered::Forward(p) => Some(p),
+            _ => journal.base_point,
+        },
+        plan_digest: journal.meta.plan_digest.clone(),
+        by,
+        result: LedgerResult::Ok,
+        error: Some(note),
+    })?;
+    finish(root, state, steps)?;
+    Ok(outcome)
+}
+
+fn entry_ref(e: &SnapshotEntry) -> FileRef {
+    match e {
+        SnapshotEntry::File { mode, blob } => FileRef {
+            blob: *blob,
+            mode: *mode,
+            symlink: false,
+        },
+        SnapshotEntry::Symlink { blob } => FileRef {
+            blob: *blob,
+            mode: 0o777,
+            symlink: true,
+        },
+    }
+}
+
+/// What a path not tracked by a rollback's target should become: the
+/// content it had when sitekeeper first tracked it, if it existed before
+/// sitekeeper touched it (an adopted or `track` point); absent if a change
+/// created it.
+fn untracked_state(points: &Points, upto: u64, path: &str) -> Result<Option<FileRef>, TxnError> {
+    for n in points.list()?.into_iter().filter(|n| *n <= upto) {
+        if let Some(e) = points.snapshot(n)?.get(path) {
+            let meta = points.meta(n)?;
+            let pre_existing =
+                meta.kind == crate::store::PointKind::Adopt || meta.result == "track";
+            return Ok(pre_existing.then(|| entry_ref(e)));
+        }
+    }
+    Ok(None)
+}
+
+/// The changes that take the tracked files from `from` (point `latest`,
+/// what is on disk) to point `to`, for rollback.
+pub fn diff(
+    root: &Root,
+    points: &Points,
+    latest: u64,
+    from: &Snapshot,
+    to: &Snapshot,
+) -> Result<Vec<Change>, TxnError> {
+    let paths: BTreeSet<&String> = from.keys().chain(to.keys()).collect();
+    let mut out = Vec::new();
+    for p in paths {
+        let old = current(root, p)?;
+        let new = match to.get(p) {
+            Some(e) => Some(entry_ref(e)),
+            None => untracked_state(points, latest, p)?,
+        };
+        if !same(old, new) {
+            out.push(Change {
+                path: p.clone(),
+                old,
+                new,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Paths of `changes` mapped to their final state, for checks.
+pub fn final_state(changes: &[Change]) -> BTreeMap<&str, Option<FileRef>> {
+    changes.iter().map(|c| (c.path.as_str(), c.new)).collect()
+}

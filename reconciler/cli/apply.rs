@@ -1,0 +1,128 @@
+//! `sitekeeper apply` and `sitekeeper rollback`: converge sites, or return
+//! one to a rollback point. Exit 1 when a change failed (and was undone),
+//! 3 when one was refused before anything was written.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::context::{now, select, state_dir};
+use super::{CliError, Global, Printer, exit, load_clean};
+use crate::apply::converge::{self, ApplyError, Options, Outcome};
+use crate::model::values::Version;
+use crate::plan::Plan;
+
+/// Arguments of `apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Sites to converge (default: all; with --plan, the plan's sites).
+    pub sites: Vec<String>,
+    /// Apply exactly this saved plan (from `plan --out`); refuse if anything moved.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Upgrade to this release, lifting its quarantine.
+    #[arg(long, value_name = "V")]
+    pub release: Option<String>,
+    /// Refuse (exit 3) instead of waiting when a site is locked.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Reads a saved plan.
+fn read_plan(path: &PathBuf) -> Result<Plan, CliError> {
+    let text =
+        std::fs::read(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| CliError::Usage(format!("{}: not a sitekeeper plan: {e}", path.display())))
+}
+
+fn report(
+    printer: &Printer,
+    results: Vec<(String, Result<Outcome, ApplyError>)>,
+) -> Result<(), CliError> {
+    let (mut failed, mut refused) = (false, false);
+    for (site, r) in results {
+        match r {
+            Ok(Outcome::Unchanged) => printer.say(&format!("{site}: nothing to do")),
+            Ok(Outcome::Changed {
+                point,
+                files,
+                version,
+            }) => printer.say(&format!(
+                "{site}: {version}, {files} file(s) changed, point {point}"
+            )),
+            Err(ApplyError::Refused(e)) => {
+                refused = true;
+                printer.error(&format!("refused: {e}"));
+            }
+            Err(ApplyError::Failed(e)) => {
+                failed = true;
+                printer.error(&e);
+            }
+        }
+    }
+    if failed {
+        Err(CliError::Exit(exit::FAILED))
+    } else if refused {
+        Err(CliError::Exit(exit::REFUSED))
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Result<(), CliError> {
+    let fleet = load_clean(global)?;
+    let saved = args.plan.as_ref().map(read_plan).transpose()?;
+    let names: Vec<String> = match (&saved, args.sites.is_empty()) {
+        (Some(p), true) => p.sites.iter().map(|s| s.site.clone()).collect(),
+        _ => args.sites.clone(),
+    };
+    let sites = select(&fleet, &names)?;
+    let forced: Option<Version> = args
+        .release
+        .as_ref()
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(CliError::Usage)?;
+    let state = state_dir(global, &fleet);
+    let opts = Options {
+        via: "cli",
+        wait: !args.no_wait,
+        saved: saved.as_ref(),
+        forced: forced.as_ref(),
+        now: now()?,
+        state_dir: &state,
+    };
+    let results = sites
+        .into_iter()
+        .map(|s| (s.site.to_string(), converge::apply_site(&fleet, s, &opts)))
+        .collect();
+    report(printer, results)
+}
+
+pub(super) fn rollback(
+    global: &Global,
+    printer: &Printer,
+    site: &str,
+    to: Option<u64>,
+    no_wait: bool,
+) -> Result<(), CliError> {
+    let fleet = load_clean(global)?;
+    let site = select(&fleet, &[site.to_owned()])?[0];
+    let state = state_dir(global, &fleet);
+    let opts = Options {
+        via: "cli",
+        wait: !no_wait,
+        saved: None,
+        forced: None,
+        now: now()?,
+        state_dir: &state,
+    };
+    report(
+        printer,
+        vec![(
+            site.site.to_string(),
+            converge::rollback_site(&fleet, site, to, &opts),
+        )],
+    )
+}
