@@ -180,3 +180,17 @@ pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
+
+/// A temporary directory on a RAM file system (`/dev/shm`) where there is
+/// one: crash tests copy and scan trees hundreds of times, and this
+/// machine's disk makes file creation slow. Process-kill semantics (what
+/// those tests check) are the same on any file system.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix("sk-").tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("temp dir")
+}

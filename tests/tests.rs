@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod crash;
 mod examples;
 mod git_sources;
 mod hostile_sites;

@@ -138,10 +138,7 @@ pub fn recover_site(
 type Contents = BTreeMap<BlobId, Vec<u8>>;
 
 /// The final state of every path a plan touches, with its new content.
-fn plan_changes(
-    root: &Root,
-    plan: &SitePlan,
-) -> Result<(Vec<Change>, Contents), ApplyError> {
+fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents), ApplyError> {
     let mut last: BTreeMap<
         &str,
         (
@@ -428,9 +425,11 @@ pub fn apply_site(
         }
         records.push(r);
     }
+    let created_dirs = txn::dirs_to_create(&locked.root, &changes);
     let journal = Journal {
         id: txn_id(opts.now),
         base_point: base,
+        created_dirs,
         changes,
         meta: PointMeta {
             point: 0,
@@ -650,12 +649,14 @@ fn rollback_to(
         r.error = Some(e.to_owned());
     }
     let files = changes.len();
+    let created_dirs = txn::dirs_to_create(&locked.root, &changes);
     let journal = Journal {
         id: txn_id(opts.now) + if error.is_some() { "-auto" } else { "" },
         base_point: Some(latest),
         changes,
         meta,
         records: vec![r],
+        created_dirs,
     };
     let point = match txn::execute(&locked.root, &locked.state, points, steps, &journal) {
         Ok(p) => p,

@@ -58,6 +58,24 @@ pub struct Journal {
     pub meta: PointMeta,
     /// Ledger records to append once committed (their `point` is set then).
     pub records: Vec<Record>,
+    /// Directories the change creates, deepest first; undoing it removes them.
+    #[serde(default)]
+    pub created_dirs: Vec<String>,
+}
+
+/// The directories that adding `changes` would create, deepest first.
+pub fn dirs_to_create(root: &Root, changes: &[Change]) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for c in changes.iter().filter(|c| c.new.is_some()) {
+        let mut dir = parent(&c.path);
+        while !dir.is_empty() && !out.contains(dir) && root.metadata(dir).is_err() {
+            out.insert(dir.to_owned());
+            dir = parent(dir);
+        }
+    }
+    let mut out: Vec<String> = out.into_iter().collect();
+    out.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    out
 }
 
 /// Why a transaction failed.
@@ -205,6 +223,29 @@ fn put(
     Ok(())
 }
 
+/// Removes the directories that deleting files left empty, deepest first
+/// (git does the same), so the tree after a change is exactly the target's.
+fn prune_empty_dirs(root: &Root, steps: &Steps, deleted: &[&str]) -> Result<(), TxnError> {
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    for path in deleted {
+        let mut dir = parent(path);
+        while !dir.is_empty() {
+            dirs.insert(dir.to_owned());
+            dir = parent(dir);
+        }
+    }
+    let mut dirs: Vec<String> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for dir in dirs {
+        if root.list(&dir).is_ok_and(|entries| entries.is_empty()) {
+            steps.step("rmdir")?;
+            root.remove_tree(&dir)
+                .map_err(io(format!("{dir}/: remove")))?;
+        }
+    }
+    Ok(())
+}
+
 fn sync_parents(root: &Root, steps: &Steps, changes: &[Change]) -> Result<(), TxnError> {
     let dirs: BTreeSet<&str> = changes.iter().map(|c| parent(&c.path)).collect();
     for dir in dirs {
@@ -300,6 +341,13 @@ pub fn execute(
             }
         }
     }
+    let deleted: Vec<&str> = journal
+        .changes
+        .iter()
+        .filter(|c| c.new.is_none())
+        .map(|c| c.path.as_str())
+        .collect();
+    prune_empty_dirs(root, steps, &deleted)?;
     sync_parents(root, steps, &journal.changes)?;
     commit(state, points, steps, journal)
 }
@@ -399,7 +447,30 @@ pub fn recover(
             put(root, &points, steps, i, &c.path, want)?;
         }
     }
+    let deleted: Vec<&str> = journal
+        .changes
+        .iter()
+        .filter(|c| {
+            if committed.is_some() {
+                c.new.is_none()
+            } else {
+                c.old.is_none()
+            }
+        })
+        .map(|c| c.path.as_str())
+        .collect();
+    prune_empty_dirs(root, steps, &deleted)?;
     sync_parents(root, steps, &journal.changes)?;
+    if committed.is_none() {
+        // Directories the change created go too: the old tree did not have them.
+        for dir in &journal.created_dirs {
+            if root.list(dir).is_ok_and(|entries| entries.is_empty()) {
+                steps.step("rmdir")?;
+                root.remove_tree(dir)
+                    .map_err(io(format!("{dir}/: remove")))?;
+            }
+        }
+    }
     let outcome = match committed {
         Some(point) => {
             append_records(state, steps, &journal, point)?;
