@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod converge;
 mod crash;
 mod examples;
 mod git_sources;

@@ -157,7 +157,7 @@ pub struct SitePlan {
     /// Managed files that differ from the last rollback point.
     pub drift: Vec<String>,
     /// Other facts for people (the release a non-adopted site looks like).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// The catalog commit planned against.
     pub catalog_commit: Option<String>,
