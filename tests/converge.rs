@@ -9,22 +9,44 @@ use crate::support::{fleet_with, sitekeeper, stderr, stdout, write_tree};
 const NOW: &str = "2026-11-20T10:00:00Z";
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    sitekeeper(&dir.join("state")).current_dir(dir.join("fleet")).env("SITEKEEPER_NOW", NOW).args(args).output().unwrap()
+    sitekeeper(&dir.join("state"))
+        .current_dir(dir.join("fleet"))
+        .env("SITEKEEPER_NOW", NOW)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// A site on 1.0.0 with a 1.0.1 upgrade and a fix waiting; `health` goes into the site file.
 fn setup(site_extra: &str) -> tempfile::TempDir {
-    let dir = fleet_with(&[("sites/s.yaml", &format!("site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: patch}}\n{site_extra}"))]);
+    let dir = fleet_with(&[(
+        "sites/s.yaml",
+        &format!(
+            "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: patch}}\n{site_extra}"
+        ),
+    )]);
     write_tree(
         &dir.path().join("catalog"),
         &[
-            ("releases/1.0.1.yaml", "version: 1.0.1\nchannels: [stable]\nreleased: 2026-02-01T00:00:00Z\npayload:\n  tree: releases/1.0.1/\n"),
+            (
+                "releases/1.0.1.yaml",
+                "version: 1.0.1\nchannels: [stable]\nreleased: 2026-02-01T00:00:00Z\npayload:\n  tree: releases/1.0.1/\n",
+            ),
             ("releases/1.0.1/index.php", "<?php echo 'v1.0.1';\n"),
             ("releases/1.0.1/lib/util.php", "<?php function util() {}\n"),
-            ("fixes/0001-greet.yaml", "id: 0001-greet\ntitle: Greet\nreason: Politeness\nseverity: critical\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [\"*.php\"], find: \"echo\", with: \"print\"}\n"),
+            (
+                "fixes/0001-greet.yaml",
+                "id: 0001-greet\ntitle: Greet\nreason: Politeness\nseverity: critical\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [\"*.php\"], find: \"echo\", with: \"print\"}\n",
+            ),
         ],
     );
-    write_tree(&dir.path().join("site"), &[("index.php", "<?php echo 'hi';\n"), ("uploads/cat.jpg", "\u{1}jpeg")]);
+    write_tree(
+        &dir.path().join("site"),
+        &[
+            ("index.php", "<?php echo 'hi';\n"),
+            ("uploads/cat.jpg", "\u{1}jpeg"),
+        ],
+    );
     let out = run(dir.path(), &["adopt", "s", "--version", "1.0.0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     dir
@@ -39,7 +61,10 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(root).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }
@@ -52,14 +77,33 @@ fn an_apply_converges_and_a_second_does_nothing() {
     let dir = setup("");
     let out = run(dir.path(), &["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("s: 1.0.1, 2 file(s) changed, point 2"), "{}", stdout(&out));
-    assert_eq!(std::fs::read_to_string(dir.path().join("site/index.php")).unwrap(), "<?php print 'v1.0.1';\n");
-    assert_eq!(std::fs::read(dir.path().join("site/uploads/cat.jpg")).unwrap(), b"\x01jpeg", "files in no release are never touched");
+    assert!(
+        stdout(&out).contains("s: 1.0.1, 2 file(s) changed, point 2"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("site/index.php")).unwrap(),
+        "<?php print 'v1.0.1';\n"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("site/uploads/cat.jpg")).unwrap(),
+        b"\x01jpeg",
+        "files in no release are never touched"
+    );
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
     assert_eq!(ledger.lines().count(), 3, "adopt, upgrade, fix: {ledger}");
     let out = run(dir.path(), &["apply"]);
-    assert!(stdout(&out).contains("s: nothing to do"), "{}", stdout(&out));
-    assert_eq!(std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap(), ledger, "nothing to do writes nothing");
+    assert!(
+        stdout(&out).contains("s: nothing to do"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap(),
+        ledger,
+        "nothing to do writes nothing"
+    );
 }
 
 #[test]
@@ -68,19 +112,32 @@ fn four_concurrent_applies_make_one_change() {
     let children: Vec<_> = (0..4)
         .map(|i| {
             let mut cmd = sitekeeper(&dir.path().join("state"));
-            cmd.current_dir(dir.path().join("fleet")).env("SITEKEEPER_NOW", NOW).arg("apply");
+            cmd.current_dir(dir.path().join("fleet"))
+                .env("SITEKEEPER_NOW", NOW)
+                .arg("apply");
             if i % 2 == 0 {
                 cmd.arg("--no-wait");
             }
-            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(matches!(out.status.code(), Some(0) | Some(3)), "exit {:?}: {}", out.status.code(), stderr(&out));
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "exit {:?}: {}",
+            out.status.code(),
+            stderr(&out)
+        );
     }
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
-    let upgrades = ledger.lines().filter(|l| l.contains(r#""kind":"upgrade""#)).count();
+    let upgrades = ledger
+        .lines()
+        .filter(|l| l.contains(r#""kind":"upgrade""#))
+        .count();
     assert_eq!(upgrades, 1, "{ledger}");
     let out = run(dir.path(), &["history", "s", "--format", "json"]);
     let history: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -90,21 +147,36 @@ fn four_concurrent_applies_make_one_change() {
 #[test]
 fn a_failing_health_check_rolls_back_and_quarantines() {
     // Healthy while index.php still says `echo`: the fix makes it unhealthy.
-    let dir = setup("health:\n  command: [\"sh\", \"-c\", \"grep -q echo index.php\"]\n  timeout: 5s\n");
+    let dir =
+        setup("health:\n  command: [\"sh\", \"-c\", \"grep -q echo index.php\"]\n  timeout: 5s\n");
     let before = snapshot(&dir.path().join("site"));
     let out = run(dir.path(), &["apply"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("health check"), "{}", stderr(&out));
-    assert_eq!(snapshot(&dir.path().join("site")), before, "byte-identical after the automatic rollback");
+    assert_eq!(
+        snapshot(&dir.path().join("site")),
+        before,
+        "byte-identical after the automatic rollback"
+    );
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
     assert!(ledger.contains(r#""result":"rolled_back""#), "{ledger}");
     let out = run(dir.path(), &["plan", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let held: Vec<&str> = plan["sites"][0]["held"].as_array().unwrap().iter().map(|h| h["code"].as_str().unwrap()).collect();
+    let held: Vec<&str> = plan["sites"][0]["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["code"].as_str().unwrap())
+        .collect();
     assert!(held.contains(&"quarantined"), "{held:?}");
     // An operator can try the release again on purpose.
     let out = run(dir.path(), &["apply", "--release", "1.0.1"]);
-    assert_eq!(out.status.code(), Some(1), "still unhealthy: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "still unhealthy: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -113,19 +185,32 @@ fn a_stale_saved_plan_is_refused_and_writes_nothing() {
     let plan_file = dir.path().join("plan.json");
     let out = run(dir.path(), &["plan", "--out", plan_file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::write(dir.path().join("site/index.php"), "<?php echo 'edited by hand';\n").unwrap();
+    std::fs::write(
+        dir.path().join("site/index.php"),
+        "<?php echo 'edited by hand';\n",
+    )
+    .unwrap();
     let before = snapshot(&dir.path().join("site"));
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
-    let out = run(dir.path(), &["apply", "--plan", plan_file.to_str().unwrap()]);
+    let out = run(
+        dir.path(),
+        &["apply", "--plan", plan_file.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("stale"), "{}", stderr(&out));
     assert_eq!(snapshot(&dir.path().join("site")), before);
-    assert_eq!(std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap(), ledger);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap(),
+        ledger
+    );
 
     // A fresh plan applies exactly.
     let out = run(dir.path(), &["plan", "--out", plan_file.to_str().unwrap()]);
     assert!(out.status.success());
-    let out = run(dir.path(), &["apply", "--plan", plan_file.to_str().unwrap()]);
+    let out = run(
+        dir.path(),
+        &["apply", "--plan", plan_file.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
@@ -133,15 +218,44 @@ fn a_stale_saved_plan_is_refused_and_writes_nothing() {
 fn apply_never_writes_through_links_or_hard_links_and_skips_fifos() {
     let dir = setup("");
     let outside = dir.path().join("outside");
-    write_tree(&outside, &[("victim.php", "<?php echo 'outside';\n"), ("hard.php", "<?php echo 'shared';\n")]);
+    write_tree(
+        &outside,
+        &[
+            ("victim.php", "<?php echo 'outside';\n"),
+            ("hard.php", "<?php echo 'shared';\n"),
+        ],
+    );
     let site = dir.path().join("site");
     std::os::unix::fs::symlink(outside.join("victim.php"), site.join("linked.php")).unwrap();
     std::fs::hard_link(outside.join("hard.php"), site.join("hard.php")).unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, site.join("pipe.php"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        site.join("pipe.php"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
     let out = run(dir.path(), &["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(outside.join("victim.php")).unwrap(), "<?php echo 'outside';\n");
-    assert_eq!(std::fs::read_to_string(outside.join("hard.php")).unwrap(), "<?php echo 'shared';\n", "the shared inode is untouched");
-    assert_eq!(std::fs::read_to_string(site.join("hard.php")).unwrap(), "<?php print 'shared';\n", "the site's own name got a new file");
-    assert!(std::fs::symlink_metadata(site.join("linked.php")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("victim.php")).unwrap(),
+        "<?php echo 'outside';\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("hard.php")).unwrap(),
+        "<?php echo 'shared';\n",
+        "the shared inode is untouched"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.join("hard.php")).unwrap(),
+        "<?php print 'shared';\n",
+        "the site's own name got a new file"
+    );
+    assert!(
+        std::fs::symlink_metadata(site.join("linked.php"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }

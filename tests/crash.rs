@@ -377,3 +377,21 @@ fn every_apply_and_rollback_failpoint_two_ways_and_every_recovery_step() {
         check(c.path(), &old, &new, &format!("recovery failpoint {m}"));
     });
 }
+
+/// The real-kill loop, with a small count (measure with `tests/crash/kill-loop.sh 500`).
+#[test]
+fn real_kills_at_random_instants_leave_old_or_new() {
+    let script = crate::support::repo_root().join("tests/crash/kill-loop.sh");
+    let out = std::process::Command::new(script)
+        .args(["8", "3"])
+        .env("SITEKEEPER", env!("CARGO_BIN_EXE_sitekeeper"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("0 mixed"), "{text}");
+}

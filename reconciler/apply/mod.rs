@@ -1,7 +1,7 @@
 //! Sequencing plans with the store: gathering a site's observed state
-//! (inventory, rollback points, ledger, payloads) for the planner, and
-//! adopting a site. Converging (the transaction, recovery, rollback)
-//! builds on this.
+//! (inventory, rollback points, ledger, payloads) for the planner, adopting
+//! a site, and converging it: the journaled transaction, its recovery,
+//! rollback, hooks and health checks.
 
 pub mod adopt;
 pub mod context;
