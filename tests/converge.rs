@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::support::{fleet_with, sitekeeper, stderr, stdout, write_tree};
+use crate::support::{fleet_with, read_tree, sitekeeper, stderr, stdout, write_tree};
 
 const NOW: &str = "2026-11-20T10:00:00Z";
 
@@ -50,26 +50,6 @@ fn setup(site_extra: &str) -> tempfile::TempDir {
     let out = run(dir.path(), &["adopt", "s", "--version", "1.0.0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     dir
-}
-
-fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(root).unwrap().display().to_string(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
@@ -149,12 +129,12 @@ fn a_failing_health_check_rolls_back_and_quarantines() {
     // Healthy while index.php still says `echo`: the fix makes it unhealthy.
     let dir =
         setup("health:\n  command: [\"sh\", \"-c\", \"grep -q echo index.php\"]\n  timeout: 5s\n");
-    let before = snapshot(&dir.path().join("site"));
+    let before = read_tree(&dir.path().join("site"));
     let out = run(dir.path(), &["apply"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("health check"), "{}", stderr(&out));
     assert_eq!(
-        snapshot(&dir.path().join("site")),
+        read_tree(&dir.path().join("site")),
         before,
         "byte-identical after the automatic rollback"
     );
@@ -190,7 +170,7 @@ fn a_stale_saved_plan_is_refused_and_writes_nothing() {
         "<?php echo 'edited by hand';\n",
     )
     .unwrap();
-    let before = snapshot(&dir.path().join("site"));
+    let before = read_tree(&dir.path().join("site"));
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
     let out = run(
         dir.path(),
@@ -198,7 +178,7 @@ fn a_stale_saved_plan_is_refused_and_writes_nothing() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("stale"), "{}", stderr(&out));
-    assert_eq!(snapshot(&dir.path().join("site")), before);
+    assert_eq!(read_tree(&dir.path().join("site")), before);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap(),
         ledger

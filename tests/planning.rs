@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::support::{
-    Rng, content, generate_tree, git, repo_root, run_in, sha256, stderr, stdout, write_files,
-    write_tree,
+    Rng, content, generate_tree, git, read_tree, repo_root, run_in, sha256, stderr, stdout,
+    write_files, write_tree,
 };
 
 /// A catalog git repo with releases 1.0.0 and 1.1.0 of the given trees.
@@ -319,14 +319,7 @@ fn plans_are_reproducible_and_write_nothing() {
     fleet(&fleet_dir, "opt_in:\n  upgrades: patch\n");
     let state = tmp.path().join("state");
     adopt(&fleet_dir, &state, "1.0.0");
-    let listing = |p: &Path| {
-        let mut v = Vec::new();
-        for e in walk(p) {
-            v.push((e.clone(), std::fs::read(p.join(&e)).unwrap()));
-        }
-        v
-    };
-    let site_before = listing(&tmp.path().join("site"));
+    let site_before = read_tree(&tmp.path().join("site"));
     let a = plan_json(&fleet_dir, &state);
     let b = plan_json(&fleet_dir, &state);
     assert_eq!(a, b);
@@ -335,27 +328,5 @@ fn plans_are_reproducible_and_write_nothing() {
         "1.1.0 is a minor upgrade and the site takes patches"
     );
     assert_eq!(a["sites"][0]["held"][0]["code"], "not_opted_in");
-    assert_eq!(listing(&tmp.path().join("site")), site_before);
-}
-
-fn walk(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(root.join(&dir)).unwrap() {
-            let e = e.unwrap();
-            let rel = if dir.is_empty() {
-                e.file_name().to_string_lossy().into_owned()
-            } else {
-                format!("{dir}/{}", e.file_name().to_string_lossy())
-            };
-            if e.file_type().unwrap().is_dir() {
-                stack.push(rel);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    out.sort();
-    out
+    assert_eq!(read_tree(&tmp.path().join("site")), site_before);
 }

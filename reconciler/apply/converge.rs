@@ -450,30 +450,8 @@ pub fn apply_site(
         },
         records,
     };
-    let point = match txn::execute(
-        &locked.root,
-        &locked.state,
-        &points,
-        &locked.steps,
-        &journal,
-    ) {
-        Ok(point) => point,
-        Err(e) => {
-            // Undo what was done, with a fresh step counter (the failpoint already fired).
-            let undo = txn::recover(
-                &locked.root,
-                &locked.state,
-                &Steps::none(),
-                by.clone(),
-                Timestamp(opts.now),
-            );
-            let how = match undo {
-                Ok(_) => "the site was returned to its state before".to_owned(),
-                Err(u) => format!("undoing it also failed ({u}); the next command will retry"),
-            };
-            return Err(ApplyError::Failed(format!("{name}: {e}; {how}")));
-        }
-    };
+    let point = execute_or_undo(&locked, &points, &locked.steps, &journal, &by, opts.now)
+        .map_err(|e| ApplyError::Failed(format!("{name}: {e}")))?;
 
     // After the change: the owner's and the release's hooks, then health.
     let mut failure = None;
@@ -528,6 +506,30 @@ pub fn apply_site(
         files,
         version: plan.to_version.unwrap_or_default(),
     })
+}
+
+/// Runs the transaction; on failure undoes it at once (with a fresh step
+/// counter: the failpoint already fired) and says how that went.
+fn execute_or_undo(
+    locked: &Locked,
+    points: &Points,
+    steps: &Steps,
+    journal: &Journal,
+    by: &By,
+    now: jiff::Timestamp,
+) -> Result<u64, String> {
+    txn::execute(&locked.root, &locked.state, points, steps, journal).map_err(
+        |e| match txn::recover(
+            &locked.root,
+            &locked.state,
+            &Steps::none(),
+            by.clone(),
+            Timestamp(now),
+        ) {
+            Ok(_) => format!("{e}; the site was returned to its state before"),
+            Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
+        },
+    )
 }
 
 fn txn_id(now: jiff::Timestamp) -> String {
@@ -658,26 +660,8 @@ fn rollback_to(
         records: vec![r],
         created_dirs,
     };
-    let point = match txn::execute(&locked.root, &locked.state, points, steps, &journal) {
-        Ok(p) => p,
-        Err(e) => {
-            let undo = txn::recover(
-                &locked.root,
-                &locked.state,
-                &Steps::none(),
-                by.clone(),
-                Timestamp(opts.now),
-            );
-            return Err(ApplyError::Failed(format!(
-                "rolling back to point {to}: {e}; {}",
-                if undo.is_ok() {
-                    "the site was returned to its state before"
-                } else {
-                    "the next command will finish it"
-                }
-            )));
-        }
-    };
+    let point = execute_or_undo(locked, points, steps, &journal, by, opts.now)
+        .map_err(|e| ApplyError::Failed(format!("rolling back to point {to}: {e}")))?;
     txn::finish(&locked.root, &locked.state, steps)?;
     Ok((point, files, version))
 }
