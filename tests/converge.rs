@@ -239,3 +239,62 @@ fn apply_never_writes_through_links_or_hard_links_and_skips_fifos() {
             .is_symlink()
     );
 }
+
+#[test]
+fn a_serialized_release_queues_behind_the_host_lock_and_reports_waiting() {
+    let dir = setup("");
+    write_tree(
+        &dir.path().join("catalog"),
+        &[(
+            "releases/1.0.1.yaml",
+            "version: 1.0.1\nchannels: [stable]\nreleased: 2026-02-01T00:00:00Z\nserialize: db-schema\npayload:\n  tree: releases/1.0.1/\n",
+        )],
+    );
+    let locks = dir.path().join("state/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    // Another site's upgrade holds the host-wide lock.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(locks.join("db-schema.lock"))
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = run(dir.path(), &["apply", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("db-schema"), "{}", stderr(&out));
+
+    let mut waiting = sitekeeper(&dir.path().join("state"));
+    let waiting = waiting
+        .current_dir(dir.path().join("fleet"))
+        .env("SITEKEEPER_NOW", NOW)
+        .arg("apply")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = dir.path().join("state/s/status.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let phase = std::fs::read(&status_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| v["phase"].clone());
+        if phase == Some(serde_json::Value::from("waiting")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status.json never said waiting: {phase:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_path).unwrap()).unwrap();
+    assert_eq!(status["phase"], "done");
+    assert_eq!(status["percent"], 100);
+}

@@ -75,6 +75,73 @@ pub struct Options<'a> {
     pub state_dir: &'a Path,
 }
 
+/// Writes `status.json` (SPEC §5): the current phase and progress, for
+/// status pages. Only a report: failing to write it never fails a change.
+fn report(
+    state: &SiteState,
+    site: &str,
+    phase: &str,
+    percent: u8,
+    plan: Option<&SitePlan>,
+    message: Option<&str>,
+) {
+    let body = serde_json::json!({
+        "site": site,
+        "phase": phase,
+        "percent": percent,
+        "from_version": plan.and_then(|p| p.from_version.clone()),
+        "to_version": plan.and_then(|p| p.to_version.clone()),
+        "updated": jiff::Timestamp::now().to_string(),
+        "message": message,
+    });
+    let path = state.dir().join("status.json");
+    let write = || -> std::io::Result<()> {
+        let mut tmp = tempfile::NamedTempFile::new_in(state.dir())?;
+        std::io::Write::write_all(
+            &mut tmp,
+            serde_json::to_string_pretty(&body)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    let _ = write();
+}
+
+/// Takes the host-wide lock `name` (`serialize:` of a release), reporting
+/// `waiting` while another site holds it.
+fn serialize_lock(
+    opts: &Options<'_>,
+    state: &SiteState,
+    site: &str,
+    name: &str,
+    plan: &SitePlan,
+) -> Result<crate::store::SiteLock, ApplyError> {
+    let dir = opts.state_dir.join("locks");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApplyError::Failed(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!("{name}.lock"));
+    if let Some(lock) = crate::store::SiteLock::acquire(&path, false)? {
+        return Ok(lock);
+    }
+    if !opts.wait {
+        return Err(ApplyError::Refused(format!(
+            "{site}: another site holds the host-wide lock {name:?} (hint: run without --no-wait to queue)"
+        )));
+    }
+    report(
+        state,
+        site,
+        "waiting",
+        10,
+        Some(plan),
+        Some(&format!("queued behind another site for {name:?}")),
+    );
+    crate::store::SiteLock::acquire(&path, true)?
+        .ok_or_else(|| ApplyError::Failed(format!("{site}: the lock {name:?} could not be taken")))
+}
+
 /// A site locked, recovered and ready.
 struct Locked {
     root: Root,
@@ -321,8 +388,29 @@ pub fn apply_site(
         }
     }
     if !plan.has_changes() {
+        report(&locked.state, &name, "unchanged", 100, Some(&plan), None);
         return Ok(Outcome::Unchanged);
     }
+    report(&locked.state, &name, "planning", 5, Some(&plan), None);
+    let serialize = ctx
+        .catalog
+        .releases
+        .iter()
+        .find(|r| {
+            Some(r.version.to_string()) == plan.to_version && plan.to_version != plan.from_version
+        })
+        .and_then(|r| r.serialize.clone());
+    let _serialized = match &serialize {
+        Some(lock_name) => Some(serialize_lock(
+            opts,
+            &locked.state,
+            &name,
+            lock_name,
+            &plan,
+        )?),
+        None => None,
+    };
+    report(&locked.state, &name, "staging", 20, Some(&plan), None);
     let (changes, contents) = plan_changes(&locked.root, &plan)?;
     check_space(&locked.root, &locked.state, &contents)?;
     let points = locked.state.points()?;
@@ -450,8 +538,13 @@ pub fn apply_site(
         },
         records,
     };
-    let point = execute_or_undo(&locked, &points, &locked.steps, &journal, &by, opts.now)
-        .map_err(|e| ApplyError::Failed(format!("{name}: {e}")))?;
+    report(&locked.state, &name, "replacing", 50, Some(&plan), None);
+    let point =
+        execute_or_undo(&locked, &points, &locked.steps, &journal, &by, opts.now).map_err(|e| {
+            report(&locked.state, &name, "failed", 100, Some(&plan), Some(&e));
+            ApplyError::Failed(format!("{name}: {e}"))
+        })?;
+    report(&locked.state, &name, "checking", 90, Some(&plan), None);
 
     // After the change: the owner's and the release's hooks, then health.
     let mut failure = None;
@@ -494,12 +587,21 @@ pub fn apply_site(
         {
             quarantine(&locked.state, v)?;
         }
+        report(
+            &locked.state,
+            &name,
+            "rolled_back",
+            100,
+            Some(&plan),
+            Some(&reason),
+        );
         return Err(ApplyError::Failed(format!(
             "{name}: {reason}; the change was rolled back and the release is quarantined for this site"
         )));
     }
     txn::finish(&locked.root, &locked.state, &locked.steps)?;
     prune(&points, ctx.effective.keep_rollback_points.value)?;
+    report(&locked.state, &name, "done", 100, Some(&plan), None);
     let files = journal.changes.len();
     Ok(Outcome::Changed {
         point,
