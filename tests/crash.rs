@@ -357,6 +357,9 @@ fn every_apply_and_rollback_failpoint_two_ways_and_every_recovery_step() {
     assert!(!out.status.success());
     let rec_steps = count_steps(&copy(crashed.path()).keep(), &["status", "s"]);
     assert!(rec_steps > 5, "recovery has steps: {rec_steps}");
+    eprintln!(
+        "failpoints: apply {steps} steps, rollback {rb_steps}, recovery {rec_steps}; each failed by error and by SIGKILL"
+    );
     each(rec_steps, |m| {
         let c = copy(crashed.path());
         let out = run(
