@@ -140,6 +140,11 @@ fn a_failing_health_check_rolls_back_and_quarantines() {
     );
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
     assert!(ledger.contains(r#""result":"rolled_back""#), "{ledger}");
+    let hooks = std::fs::read_to_string(dir.path().join("state/s/hooks.log")).unwrap();
+    assert!(
+        hooks.contains("sh -c grep -q echo index.php FAILED"),
+        "the health check's run is in the log: {hooks}"
+    );
     let out = run(dir.path(), &["plan", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let held: Vec<&str> = plan["sites"][0]["held"]

@@ -419,11 +419,13 @@ pub fn apply_site(
     let env_from = plan.from_version.clone().unwrap_or_default();
     let env_to = plan.to_version.clone().unwrap_or_default();
     let root_path = locked.root.path().to_owned();
+    let hook_log = locked.state.dir().join("hooks.log");
     let env = HookEnv {
         site: &name,
         root: &root_path,
         from: &env_from,
         to: &env_to,
+        log: &hook_log,
     };
     let hook_timeout = site.hooks.timeout.map_or(Duration::from_secs(60), |d| d.0);
 

@@ -16,11 +16,45 @@ pub struct HookEnv<'a> {
     pub from: &'a str,
     /// Version after.
     pub to: &'a str,
+    /// Where every run's command, result and output are appended.
+    pub log: &'a Path,
+}
+
+/// Appends one run to the hook log; a log that cannot be written never
+/// fails the change.
+fn log(env: &HookEnv<'_>, argv: &[String], result: &Result<String, String>) {
+    let line = match result {
+        Ok(output) => format!(
+            "{} {} ok\n{}",
+            jiff::Timestamp::now(),
+            argv.join(" "),
+            output
+        ),
+        Err(e) => format!(
+            "{} {} FAILED\n{e}\n",
+            jiff::Timestamp::now(),
+            argv.join(" ")
+        ),
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.log)
+    {
+        let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+    }
+}
+
+/// Runs `argv` like [`run_unlogged`] and appends it to the hook log.
+pub fn run(argv: &[String], env: &HookEnv<'_>, timeout: Duration) -> Result<String, String> {
+    let result = run_unlogged(argv, env, timeout);
+    log(env, argv, &result);
+    result
 }
 
 /// Runs `argv` in the site root with a timeout; `Err` carries the reason
 /// and the command's output.
-pub fn run(argv: &[String], env: &HookEnv<'_>, timeout: Duration) -> Result<String, String> {
+fn run_unlogged(argv: &[String], env: &HookEnv<'_>, timeout: Duration) -> Result<String, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command".into());
     };
