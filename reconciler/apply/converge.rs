@@ -73,6 +73,8 @@ pub struct Options<'a> {
     pub now: jiff::Timestamp,
     /// The state dir.
     pub state_dir: &'a Path,
+    /// Draws staging and replacing (a bar on a terminal).
+    pub progress: Option<&'a dyn crate::inventory::Progress>,
 }
 
 /// Writes `status.json` (SPEC §5): the current phase and progress, for
@@ -541,11 +543,19 @@ pub fn apply_site(
         records,
     };
     report(&locked.state, &name, "replacing", 50, Some(&plan), None);
-    let point =
-        execute_or_undo(&locked, &points, &locked.steps, &journal, &by, opts.now).map_err(|e| {
-            report(&locked.state, &name, "failed", 100, Some(&plan), Some(&e));
-            ApplyError::Failed(format!("{name}: {e}"))
-        })?;
+    let point = execute_or_undo(
+        opts.progress,
+        &locked,
+        &points,
+        &locked.steps,
+        &journal,
+        &by,
+        opts.now,
+    )
+    .map_err(|e| {
+        report(&locked.state, &name, "failed", 100, Some(&plan), Some(&e));
+        ApplyError::Failed(format!("{name}: {e}"))
+    })?;
     report(&locked.state, &name, "checking", 90, Some(&plan), None);
 
     // After the change: the owner's and the release's hooks, then health.
@@ -615,6 +625,7 @@ pub fn apply_site(
 /// Runs the transaction; on failure undoes it at once (with a fresh step
 /// counter: the failpoint already fired) and says how that went.
 fn execute_or_undo(
+    progress: Option<&dyn crate::inventory::Progress>,
     locked: &Locked,
     points: &Points,
     steps: &Steps,
@@ -622,8 +633,16 @@ fn execute_or_undo(
     by: &By,
     now: jiff::Timestamp,
 ) -> Result<u64, String> {
-    txn::execute(&locked.root, &locked.state, points, steps, journal).map_err(
-        |e| match txn::recover(
+    txn::execute(
+        progress,
+        &locked.root,
+        &locked.state,
+        points,
+        steps,
+        journal,
+    )
+    .map_err(|e| {
+        match txn::recover(
             &locked.root,
             &locked.state,
             &Steps::none(),
@@ -632,8 +651,8 @@ fn execute_or_undo(
         ) {
             Ok(_) => format!("{e}; the site was returned to its state before"),
             Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
-        },
-    )
+        }
+    })
 }
 
 fn txn_id(now: jiff::Timestamp) -> String {
@@ -764,7 +783,7 @@ fn rollback_to(
         records: vec![r],
         created_dirs,
     };
-    let point = execute_or_undo(locked, points, steps, &journal, by, opts.now)
+    let point = execute_or_undo(opts.progress, locked, points, steps, &journal, by, opts.now)
         .map_err(|e| ApplyError::Failed(format!("rolling back to point {to}: {e}")))?;
     txn::finish(&locked.root, &locked.state, steps)?;
     Ok((point, files, version))

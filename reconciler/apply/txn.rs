@@ -297,6 +297,7 @@ impl From<std::io::Error> for TxnError {
 /// already be in `points`. Returns the new point. The journal stays until
 /// [`finish`], so that a crash before it is completed by recovery.
 pub fn execute(
+    progress: Option<&dyn crate::inventory::Progress>,
     root: &Root,
     state: &SiteState,
     points: &Points,
@@ -304,6 +305,9 @@ pub fn execute(
     journal: &Journal,
 ) -> Result<u64, TxnError> {
     // Stage every new content beside the site, on its file system.
+    if let Some(p) = progress {
+        p.start(2 * journal.changes.len() as u64);
+    }
     steps.step("clear stage")?;
     root.remove_tree(STAGE_DIR).map_err(io("clear stage"))?;
     steps.step("create stage")?;
@@ -314,6 +318,9 @@ pub fn execute(
             steps.step("stage")?;
             root.create(&staged(i), &bytes, f.mode, f.symlink)
                 .map_err(io(format!("{}: stage", c.path)))?;
+        }
+        if let Some(p) = progress {
+            p.advance();
         }
     }
     steps.step("fsync stage")?;
@@ -340,6 +347,12 @@ pub fn execute(
                     .map_err(io(format!("{}: delete", c.path)))?;
             }
         }
+        if let Some(p) = progress {
+            p.advance();
+        }
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     let deleted: Vec<&str> = journal
         .changes

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::context::{now, select, state_dir};
+use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Global, Printer, exit, load_clean};
 use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::model::values::Version;
@@ -85,17 +85,26 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         .transpose()
         .map_err(CliError::Usage)?;
     let state = state_dir(global, &fleet);
-    let opts = Options {
-        via: "cli",
-        wait: !args.no_wait,
-        saved: saved.as_ref(),
-        forced: forced.as_ref(),
-        now: now()?,
-        state_dir: &state,
-    };
+    let at = now()?;
     let results = sites
         .into_iter()
-        .map(|s| (s.site.to_string(), converge::apply_site(&fleet, s, &opts)))
+        .map(|s| {
+            let bar = ScanProgress::labelled(
+                s.site.as_str(),
+                global.quiet,
+                "staging and replacing {pos}/{len}",
+            );
+            let opts = Options {
+                via: "cli",
+                wait: !args.no_wait,
+                saved: saved.as_ref(),
+                forced: forced.as_ref(),
+                now: at,
+                state_dir: &state,
+                progress: Some(&bar),
+            };
+            (s.site.to_string(), converge::apply_site(&fleet, s, &opts))
+        })
         .collect();
     report(printer, results)
 }
@@ -110,6 +119,7 @@ pub(super) fn rollback(
     let fleet = load_clean(global)?;
     let site = select(&fleet, &[site.to_owned()])?[0];
     let state = state_dir(global, &fleet);
+    let bar = ScanProgress::labelled(site.site.as_str(), global.quiet, "restoring {pos}/{len}");
     let opts = Options {
         via: "cli",
         wait: !no_wait,
@@ -117,6 +127,7 @@ pub(super) fn rollback(
         forced: None,
         now: now()?,
         state_dir: &state,
+        progress: Some(&bar),
     };
     report(
         printer,

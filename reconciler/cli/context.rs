@@ -62,12 +62,17 @@ pub struct ScanProgress {
 }
 
 impl ScanProgress {
-    /// A bar for `site`, hidden unless stderr is a terminal.
+    /// A bar for hashing `site`'s files, hidden unless stderr is a terminal.
     pub fn new(site: &str, quiet: bool) -> Self {
+        Self::labelled(site, quiet, "hashing {pos}/{len} files")
+    }
+
+    /// A bar with its own wording (an indicatif template after the site name).
+    pub fn labelled(site: &str, quiet: bool, what: &str) -> Self {
         let on_terminal = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
         if let Ok(style) =
-            ProgressStyle::with_template("{prefix} hashing {pos}/{len} files {wide_bar} {eta}")
+            ProgressStyle::with_template(&format!("{{prefix}} {what} {{wide_bar}} {{eta}}"))
         {
             bar.set_style(style);
         }

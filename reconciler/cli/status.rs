@@ -36,6 +36,7 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             forced: None,
             now: at,
             state_dir: &state,
+            progress: None,
         };
         match crate::apply::converge::recover_site(&fleet, site, &opts) {
             Ok(()) | Err(crate::apply::converge::ApplyError::Refused(_)) => {}
