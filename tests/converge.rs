@@ -213,14 +213,7 @@ fn apply_never_writes_through_links_or_hard_links_and_skips_fifos() {
     let site = dir.path().join("site");
     std::os::unix::fs::symlink(outside.join("victim.php"), site.join("linked.php")).unwrap();
     std::fs::hard_link(outside.join("hard.php"), site.join("hard.php")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        site.join("pipe.php"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    crate::support::mkfifo(&site.join("pipe.php"));
     let out = run(dir.path(), &["apply"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(

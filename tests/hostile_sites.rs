@@ -62,14 +62,7 @@ fn links_out_fifos_sockets_and_hard_links_are_never_followed_or_written() {
     std::os::unix::fs::symlink(outside.join("secret.php"), site.join("out_file.php")).unwrap();
     std::os::unix::fs::symlink("../outside", site.join("out_dir")).unwrap();
     std::fs::hard_link(outside.join("hard.php"), site.join("hard.php")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        site.join("pipe.php"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    crate::support::mkfifo(&site.join("pipe.php"));
     let _socket = std::os::unix::net::UnixListener::bind(site.join("sock.php")).unwrap();
 
     write_tree(
@@ -163,14 +156,7 @@ fn the_inventory_records_links_and_reports_special_files() {
     let site = tmp.path().join("site");
     write_tree(&site, &[("a/index.php", "x")]);
     std::os::unix::fs::symlink("/etc", site.join("etc")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        site.join("a/pipe"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
+    crate::support::mkfifo(&site.join("a/pipe"));
     let root = sitekeeper::confined::Root::open(&site).unwrap();
     let (inv, _) = sitekeeper::inventory::scan(&root, &[], &Default::default(), None).unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ use sitekeeper::apply::SiteContext;
 use sitekeeper::apply::adopt::adopt;
 use sitekeeper::load::{LoadOptions, load};
 
-use crate::support::write_tree;
+use crate::support::{fleet_with, write_tree};
 
 const FILES: usize = 100_000;
 
@@ -26,28 +26,10 @@ fn site_tree(root: &Path) {
 
 #[test]
 fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_tree(
-        &tmp.path().join("catalog"),
-        &[
-            ("catalog.yaml", "product: acme\nchannels:\n  stable: {}\n"),
-            (
-                "releases/1.0.0.yaml",
-                "version: 1.0.0\nchannels: [stable]\nreleased: 2026-01-01T00:00:00Z\npayload:\n  tree: releases/1.0.0/\n",
-            ),
-            ("releases/1.0.0/index.php", "<?php echo 'v1';\n"),
-        ],
-    );
-    write_tree(
-        &tmp.path().join("fleet"),
-        &[
-            ("fleet.yaml", "catalogs:\n  acme:\n    source: ../catalog\n"),
-            (
-                "sites/big.yaml",
-                "site: big\nroot: ../site\nproduct: acme\nchannel: stable\n",
-            ),
-        ],
-    );
+    let tmp = fleet_with(&[(
+        "sites/big.yaml",
+        "site: big\nroot: ../site\nproduct: acme\nchannel: stable\n",
+    )]);
     site_tree(&tmp.path().join("site"));
     // Files written within the file system's timestamp granularity of a
     // scan are hashed again next time (git's "racily clean"); let them age.
