@@ -17,11 +17,11 @@ use crate::support::{
 
 const NOW: &str = "2026-11-20T10:00:00Z";
 
-/// A git catalog (1.0.0 → 1.1.0 changing ~1% of 2,000 files, plus two
+/// A git catalog (1.0.0 → 1.1.0 changing ~1.5% of `files` files, plus two
 /// fixes), shared read-only by every copy of the scenario.
-fn catalog() -> tempfile::TempDir {
+fn catalog(files: usize) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let v1 = generate_tree(11, 2_000);
+    let v1 = generate_tree(11, files);
     let mut v2 = v1.clone();
     let mut rng = Rng(5);
     for p in v1.keys() {
@@ -83,17 +83,37 @@ fn catalog() -> tempfile::TempDir {
     tmp
 }
 
+/// The site's layout (SPEC §6.3).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Layout {
+    InPlace,
+    /// `site` links to `releases/initial`.
+    Symlink,
+}
+
 /// A fleet naming `catalog` and a site adopted at 1.0.0, under one small
 /// directory that tests copy for every run.
-fn scenario(catalog: &Path) -> tempfile::TempDir {
+fn scenario(catalog: &Path, layout: Layout) -> tempfile::TempDir {
     let tmp = fast_tempdir();
+    let tree = match layout {
+        Layout::InPlace => tmp.path().join("site"),
+        Layout::Symlink => tmp.path().join("releases/initial"),
+    };
+    std::fs::create_dir_all(tree.parent().unwrap()).unwrap();
     let status = std::process::Command::new("cp")
         .arg("-a")
         .arg(catalog.join("v1"))
-        .arg(tmp.path().join("site"))
+        .arg(&tree)
         .status()
         .unwrap();
     assert!(status.success());
+    let extra = match layout {
+        Layout::InPlace => "",
+        Layout::Symlink => {
+            std::os::unix::fs::symlink("releases/initial", tmp.path().join("site")).unwrap();
+            "layout: symlink\n"
+        }
+    };
     write_tree(
         &tmp.path().join("fleet"),
         &[
@@ -106,7 +126,9 @@ fn scenario(catalog: &Path) -> tempfile::TempDir {
             ),
             (
                 "sites/s.yaml",
-                "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {upgrades: minor}\n",
+                &format!(
+                    "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: minor}}\n{extra}"
+                ),
             ),
         ],
     );
@@ -186,6 +208,11 @@ fn tree_hash(root: &Path) -> BTreeMap<String, String> {
 
 /// Steps of a clean run, from its trace.
 fn count_steps(dir: &Path, args: &[&str]) -> usize {
+    trace_steps(dir, args).len()
+}
+
+/// The names of the steps of a clean run, in order.
+fn trace_steps(dir: &Path, args: &[&str]) -> Vec<String> {
     let trace = dir.join("trace");
     let out = run(
         dir,
@@ -197,11 +224,15 @@ fn count_steps(dir: &Path, args: &[&str]) -> usize {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let n = std::fs::read_to_string(&trace)
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
+    let names = std::fs::read_to_string(&trace)
+        .map(|t| {
+            t.lines()
+                .map(|l| l.split_once(' ').map_or(l, |(_, name)| name).to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     std::fs::remove_file(&trace).ok();
-    n
+    names
 }
 
 /// The oracle: old or new tree, no leftovers, points and ledger agree.
@@ -216,12 +247,39 @@ fn check(dir: &Path, old: &BTreeMap<String, String>, new: &BTreeMap<String, Stri
         !site.join(".sitekeeper-stage").exists(),
         "{what}: staging left behind"
     );
+    let journal: Vec<_> = std::fs::read_dir(dir.join("state/s/journal"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
     assert!(
-        !dir.join("state/s/journal/txn.json").exists(),
-        "{what}: journal left behind"
+        journal.is_empty(),
+        "{what}: journal left behind: {journal:?}"
     );
+    leftovers(dir, what);
     let state = SiteState::new(&dir.join("state"), "s");
     let points = state.points().unwrap();
+    if std::fs::symlink_metadata(&site)
+        .unwrap()
+        .file_type()
+        .is_symlink()
+    {
+        // Release directories: exactly those the points name (the current
+        // one among them), plus the operator's first one.
+        let mut named: Vec<String> = points
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter_map(|n| points.meta(n).unwrap().release_dir)
+            .collect();
+        named.push("initial".into());
+        named.sort();
+        named.dedup();
+        let mut dirs: Vec<String> = std::fs::read_dir(dir.join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs, named, "{what}: release directories");
+    }
     let latest = points.latest().unwrap().unwrap();
     for (path, entry) in points.snapshot(latest).unwrap() {
         let p = site.join(&path);
@@ -264,6 +322,26 @@ fn check(dir: &Path, old: &BTreeMap<String, String>, new: &BTreeMap<String, Stri
     );
 }
 
+/// No temporary file, stage or swap link anywhere sitekeeper writes.
+fn leftovers(dir: &Path, what: &str) {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !(name.starts_with(".tmp") || name.contains(".sitekeeper-")),
+                "{what}: {} left behind",
+                e.path().display()
+            );
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() && name != "points.git" && name != "cache" {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
 /// Runs `f(n)` for n in 1..=count on two threads.
 fn each(count: usize, f: impl Fn(usize) + Sync) {
     std::thread::scope(|s| {
@@ -280,18 +358,33 @@ fn each(count: usize, f: impl Fn(usize) + Sync) {
 
 #[test]
 fn every_apply_and_rollback_failpoint_two_ways_and_every_recovery_step() {
-    let cat = catalog();
-    let base = scenario(cat.path());
+    every_failpoint(Layout::InPlace);
+}
+
+#[test]
+fn every_failpoint_of_the_symlink_layout_two_ways() {
+    every_failpoint(Layout::Symlink);
+}
+
+fn every_failpoint(layout: Layout) {
+    // The symlink layout copies the whole tree on every run; a smaller
+    // tree keeps its many runs quick without removing a step.
+    let cat = catalog(match layout {
+        Layout::InPlace => 2_000,
+        Layout::Symlink => 500,
+    });
+    let base = scenario(cat.path(), layout);
     let old = tree_hash(&base.path().join("site"));
     let clean = copy(base.path());
-    let steps = count_steps(clean.path(), &["apply", "s"]);
+    let trace = trace_steps(clean.path(), &["apply", "s"]);
+    let steps = trace.len();
     let new = tree_hash(&clean.path().join("site"));
     assert_ne!(old, new);
     assert!(
         new.get("bin/run.sh").is_some_and(|h| h.starts_with("755 ")),
         "modes are part of the state"
     );
-    assert!(steps > 40, "a realistic change has many steps: {steps}");
+    assert!(steps > 20, "a realistic change has many steps: {steps}");
 
     // Apply: fail at every step, by error and by SIGKILL; then the next command recovers.
     each(steps, |n| {
@@ -341,24 +434,34 @@ fn every_apply_and_rollback_failpoint_two_ways_and_every_recovery_step() {
                 now == old || now == new,
                 "rollback failpoint {n}:{how}: mixed tree"
             );
-            assert!(!c.path().join("site/.sitekeeper-stage").exists());
             assert!(!c.path().join("state/s/journal/txn.json").exists());
+            leftovers(c.path(), &format!("rollback failpoint {n}:{how}"));
         }
     });
 
-    // Recovery interrupted: kill an apply halfway through its renames, then
-    // kill the recovery at each of its own steps, then recover for good.
+    // Recovery interrupted: kill an apply halfway through its renames (in
+    // place) or just after its swap (symlink), then kill the recovery at
+    // each of its own steps, then recover for good.
+    let crash_at = match layout {
+        Layout::InPlace => steps * 2 / 3,
+        Layout::Symlink => {
+            1 + trace
+                .iter()
+                .position(|s| s == "fsync link dir")
+                .expect("a swap step")
+        }
+    };
     let crashed = copy(base.path());
     let out = run(
         crashed.path(),
         &["apply", "s"],
-        &[("SITEKEEPER_FAILPOINT", &format!("{}:kill", steps * 2 / 3))],
+        &[("SITEKEEPER_FAILPOINT", &format!("{crash_at}:kill"))],
     );
     assert!(!out.status.success());
     let rec_steps = count_steps(&copy(crashed.path()).keep(), &["status", "s"]);
-    assert!(rec_steps > 5, "recovery has steps: {rec_steps}");
+    assert!(rec_steps > 4, "recovery has steps: {rec_steps}");
     eprintln!(
-        "failpoints: apply {steps} steps, rollback {rb_steps}, recovery {rec_steps}; each failed by error and by SIGKILL"
+        "failpoints ({layout:?}): apply {steps} steps, rollback {rb_steps}, recovery {rec_steps}; each failed by error and by SIGKILL"
     );
     each(rec_steps, |m| {
         let c = copy(crashed.path());

@@ -12,6 +12,7 @@ mod examples;
 mod git_sources;
 mod hostile_sites;
 mod invalid_corpus;
+mod layout;
 mod noop_scan;
 mod plan_cli;
 mod planning;

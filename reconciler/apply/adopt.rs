@@ -108,6 +108,7 @@ pub fn adopt(
         result: "ok".into(),
         modes: Default::default(),
         txn: None,
+        release_dir: None,
     };
     let files = snapshot.len();
     let point = points.commit(&snapshot, meta)?;

@@ -9,12 +9,14 @@ use std::time::Duration;
 use super::SiteContext;
 use super::fsops::Steps;
 use super::hooks::{HookEnv, run as run_hook};
+use super::swap::{self, Swap};
 use super::txn::{self, Change, FileRef, Journal, TxnError};
 use crate::confined::Root;
 use crate::load::{Fleet, Loaded};
 use crate::model::Site;
 use crate::model::hash::BlobId;
 use crate::model::values::{Timestamp, Version};
+use crate::model::words::Layout;
 use crate::plan::{ActionKind, HeldCode, Plan, SitePlan, fix_checksum};
 use crate::store::{
     By, LedgerKind, LedgerResult, PointKind, PointMeta, Points, Record, SiteState, StoreError,
@@ -146,10 +148,46 @@ fn serialize_lock(
 
 /// A site locked, recovered and ready.
 struct Locked {
+    /// The site's files: for the `symlink` layout, the release directory
+    /// the link named when it was opened (see [`Locked::reopen`]).
     root: Root,
+    root_path: std::path::PathBuf,
+    layout: Layout,
+    /// `keep_rollback_points`.
+    keep: u32,
+    site: String,
     state: SiteState,
     _lock: crate::store::SiteLock,
     steps: Steps,
+}
+
+impl Locked {
+    /// Opens the root again, after a swap pointed the link elsewhere.
+    fn reopen(&mut self) -> Result<(), ApplyError> {
+        self.root = Root::open(&self.root_path)
+            .map_err(|e| ApplyError::Failed(format!("{}: {e}", self.root_path.display())))?;
+        Ok(())
+    }
+
+    /// For the `symlink` layout, the swap a change named `version` makes.
+    fn swap(&self, version: &str, txn: &str) -> Result<Option<Swap>, ApplyError> {
+        match self.layout {
+            Layout::InPlace => Ok(None),
+            Layout::Symlink => Swap::new(&self.root_path, &self.site, version, txn)
+                .map(Some)
+                .map_err(|e| ApplyError::Refused(format!("{}: {e}", self.site))),
+        }
+    }
+
+    /// After a change: drops the points beyond retention, then the
+    /// release directories no retained point names.
+    fn retain(&self, points: &Points) -> Result<(), ApplyError> {
+        prune(points, self.keep)?;
+        if self.layout == Layout::Symlink {
+            swap::prune(&self.root_path, &self.site, points)?;
+        }
+        Ok(())
+    }
 }
 
 fn lock_and_recover(
@@ -173,6 +211,9 @@ fn lock_and_recover(
             root_path.display()
         ))
     })?;
+    let effective =
+        crate::policy::resolve(fleet, site).map_err(|d| ApplyError::Failed(d.to_string()))?;
+    let layout = effective.layout.value;
     let steps = Steps::from_env();
     txn::recover(
         &root,
@@ -186,8 +227,19 @@ fn lock_and_recover(
             "{name}: recovering an interrupted change failed: {e}"
         ))
     })?;
+    // Recovery may have swapped the link: open the root as it is now.
+    let root = if layout == Layout::Symlink {
+        Root::open(&root_path)
+            .map_err(|e| ApplyError::Failed(format!("{name}: {}: {e}", root_path.display())))?
+    } else {
+        root
+    };
     Ok(Locked {
         root,
+        root_path,
+        layout,
+        keep: effective.keep_rollback_points.value,
+        site: name.to_owned(),
         state,
         _lock: lock,
         steps,
@@ -302,26 +354,25 @@ fn store_blobs(
 
 /// Refuses a change that would not fit: staged contents on the site's file
 /// system, and snapshots in the state dir.
-fn check_space(
-    root: &Root,
-    state: &SiteState,
-    contents: &BTreeMap<BlobId, Vec<u8>>,
-) -> Result<(), ApplyError> {
-    let need: u64 = contents.values().map(|b| b.len() as u64).sum::<u64>() + (1 << 20);
-    let free = root
-        .free_bytes()
-        .map_err(|e| ApplyError::Failed(format!("free space: {e}")))?;
-    if free < need {
+fn check_space(locked: &Locked, contents: &BTreeMap<BlobId, Vec<u8>>) -> Result<(), ApplyError> {
+    let failed = |e: std::io::Error| ApplyError::Failed(format!("free space: {e}"));
+    let changed: u64 = contents.values().map(|b| b.len() as u64).sum::<u64>() + (1 << 20);
+    // The symlink layout builds a whole new release directory.
+    let staged = match locked.layout {
+        Layout::InPlace => changed,
+        Layout::Symlink => changed + swap::tree_bytes(&locked.root, "").map_err(failed)?,
+    };
+    let free = locked.root.free_bytes().map_err(failed)?;
+    if free < staged {
         return Err(ApplyError::Refused(format!(
-            "the site's file system has {free} bytes free; the change needs {need} to stage its files"
+            "the site's file system has {free} bytes free; the change needs {staged} to stage its files"
         )));
     }
-    let st = rustix::fs::statvfs(state.dir())
-        .map_err(|e| ApplyError::Failed(format!("free space: {e}")))?;
+    let st = rustix::fs::statvfs(locked.state.dir()).map_err(|e| failed(e.into()))?;
     let state_free = st.f_bavail.saturating_mul(st.f_frsize);
-    if state_free < need {
+    if state_free < changed {
         return Err(ApplyError::Refused(format!(
-            "the state dir has {state_free} bytes free; the rollback point needs up to {need}"
+            "the state dir has {state_free} bytes free; the rollback point needs up to {changed}"
         )));
     }
     Ok(())
@@ -359,7 +410,7 @@ pub fn apply_site(
     opts: &Options<'_>,
 ) -> Result<Outcome, ApplyError> {
     let name = site.site.to_string();
-    let locked = lock_and_recover(fleet, site, opts)?;
+    let mut locked = lock_and_recover(fleet, site, opts)?;
     let ctx = SiteContext::gather(fleet, site, opts.state_dir, None)
         .map_err(|e| ApplyError::Failed(e.to_string()))?;
     if !ctx.adopted() {
@@ -414,7 +465,7 @@ pub fn apply_site(
     };
     report(&locked.state, &name, "staging", 20, Some(&plan), None);
     let (changes, contents) = plan_changes(&locked.root, &plan)?;
-    check_space(&locked.root, &locked.state, &contents)?;
+    check_space(&locked, &contents)?;
     let points = locked.state.points()?;
     store_blobs(&locked.root, &points, &changes, &contents)?;
     let by = By::here(opts.via);
@@ -518,8 +569,10 @@ pub fn apply_site(
         records.push(r);
     }
     let created_dirs = txn::dirs_to_create(&locked.root, &changes);
+    let id = txn_id(opts.now);
+    let swap = locked.swap(plan.to_version.as_deref().unwrap_or_default(), &id)?;
     let journal = Journal {
-        id: txn_id(opts.now),
+        id,
         base_point: base,
         created_dirs,
         changes,
@@ -539,8 +592,12 @@ pub fn apply_site(
             result: "ok".into(),
             modes: BTreeMap::new(),
             txn: None,
+            release_dir: swap
+                .as_ref()
+                .and_then(|s| s.new_name().ok().map(str::to_owned)),
         },
         records,
+        swap,
     };
     report(&locked.state, &name, "replacing", 50, Some(&plan), None);
     let point = execute_or_undo(
@@ -556,6 +613,9 @@ pub fn apply_site(
         report(&locked.state, &name, "failed", 100, Some(&plan), Some(&e));
         ApplyError::Failed(format!("{name}: {e}"))
     })?;
+    if locked.layout == Layout::Symlink {
+        locked.reopen()?;
+    }
     report(&locked.state, &name, "checking", 90, Some(&plan), None);
 
     // After the change: the owner's and the release's hooks, then health.
@@ -586,7 +646,7 @@ pub fn apply_site(
             ))
         })?;
         rollback_to(
-            &locked,
+            &mut locked,
             &points,
             to,
             &Steps::none(),
@@ -612,7 +672,7 @@ pub fn apply_site(
         )));
     }
     txn::finish(&locked.root, &locked.state, &locked.steps)?;
-    prune(&points, ctx.effective.keep_rollback_points.value)?;
+    locked.retain(&points)?;
     report(&locked.state, &name, "done", 100, Some(&plan), None);
     let files = journal.changes.len();
     Ok(Outcome::Changed {
@@ -729,7 +789,7 @@ fn record_prestate(
 /// `rollback`); `error` marks an automatic rollback after a failed check.
 /// Returns the new point, the files changed and the version restored.
 fn rollback_to(
-    locked: &Locked,
+    locked: &mut Locked,
     points: &Points,
     to: u64,
     steps: &Steps,
@@ -759,6 +819,11 @@ fn rollback_to(
     meta.at = Timestamp(opts.now);
     meta.txn = None;
     meta.result = "ok".into();
+    let id = txn_id(opts.now) + if error.is_some() { "-auto" } else { "" };
+    let swap = locked.swap(&version, &id)?;
+    meta.release_dir = swap
+        .as_ref()
+        .and_then(|s| s.new_name().ok().map(str::to_owned));
     let mut r = record(
         LedgerKind::Rollback,
         Some(format!("point {to}")),
@@ -776,16 +841,21 @@ fn rollback_to(
     let files = changes.len();
     let created_dirs = txn::dirs_to_create(&locked.root, &changes);
     let journal = Journal {
-        id: txn_id(opts.now) + if error.is_some() { "-auto" } else { "" },
+        id,
         base_point: Some(latest),
         changes,
         meta,
         records: vec![r],
         created_dirs,
+        swap,
     };
     let point = execute_or_undo(opts.progress, locked, points, steps, &journal, by, opts.now)
         .map_err(|e| ApplyError::Failed(format!("rolling back to point {to}: {e}")))?;
+    if locked.layout == Layout::Symlink {
+        locked.reopen()?;
+    }
     txn::finish(&locked.root, &locked.state, steps)?;
+    locked.retain(points)?;
     Ok((point, files, version))
 }
 
@@ -797,7 +867,9 @@ pub fn rollback_site(
     opts: &Options<'_>,
 ) -> Result<Outcome, ApplyError> {
     let name = site.site.to_string();
-    let locked = lock_and_recover(fleet, site, opts)?;
+    let mut locked = lock_and_recover(fleet, site, opts)?;
+    // The failpoints count this rollback's steps; the struct keeps none.
+    let steps = std::mem::replace(&mut locked.steps, Steps::none());
     let points = locked.state.existing_points()?.ok_or_else(|| {
         ApplyError::Refused(format!(
             "{name} is not adopted, so it has no rollback points"
@@ -833,8 +905,7 @@ pub fn rollback_site(
     {
         return Ok(Outcome::Unchanged);
     }
-    let (point, files, version) =
-        rollback_to(&locked, &points, to, &locked.steps, opts, &by, None)?;
+    let (point, files, version) = rollback_to(&mut locked, &points, to, &steps, opts, &by, None)?;
     Ok(Outcome::Changed {
         point,
         files,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::fsops::Steps;
+use super::swap::Swap;
 use crate::confined::{Kind, Root};
 use crate::inventory::STAGE_DIR;
 use crate::model::hash::BlobId;
@@ -61,6 +62,10 @@ pub struct Journal {
     /// Directories the change creates, deepest first; undoing it removes them.
     #[serde(default)]
     pub created_dirs: Vec<String>,
+    /// Set for the `symlink` layout: the change builds a new release
+    /// directory and swaps the link instead of replacing files in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<Swap>,
 }
 
 /// The directories that adding `changes` would create, deepest first.
@@ -225,7 +230,11 @@ fn put(
 
 /// Removes the directories that deleting files left empty, deepest first
 /// (git does the same), so the tree after a change is exactly the target's.
-fn prune_empty_dirs(root: &Root, steps: &Steps, deleted: &[&str]) -> Result<(), TxnError> {
+pub(super) fn prune_empty_dirs(
+    root: &Root,
+    steps: &Steps,
+    deleted: &[&str],
+) -> Result<(), TxnError> {
     let mut dirs: BTreeSet<String> = BTreeSet::new();
     for path in deleted {
         let mut dir = parent(path);
@@ -304,6 +313,14 @@ pub fn execute(
     steps: &Steps,
     journal: &Journal,
 ) -> Result<u64, TxnError> {
+    if let Some(swap) = &journal.swap {
+        // The journal comes first: the release directory it names is
+        // removed by recovery if the change does not commit.
+        write_journal(state, steps, journal)?;
+        swap.build(root, points, steps, &journal.changes, progress)?;
+        swap.publish(steps)?;
+        return commit(state, points, steps, journal);
+    }
     // Stage every new content beside the site, on its file system.
     if let Some(p) = progress {
         p.start(2 * journal.changes.len() as u64);
@@ -327,9 +344,7 @@ pub fn execute(
     root.sync_dir(STAGE_DIR).map_err(io("fsync stage"))?;
 
     // The journal: from here on, recovery knows what to finish or undo.
-    steps.step("journal")?;
-    let text = serde_json::to_vec_pretty(journal).map_err(|e| io("journal")(e.into()))?;
-    write_atomic(&journal_path(state), &text).map_err(io("write journal"))?;
+    write_journal(state, steps, journal)?;
 
     for (i, c) in journal.changes.iter().enumerate() {
         match c.new {
@@ -363,6 +378,12 @@ pub fn execute(
     prune_empty_dirs(root, steps, &deleted)?;
     sync_parents(root, steps, &journal.changes)?;
     commit(state, points, steps, journal)
+}
+
+fn write_journal(state: &SiteState, steps: &Steps, journal: &Journal) -> Result<(), TxnError> {
+    steps.step("journal")?;
+    let text = serde_json::to_vec_pretty(journal).map_err(|e| io("journal")(e.into()))?;
+    write_atomic(&journal_path(state), &text).map_err(io("write journal"))
 }
 
 /// Commits the point (the atomic step) and appends the ledger records.
@@ -454,35 +475,9 @@ pub fn recover(
         Some(n) => (points.meta(n)?.txn.as_deref() == Some(journal.id.as_str())).then_some(n),
         None => None,
     };
-    for (i, c) in journal.changes.iter().enumerate() {
-        let want = if committed.is_some() { c.new } else { c.old };
-        if !same(current(root, &c.path)?, want) {
-            put(root, &points, steps, i, &c.path, want)?;
-        }
-    }
-    let deleted: Vec<&str> = journal
-        .changes
-        .iter()
-        .filter(|c| {
-            if committed.is_some() {
-                c.new.is_none()
-            } else {
-                c.old.is_none()
-            }
-        })
-        .map(|c| c.path.as_str())
-        .collect();
-    prune_empty_dirs(root, steps, &deleted)?;
-    sync_parents(root, steps, &journal.changes)?;
-    if committed.is_none() {
-        // Directories the change created go too: the old tree did not have them.
-        for dir in &journal.created_dirs {
-            if root.list(dir).is_ok_and(|entries| entries.is_empty()) {
-                steps.step("rmdir")?;
-                root.remove_tree(dir)
-                    .map_err(io(format!("{dir}/: remove")))?;
-            }
-        }
+    match &journal.swap {
+        Some(swap) => swap.recover(steps, committed.is_some())?,
+        None => recover_in_place(root, &points, steps, &journal, committed.is_some())?,
     }
     let outcome = match committed {
         Some(point) => {
@@ -522,6 +517,48 @@ pub fn recover(
     })?;
     finish(root, state, steps)?;
     Ok(outcome)
+}
+
+/// Recovery of an `in_place` change: every path of the journal is put back
+/// to its old state, or forward to its new one when `committed`.
+fn recover_in_place(
+    root: &Root,
+    points: &Points,
+    steps: &Steps,
+    journal: &Journal,
+    committed: bool,
+) -> Result<(), TxnError> {
+    for (i, c) in journal.changes.iter().enumerate() {
+        let want = if committed { c.new } else { c.old };
+        if !same(current(root, &c.path)?, want) {
+            put(root, points, steps, i, &c.path, want)?;
+        }
+    }
+    let deleted: Vec<&str> = journal
+        .changes
+        .iter()
+        .filter(|c| {
+            if committed {
+                c.new.is_none()
+            } else {
+                c.old.is_none()
+            }
+        })
+        .map(|c| c.path.as_str())
+        .collect();
+    prune_empty_dirs(root, steps, &deleted)?;
+    sync_parents(root, steps, &journal.changes)?;
+    if !committed {
+        // Directories the change created go too: the old tree did not have them.
+        for dir in &journal.created_dirs {
+            if root.list(dir).is_ok_and(|entries| entries.is_empty()) {
+                steps.step("rmdir")?;
+                root.remove_tree(dir)
+                    .map_err(io(format!("{dir}/: remove")))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn entry_ref(e: &SnapshotEntry) -> FileRef {

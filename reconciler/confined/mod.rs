@@ -293,6 +293,33 @@ impl Root {
         })
     }
 
+    /// Copies the regular file `rel` to `to_rel` under `to` (which must not
+    /// exist there), with permission bits `mode`, streaming (the kernel's
+    /// `copy_file_range` where it can), and fsyncs the copy.
+    pub fn copy_file(&self, rel: &str, to: &Root, to_rel: &str, mode: u32) -> io::Result<()> {
+        let (mut from, _) = self.open_file(rel)?;
+        to.with_parent(to_rel, |dir, name| {
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )?;
+            let mut file = File::from(fd);
+            std::io::copy(&mut from, &mut file)?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
+            file.sync_all()
+        })
+    }
+
+    /// Sets the permission bits of directory `rel` (`""` for the root).
+    pub fn set_dir_mode(&self, rel: &str, mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::fchmod(
+            self.dir(rel)?,
+            Mode::from_raw_mode(mode & 0o7777),
+        )?)
+    }
+
     /// Renames `from` to `to`, both under the root, replacing `to`.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         self.with_parent(from, |from_dir, from_name| {

@@ -55,6 +55,10 @@ pub struct PointMeta {
     /// change from an interrupted one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn: Option<String>,
+    /// The release directory the change built (`symlink` layout), so
+    /// retention knows which directories its points still name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_dir: Option<String>,
 }
 
 /// One path of a snapshot.
@@ -373,6 +377,7 @@ mod tests {
             result: "ok".into(),
             modes: BTreeMap::new(),
             txn: None,
+            release_dir: None,
         }
     }
 
