@@ -40,3 +40,4 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod store;
+pub mod watch;

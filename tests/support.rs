@@ -230,3 +230,62 @@ pub fn mkfifo(path: &Path) {
     )
     .expect("mkfifo");
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; the tiny race with
+/// another process is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, within: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < within, "nothing listens on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A real `git daemon` serving every repository under `base` on
+/// 127.0.0.1, stopped when dropped.
+pub struct GitDaemon {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl GitDaemon {
+    /// Starts it.
+    pub fn start(base: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg("--export-all")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        wait_for_port(port, std::time::Duration::from_secs(10));
+        Self { child, port }
+    }
+
+    /// The `git://` URL of repository `name` under the base.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -18,4 +18,5 @@ mod plan_cli;
 mod planning;
 mod schema;
 mod validate;
+mod watch;
 mod yaml_traps;

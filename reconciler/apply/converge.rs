@@ -77,6 +77,8 @@ pub struct Options<'a> {
     pub state_dir: &'a Path,
     /// Draws staging and replacing (a bar on a terminal).
     pub progress: Option<&'a dyn crate::inventory::Progress>,
+    /// Set by the daemon when it stops: a change in flight is undone.
+    pub cancel: Option<&'a std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Writes `status.json` (SPEC §5): the current phase and progress, for
@@ -214,7 +216,7 @@ fn lock_and_recover(
     let effective =
         crate::policy::resolve(fleet, site).map_err(|d| ApplyError::Failed(d.to_string()))?;
     let layout = effective.layout.value;
-    let steps = Steps::from_env();
+    let steps = Steps::from_env().cancellable(opts.cancel.cloned());
     txn::recover(
         &root,
         &state,

@@ -6,6 +6,8 @@
 
 use std::cell::Cell;
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether this build honours failpoints.
 const ENABLED: bool = cfg!(debug_assertions) || cfg!(feature = "failpoints");
@@ -23,6 +25,9 @@ pub struct Steps {
     n: Cell<u64>,
     fail_at: Option<(u64, Failure)>,
     trace: Option<std::path::PathBuf>,
+    /// Set when the daemon is stopping: the next step fails, and the
+    /// transaction is undone like any failed one.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Steps {
@@ -50,7 +55,14 @@ impl Steps {
             n: Cell::new(0),
             fail_at,
             trace,
+            cancel: None,
         }
+    }
+
+    /// These steps, failing from the first one after `cancel` is set.
+    pub fn cancellable(mut self, cancel: Option<Arc<AtomicBool>>) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Steps that never fail.
@@ -59,6 +71,7 @@ impl Steps {
             n: Cell::new(0),
             fail_at: None,
             trace: None,
+            cancel: None,
         }
     }
 
@@ -73,6 +86,16 @@ impl Steps {
                 .open(path)
         {
             let _ = writeln!(f, "{n} {what}");
+        }
+        if self
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "interrupted: sitekeeper is stopping",
+            ));
         }
         match self.fail_at {
             Some((at, Failure::Error)) if at == n => {

@@ -9,6 +9,7 @@ pub mod converge;
 pub mod fsops;
 pub mod health;
 pub mod hooks;
+pub mod status;
 pub mod swap;
 pub mod txn;
 

@@ -102,6 +102,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
                 now: at,
                 state_dir: &state,
                 progress: Some(&bar),
+                cancel: None,
             };
             (s.site.to_string(), converge::apply_site(&fleet, s, &opts))
         })
@@ -128,6 +129,7 @@ pub(super) fn rollback(
         now: now()?,
         state_dir: &state,
         progress: Some(&bar),
+        cancel: None,
     };
     report(
         printer,

@@ -14,6 +14,7 @@ mod plan;
 mod schema;
 mod status;
 mod validate;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,8 +139,8 @@ pub enum Command {
     Check(Pending),
     /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch (not implemented yet).
     Approve(Pending),
-    /// Run as a reconciler daemon (not implemented yet).
-    Watch(Pending),
+    /// Run as a reconciler daemon: keep every site converged from git.
+    Watch(watch::WatchArgs),
     /// Write the JSON Schemas of every file kind.
     Schema {
         /// Write one file per kind into this directory, instead of printing them.
@@ -208,6 +209,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
         Command::Status { sites } => status::run(&cli.global, &printer, sites),
         Command::History { site } => history::run(&cli.global, &printer, site),
+        Command::Watch(args) => watch::run(&cli.global, args),
         other => Err(CliError::Usage(format!(
             "`sitekeeper {}` is not implemented yet",
             command_name(other)

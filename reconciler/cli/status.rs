@@ -1,23 +1,9 @@
 //! `sitekeeper status`: per site, the installed version, applied fixes,
 //! rollback point, drift, pending items and the last result. Read-only.
 
-use serde::Serialize;
-
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::apply::SiteContext;
-
-/// One site's status (SPEC §3.1).
-#[derive(Debug, Serialize)]
-struct Status {
-    site: String,
-    version: Option<String>,
-    fixes: Vec<String>,
-    point: Option<u64>,
-    drift: Vec<String>,
-    pending: usize,
-    last_result: Option<String>,
-}
 
 pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
@@ -37,6 +23,7 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             now: at,
             state_dir: &state,
             progress: None,
+            cancel: None,
         };
         match crate::apply::converge::recover_site(&fleet, site, &opts) {
             Ok(()) | Err(crate::apply::converge::ApplyError::Refused(_)) => {}
@@ -51,33 +38,10 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             }
         };
         let plan = ctx.plan(at, None);
-        let (version, fixes) = match (&ctx.points, ctx.point) {
-            (Some(points), Some(n)) => match points.meta(n) {
-                Ok(m) => (Some(m.version), m.fixes),
-                Err(e) => {
-                    failures.push(e.to_string());
-                    continue;
-                }
-            },
-            _ => (None, Vec::new()),
-        };
-        let last_result = ctx.state.ledger().read().ok().and_then(|r| {
-            r.last().map(|r| {
-                serde_json::to_value(r.result)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
-        });
-        out.push(Status {
-            site: site.site.to_string(),
-            version,
-            fixes,
-            point: ctx.point,
-            drift: plan.drift.clone(),
-            pending: plan.actions.len(),
-            last_result,
-        });
+        match crate::apply::status::of(&ctx, &plan) {
+            Ok(status) => out.push(status),
+            Err(e) => failures.push(e.to_string()),
+        }
     }
     let text = match printer.format {
         Format::Json => serde_json::to_string_pretty(&out).unwrap_or_default(),

@@ -97,7 +97,9 @@ fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> SourceError {
 enum Inner {
     Dir(PathBuf),
     Git {
-        repo: git2::Repository,
+        /// Behind a mutex so a loaded fleet can be shared between threads
+        /// (libgit2 handles are `Send`, not `Sync`); reads are short.
+        repo: std::sync::Mutex<git2::Repository>,
         tree: git2::Oid,
     },
 }
@@ -247,7 +249,10 @@ impl Source {
             .map_err(git(format!("commit {commit}")))?
             .tree_id();
         Ok(Self {
-            inner: Inner::Git { repo, tree },
+            inner: Inner::Git {
+                repo: std::sync::Mutex::new(repo),
+                tree,
+            },
             label: label.into(),
             commit: Some(commit.to_string()),
         })
@@ -288,6 +293,7 @@ impl Source {
                 })
             }
             Inner::Git { repo, tree } => {
+                let repo = &*lock(repo);
                 let rel = rel.trim_end_matches('/');
                 if rel.is_empty() {
                     return Some(EntryKind::Dir);
@@ -330,6 +336,7 @@ impl Source {
                 source,
             }),
             Inner::Git { repo, tree } => {
+                let repo = &*lock(repo);
                 let tree = repo.find_tree(*tree).map_err(git(shown.clone()))?;
                 let entry = tree.get_path(Path::new(rel)).map_err(git(shown.clone()))?;
                 let blob = entry
@@ -374,6 +381,7 @@ impl Source {
         let mut out = BTreeMap::new();
         match &self.inner {
             Inner::Git { repo, tree } => {
+                let repo = &*lock(repo);
                 let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
                 let sub = match root.get_path(Path::new(rel)) {
                     Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => {
@@ -525,6 +533,7 @@ impl Source {
     pub fn read_blob(&self, blob: BlobId) -> Result<Option<Vec<u8>>, SourceError> {
         match &self.inner {
             Inner::Git { repo, .. } => {
+                let repo = &*lock(repo);
                 let b = repo
                     .find_blob(blob.to_oid())
                     .map_err(git(format!("blob {blob}")))?;
@@ -563,6 +572,7 @@ impl Source {
                 }
             }
             Inner::Git { repo, tree } => {
+                let repo = &*lock(repo);
                 let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
                 let sub = if rel.is_empty() {
                     root
@@ -648,6 +658,13 @@ fn resolve(
         source_name: source_name.to_owned(),
         git_ref: git_ref.to_owned(),
     })
+}
+
+/// The repository of a git source. A poisoned lock only means another
+/// thread panicked while reading; the repository itself is unchanged.
+fn lock(repo: &std::sync::Mutex<git2::Repository>) -> std::sync::MutexGuard<'_, git2::Repository> {
+    repo.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

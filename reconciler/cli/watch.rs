@@ -1,0 +1,112 @@
+//! `sitekeeper watch`: run as a reconciler daemon (SPEC §8). Parses the
+//! options, sets up logging (human or JSON lines on stderr), and hands over
+//! to [`crate::watch`]; exit 0 after SIGTERM, 2 when the fleet or an option
+//! is invalid at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::context::now;
+use super::{CliError, Global, load_options};
+use crate::model::values::Duration;
+use crate::watch::{Config, WatchError};
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Human,
+    /// One JSON object a line, for log shippers.
+    Json,
+}
+
+/// Arguments of `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Serve /healthz, /metrics, /status and /reconcile on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Look at every site, and fetch the fleet and catalogs, this often (plus up to 10% jitter).
+    #[arg(long, value_name = "DUR", default_value = "5m")]
+    pub interval: Duration,
+    /// Sites reconciled at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// A file holding the webhook secret; POST /reconcile then needs it.
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How log lines look.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+pub(super) fn run(global: &Global, args: &WatchArgs) -> Result<(), CliError> {
+    if args.interval.0.is_zero() {
+        return Err(CliError::Usage(
+            "--interval must be longer than 0 (hint: 30s, 5m)".into(),
+        ));
+    }
+    let webhook_secret = match &args.webhook_secret_file {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| {
+                CliError::Usage(format!("--webhook-secret-file {}: {e}", path.display()))
+            })?;
+            let secret = text.trim_ascii().to_vec();
+            if secret.len() < 16 {
+                return Err(CliError::Usage(format!(
+                    "--webhook-secret-file {}: the secret is shorter than 16 bytes (hint: openssl rand -hex 32 > {0})",
+                    path.display()
+                )));
+            }
+            Some(secret)
+        }
+        None => None,
+    };
+    init_logs(global, args.log_format);
+    let fixed_now = std::env::var_os("SITEKEEPER_NOW")
+        .map(|_| now())
+        .transpose()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let config = Config {
+        load: load_options(global),
+        listen: args.listen,
+        interval: args.interval.0,
+        jobs,
+        webhook_secret,
+        fixed_now,
+    };
+    crate::watch::run(config).map_err(|e| match e {
+        WatchError::Invalid(diags) => CliError::Invalid(diags),
+        other => CliError::Failed(other.to_string()),
+    })
+}
+
+/// Logs go to stderr: `info` by default, `warn` with -q, `debug` with -v,
+/// `trace` with -vv; `SITEKEEPER_LOG` (an `EnvFilter`) overrides.
+fn init_logs(global: &Global, format: LogFormat) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "warn",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SITEKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sitekeeper={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}

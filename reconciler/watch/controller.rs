@@ -1,0 +1,831 @@
+//! The reconcile loop: which site to look at when, and why.
+//!
+//! Every site has one schedule entry (when to look next, and the reason).
+//! Triggers move it earlier: a new fleet or catalog commit, a changed file
+//! (debounced), a webhook, SIGHUP, the timer. A site is never reconciled
+//! twice at once; a trigger that arrives meanwhile runs it again after.
+//! [`reconcile`] does the work on a blocking thread and returns an
+//! [`Action`]; [`error_policy`] backs a failing site off exponentially,
+//! capped, without holding up the others. `--jobs` bounds the blocking
+//! threads at work.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use super::files::Files;
+use super::metrics::{ClassLabels, Metrics, ProductLabel, ResultLabels, SiteLabel};
+use super::{Config, WatchError};
+use crate::apply::converge::{self, ApplyError, Options, Outcome};
+use crate::apply::status::{self, SiteStatus};
+use crate::apply::{SiteContext, txn};
+use crate::load::{self, Diagnostic, Fleet, LoadOptions};
+use crate::plan::Held;
+use crate::plan::choose::Class;
+use crate::store::SiteState;
+
+/// Why a site is reconciled; recorded in the reconcile's tracing span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The daemon started, or the site joined the fleet.
+    Startup,
+    /// The timer (`--interval`).
+    Interval,
+    /// A new commit of the fleet or of a catalog.
+    Commit,
+    /// A managed file changed.
+    FileChange,
+    /// `POST /reconcile`.
+    Webhook,
+    /// SIGHUP re-read the fleet.
+    Reload,
+    /// A retry after a failure or a busy lock.
+    Retry,
+}
+
+impl Reason {
+    /// The word for logs and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::Interval => "interval",
+            Reason::Commit => "new commit",
+            Reason::FileChange => "file change",
+            Reason::Webhook => "webhook",
+            Reason::Reload => "reload",
+            Reason::Retry => "retry",
+        }
+    }
+
+    /// Who triggered a change, for the ledger (SPEC §5 `by.via`).
+    fn via(self) -> &'static str {
+        match self {
+            Reason::Webhook => "webhook",
+            _ => "watch",
+        }
+    }
+}
+
+/// A request to look at a site (`None`: every site).
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// The site, or all.
+    pub site: Option<String>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// What to do after a reconcile (kube-runtime's `Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Look again after this long.
+    Requeue(Duration),
+}
+
+/// What the daemon knows about one site, served by `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteReport {
+    /// SPEC §3.1 `status`.
+    #[serde(flatten)]
+    pub status: SiteStatus,
+    /// Items held back, with their reasons.
+    pub held: Vec<Held>,
+    /// When the daemon last looked.
+    pub last_reconcile: Option<String>,
+    /// Why it last looked.
+    pub reason: Option<Reason>,
+    /// `unchanged`, `changed`, `refused` or `failed`.
+    pub outcome: Option<&'static str>,
+    /// The last error, in words.
+    pub error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+}
+
+impl SiteReport {
+    fn new(site: &str) -> Self {
+        Self {
+            status: SiteStatus {
+                site: site.to_owned(),
+                ..SiteStatus::default()
+            },
+            held: Vec::new(),
+            last_reconcile: None,
+            reason: None,
+            outcome: None,
+            error: None,
+            failures: 0,
+        }
+    }
+}
+
+/// State shared by the loop, the blocking workers and the HTTP handlers.
+pub struct Shared {
+    /// The fleet in use (replaced whole on reload).
+    pub fleet: RwLock<Arc<Fleet>>,
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// Per-site reports.
+    pub reports: Mutex<BTreeMap<String, SiteReport>>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Where triggers go.
+    pub triggers: mpsc::UnboundedSender<Trigger>,
+    /// Unix time of the loop's last turn (`/healthz`).
+    pub heartbeat: AtomicI64,
+    /// `--webhook-secret-file`.
+    pub webhook_secret: Option<Vec<u8>>,
+    /// Set on SIGTERM: changes in flight are undone, none start.
+    pub cancel: Arc<AtomicBool>,
+    /// The last fleet load error, if the fleet in use is an older one.
+    pub load_error: Mutex<Option<String>>,
+    fixed_now: Option<jiff::Timestamp>,
+}
+
+impl Shared {
+    /// The fleet in use.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        Arc::clone(&self.fleet.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        self.fixed_now.unwrap_or_else(jiff::Timestamp::now)
+    }
+
+    fn report(&self, site: &str, f: impl FnOnce(&mut SiteReport)) {
+        let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
+        f(reports
+            .entry(site.to_owned())
+            .or_insert_with(|| SiteReport::new(site)));
+    }
+}
+
+/// What one reconcile found and did.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The change, or why there was none.
+    pub outcome: Result<Outcome, ApplyError>,
+    /// The site afterwards (when it could be read).
+    pub status: Option<SiteStatus>,
+    /// Held items.
+    pub held: Vec<Held>,
+    /// Newer releases by class.
+    pub available: Vec<Class>,
+}
+
+/// Looks at one site and converges it when its plan has changes. Runs on
+/// a blocking thread; the site's lock serializes it with any `apply`.
+pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> Reconciled {
+    let failed = |e: String| Reconciled {
+        outcome: Err(ApplyError::Failed(e)),
+        status: None,
+        held: Vec::new(),
+        available: Vec::new(),
+    };
+    if shared.cancel.load(Ordering::SeqCst) {
+        return Reconciled {
+            outcome: Err(ApplyError::Refused("sitekeeper is stopping".into())),
+            ..failed(String::new())
+        };
+    }
+    let Some(site) = fleet.site(name) else {
+        return failed(format!("{name} is no longer in the fleet"));
+    };
+    let now = shared.now();
+    let opts = Options {
+        via: reason.via(),
+        wait: true,
+        saved: None,
+        forced: None,
+        now,
+        state_dir: &shared.state_dir,
+        progress: None,
+        cancel: Some(&shared.cancel),
+    };
+    // An interrupted change is finished or undone before anything is read.
+    if txn::pending(&SiteState::new(&shared.state_dir, name))
+        && let Err(e) = converge::recover_site(fleet, site, &opts)
+    {
+        return failed(e.to_string());
+    }
+    let look = || -> Result<(SiteStatus, Vec<Held>, Vec<Class>, bool), String> {
+        let ctx =
+            SiteContext::gather(fleet, site, &shared.state_dir, None).map_err(|e| e.to_string())?;
+        let plan = ctx.plan(now, None);
+        let status = status::of(&ctx, &plan).map_err(|e| e.to_string())?;
+        let available = status::available(&ctx)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        let act = ctx.adopted() && plan.has_changes();
+        Ok((status, plan.held, available, act))
+    };
+    let (status, held, available, act) = match look() {
+        Ok(found) => found,
+        Err(e) => return failed(e),
+    };
+    if !act {
+        return Reconciled {
+            outcome: Ok(Outcome::Unchanged),
+            status: Some(status),
+            held,
+            available,
+        };
+    }
+    // Something to do: `apply` plans again under the lock and converges.
+    let outcome = converge::apply_site(fleet, site, &opts);
+    match look() {
+        Ok((status, held, available, _)) => Reconciled {
+            outcome,
+            status: Some(status),
+            held,
+            available,
+        },
+        Err(_) => Reconciled {
+            outcome,
+            status: Some(status),
+            held,
+            available,
+        },
+    }
+}
+
+/// The backoff after `failures` failures in a row: 2 s doubling, capped at
+/// the interval (and at 5 minutes), so a broken site is retried but never
+/// hammered.
+pub fn error_policy(failures: u32, interval: Duration) -> Action {
+    let base = Duration::from_secs(2);
+    let cap = interval.min(Duration::from_secs(300)).max(base);
+    let backoff = base.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    Action::Requeue(backoff.min(cap))
+}
+
+/// `interval` plus up to a tenth of it at random, so a fleet of sites
+/// started together does not stay in lock step.
+fn jittered(interval: Duration) -> Duration {
+    let spread = interval.as_millis() as u64 / 10;
+    interval + Duration::from_millis(fastrand::u64(0..=spread))
+}
+
+/// The commits the fleet was read at: a change means a new commit.
+fn fingerprint(fleet: &Fleet) -> Vec<(String, Option<String>)> {
+    let mut out = vec![("fleet".to_owned(), fleet.source.commit().map(str::to_owned))];
+    for (product, catalog) in &fleet.catalogs {
+        out.push((product.clone(), catalog.source.commit().map(str::to_owned)));
+    }
+    out
+}
+
+fn load_fleet(options: &LoadOptions) -> Result<Fleet, Vec<Diagnostic>> {
+    match load::load(options) {
+        Ok((fleet, diags)) if diags.is_empty() => Ok(fleet),
+        Ok((_, diags)) => Err(diags),
+        Err(d) => Err(vec![d]),
+    }
+}
+
+/// A reconcile that finished.
+struct Done {
+    site: String,
+    reason: Reason,
+    result: Reconciled,
+    elapsed: Duration,
+}
+
+/// The daemon's loop.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    config: Config,
+    due: HashMap<String, (Instant, Reason)>,
+    running: HashSet<String>,
+    again: HashMap<String, Reason>,
+    /// After a change of its own, a site's file events are its own echo.
+    quiet_until: HashMap<String, Instant>,
+    reloading: bool,
+    reload_again: bool,
+    after_reload: Vec<Trigger>,
+    files: Files,
+}
+
+impl Daemon {
+    /// Loads the fleet, starts the endpoints and the file watcher, and runs
+    /// until SIGTERM or SIGINT.
+    pub async fn run(config: Config) -> Result<(), WatchError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |kind| {
+            signal(kind).map_err(|e| WatchError::Start(format!("cannot handle signals: {e}")))
+        };
+        let (mut term, mut int, mut hup) = (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        );
+        let options = config.load.clone();
+        let fleet = tokio::task::spawn_blocking(move || load_fleet(&options))
+            .await
+            .map_err(|e| WatchError::Start(e.to_string()))?
+            .map_err(WatchError::Invalid)?;
+        let state_dir = load::state_dir(config.load.state_dir.as_deref(), Some(&fleet));
+        let (tx, mut triggers) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            fleet: RwLock::new(Arc::new(fleet)),
+            state_dir,
+            reports: Mutex::default(),
+            metrics: Metrics::new(),
+            triggers: tx.clone(),
+            heartbeat: AtomicI64::new(jiff::Timestamp::now().as_second()),
+            webhook_secret: config.webhook_secret.clone(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            load_error: Mutex::default(),
+            fixed_now: config.fixed_now,
+        });
+        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+        let server = match config.listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| WatchError::Bind { addr, source })?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                tracing::info!(address = %bound, "serving /healthz /metrics /status /reconcile");
+                Some(tokio::spawn(super::http::serve(
+                    listener,
+                    Arc::clone(&shared),
+                    http_stopped,
+                )))
+            }
+            None => None,
+        };
+        let mut files = Files::start(tx);
+        files.refresh(&shared.fleet());
+        let mut daemon = Daemon {
+            shared: Arc::clone(&shared),
+            config,
+            due: HashMap::new(),
+            running: HashSet::new(),
+            again: HashMap::new(),
+            quiet_until: HashMap::new(),
+            reloading: false,
+            reload_again: false,
+            after_reload: Vec::new(),
+            files,
+        };
+        let fleet = shared.fleet();
+        tracing::info!(
+            sites = fleet.sites.len(),
+            interval = ?daemon.config.interval,
+            jobs = daemon.config.jobs,
+            "watching"
+        );
+        for site in &fleet.sites {
+            daemon.schedule(site.site.as_str(), Instant::now(), Reason::Startup);
+        }
+        drop(fleet);
+
+        let jobs = Arc::new(Semaphore::new(daemon.config.jobs.max(1)));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (reload_tx, mut reloads) = mpsc::unbounded_channel();
+        let mut next_reload = Instant::now() + jittered(daemon.config.interval);
+        loop {
+            shared
+                .heartbeat
+                .store(jiff::Timestamp::now().as_second(), Ordering::Relaxed);
+            daemon.dispatch(&jobs, &done_tx);
+            let wake = daemon
+                .due
+                .iter()
+                .filter(|(s, _)| !daemon.running.contains(*s))
+                .map(|(_, (at, _))| *at)
+                .min()
+                .unwrap_or(next_reload)
+                .min(next_reload)
+                // Keep the heartbeat fresh even when nothing is due.
+                .min(Instant::now() + Duration::from_secs(30));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= next_reload {
+                        next_reload = Instant::now() + jittered(daemon.config.interval);
+                        daemon.reload(Reason::Interval, &reload_tx);
+                    }
+                }
+                Some(t) = triggers.recv() => daemon.trigger(t, &reload_tx),
+                Some(done) = done_rx.recv() => daemon.finished(done),
+                Some((reason, loaded)) = reloads.recv() => daemon.reloaded(reason, loaded, &reload_tx),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reading the fleet again");
+                    daemon.reload(Reason::Reload, &reload_tx);
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+
+        // Stop: no new work; a change in flight fails at its next step and
+        // is undone by its own transaction; wait for that, within 9 s.
+        tracing::info!(in_flight = daemon.running.len(), "stopping");
+        shared.cancel.store(true, Ordering::SeqCst);
+        let _ = stop_http.send(true);
+        let deadline = Instant::now() + Duration::from_secs(9);
+        while !daemon.running.is_empty() {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(done)) => daemon.finished(done),
+                _ => {
+                    tracing::warn!(
+                        sites = ?daemon.running,
+                        "still busy at the deadline; their next run recovers them"
+                    );
+                    break;
+                }
+            }
+        }
+        if let Some(server) = server {
+            let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Moves `site`'s next look to `at` if that is earlier.
+    fn schedule(&mut self, site: &str, at: Instant, reason: Reason) {
+        match self.due.get(site) {
+            Some((when, _)) if *when <= at => {}
+            _ => {
+                self.due.insert(site.to_owned(), (at, reason));
+            }
+        }
+    }
+
+    /// Starts every due site that is not already running.
+    fn dispatch(&mut self, jobs: &Arc<Semaphore>, done: &mpsc::UnboundedSender<Done>) {
+        let now = Instant::now();
+        let ready: Vec<(String, Reason)> = self
+            .due
+            .iter()
+            .filter(|(s, (at, _))| *at <= now && !self.running.contains(*s))
+            .map(|(s, (_, r))| (s.clone(), *r))
+            .collect();
+        for (site, reason) in ready {
+            self.due.remove(&site);
+            self.running.insert(site.clone());
+            let shared = Arc::clone(&self.shared);
+            let jobs = Arc::clone(jobs);
+            let done = done.clone();
+            tokio::spawn(async move {
+                let permit = jobs.acquire_owned().await;
+                let started = std::time::Instant::now();
+                let name = site.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let span =
+                        tracing::info_span!("reconcile", site = %name, reason = reason.as_str());
+                    let _entered = span.enter();
+                    let fleet = shared.fleet();
+                    reconcile(&shared, &fleet, &name, reason)
+                })
+                .await
+                .unwrap_or_else(|e| Reconciled {
+                    outcome: Err(ApplyError::Failed(format!("the reconcile panicked: {e}"))),
+                    status: None,
+                    held: Vec::new(),
+                    available: Vec::new(),
+                });
+                drop(permit);
+                let _ = done.send(Done {
+                    site,
+                    reason,
+                    result,
+                    elapsed: started.elapsed(),
+                });
+            });
+        }
+    }
+
+    fn trigger(&mut self, t: Trigger, reload_tx: &ReloadSender) {
+        match t.reason {
+            Reason::FileChange => {
+                let Some(site) = t.site else { return };
+                if self.running.contains(&site) {
+                    self.again.entry(site).or_insert(Reason::FileChange);
+                } else if self
+                    .quiet_until
+                    .get(&site)
+                    .is_none_or(|until| Instant::now() >= *until)
+                {
+                    // Debounce: a burst of events (an editor's save, an
+                    // unpacked upload) makes one reconcile.
+                    self.schedule(
+                        &site,
+                        Instant::now() + Duration::from_millis(300),
+                        Reason::FileChange,
+                    );
+                }
+            }
+            // A webhook means "something was pushed": fetch first.
+            _ => {
+                self.after_reload.push(t);
+                self.reload(Reason::Webhook, reload_tx);
+            }
+        }
+    }
+
+    /// Fetches and reads the fleet again, on a blocking thread.
+    fn reload(&mut self, reason: Reason, reload_tx: &ReloadSender) {
+        if self.reloading {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = true;
+        let options = self.config.load.clone();
+        let tx = reload_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send((reason, load_fleet(&options)));
+        });
+    }
+
+    fn reloaded(
+        &mut self,
+        reason: Reason,
+        loaded: Result<Fleet, Vec<Diagnostic>>,
+        reload_tx: &ReloadSender,
+    ) {
+        self.reloading = false;
+        let now = Instant::now();
+        match loaded {
+            Ok(fleet) => {
+                *self
+                    .shared
+                    .load_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                // Explicit requests first, so a webhook's reconcile is
+                // recorded as the webhook's even when it brought a commit.
+                for t in std::mem::take(&mut self.after_reload) {
+                    match &t.site {
+                        Some(site) => self.schedule(site, now, t.reason),
+                        None => {
+                            for s in &fleet.sites {
+                                self.schedule(s.site.as_str(), now, t.reason);
+                            }
+                        }
+                    }
+                }
+                let old = self.shared.fleet();
+                let moved = fingerprint(&old) != fingerprint(&fleet);
+                let known: HashSet<&str> = old.sites.iter().map(|s| s.site.as_str()).collect();
+                let now_known: HashSet<String> =
+                    fleet.sites.iter().map(|s| s.site.to_string()).collect();
+                for gone in known.iter().filter(|s| !now_known.contains(**s)) {
+                    tracing::info!(site = %gone, "left the fleet");
+                    self.due.remove(*gone);
+                    self.shared
+                        .reports
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(*gone);
+                    self.shared.metrics.forget(gone);
+                }
+                for site in &fleet.sites {
+                    let name = site.site.as_str();
+                    if !known.contains(name) {
+                        self.schedule(name, now, Reason::Startup);
+                    } else if moved {
+                        self.schedule(name, now, Reason::Commit);
+                    } else if reason == Reason::Reload {
+                        self.schedule(name, now, Reason::Reload);
+                    }
+                }
+                if moved {
+                    tracing::info!(commits = ?fingerprint(&fleet), "new commit");
+                }
+                drop(old);
+                self.files.refresh(&fleet);
+                *self
+                    .shared
+                    .fleet
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::new(fleet);
+            }
+            Err(diags) => {
+                self.shared.metrics.load_failures.inc();
+                let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    errors = %text.join("; "),
+                    "the fleet no longer loads; keeping the last good one"
+                );
+                *self
+                    .shared
+                    .load_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(text.join("\n"));
+            }
+        }
+        let fleet = self.shared.fleet();
+        for t in std::mem::take(&mut self.after_reload) {
+            match t.site {
+                Some(site) => self.schedule(&site, now, t.reason),
+                None => {
+                    for s in &fleet.sites {
+                        self.schedule(s.site.as_str(), now, t.reason);
+                    }
+                }
+            }
+        }
+        if std::mem::take(&mut self.reload_again) {
+            self.reload(reason, reload_tx);
+        }
+    }
+
+    /// Records a finished reconcile and schedules the next look.
+    fn finished(&mut self, done: Done) {
+        self.running.remove(&done.site);
+        let metrics = &self.shared.metrics;
+        let site = done.site.as_str();
+        let label = SiteLabel { site: site.into() };
+        metrics.duration.observe(done.elapsed.as_secs_f64());
+        let (word, error) = match &done.result.outcome {
+            Ok(Outcome::Unchanged) => ("unchanged", None),
+            Ok(Outcome::Changed { .. }) => ("changed", None),
+            Err(ApplyError::Refused(e)) => ("refused", Some(e.clone())),
+            Err(ApplyError::Failed(e)) => ("failed", Some(e.clone())),
+        };
+        metrics
+            .reconciles
+            .get_or_create(&ResultLabels {
+                site: site.into(),
+                result: word.into(),
+            })
+            .inc();
+        let mut failures = 0;
+        self.shared.report(site, |r| {
+            if word == "failed" {
+                r.failures += 1;
+            } else {
+                r.failures = 0;
+            }
+            failures = r.failures;
+        });
+        match &done.result.outcome {
+            Ok(Outcome::Changed {
+                point,
+                files,
+                version,
+            }) => {
+                tracing::info!(site, reason = done.reason.as_str(), version = %version, files, point, "converged");
+                self.quiet_until
+                    .insert(site.to_owned(), Instant::now() + Duration::from_secs(1));
+                // The echo of our own writes is not a change to look at.
+                if self.again.get(site) == Some(&Reason::FileChange) {
+                    self.again.remove(site);
+                }
+                // A symlink-layout site now lives in another directory.
+                self.files.refresh(&self.shared.fleet());
+            }
+            Ok(Outcome::Unchanged) => {
+                tracing::debug!(site, reason = done.reason.as_str(), "nothing to do");
+            }
+            Err(ApplyError::Refused(e)) => {
+                tracing::warn!(site, reason = done.reason.as_str(), error = %e, "refused")
+            }
+            Err(ApplyError::Failed(e)) => {
+                metrics.failures.get_or_create(&label).inc();
+                tracing::error!(site, reason = done.reason.as_str(), error = %e, failures, "failed");
+            }
+        }
+        if let Some(status) = &done.result.status {
+            let previous = self
+                .shared
+                .reports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(site)
+                .map(|r| r.status.drift.clone());
+            if !status.drift.is_empty() && previous.as_ref() != Some(&status.drift) {
+                tracing::warn!(site, files = ?status.drift, "managed files drifted from the last rollback point");
+            }
+            metrics
+                .drifted
+                .get_or_create(&label)
+                .set(status.drift.len() as i64);
+            metrics
+                .pending
+                .get_or_create(&label)
+                .set(status.pending as i64);
+            metrics
+                .held
+                .get_or_create(&label)
+                .set(done.result.held.len() as i64);
+            for class in [Class::Eligible, Class::Questionable, Class::Ineligible] {
+                let n = done
+                    .result
+                    .available
+                    .iter()
+                    .filter(|c| **c == class)
+                    .count();
+                let name = serde_json::to_value(class)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                metrics
+                    .upgrades
+                    .get_or_create(&ClassLabels {
+                        site: site.into(),
+                        class: name,
+                    })
+                    .set(n as i64);
+            }
+        }
+        if word != "failed" {
+            metrics
+                .last_success
+                .get_or_create(&label)
+                .set(jiff::Timestamp::now().as_duration().as_secs_f64());
+        }
+        let untrusted = done
+            .result
+            .held
+            .iter()
+            .any(|h| h.code == crate::plan::HeldCode::UntrustedSource);
+        let fleet = self.shared.fleet();
+        if let Some(product) = fleet.site(site).map(|s| s.product.clone()) {
+            metrics
+                .catalog_trusted
+                .get_or_create(&ProductLabel { product })
+                .set(i64::from(!untrusted));
+        }
+        let at = self.shared.now().to_string();
+        let result = done.result;
+        self.shared.report(site, |r| {
+            if let Some(status) = result.status {
+                r.status = status;
+            }
+            r.held = result.held;
+            r.last_reconcile = Some(at);
+            r.reason = Some(done.reason);
+            r.outcome = Some(word);
+            r.error = error;
+        });
+        let action = match word {
+            "failed" => error_policy(failures, self.config.interval),
+            // Busy (a lock) or stopping: look again soon.
+            "refused" => Action::Requeue(Duration::from_secs(2)),
+            _ => Action::Requeue(jittered(self.config.interval)),
+        };
+        if let Some(reason) = self.again.remove(site) {
+            self.schedule(site, Instant::now(), reason);
+        }
+        if fleet.site(site).is_some() {
+            let Action::Requeue(after) = action;
+            let reason = if word == "failed" || word == "refused" {
+                Reason::Retry
+            } else {
+                Reason::Interval
+            };
+            self.schedule(site, Instant::now() + after, reason);
+        }
+    }
+}
+
+type ReloadSender = mpsc::UnboundedSender<(Reason, Result<Fleet, Vec<Diagnostic>>)>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let hour = Duration::from_secs(3600);
+        let secs = |n| match error_policy(n, hour) {
+            Action::Requeue(d) => d.as_secs(),
+        };
+        assert_eq!(
+            (1..=10).map(secs).collect::<Vec<_>>(),
+            [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+        );
+        assert_eq!(
+            error_policy(9, Duration::from_secs(10)),
+            Action::Requeue(Duration::from_secs(10)),
+            "never longer than the interval"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        let base = Duration::from_secs(60);
+        for _ in 0..1000 {
+            let d = jittered(base);
+            assert!(d >= base && d <= base + Duration::from_secs(6), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_loaded_fleet_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Fleet>();
+        shareable::<Shared>();
+    }
+}
