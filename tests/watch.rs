@@ -248,6 +248,14 @@ fn watch_converges_on_webhook_timer_and_drift_then_stops_on_sigterm() {
         &log,
         || read("site-r/index.php").contains("hello"),
     );
+    // The files change before the ledger record is appended (the point's
+    // commit is the atomic step); wait for the record.
+    until(
+        Duration::from_secs(2),
+        "the fix's ledger record",
+        &log,
+        || read("state/s/ledger.jsonl").contains("0001-hello"),
+    );
     let ledger = read("state/s/ledger.jsonl");
     assert!(
         ledger.contains(r#""via":"webhook""#),

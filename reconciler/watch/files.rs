@@ -73,31 +73,47 @@ impl Files {
     }
 
     /// Watches the roots of every site of `fleet`, and only those (after a
-    /// reload, or after a symlink-layout site swapped its directory).
+    /// reload, or after a symlink-layout site swapped its directory). Roots
+    /// already watched are left alone.
+    ///
+    /// The map is never locked while the watcher is called: its event
+    /// thread may be inside the handler, waiting for that lock.
     pub fn refresh(&mut self, fleet: &Fleet) {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        let mut roots = self.roots.lock().unwrap_or_else(PoisonError::into_inner);
-        for w in roots.drain(..) {
-            let _ = watcher.unwatch(&w.dir);
+        let wanted: Vec<Watched> = fleet
+            .sites
+            .iter()
+            .filter_map(|site| {
+                let dir = std::fs::canonicalize(fleet.site_root(site)?).ok()?;
+                Some(Watched {
+                    site: site.site.to_string(),
+                    dir,
+                    preserve: site.paths.preserve.clone(),
+                })
+            })
+            .collect();
+        let old: Vec<PathBuf> = self
+            .roots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|w| w.dir.clone())
+            .collect();
+        for dir in old.iter().filter(|d| !wanted.iter().any(|w| &w.dir == *d)) {
+            let _ = watcher.unwatch(dir);
         }
-        for site in &fleet.sites {
-            let Some(root) = fleet.site_root(site) else {
-                continue;
-            };
-            let Ok(dir) = std::fs::canonicalize(&root) else {
-                continue;
-            };
-            if let Err(e) = watcher.watch(&dir, RecursiveMode::Recursive) {
-                tracing::warn!(site = %site.site, root = %dir.display(), error = %e, "cannot watch the site's files");
+        let mut watched = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            if !old.contains(&w.dir)
+                && let Err(e) = watcher.watch(&w.dir, RecursiveMode::Recursive)
+            {
+                tracing::warn!(site = %w.site, root = %w.dir.display(), error = %e, "cannot watch the site's files");
                 continue;
             }
-            roots.push(Watched {
-                site: site.site.to_string(),
-                dir,
-                preserve: site.paths.preserve.clone(),
-            });
+            watched.push(w);
         }
+        *self.roots.lock().unwrap_or_else(PoisonError::into_inner) = watched;
     }
 }
