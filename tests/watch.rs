@@ -460,3 +460,50 @@ fn watch_refuses_an_invalid_fleet_at_start_with_exit_2() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sigterm_during_a_change_undoes_it_and_exits_0() {
+    let (dir, _daemon) = setup();
+    let d = dir.path();
+    // The owner's pre_apply hook keeps the change in flight for a while.
+    let yaml = d.join("fleet/sites/s.yaml");
+    let mut text = std::fs::read_to_string(&yaml).unwrap();
+    text.push_str("hooks:\n  pre_apply: [[\"sh\", \"-c\", \"touch ../hook-started; sleep 2\"]]\n");
+    std::fs::write(&yaml, text).unwrap();
+    let work = d.join("catalog-src");
+    write_tree(
+        &work,
+        &[(
+            "fixes/0001-hello.yaml",
+            "id: 0001-hello\ntitle: Hello\nreason: Politeness\nseverity: normal\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [\"index.php\"], find: \"'hi'\", with: \"'hello'\"}\n",
+        )],
+    );
+    publish(&work, "fix 0001");
+    let before = crate::support::read_tree(&d.join("site-s"));
+    let mut watch = Watch::start(d, &["--interval", "1h"]);
+    let log = || watch.log();
+    until(Duration::from_secs(10), "the hook to start", &log, || {
+        d.join("hook-started").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    let code = watch.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", watch.log());
+    let took = stopping.elapsed();
+    assert_eq!(
+        crate::support::read_tree(&d.join("site-s")),
+        before,
+        "the change in flight was undone\n{}",
+        watch.log()
+    );
+    assert!(!d.join("state/s/journal/txn.json").exists());
+    let ledger = std::fs::read_to_string(d.join("state/s/ledger.jsonl")).unwrap();
+    assert!(!ledger.contains("0001-hello"), "{ledger}");
+    assert!(watch.log().contains("stopping"), "{}", watch.log());
+    assert!(
+        watch.log().contains("interrupted: sitekeeper is stopping"),
+        "the transaction saw the stop: {}",
+        watch.log()
+    );
+    eprintln!("watch: SIGTERM during a change: undone, exit 0 in {took:?}");
+}
