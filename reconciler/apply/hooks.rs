@@ -45,7 +45,7 @@ fn log(env: &HookEnv<'_>, argv: &[String], result: &Result<String, String>) {
     }
 }
 
-/// Runs `argv` like [`run_unlogged`] and appends it to the hook log.
+/// Runs `argv` like `run_unlogged` and appends it to the hook log.
 pub fn run(argv: &[String], env: &HookEnv<'_>, timeout: Duration) -> Result<String, String> {
     let result = run_unlogged(argv, env, timeout);
     log(env, argv, &result);
