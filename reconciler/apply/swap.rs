@@ -113,7 +113,7 @@ impl Swap {
         }
     }
 
-    /// The new release directory's name, in [`Self::base`]. Checked, since
+    /// The new release directory's name, in the directory of release directories. Checked, since
     /// a journal is read back from disk and the name is removed on undo.
     pub fn new_name(&self) -> Result<&str, TxnError> {
         final_name(&self.new_target)
