@@ -1,7 +1,7 @@
 //! The command line: clap definitions, dispatch, printing and exit codes.
 //!
 //! This is the only module that prints or knows exit codes (SPEC §3). Each
-//! subcommand lives in its own file and returns a [`Outcome`] or a
+//! subcommand lives in its own file and returns `()` or a
 //! [`CliError`]; [`run`] turns either into output and an exit code.
 
 mod adopt;
