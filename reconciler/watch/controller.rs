@@ -750,6 +750,14 @@ impl Daemon {
             .held
             .iter()
             .any(|h| h.code == crate::plan::HeldCode::UntrustedSource);
+        if let Some(h) = done
+            .result
+            .held
+            .iter()
+            .find(|h| h.code == crate::plan::HeldCode::UntrustedSource)
+        {
+            tracing::error!(site, reason = %h.reason, "the catalog commit is not trusted; nothing is applied until a trusted commit arrives");
+        }
         let fleet = self.shared.fleet();
         if let Some(product) = fleet.site(site).map(|s| s.product.clone()) {
             metrics
