@@ -16,6 +16,7 @@ mod layout;
 mod noop_scan;
 mod plan_cli;
 mod planning;
+mod reports;
 mod schema;
 mod validate;
 mod watch;
