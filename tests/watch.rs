@@ -507,3 +507,83 @@ fn sigterm_during_a_change_undoes_it_and_exits_0() {
     );
     eprintln!("watch: SIGTERM during a change: undone, exit 0 in {took:?}");
 }
+
+/// The report repository's refs (empty: it never received anything).
+fn refs(repo: &Path) -> String {
+    git(repo, &["for-each-ref"])
+}
+
+#[test]
+fn status_reports_leave_the_machine_only_with_consent() {
+    let (dir, _daemon) = setup();
+    let d = dir.path();
+    git(d, &["init", "-q", "--bare", "-b", "status", "reports.git"]);
+    let fleet_yaml = d.join("fleet/fleet.yaml");
+    let mut text = std::fs::read_to_string(&fleet_yaml).unwrap();
+    text.push_str(&format!(
+        "reports:\n  git: {}\n  branch: status\n",
+        d.join("reports.git").display()
+    ));
+    std::fs::write(&fleet_yaml, text).unwrap();
+    let work = d.join("catalog-src");
+    write_tree(
+        &work,
+        &[(
+            "fixes/0001-hello.yaml",
+            "id: 0001-hello\ntitle: Hello\nreason: Politeness\nseverity: normal\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [\"index.php\"], find: \"'hi'\", with: \"'hello'\"}\n",
+        )],
+    );
+    publish(&work, "fix 0001");
+
+    // Every opt-in false: changes happen, nothing is sent.
+    let mut watch = Watch::start(d, &["--interval", "2s"]);
+    let log = || watch.log();
+    until(
+        Duration::from_secs(10),
+        "both sites converged",
+        &log,
+        || {
+            std::fs::read_to_string(d.join("site-s/index.php")).is_ok_and(|t| t.contains("hello"))
+                && std::fs::read_to_string(d.join("site-r/index.php"))
+                    .is_ok_and(|t| t.contains("hello"))
+        },
+    );
+    // Past the publish delay and two timer turns.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(refs(&d.join("reports.git")), "", "nothing was sent");
+    assert_eq!(watch.terminate(Duration::from_secs(10)), Some(0));
+    assert_eq!(refs(&d.join("reports.git")), "", "nothing was sent");
+
+    // Site s opts in to status and error reports (not the URL): exactly
+    // those fields arrive, and nothing about r.
+    let yaml = d.join("fleet/sites/s.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap().replace(
+        "opt_in: {hotfixes: all}",
+        "opt_in: {hotfixes: all, status_reports: true, error_reports: true}\nlabels: {url: \"https://shop.example.com/\"}",
+    );
+    std::fs::write(&yaml, text).unwrap();
+    let watch = Watch::start(d, &["--interval", "2s"]);
+    let log = || watch.log();
+    until(Duration::from_secs(15), "the report of s", &log, || {
+        !refs(&d.join("reports.git")).is_empty()
+    });
+    let files = git(
+        &d.join("reports.git"),
+        &["ls-tree", "-r", "--name-only", "status"],
+    );
+    assert_eq!(files.trim(), "status/s.json", "only the site that opted in");
+    let body = git(&d.join("reports.git"), &["show", "status:status/s.json"]);
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["fixes", "health", "site", "version"],
+        "no error (there is none), no URL (not opted in): {body}"
+    );
+    assert_eq!(report["fixes"], serde_json::json!(["0001-hello"]));
+}

@@ -310,6 +310,9 @@ pub struct Daemon {
     quiet_until: HashMap<String, Instant>,
     reloading: bool,
     reload_again: bool,
+    /// When to publish the opted-in status reports next (SPEC §7).
+    publish_at: Option<Instant>,
+    publishing: bool,
     after_reload: Vec<Trigger>,
     files: Files,
 }
@@ -373,6 +376,8 @@ impl Daemon {
             quiet_until: HashMap::new(),
             reloading: false,
             reload_again: false,
+            publish_at: None,
+            publishing: false,
             after_reload: Vec::new(),
             files,
         };
@@ -391,12 +396,14 @@ impl Daemon {
         let jobs = Arc::new(Semaphore::new(daemon.config.jobs.max(1)));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (reload_tx, mut reloads) = mpsc::unbounded_channel();
+        let (published_tx, mut published) = mpsc::unbounded_channel::<()>();
         let mut next_reload = Instant::now() + jittered(daemon.config.interval);
         loop {
             shared
                 .heartbeat
                 .store(jiff::Timestamp::now().as_second(), Ordering::Relaxed);
             daemon.dispatch(&jobs, &done_tx);
+            daemon.publish(&published_tx);
             let wake = daemon
                 .due
                 .iter()
@@ -405,6 +412,7 @@ impl Daemon {
                 .min()
                 .unwrap_or(next_reload)
                 .min(next_reload)
+                .min(daemon.publish_at.unwrap_or(next_reload))
                 // Keep the heartbeat fresh even when nothing is due.
                 .min(Instant::now() + Duration::from_secs(30));
             tokio::select! {
@@ -416,6 +424,7 @@ impl Daemon {
                 }
                 Some(t) = triggers.recv() => daemon.trigger(t, &reload_tx),
                 Some(done) = done_rx.recv() => daemon.finished(done),
+                Some(()) = published.recv() => daemon.publishing = false,
                 Some((reason, loaded)) = reloads.recv() => daemon.reloaded(reason, loaded, &reload_tx),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reading the fleet again");
@@ -449,6 +458,41 @@ impl Daemon {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Publishes the opted-in sites' status reports when due, on a
+    /// blocking thread (git may take its time); one publish at a time.
+    fn publish(&mut self, published: &mpsc::UnboundedSender<()>) {
+        if self.publishing || self.publish_at.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.publish_at = None;
+        let fleet = self.shared.fleet();
+        if fleet.config.reports.is_none() {
+            return;
+        }
+        self.publishing = true;
+        let state_dir = self.shared.state_dir.clone();
+        let done = published.clone();
+        tokio::task::spawn_blocking(move || {
+            let statuses: BTreeMap<String, crate::apply::report::SiteStatus> = fleet
+                .sites
+                .iter()
+                .filter_map(|s| {
+                    crate::apply::report::SiteStatus::read(&state_dir, s.site.as_str())
+                        .ok()
+                        .map(|st| (s.site.to_string(), st))
+                })
+                .collect();
+            match crate::apply::report::publish_for_fleet(&fleet, &state_dir, &statuses) {
+                Ok(Some(p)) if p.commit.is_some() => {
+                    tracing::info!(commit = ?p.commit, sites = ?p.changed, "status reports published")
+                }
+                Ok(_) => tracing::debug!("status reports unchanged, or no site opted in"),
+                Err(e) => tracing::warn!(error = %e, "publishing status reports failed"),
+            }
+            let _ = done.send(());
+        });
     }
 
     /// Moves `site`'s next look to `at` if that is earlier.
@@ -602,6 +646,8 @@ impl Daemon {
                 if moved {
                     tracing::info!(commits = ?fingerprint(&fleet), "new commit");
                 }
+                // Opt-ins may have changed: publish what is now allowed.
+                self.publish_at = Some(now + Duration::from_secs(2));
                 drop(old);
                 self.files.refresh(&fleet);
                 *self
@@ -777,6 +823,11 @@ impl Daemon {
             r.outcome = Some(word);
             r.error = error;
         });
+        // Reports follow changes a little later, in one batch.
+        if word != "unchanged" || done.reason == Reason::Startup {
+            let soon = Instant::now() + Duration::from_secs(2);
+            self.publish_at = Some(self.publish_at.map_or(soon, |at| at.min(soon)));
+        }
         let action = match word {
             "failed" => error_policy(failures, self.config.interval),
             // Busy (a lock) or stopping: look again soon.
