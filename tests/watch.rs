@@ -459,6 +459,19 @@ fn watch_refuses_an_invalid_fleet_at_start_with_exit_2() {
         "{}",
         stderr(&out)
     );
+
+    let (dir, _daemon) = setup();
+    let out = sitekeeper(&dir.path().join("state"))
+        .current_dir(dir.path().join("fleet"))
+        .args(["watch", "s", "nope", "--interval", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("there is no site named \"nope\" to watch"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -480,7 +493,8 @@ fn sigterm_during_a_change_undoes_it_and_exits_0() {
     );
     publish(&work, "fix 0001");
     let before = crate::support::read_tree(&d.join("site-s"));
-    let mut watch = Watch::start(d, &["--interval", "1h"]);
+    // Only s: r (no hook) has no part in this.
+    let mut watch = Watch::start(d, &["s", "--interval", "1h"]);
     let log = || watch.log();
     until(Duration::from_secs(10), "the hook to start", &log, || {
         d.join("hook-started").exists()

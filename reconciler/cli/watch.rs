@@ -25,6 +25,9 @@ pub enum LogFormat {
 /// Arguments of `watch`.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// Watch only these sites (default: every site of the fleet), so that
+    /// sidecars of one fleet repo each keep their own site.
+    pub sites: Vec<String>,
     /// Serve /healthz, /metrics, /status and /reconcile on this address (e.g. 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -78,6 +81,7 @@ pub(super) fn run(global: &Global, args: &WatchArgs) -> Result<(), CliError> {
         jobs,
         webhook_secret,
         fixed_now,
+        sites: args.sites.clone(),
     };
     crate::watch::run(config).map_err(|e| match e {
         WatchError::Invalid(diags) => CliError::Invalid(diags),

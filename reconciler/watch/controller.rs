@@ -283,12 +283,34 @@ fn fingerprint(fleet: &Fleet) -> Vec<(String, Option<String>)> {
     out
 }
 
-fn load_fleet(options: &LoadOptions) -> Result<Fleet, Vec<Diagnostic>> {
-    match load::load(options) {
-        Ok((fleet, diags)) if diags.is_empty() => Ok(fleet),
-        Ok((_, diags)) => Err(diags),
-        Err(d) => Err(vec![d]),
+/// Loads the fleet, keeping only the `selected` sites (all when empty); a
+/// selected site that is not in the fleet is an error.
+fn load_fleet(options: &LoadOptions, selected: &[String]) -> Result<Fleet, Vec<Diagnostic>> {
+    let mut fleet = match load::load(options) {
+        Ok((fleet, diags)) if diags.is_empty() => fleet,
+        Ok((_, diags)) => return Err(diags),
+        Err(d) => return Err(vec![d]),
+    };
+    if !selected.is_empty() {
+        let missing: Vec<Diagnostic> = selected
+            .iter()
+            .filter(|name| fleet.site(name).is_none())
+            .map(|name| {
+                Diagnostic::new(
+                    load::Location::file(fleet.source.display("sites/")),
+                    format!("there is no site named {name:?} to watch"),
+                )
+                .with_hint("name sites as their `site:` field says")
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        fleet
+            .sites
+            .retain(|s| selected.iter().any(|n| n == s.site.as_str()));
     }
+    Ok(fleet)
 }
 
 /// A reconcile that finished.
@@ -331,7 +353,8 @@ impl Daemon {
             sig(SignalKind::hangup())?,
         );
         let options = config.load.clone();
-        let fleet = tokio::task::spawn_blocking(move || load_fleet(&options))
+        let selected = config.sites.clone();
+        let fleet = tokio::task::spawn_blocking(move || load_fleet(&options, &selected))
             .await
             .map_err(|e| WatchError::Start(e.to_string()))?
             .map_err(WatchError::Invalid)?;
@@ -585,9 +608,10 @@ impl Daemon {
         }
         self.reloading = true;
         let options = self.config.load.clone();
+        let selected = self.config.sites.clone();
         let tx = reload_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send((reason, load_fleet(&options)));
+            let _ = tx.send((reason, load_fleet(&options, &selected)));
         });
     }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub webhook_secret: Option<Vec<u8>>,
     /// A fixed clock (`SITEKEEPER_NOW`), for tests and reviews.
     pub fixed_now: Option<jiff::Timestamp>,
+    /// Only these sites (empty: all).
+    pub sites: Vec<String>,
 }
 
 /// Why the daemon could not run.
