@@ -10,6 +10,7 @@ pub mod fsops;
 pub mod health;
 pub mod hooks;
 pub mod swap;
+pub mod trust;
 pub mod txn;
 
 pub use context::{ContextError, SiteContext};

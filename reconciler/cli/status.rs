@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::apply::SiteContext;
+use crate::load::Trust;
 
 /// One site's status (SPEC §3.1).
 #[derive(Debug, Serialize)]
@@ -17,6 +18,11 @@ struct Status {
     drift: Vec<String>,
     pending: usize,
     last_result: Option<String>,
+    /// The verdict on the catalog commit for this site (SPEC §7), the
+    /// fleet's included: what decides whether its plan is held.
+    catalog_trust: Trust,
+    /// The verdict on the fleet repo's own commit.
+    fleet_trust: Trust,
 }
 
 pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Result<(), CliError> {
@@ -77,6 +83,8 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             drift: plan.drift.clone(),
             pending: plan.actions.len(),
             last_result,
+            catalog_trust: ctx.trust.clone(),
+            fleet_trust: fleet.trust.clone(),
         });
     }
     let text = match printer.format {
@@ -86,7 +94,7 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             for s in &out {
                 let version = s.version.clone().unwrap_or_else(|| "not adopted".into());
                 t.push_str(&format!(
-                    "{}  {}  point {}  fixes [{}]  drift {}  pending {}  last {}\n",
+                    "{}  {}  point {}  fixes [{}]  drift {}  pending {}  last {}",
                     s.site,
                     version,
                     s.point.map_or("–".into(), |p| p.to_string()),
@@ -95,6 +103,10 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
                     s.pending,
                     s.last_result.clone().unwrap_or_else(|| "–".into())
                 ));
+                if s.catalog_trust.required() {
+                    t.push_str(&format!("  catalog {}", s.catalog_trust.summary()));
+                }
+                t.push('\n');
             }
             t
         }
