@@ -17,5 +17,6 @@ mod noop_scan;
 mod plan_cli;
 mod planning;
 mod schema;
+mod signatures;
 mod validate;
 mod yaml_traps;
