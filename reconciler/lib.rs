@@ -10,11 +10,11 @@
 //! | --- | --- | --- |
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all |
 //! | [`watch`] | the daemon: triggers, requeue and backoff, file watching, the HTTP endpoints; the only owner of tokio | `apply` and below |
-//! | [`apply`] | gathers a site's observed state; adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; opt-in status reports pushed to the fleet's report repo | all below |
+//! | [`apply`] | gathers a site's observed state and trust verdict (signatures, no downgrade); adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; opt-in status reports pushed to the fleet's report repo | all below |
 //! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
-//! | [`load`] | read fleet and catalogs from a directory or a git commit; strict YAML; payloads; `validate` | `model` |
+//! | [`load`] | read fleet and catalogs from a directory or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `model` |
 //! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model` |
 //! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
 //! | [`confined`] | every read of a site's files: `openat2` beneath the root, no links | nothing of ours |

@@ -18,6 +18,7 @@ mod plan_cli;
 mod planning;
 mod reports;
 mod schema;
+mod signatures;
 mod validate;
 mod watch;
 mod yaml_traps;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::confined::Root;
 use crate::inventory::{self, Inventory, Progress, StatCache};
 use crate::load::payload::Payload;
-use crate::load::{Fleet, Loaded, LoadedCatalog};
+use crate::load::{Fleet, Loaded, LoadedCatalog, Trust};
 use crate::model::Site;
 use crate::model::hash::BlobId;
 use crate::model::values::Version;
@@ -80,6 +80,9 @@ pub struct SiteContext<'f> {
     pub quarantined: Vec<Version>,
     /// Approved digests.
     pub approved: BTreeSet<String>,
+    /// Whether the fleet and catalog commits may be acted on for this site
+    /// (signatures and no downgrade, SPEC §7).
+    pub trust: Trust,
     payloads: RefCell<HashMap<Version, Arc<Payload>>>,
     releases: Vec<crate::model::Release>,
     fixes: Vec<crate::model::Fix>,
@@ -128,6 +131,7 @@ impl<'f> SiteContext<'f> {
             Some(p) => p.latest()?,
             None => None,
         };
+        let trust = super::trust::verdict(fleet, catalog, points.as_ref())?;
         let quarantined = read_quarantine(&state);
         let approved = fleet
             .approvals
@@ -153,6 +157,7 @@ impl<'f> SiteContext<'f> {
             detection: None,
             quarantined,
             approved,
+            trust,
             payloads: RefCell::default(),
             releases: catalog.releases.iter().map(|r| r.value.clone()).collect(),
             fixes: catalog.fixes.iter().map(|f| f.value.clone()).collect(),
@@ -264,6 +269,7 @@ impl<'f> SiteContext<'f> {
             releases: &self.releases,
             fixes: &self.fixes,
             catalog_commit: self.catalog.source.commit(),
+            trust: &self.trust,
             installed: self.installed.clone(),
             adopted: self.adopted(),
             detection: self.detection.clone(),

@@ -198,6 +198,11 @@ fn lock_and_recover(
     opts: &Options<'_>,
 ) -> Result<Locked, ApplyError> {
     let name = site.site.as_str();
+    // An untrusted fleet may have redirected the site's root or state:
+    // touch neither, not even to recover, until a trusted commit arrives.
+    if let Some(reason) = fleet.trust.untrusted() {
+        return Err(ApplyError::Refused(format!("{name}: {reason}")));
+    }
     let root_path = fleet.site_root(site).ok_or_else(|| {
         ApplyError::Failed(format!(
             "{name}: its root is relative, but the fleet was read from git"
@@ -816,6 +821,12 @@ fn rollback_to(
         }
     }
     let mut meta = points.meta(to)?;
+    // Returning to older files does not return to an older catalog: the
+    // newest catalog commit applied stays the mark that later catalog
+    // commits must descend from (SPEC §7, no silent downgrade).
+    if let Some(newest) = points.meta(latest)?.catalog_commit {
+        meta.catalog_commit = Some(newest);
+    }
     let version = meta.version.clone();
     meta.kind = PointKind::Rollback;
     meta.at = Timestamp(opts.now);

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod report;
 pub mod status;
 pub mod swap;
+pub mod trust;
 pub mod txn;
 
 pub use context::{ContextError, SiteContext};

@@ -6,12 +6,13 @@
 use serde::Serialize;
 
 use super::SiteContext;
+use crate::load::Trust;
 use crate::plan::SitePlan;
 use crate::plan::choose::{Class, classify};
 use crate::store::StoreError;
 
 /// One site's status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SiteStatus {
     /// The site.
     pub site: String,
@@ -27,6 +28,11 @@ pub struct SiteStatus {
     pub pending: usize,
     /// The result of the last ledger record (`ok`, `failed`, `rolled_back`).
     pub last_result: Option<String>,
+    /// The verdict on the catalog commit for this site (SPEC §7), the
+    /// fleet's included: what decides whether its plan is held.
+    pub catalog_trust: Trust,
+    /// The verdict on the fleet repo's own commit.
+    pub fleet_trust: Trust,
 }
 
 /// The status of `ctx`'s site, given the plan made from it.
@@ -52,6 +58,8 @@ pub fn of(ctx: &SiteContext<'_>, plan: &SitePlan) -> Result<SiteStatus, StoreErr
         drift: plan.drift.clone(),
         pending: plan.actions.len(),
         last_result,
+        catalog_trust: ctx.trust.clone(),
+        fleet_trust: ctx.fleet.trust.clone(),
     })
 }
 

@@ -30,6 +30,12 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
     let progress = ScanProgress::new(site.site.as_str(), global.quiet);
     let ctx = SiteContext::gather(&fleet, site, &state, Some(&progress))
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    // Adoption records the catalog commit as the site's first, which later
+    // commits must descend from: an untrusted one must not become that mark.
+    if let Some(reason) = ctx.trust.untrusted() {
+        printer.error(&format!("refused: {}: {reason}", site.site));
+        return Err(CliError::Exit(exit::REFUSED));
+    }
     let _lock = ctx
         .state
         .lock(true)

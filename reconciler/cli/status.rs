@@ -50,7 +50,7 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             for s in &out {
                 let version = s.version.clone().unwrap_or_else(|| "not adopted".into());
                 t.push_str(&format!(
-                    "{}  {}  point {}  fixes [{}]  drift {}  pending {}  last {}\n",
+                    "{}  {}  point {}  fixes [{}]  drift {}  pending {}  last {}",
                     s.site,
                     version,
                     s.point.map_or("–".into(), |p| p.to_string()),
@@ -59,6 +59,10 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
                     s.pending,
                     s.last_result.clone().unwrap_or_else(|| "–".into())
                 ));
+                if s.catalog_trust.required() {
+                    t.push_str(&format!("  catalog {}", s.catalog_trust.summary()));
+                }
+                t.push('\n');
             }
             t
         }

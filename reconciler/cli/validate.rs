@@ -4,11 +4,12 @@
 use serde::Serialize;
 
 use super::{CliError, Format, Global, Printer, exit, load_options};
-use crate::load::{self, Diagnostic, Fleet};
+use crate::load::{self, Diagnostic, Fleet, Trust};
 
 /// What was checked.
 #[derive(Debug, Serialize)]
 struct Summary {
+    fleet_trust: Trust,
     sites: usize,
     fleet_policies: usize,
     stock_policies: usize,
@@ -22,6 +23,7 @@ struct CatalogSummary {
     commit: Option<String>,
     releases: usize,
     fixes: usize,
+    trust: Trust,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,6 +35,7 @@ struct Report<'a> {
 
 fn summarize(fleet: &Fleet) -> Summary {
     Summary {
+        fleet_trust: fleet.trust.clone(),
         sites: fleet.sites.len(),
         fleet_policies: fleet.policies.len(),
         stock_policies: fleet.stock_policies.len(),
@@ -45,6 +48,7 @@ fn summarize(fleet: &Fleet) -> Summary {
                 commit: c.source.commit().map(str::to_owned),
                 releases: c.releases.len(),
                 fixes: c.fixes.len(),
+                trust: c.trust.clone(),
             })
             .collect(),
     }
@@ -107,16 +111,26 @@ fn human_summary(s: &Summary) -> String {
         .catalogs
         .iter()
         .map(|c| {
-            format!(
-                "{} ({}, {})",
+            let mut text = format!(
+                "{} ({}, {}",
                 c.product,
                 plural(c.releases, "release", "releases"),
                 plural(c.fixes, "fix", "fixes")
-            )
+            );
+            if c.trust.required() {
+                text.push_str(&format!(", {}", c.trust.summary()));
+            }
+            text.push(')');
+            text
         })
         .collect();
+    let fleet = if s.fleet_trust.required() {
+        format!("; fleet {}", s.fleet_trust.summary())
+    } else {
+        String::new()
+    };
     format!(
-        "{}, {}, {}, {}; catalogs: {}",
+        "{}, {}, {}, {}; catalogs: {}{fleet}",
         plural(s.sites, "site", "sites"),
         plural(s.fleet_policies, "fleet policy", "fleet policies"),
         plural(s.stock_policies, "stock policy", "stock policies"),

@@ -20,6 +20,9 @@ pub struct LoadedCatalog {
     pub releases: Vec<Loaded<Release>>,
     /// Fixes, in name order (the order they apply in).
     pub fixes: Vec<Loaded<Fix>>,
+    /// The verdict on the commit read, against the catalog's
+    /// `allowed_signers` (SPEC §7).
+    pub trust: super::Trust,
 }
 
 pub(super) fn load_catalog(
@@ -94,6 +97,8 @@ pub(super) fn load_catalog(
         catalog,
         releases,
         fixes,
+        // Set by the fleet loader, which knows the catalog's signers.
+        trust: super::Trust::NotRequired,
     })
 }
 

@@ -186,14 +186,43 @@ fn check_approvals(fleet: &Fleet, diags: &mut Diagnostics) {
 }
 
 fn check_signers(fleet: &Fleet, diags: &mut Diagnostics) {
-    for (product, spec) in &fleet.config.catalogs {
-        if let Some(signers) = &spec.allowed_signers
-            && fleet.source.kind(signers.as_str()) != Some(EntryKind::File)
-        {
-            diags.push(fleet.config.origin.diag(
-                &format!("catalogs.{product}.allowed_signers"),
+    let config = &fleet.config;
+    if let Some(signers) = &config.allowed_signers
+        && fleet.source.kind(signers.as_str()) != Some(EntryKind::File)
+    {
+        diags.push(config.origin.diag(
+            "allowed_signers",
+            format!("the allowed signers file {signers} is not a file of the fleet repo"),
+        ));
+    }
+    for (product, spec) in &config.catalogs {
+        let Some(signers) = &spec.allowed_signers else {
+            continue;
+        };
+        let at = format!("catalogs.{product}.allowed_signers");
+        if fleet.source.kind(signers.as_str()) != Some(EntryKind::File) {
+            diags.push(config.origin.diag(
+                &at,
                 format!("the allowed signers file {signers} is not a file of the fleet repo"),
             ));
+        }
+        // Decided from fleet.yaml alone (not from whether the catalog
+        // opened), so it is reported even when the catalog is missing.
+        if spec.git_ref.is_none() && !super::source::is_url(&spec.source) {
+            diags.push(
+                config
+                    .origin
+                    .diag(
+                        &at,
+                        format!(
+                            "allowed_signers needs a git catalog, but {} is read as a plain directory, which has no commits to sign",
+                            spec.source
+                        ),
+                    )
+                    .with_hint(
+                        "set `ref:` to read a local git repository at a branch, tag or commit, or remove allowed_signers",
+                    ),
+            );
         }
     }
 }

@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use super::catalog::{self, LoadedCatalog};
-use super::source::{self, Source};
+use super::signers::{self, AllowedSigners};
+use super::source::{self, EntryKind, Source};
 use super::stock::{STOCK_POLICIES, stock_file};
+use super::trust::{self, Trust};
 use super::{
     Diagnostic, Diagnostics, LoadOptions, Loaded, Location, Origin, read_doc, yaml, yaml_files,
 };
@@ -33,6 +35,9 @@ pub struct Fleet {
     /// Files that exist but could not be read (`fleet.yaml`, `policies/<name>`),
     /// so that checks do not report what they would have defined as missing.
     pub unreadable: BTreeSet<String>,
+    /// The verdict on the fleet repo's own commit (SPEC §7): required only
+    /// of a fleet fetched from a git URL.
+    pub trust: Trust,
 }
 
 impl Fleet {
@@ -207,6 +212,42 @@ pub(super) fn load_fleet(
         }
     }
 
+    // Every signers file is read and checked once, however many name it.
+    let mut signer_files: BTreeMap<String, Option<(String, AllowedSigners)>> = BTreeMap::new();
+    let named = config.allowed_signers.iter().chain(
+        config
+            .catalogs
+            .values()
+            .filter_map(|c| c.allowed_signers.as_ref()),
+    );
+    for rel in named {
+        signer_files
+            .entry(rel.as_str().to_owned())
+            .or_insert_with(|| read_signers(&source, rel.as_str(), diags));
+    }
+
+    let trust = if source::is_url(&options.fleet) {
+        let head = config.allowed_signers.as_ref().and_then(|rel| {
+            signer_files
+                .get(rel.as_str())
+                .and_then(Option::as_ref)
+                .map(|(text, _)| (rel.as_str(), text.as_str()))
+        });
+        // Unreadable or broken signers at the head: keep requiring them
+        // (validate reports why), rather than fall back to no signatures.
+        let head = match (&config.allowed_signers, head) {
+            (Some(rel), None) => Some((rel.as_str(), "")),
+            (_, head) => head,
+        };
+        let record_dir = super::state_dir(options.state_dir.as_deref(), None);
+        trust::fleet_trust(&source, &options.fleet, &record_dir, head)
+    } else {
+        // A directory is what the person running sitekeeper has in hand:
+        // there is no fetched commit to check. Its signers file is still
+        // checked above, so that CI catches a broken one before it is pushed.
+        Trust::NotRequired
+    };
+
     let mut fleet = Fleet {
         source,
         config,
@@ -216,6 +257,7 @@ pub(super) fn load_fleet(
         approvals,
         catalogs: BTreeMap::new(),
         unreadable,
+        trust,
     };
     let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
     let mut catalogs = BTreeMap::new();
@@ -223,7 +265,23 @@ pub(super) fn load_fleet(
         let path = format!("catalogs.{product}.source");
         match open_catalog(&fleet.source, &spec.source, spec.git_ref.as_deref(), &cache) {
             Ok(cat_source) => {
-                if let Some(cat) = catalog::load_catalog(product, cat_source, diags) {
+                if let Some(mut cat) = catalog::load_catalog(product, cat_source, diags) {
+                    if let Some(rel) = &spec.allowed_signers {
+                        let name = fleet.source.display(rel.as_str());
+                        cat.trust = match signer_files.get(rel.as_str()).and_then(Option::as_ref) {
+                            Some((_, keys)) => trust::verify_source(
+                                &cat.source,
+                                &format!("the catalog {product}"),
+                                keys,
+                                &name,
+                            ),
+                            None => Trust::Untrusted {
+                                reason: format!(
+                                    "the allowed signers file {name} of the catalog {product} cannot be used (see `sitekeeper validate`)"
+                                ),
+                            },
+                        };
+                    }
                     catalogs.insert(product.clone(), cat);
                 }
             }
@@ -232,6 +290,57 @@ pub(super) fn load_fleet(
     }
     fleet.catalogs = catalogs;
     Ok(fleet)
+}
+
+/// Reads and checks the allowed signers file `rel` of the fleet repo,
+/// recording every bad line. Its text and keys when it is usable; a file
+/// that is absent is reported by the cross-file checks instead.
+fn read_signers(
+    source: &Source,
+    rel: &str,
+    diags: &mut Diagnostics,
+) -> Option<(String, AllowedSigners)> {
+    if source.kind(rel) != Some(EntryKind::File) {
+        return None;
+    }
+    let shown = source.display(rel);
+    let bytes = match source.read(rel) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.push(Diagnostic::new(Location::file(shown), e.to_string()));
+            return None;
+        }
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        diags.push(Diagnostic::new(
+            Location::file(shown),
+            "the allowed signers file is not UTF-8 text",
+        ));
+        return None;
+    };
+    let (keys, errors) = signers::parse(&text);
+    let clean = errors.is_empty();
+    for e in errors {
+        diags.push(Diagnostic::new(
+            Location {
+                file: shown.clone(),
+                line: e.line,
+                column: e.column,
+            },
+            e.message,
+        ));
+    }
+    if clean && keys.entries.is_empty() {
+        diags.push(
+            Diagnostic::new(
+                Location::file(shown),
+                "the allowed signers file lists no keys, so no commit could be trusted",
+            )
+            .with_hint("add a line `principal ssh-ed25519 AAAA…` per signer"),
+        );
+        return None;
+    }
+    clean.then_some((text, keys))
 }
 
 /// What a site file holds, for messages about an empty or scalar file.

@@ -10,8 +10,10 @@ mod check;
 pub mod diag;
 mod fleet;
 pub mod payload;
+pub mod signers;
 pub mod source;
 pub mod stock;
+pub mod trust;
 pub mod yaml;
 
 use std::ops::Deref;
@@ -22,6 +24,7 @@ pub use catalog::LoadedCatalog;
 pub use diag::{Diagnostic, Diagnostics, Location};
 pub use fleet::{ChainError, Fleet};
 pub use source::{Source, SourceError};
+pub use trust::Trust;
 pub use yaml::SpanIndex;
 
 use crate::model::Problem;

@@ -100,6 +100,7 @@ enum Inner {
         /// Behind a mutex so a loaded fleet can be shared between threads
         /// (libgit2 handles are `Send`, not `Sync`); reads are short.
         repo: std::sync::Mutex<git2::Repository>,
+        commit: git2::Oid,
         tree: git2::Oid,
     },
 }
@@ -251,6 +252,7 @@ impl Source {
         Ok(Self {
             inner: Inner::Git {
                 repo: std::sync::Mutex::new(repo),
+                commit,
                 tree,
             },
             label: label.into(),
@@ -261,6 +263,58 @@ impl Source {
     /// The commit read, for git sources.
     pub fn commit(&self) -> Option<&str> {
         self.commit.as_deref()
+    }
+
+    /// The SSH (or other) signature of the commit read, the bytes it signs
+    /// and the committer time; `None` for directory sources. The signature
+    /// is `None` for an unsigned commit.
+    pub fn commit_signature(&self) -> Result<Option<CommitSignature>, SourceError> {
+        let Inner::Git { repo, commit, .. } = &self.inner else {
+            return Ok(None);
+        };
+        let repo = &*lock(repo);
+        let what = || format!("{}commit {commit}", self.label);
+        let time = repo
+            .find_commit(*commit)
+            .map_err(git(what()))?
+            .committer()
+            .when()
+            .seconds();
+        match repo.extract_signature(commit, None) {
+            Ok((signature, signed)) => Ok(Some(CommitSignature {
+                signature: Some(signature.to_vec()),
+                signed: signed.to_vec(),
+                time,
+            })),
+            // libgit2 says NotFound for a commit without a `gpgsig` header.
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(Some(CommitSignature {
+                signature: None,
+                signed: Vec::new(),
+                time,
+            })),
+            Err(e) => Err(git(what())(e)),
+        }
+    }
+
+    /// Whether the commit read is `ancestor` or descends from it. `false`
+    /// when `ancestor` is not a commit of this repository (an unrelated
+    /// history), and for directory sources.
+    pub fn descends_from(&self, ancestor: &str) -> Result<bool, SourceError> {
+        let Inner::Git { repo, commit, .. } = &self.inner else {
+            return Ok(false);
+        };
+        let repo = &*lock(repo);
+        let Ok(ancestor) = git2::Oid::from_str(ancestor) else {
+            return Ok(false);
+        };
+        if *commit == ancestor {
+            return Ok(true);
+        }
+        if repo.find_commit(ancestor).is_err() {
+            return Ok(false);
+        }
+        repo.graph_descendant_of(*commit, ancestor)
+            .map_err(git(format!("{}commit {commit}", self.label)))
     }
 
     /// The directory on disk, for directory sources.
@@ -292,7 +346,7 @@ impl Source {
                     EntryKind::Other
                 })
             }
-            Inner::Git { repo, tree } => {
+            Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
                 let rel = rel.trim_end_matches('/');
                 if rel.is_empty() {
@@ -335,7 +389,7 @@ impl Source {
                 path: shown,
                 source,
             }),
-            Inner::Git { repo, tree } => {
+            Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
                 let tree = repo.find_tree(*tree).map_err(git(shown.clone()))?;
                 let entry = tree.get_path(Path::new(rel)).map_err(git(shown.clone()))?;
@@ -380,7 +434,7 @@ impl Source {
         let rel = rel.trim_end_matches('/');
         let mut out = BTreeMap::new();
         match &self.inner {
-            Inner::Git { repo, tree } => {
+            Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
                 let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
                 let sub = match root.get_path(Path::new(rel)) {
@@ -571,7 +625,7 @@ impl Source {
                     }
                 }
             }
-            Inner::Git { repo, tree } => {
+            Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
                 let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
                 let sub = if rel.is_empty() {
@@ -612,6 +666,18 @@ pub struct TreeFile {
     pub blob: BlobId,
     /// Its content, when it had to be read to find the blob id.
     pub content: Option<Vec<u8>>,
+}
+
+/// A commit's signature as git stores it, for verification elsewhere.
+#[derive(Debug, Clone)]
+pub struct CommitSignature {
+    /// The armored signature of the `gpgsig` header; `None` when unsigned.
+    pub signature: Option<Vec<u8>>,
+    /// The commit object without that header: what the signer signed.
+    pub signed: Vec<u8>,
+    /// The committer time, in seconds since the epoch (what git checks a
+    /// signer's validity interval against).
+    pub time: i64,
 }
 
 /// The entries of a directory.

@@ -27,6 +27,11 @@ pub struct FleetConfig {
     pub state_dir: Option<String>,
     /// Where opted-in status reports are published (SPEC §7).
     pub reports: Option<Reports>,
+    /// Require the fleet repo's own commit to be signed by a key in this
+    /// file (a path in the fleet repo) when the fleet is fetched from a git
+    /// URL (SPEC §7). Once a fleet URL was seen requiring signatures, they
+    /// stay required: see README "Signed catalogs and fleets".
+    pub allowed_signers: Option<RelPath>,
 }
 
 /// Where a product's catalog comes from.

@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 use crate::fixops::{self, FileState};
 use crate::inventory::Inventory;
 
+use crate::load::Trust;
 use crate::load::payload::Payload;
 use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::{Glob, Version};
@@ -319,6 +320,9 @@ pub struct SiteInput<'a> {
     pub fixes: &'a [Fix],
     /// The catalog commit planned against (git catalogs).
     pub catalog_commit: Option<&'a str>,
+    /// Whether the fleet and catalog commits may be acted on (SPEC §7);
+    /// when not, the plan holds everything with `untrusted_source`.
+    pub trust: &'a Trust,
     /// What is installed; `None` when not adopted and no release matches.
     pub installed: Option<Installed>,
     /// Whether the site is adopted.
@@ -348,6 +352,42 @@ pub fn fix_checksum(fix: &Fix) -> String {
 
 /// Plans one site.
 pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
+    let mut plan = plan_trusted(input);
+    if let Some(reason) = input.trust.untrusted() {
+        distrust(&mut plan, reason);
+    }
+    plan
+}
+
+/// Holds everything a plan would do, with `untrusted_source` (SPEC §7): each
+/// action becomes a held item, and one item for the source itself makes
+/// sure that even a plan with nothing to do refuses `apply`. What the
+/// untrusted commit would do stays visible to reviewers, but as `held`.
+fn distrust(plan: &mut SitePlan, reason: &str) {
+    let held = |item: String| Held {
+        item,
+        code: HeldCode::UntrustedSource,
+        reason: reason.to_owned(),
+    };
+    let mut items = vec![held("source".to_owned())];
+    for action in plan.actions.drain(..) {
+        items.push(held(match action.kind {
+            ActionKind::Upgrade => format!("release {}", action.id),
+            ActionKind::Fix => format!("fix {}", action.id),
+            ActionKind::RemoveFix => format!("removal of fix {}", action.id),
+            ActionKind::RevertDrift => "drift revert".to_owned(),
+        }));
+    }
+    // Nothing is done, so nothing needs an approval.
+    plan.held.retain(|h| h.code != HeldCode::ApprovalRequired);
+    items.append(&mut plan.held);
+    plan.held = items;
+    plan.to_version = plan.from_version.clone();
+    plan.plan_digest = digest(plan);
+}
+
+/// Plans one site as if its sources were trusted.
+fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
     let mut plan = SitePlan {
         site: input.name.to_owned(),
         plan_digest: String::new(),

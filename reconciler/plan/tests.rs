@@ -503,6 +503,7 @@ struct World {
     labels: BTreeMap<String, String>,
     approved: BTreeSet<String>,
     adopted: bool,
+    trust: crate::load::Trust,
 }
 
 impl World {
@@ -542,6 +543,7 @@ impl World {
             labels: BTreeMap::new(),
             approved: BTreeSet::new(),
             adopted: true,
+            trust: crate::load::Trust::NotRequired,
         }
     }
 
@@ -562,6 +564,7 @@ impl World {
             releases: &self.releases,
             fixes: &self.fixes,
             catalog_commit: None,
+            trust: &self.trust,
             installed: Some(self.installed.clone()),
             adopted: self.adopted,
             detection: None,
@@ -844,4 +847,52 @@ fn detection_prefers_the_best_share_of_matching_files() {
         "looks like 1.0.0: 2 of 3 files match; 1 differ"
     );
     assert_eq!(thousands(6690), "6,690");
+}
+
+#[test]
+fn an_untrusted_source_holds_every_action_and_asks_no_approval() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.effective.require_approval = builtin(vec![ChangeLevel::Hotfix]);
+    let trusted = w.plan();
+    assert_eq!(trusted.actions.len(), 1);
+    assert!(codes(&trusted).contains(&HeldCode::ApprovalRequired));
+
+    w.trust = crate::load::Trust::Untrusted {
+        reason: "commit abc of the catalog acme is not signed".into(),
+    };
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(!p.has_changes());
+    let held: Vec<(&str, HeldCode, &str)> = p
+        .held
+        .iter()
+        .map(|h| (h.item.as_str(), h.code, h.reason.as_str()))
+        .collect();
+    let why = "commit abc of the catalog acme is not signed";
+    assert_eq!(
+        held,
+        vec![
+            ("source", HeldCode::UntrustedSource, why),
+            ("fix 0001-x", HeldCode::UntrustedSource, why),
+        ]
+    );
+    assert_eq!(p.to_version, p.from_version);
+    assert_ne!(p.plan_digest, trusted.plan_digest);
+}
+
+#[test]
+fn an_untrusted_source_is_held_even_with_nothing_to_do() {
+    let mut w = World::new(&[("index.php", "<?php\n")]);
+    w.trust = crate::load::Trust::Untrusted {
+        reason: "not a descendant".into(),
+    };
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::UntrustedSource]);
+    w.trust = crate::load::Trust::Trusted {
+        commit: "c".into(),
+        signer: "alice".into(),
+        key: "SHA256:x".into(),
+    };
+    assert!(w.plan().held.is_empty());
 }

@@ -41,7 +41,9 @@ pub struct PointMeta {
     pub fixes: Vec<String>,
     /// The plan that made it.
     pub plan_digest: Option<String>,
-    /// The catalog commit planned against.
+    /// The catalog commit planned against; a rollback point keeps the
+    /// newest one applied before it, the mark later catalog commits must
+    /// descend from (SPEC §7).
     pub catalog_commit: Option<String>,
     /// `passed`, `failed` or `skipped`.
     pub health: String,

@@ -25,7 +25,7 @@ use super::{Config, WatchError};
 use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::apply::status::{self, SiteStatus};
 use crate::apply::{SiteContext, txn};
-use crate::load::{self, Diagnostic, Fleet, LoadOptions};
+use crate::load::{self, Diagnostic, Fleet, LoadOptions, Trust};
 use crate::plan::Held;
 use crate::plan::choose::Class;
 use crate::store::SiteState;
@@ -114,7 +114,14 @@ impl SiteReport {
         Self {
             status: SiteStatus {
                 site: site.to_owned(),
-                ..SiteStatus::default()
+                version: None,
+                fixes: Vec::new(),
+                point: None,
+                drift: Vec::new(),
+                pending: 0,
+                last_result: None,
+                catalog_trust: Trust::NotRequired,
+                fleet_trust: Trust::NotRequired,
             },
             held: Vec::new(),
             last_reconcile: None,
