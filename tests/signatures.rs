@@ -653,3 +653,59 @@ fn a_fleet_first_seen_unsigned_is_refused() {
         "an untrusted head is not recorded"
     );
 }
+
+#[test]
+fn watch_keeps_running_on_an_untrusted_commit_reports_it_and_converges_once_signed() {
+    use crate::watch::{Watch, get, until};
+    use std::time::Duration;
+    let w = World::new();
+    w.publish_101(Some(&w.mallory));
+    let before = read_tree(&w.site());
+    let mut watch = Watch::start(w.dir.path(), &["--interval", "1s"]);
+    let log = || watch.log();
+    let trust = |state: &str| {
+        let (_, body) = get(&watch.url("/status"));
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        list[0]["catalog_trust"]["state"] == state
+    };
+    until(
+        Duration::from_secs(10),
+        "an untrusted verdict in /status",
+        &log,
+        || trust("untrusted"),
+    );
+    let (_, metrics) = get(&watch.url("/metrics"));
+    assert!(
+        metrics.contains("sitekeeper_catalog_trusted{product=\"acme\"} 0"),
+        "{metrics}"
+    );
+    assert!(watch.log().contains("not trusted"), "{}", watch.log());
+    // It keeps running through several timer turns, and changes nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get(&watch.url("/healthz")).0, 200);
+    assert_eq!(
+        read_tree(&w.site()),
+        before,
+        "an untrusted commit changed the site"
+    );
+
+    // Alice signs the next commit: the site converges on the timer.
+    write_tree(&w.catalog(), &[("releases/1.0.1/extra.txt", "signed\n")]);
+    commit(&w.catalog(), Some(&w.alice), "1.0.1, signed");
+    until(
+        Duration::from_secs(10),
+        "convergence once signed",
+        &log,
+        || {
+            std::fs::read_to_string(w.site().join("index.php"))
+                .is_ok_and(|t| t == "<?php echo 'v1.0.1';\n")
+        },
+    );
+    until(
+        Duration::from_secs(5),
+        "a trusted verdict in /status",
+        &log,
+        || trust("trusted"),
+    );
+    assert_eq!(watch.terminate(Duration::from_secs(10)), Some(0));
+}

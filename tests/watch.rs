@@ -11,14 +11,15 @@ use hmac::Mac;
 use crate::support::{GitDaemon, free_port, git, sitekeeper, stderr, wait_for_port, write_tree};
 
 /// A running `sitekeeper watch`, killed if the test fails early.
-struct Watch {
+pub struct Watch {
     child: Option<Child>,
     port: u16,
     log: PathBuf,
 }
 
 impl Watch {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
+    /// Starts `watch` with the fleet in `dir/fleet` and state in `dir/state`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let log = dir.join("watch.log");
         let child = sitekeeper(&dir.join("state"))
@@ -38,16 +39,18 @@ impl Watch {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The URL of an endpoint.
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn log(&self) -> String {
+    /// What it logged so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, and the exit code within `within`.
-    fn terminate(&mut self, within: Duration) -> Option<i32> {
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&child),
@@ -125,14 +128,15 @@ fn raw_post(port: u16, headers: &str, body: &[u8]) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
 }
 
-fn get(url: &str) -> (u16, String) {
+/// GETs `url`: status and body.
+pub fn get(url: &str) -> (u16, String) {
     let mut resp = agent().get(url).call().unwrap();
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap())
 }
 
 /// Waits until `cond` holds; returns how long that took.
-fn until(
+pub fn until(
     within: Duration,
     what: &str,
     log: &dyn Fn() -> String,
