@@ -26,7 +26,7 @@ use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::apply::status::{self, SiteStatus};
 use crate::apply::{SiteContext, txn};
 use crate::load::{self, Diagnostic, Fleet, LoadOptions, Trust};
-use crate::plan::Held;
+use crate::plan::{Held, HeldCode};
 use crate::plan::choose::Class;
 use crate::store::SiteState;
 
@@ -231,7 +231,15 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
             .into_iter()
             .map(|(_, c)| c)
             .collect();
-        let act = ctx.adopted() && plan.has_changes();
+        // A plan `apply` would refuse (approval missing, untrusted source,
+        // drift blocked) is reported, not retried every few seconds.
+        let refused = plan.held.iter().any(|h| {
+            matches!(
+                h.code,
+                HeldCode::ApprovalRequired | HeldCode::UntrustedSource | HeldCode::DriftBlocked
+            )
+        });
+        let act = ctx.adopted() && plan.has_changes() && !refused;
         Ok((status, plan.held, available, act))
     };
     let (status, held, available, act) = match look() {
