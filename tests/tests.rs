@@ -13,6 +13,7 @@ mod git_sources;
 mod hostile_sites;
 mod invalid_corpus;
 mod layout;
+mod markdown;
 mod noop_scan;
 mod plan_cli;
 mod planning;

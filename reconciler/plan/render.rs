@@ -139,15 +139,17 @@ fn code_word(code: super::HeldCode) -> String {
         .unwrap_or_default()
 }
 
+/// A content hash, shortened for reading (`sha256:1a2b3c4d5e6f…`).
+fn hash(h: Option<crate::model::hash::ContentHash>) -> String {
+    h.map_or("absent".to_owned(), |h| {
+        h.to_string()[..19].to_owned() + "…"
+    })
+}
+
 /// A unified diff of one file, or a summary for binary files and links.
 fn file_diff(f: &FileChange) -> String {
     let old = f.old.as_ref().map(|d| d.bytes.as_slice()).unwrap_or(b"");
     let new = f.new.as_ref().map(|d| d.bytes.as_slice()).unwrap_or(b"");
-    let hash = |h: Option<crate::model::hash::ContentHash>| {
-        h.map_or("absent".to_owned(), |h| {
-            h.to_string()[..19].to_owned() + "…"
-        })
-    };
     if is_binary(old)
         || is_binary(new)
         || std::str::from_utf8(old).is_err()
@@ -189,9 +191,22 @@ fn file_diff(f: &FileChange) -> String {
     )
 }
 
-/// Markdown for a pull-request comment: header with totals, a summary
-/// table, then one collapsible section per plan class (sites with equal
-/// digests) with reasons and diffs, capped at [`MARKDOWN_LIMIT`].
+/// Site rows the summary table lists one by one; a larger plan gets one
+/// row per plan class instead, so the table never crowds out the diffs.
+const TABLE_SITES: usize = 50;
+/// Characters of site names a class section lists before "and N more".
+const CLASS_NAMES: usize = 1_500;
+/// Characters kept back for the closing note on what was left out.
+const FOOTER: usize = 400;
+
+/// Markdown for a pull-request comment (SPEC §4.5): a header with the
+/// totals, a summary table, then one collapsible section per plan class
+/// (sites with equal digests) with the digest to approve, the reasons, the
+/// diffs and the held items.
+///
+/// It never exceeds [`MARKDOWN_LIMIT`]: a diff that does not fit becomes a
+/// one-line summary of the file (op, sizes, hashes), and what does not fit
+/// even so is counted in a closing note that points to the JSON.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -200,43 +215,114 @@ pub fn markdown(plan: &Plan) -> String {
         totals(plan),
         plan.plan_id
     );
-    let _ = writeln!(
-        out,
-        "| site | version | fixes | held |\n| --- | --- | --- | --- |"
-    );
-    for s in &plan.sites {
-        let fixes: Vec<String> = s
-            .actions
-            .iter()
-            .filter(|a| a.kind == ActionKind::Fix)
-            .map(|a| format!("`{}`", a.id))
-            .collect();
-        let held = if s.held.is_empty() {
-            "–".to_owned()
+    let classes = plan_classes(plan);
+    if plan.sites.len() <= TABLE_SITES {
+        summary_by_site(&mut out, plan);
+    } else {
+        summary_by_class(&mut out, &classes);
+    }
+    let budget = MARKDOWN_LIMIT - FOOTER;
+    // Room is kept for a summary line of every file not yet rendered, so
+    // diffs shown early never crowd later files out of the comment.
+    let mut reserve: usize = classes
+        .iter()
+        .flat_map(|(_, sites)| sites[0].actions.iter())
+        .flat_map(|a| a.files.iter())
+        .map(|f| file_line(f).len())
+        .sum();
+    let (mut summarized, mut left_out) = (0usize, 0usize);
+    for (digest, sites) in &classes {
+        let first = sites[0];
+        let what = if first.has_changes() {
+            versions(first)
         } else {
-            s.held
-                .iter()
-                .map(|h| format!("`{}`", code_word(h.code)))
-                .collect::<Vec<_>>()
-                .join(" ")
+            format!("{}, no changes", versions(first))
         };
-        let fixes = if fixes.is_empty() {
-            "–".to_owned()
-        } else {
-            fixes.join(" ")
-        };
+        let mut section = format!(
+            "<details><summary>{} site{}: same plan ({what})</summary>\n\n{}\n\n",
+            sites.len(),
+            if sites.len() == 1 { "" } else { "s" },
+            site_names(sites)
+        );
+        if first.has_changes() {
+            let _ = writeln!(section, "Plan digest to approve: `{digest}`\n");
+        }
+        let mut held: Vec<String> = Vec::new();
+        for s in sites {
+            for h in &s.held {
+                let line = format!("- **{}** `{}`: {}", h.item, code_word(h.code), h.reason);
+                if !held.contains(&line) {
+                    held.push(line);
+                }
+            }
+        }
+        if !held.is_empty() {
+            let _ = writeln!(section, "**Held**\n\n{}\n", held.join("\n"));
+        }
+        // The section's frame must fit whole; its diffs fit as they can.
+        let close = "</details>\n\n";
+        if out.len() + section.len() + close.len() > budget {
+            for f in first.actions.iter().flat_map(|a| a.files.iter()) {
+                reserve = reserve.saturating_sub(file_line(f).len());
+                left_out += 1;
+            }
+            continue;
+        }
+        out.push_str(&section);
+        for a in &first.actions {
+            let title = format!(
+                "#### {} ({})\n\n{}\n\n",
+                action_title(a),
+                files_word(a.files.len()),
+                a.reason
+            );
+            if out.len() + title.len() + close.len() > budget {
+                for f in &a.files {
+                    reserve = reserve.saturating_sub(file_line(f).len());
+                    left_out += 1;
+                }
+                continue;
+            }
+            out.push_str(&title);
+            for f in &a.files {
+                let diff = file_diff(f);
+                let line = file_line(f);
+                reserve = reserve.saturating_sub(line.len());
+                if out.len() + diff.len() + reserve + close.len() <= budget {
+                    out.push_str(&diff);
+                } else if out.len() + line.len() + close.len() <= budget {
+                    out.push_str(&line);
+                    summarized += 1;
+                } else {
+                    left_out += 1;
+                }
+            }
+            out.push('\n');
+        }
+        out.push_str(close);
+    }
+    if summarized + left_out > 0 {
+        let mut parts = Vec::new();
+        if summarized > 0 {
+            parts.push(format!(
+                "{} shown as one-line summaries",
+                files_word(summarized)
+            ));
+        }
+        if left_out > 0 {
+            parts.push(format!("{} left out", files_word(left_out)));
+        }
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
-            s.site,
-            versions(s),
-            fixes,
-            held
+            "_To stay under the comment size limit, {}; `sitekeeper plan --format json` has every file._",
+            parts.join(" and ")
         );
     }
-    out.push('\n');
+    out
+}
 
-    // Plan classes: sites with the same digest share one section.
+/// Sites grouped by plan digest, largest class first (then by first site).
+fn plan_classes(plan: &Plan) -> Vec<(&str, Vec<&SitePlan>)> {
     let mut classes: BTreeMap<&str, Vec<&SitePlan>> = BTreeMap::new();
     for s in &plan.sites {
         classes.entry(s.plan_digest.as_str()).or_default().push(s);
@@ -247,60 +333,111 @@ pub fn markdown(plan: &Plan) -> String {
             .cmp(&a.1.len())
             .then(a.1[0].site.cmp(&b.1[0].site))
     });
-    let mut left_out = 0usize;
-    for (digest, sites) in classes {
+    classes
+}
+
+fn fixes_cell(s: &SitePlan) -> String {
+    let fixes: Vec<String> = s
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::Fix)
+        .map(|a| format!("`{}`", a.id))
+        .collect();
+    if fixes.is_empty() {
+        "–".to_owned()
+    } else {
+        fixes.join(" ")
+    }
+}
+
+fn held_cell(s: &SitePlan) -> String {
+    if s.held.is_empty() {
+        return "–".to_owned();
+    }
+    let mut codes: Vec<String> = s
+        .held
+        .iter()
+        .map(|h| format!("`{}`", code_word(h.code)))
+        .collect();
+    codes.dedup();
+    codes.join(" ")
+}
+
+fn summary_by_site(out: &mut String, plan: &Plan) {
+    let _ = writeln!(
+        out,
+        "| site | version | fixes | held |\n| --- | --- | --- | --- |"
+    );
+    for s in &plan.sites {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            s.site,
+            versions(s),
+            fixes_cell(s),
+            held_cell(s)
+        );
+    }
+    out.push('\n');
+}
+
+fn summary_by_class(out: &mut String, classes: &[(&str, Vec<&SitePlan>)]) {
+    let _ = writeln!(
+        out,
+        "| sites | version | fixes | held |\n| --- | --- | --- | --- |"
+    );
+    for (_, sites) in classes {
         let first = sites[0];
-        let names: Vec<&str> = sites.iter().map(|s| s.site.as_str()).collect();
-        let what = if first.has_changes() {
-            versions(first)
-        } else {
-            format!("{}, no changes", versions(first))
-        };
         let _ = writeln!(
             out,
-            "<details><summary>{} site{}: same plan ({what}) — {}</summary>\n\nPlan digest to approve: `{digest}`\n",
-            sites.len(),
-            if sites.len() == 1 { "" } else { "s" },
-            names.join(", ")
-        );
-        for a in &first.actions {
-            let _ = writeln!(
-                out,
-                "#### {} ({})\n\n{}\n",
-                action_title(a),
-                files_word(a.files.len()),
-                a.reason
-            );
-            for f in &a.files {
-                let diff = file_diff(f);
-                if out.len() + diff.len() + 200 > MARKDOWN_LIMIT {
-                    left_out += 1;
-                    continue;
-                }
-                out.push_str(&diff);
-            }
-            out.push('\n');
-        }
-        let mut held: Vec<String> = Vec::new();
-        for s in &sites {
-            for h in &s.held {
-                let line = format!("- **{}** `{}`: {}", h.item, code_word(h.code), h.reason);
-                if !held.contains(&line) {
-                    held.push(line);
-                }
-            }
-        }
-        if !held.is_empty() {
-            let _ = writeln!(out, "**Held**\n\n{}\n", held.join("\n"));
-        }
-        out.push_str("</details>\n\n");
-    }
-    if left_out > 0 {
-        let _ = writeln!(
-            out,
-            "_{left_out} file diff{} left out to stay under the comment size limit; `sitekeeper plan --format json` has every file._",
-            if left_out == 1 { "" } else { "s" }
+            "| {} ({}) | {} | {} | {} |",
+            super::thousands(sites.len()),
+            first.site,
+            versions(first),
+            fixes_cell(first),
+            held_cell(first)
         );
     }
-    out
+    out.push('\n');
+}
+
+/// "Sites: a, b, c" with as many names as fit in [`CLASS_NAMES`] characters.
+fn site_names(sites: &[&SitePlan]) -> String {
+    let mut shown = String::new();
+    let mut count = 0;
+    for s in sites {
+        if !shown.is_empty() && shown.len() + s.site.len() + 2 > CLASS_NAMES {
+            break;
+        }
+        if !shown.is_empty() {
+            shown.push_str(", ");
+        }
+        shown.push_str(&s.site);
+        count += 1;
+    }
+    if count < sites.len() {
+        format!(
+            "Sites: {shown} and {} more",
+            super::thousands(sites.len() - count)
+        )
+    } else {
+        format!("Sites: {shown}")
+    }
+}
+
+/// One line for a file whose diff does not fit.
+fn file_line(f: &FileChange) -> String {
+    let size = |d: &Option<std::sync::Arc<super::FileData>>| {
+        d.as_ref()
+            .map_or_else(|| "–".to_owned(), |d| super::thousands(d.bytes.len()))
+    };
+    format!(
+        "- `{}` ({}): {} → {} bytes, {} → {}\n",
+        f.path,
+        op_word(f.op),
+        size(&f.old),
+        size(&f.new),
+        hash(f.before),
+        hash(f.after)
+    )
 }

@@ -26,8 +26,8 @@ use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::apply::status::{self, SiteStatus};
 use crate::apply::{SiteContext, txn};
 use crate::load::{self, Diagnostic, Fleet, LoadOptions, Trust};
-use crate::plan::{Held, HeldCode};
 use crate::plan::choose::Class;
+use crate::plan::{Held, HeldCode};
 use crate::store::SiteState;
 
 /// Why a site is reconciled; recorded in the reconcile's tracing span.
