@@ -113,3 +113,56 @@ fn explain_of_an_unknown_site_lists_the_sites() {
     assert_eq!(out.status.code(), Some(2));
     insta::assert_snapshot!(stderr(&out), @r#"examples/fleet/sites/: there is no site named "nope" (hint: the sites are blog, intranet, shop-eu, staging-a, staging-b)"#);
 }
+
+/// The CI examples are valid YAML, and the GitHub workflow uses only the
+/// actions it is meant to, with inputs those actions declare (their
+/// `action.yml`, as of the versions named).
+#[test]
+fn the_ci_examples_parse_and_use_only_declared_action_inputs() {
+    let root = crate::support::repo_root().join("examples/ci");
+    let known: &[(&str, &[&str])] = &[
+        ("actions/checkout@v4", &["fetch-depth"]),
+        ("actions/github-script@v7", &["script"]),
+    ];
+    let text = std::fs::read_to_string(root.join("github-sitekeeper-plan.yml")).unwrap();
+    let workflow: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let mut used = Vec::new();
+    for job in workflow["jobs"].as_object().unwrap().values() {
+        for step in job["steps"].as_array().unwrap() {
+            let Some(action) = step["uses"].as_str() else {
+                assert!(step["run"].is_string(), "a step runs or uses: {step}");
+                continue;
+            };
+            let (_, inputs) = known
+                .iter()
+                .find(|(name, _)| *name == action)
+                .unwrap_or_else(|| panic!("{action} is not an action this workflow should use"));
+            for input in step["with"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+            {
+                assert!(
+                    inputs.contains(&input.as_str()),
+                    "{action} has no input {input}"
+                );
+            }
+            used.push(action);
+        }
+    }
+    assert_eq!(used, ["actions/checkout@v4", "actions/github-script@v7"]);
+    let plan_step = text.contains("sitekeeper plan --changed-since");
+    assert!(plan_step && text.contains("sitekeeper validate"), "{text}");
+
+    let text = std::fs::read_to_string(root.join("gitlab-ci.yml")).unwrap();
+    let job: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let script = job["sitekeeper-plan"]["script"].as_array().unwrap();
+    assert!(script[0] == "sitekeeper validate", "{script:?}");
+    assert!(
+        script
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("plan --changed-since")),
+        "{script:?}"
+    );
+}
