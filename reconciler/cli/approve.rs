@@ -114,9 +114,15 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
     };
     let sites = match select(&fleet, &args.sites) {
         Ok(sites) => sites,
-        // A site whose file does not load is "unknown" too: show why.
-        Err(CliError::Invalid(mut unknown)) if !diags.is_empty() => {
-            let mut all = diags;
+        // A site whose file does not load is "unknown" too: show why,
+        // from the site files only (not, say, an unreachable catalog).
+        Err(CliError::Invalid(mut unknown)) => {
+            let sites_dir = fleet.source.display("sites/");
+            let mut all: Vec<Diagnostic> = diags
+                .iter()
+                .filter(|d| d.at.file.starts_with(&sites_dir))
+                .cloned()
+                .collect();
             all.append(&mut unknown);
             return Err(CliError::Invalid(all));
         }
