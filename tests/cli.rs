@@ -39,16 +39,16 @@ fn every_subcommand_has_help() {
 #[test]
 fn unfinished_commands_say_so_and_exit_2() {
     let fleet = repo_root().join("examples/fleet");
-    for cmd in ["check", "approve"] {
-        let out = run_in(&fleet, &[cmd]);
-        assert_eq!(out.status.code(), Some(2), "{cmd}");
-        assert!(
-            stderr(&out).contains("not implemented yet"),
-            "{cmd}: {}",
-            stderr(&out)
-        );
-        assert!(stdout(&out).is_empty(), "{cmd} printed as if it worked");
-    }
+    // `check` is the one command still to come.
+    let cmd = "check";
+    let out = run_in(&fleet, &[cmd]);
+    assert_eq!(out.status.code(), Some(2), "{cmd}");
+    assert!(
+        stderr(&out).contains("not implemented yet"),
+        "{cmd}: {}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "{cmd} printed as if it worked");
 }
 
 #[test]

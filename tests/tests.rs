@@ -5,6 +5,7 @@
 
 mod support;
 
+mod approvals;
 mod cli;
 mod converge;
 mod crash;

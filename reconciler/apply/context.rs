@@ -4,7 +4,7 @@
 //! the planner's [`Contents`], so planning itself stays pure.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,8 +78,10 @@ pub struct SiteContext<'f> {
     pub detection: Option<Detection>,
     /// Releases quarantined on it.
     pub quarantined: Vec<Version>,
-    /// Approved digests.
-    pub approved: BTreeSet<String>,
+    /// The site's approvals (`approvals/<site>.yaml`), oldest first. Per
+    /// site, as SPEC §2.1 files them: a digest shared by several sites is
+    /// approved for each by listing it in each file (`approve A B …`).
+    pub approved: Vec<crate::model::Approval>,
     /// Whether the fleet and catalog commits may be acted on for this site
     /// (signatures and no downgrade, SPEC §7).
     pub trust: Trust,
@@ -136,12 +138,7 @@ impl<'f> SiteContext<'f> {
         let approved = fleet
             .approvals
             .get(&name)
-            .map(|a| {
-                a.approved
-                    .iter()
-                    .map(|x| x.plan_digest.to_string())
-                    .collect()
-            })
+            .map(|a| a.approved.clone())
             .unwrap_or_default();
         let mut ctx = SiteContext {
             fleet,

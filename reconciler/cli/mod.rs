@@ -6,6 +6,7 @@
 
 mod adopt;
 mod apply;
+mod approve;
 mod context;
 mod explain;
 mod history;
@@ -137,8 +138,8 @@ pub enum Command {
     },
     /// List available upgrades, classified eligible, questionable or ineligible (not implemented yet).
     Check(Pending),
-    /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch (not implemented yet).
-    Approve(Pending),
+    /// Add a plan digest to approvals/<site>.yaml of each site, for a pull-request branch.
+    Approve(approve::ApproveArgs),
     /// Run as a reconciler daemon: keep every site converged from git.
     Watch(watch::WatchArgs),
     /// Write the JSON Schemas of every file kind.
@@ -210,6 +211,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status { sites } => status::run(&cli.global, &printer, sites),
         Command::History { site } => history::run(&cli.global, &printer, site),
         Command::Watch(args) => watch::run(&cli.global, args),
+        Command::Approve(args) => approve::run(&cli.global, &printer, args),
         other => Err(CliError::Usage(format!(
             "`sitekeeper {}` is not implemented yet",
             command_name(other)

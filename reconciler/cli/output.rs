@@ -90,6 +90,15 @@ impl Printer {
         );
     }
 
+    /// A one-line warning on stderr: something to look at, not a failure.
+    pub fn warning(&self, message: &str) {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {message}",
+            Self::paint(self.color_err, "33;1", "warning")
+        );
+    }
+
     /// A line on stdout, unless `-q`.
     pub fn say(&self, text: &str) {
         if !self.quiet {

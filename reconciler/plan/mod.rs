@@ -24,7 +24,7 @@ use crate::load::payload::Payload;
 use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::{Glob, Version};
 use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
-use crate::model::{Catalog, Fix, Op, Release};
+use crate::model::{Approval, Catalog, Fix, Op, Release};
 use crate::policy::{Effective, Provenance};
 pub use work::FileData;
 use work::Work;
@@ -335,8 +335,9 @@ pub struct SiteInput<'a> {
     pub quarantined: &'a [Version],
     /// `apply --release V`.
     pub forced: Option<&'a Version>,
-    /// Approved plan digests for this site.
-    pub approved: &'a BTreeSet<String>,
+    /// The site's approvals file (`approvals/<site>.yaml`), oldest first;
+    /// empty when it has none.
+    pub approved: &'a [Approval],
     /// Now.
     pub now: jiff::Timestamp,
     /// Contents.
@@ -549,20 +550,61 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
         .copied()
         .filter(|l| levels.contains(l))
         .collect();
-    if !needed.is_empty() && plan.has_changes() && !input.approved.contains(&plan.plan_digest) {
-        let words: Vec<&str> = needed.iter().map(|l| l.as_str()).collect();
+    let approved = input
+        .approved
+        .iter()
+        .any(|a| a.plan_digest.as_str() == plan.plan_digest);
+    if !needed.is_empty() && plan.has_changes() && !approved {
+        let reason = approval_reason(input, &plan, &needed);
         plan.held.push(Held {
             item: "plan".into(),
             code: HeldCode::ApprovalRequired,
-            reason: format!(
-                "the policy requires an approved plan for {} changes; approve {} in approvals/{}.yaml",
-                words.join(" and "),
-                plan.plan_digest,
-                input.name
-            ),
+            reason,
         });
     }
     plan
+}
+
+/// Why a plan waits for an approval: which levels need one, the digest to
+/// approve and the file to list it in. When the file already approves other
+/// digests, the plan changed after the review, and the reviewer must see
+/// that: the newest of them is named, with who approved it and when, so
+/// they can tell a stale approval from a missing one.
+fn approval_reason(input: &SiteInput<'_>, plan: &SitePlan, needed: &[ChangeLevel]) -> String {
+    let words: Vec<&str> = needed.iter().map(|l| l.as_str()).collect();
+    let file = format!("approvals/{}.yaml", input.name);
+    let ask = format!(
+        "approve {} in {file} (sitekeeper approve {} --digest {} --by NAME)",
+        plan.plan_digest, input.name, plan.plan_digest
+    );
+    let Some(last) = input.approved.last() else {
+        return format!(
+            "the policy requires an approved plan for {} changes; {ask}",
+            words.join(" and ")
+        );
+    };
+    let others = match input.approved.len() - 1 {
+        0 => String::new(),
+        1 => " (and 1 older digest)".to_owned(),
+        n => format!(" (and {n} older digests)"),
+    };
+    let why = if plan.drift.is_empty() {
+        "the catalog or the site's files moved".to_owned()
+    } else {
+        format!(
+            "the site's files drifted ({} managed file(s) differ from the last rollback point: {}) or the catalog moved",
+            plan.drift.len(),
+            preview(&plan.drift)
+        )
+    };
+    format!(
+        "the policy requires an approved plan for {} changes; {file} approves {} (by {} at {}){others}, but the plan changed since it was approved: {why}, so that approval does not apply. The plan's digest is now {}; review it and {ask}",
+        words.join(" and "),
+        last.plan_digest,
+        last.by,
+        last.at,
+        plan.plan_digest
+    )
 }
 
 /// The ancestor of `path` that is a symbolic link on disk, if any: writing

@@ -1,7 +1,7 @@
 //! Table-driven tests of every planning rule and every held code, with a
 //! fixed clock and contents in memory: no temp dirs, no git.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::*;
@@ -501,7 +501,7 @@ struct World {
     fixes: Vec<Fix>,
     installed: Installed,
     labels: BTreeMap<String, String>,
-    approved: BTreeSet<String>,
+    approved: Vec<crate::model::Approval>,
     adopted: bool,
     trust: crate::load::Trust,
 }
@@ -541,7 +541,7 @@ impl World {
                 fixes: BTreeMap::new(),
             },
             labels: BTreeMap::new(),
-            approved: BTreeSet::new(),
+            approved: Vec::new(),
             adopted: true,
             trust: crate::load::Trust::NotRequired,
         }
@@ -793,8 +793,126 @@ fn approval_required_until_the_digest_is_approved() {
     w.effective.require_approval = builtin(vec![ChangeLevel::Hotfix]);
     let p = w.plan();
     assert_eq!(codes(&p), vec![HeldCode::ApprovalRequired]);
-    w.approved.insert(p.plan_digest.clone());
+    assert!(
+        p.held[0].reason.contains(&p.plan_digest) && p.held[0].reason.contains("approvals/s.yaml"),
+        "the reason names the digest to approve and the file: {}",
+        p.held[0].reason
+    );
+    w.approved.push(approval(&p.plan_digest, "alice"));
+    let approved = w.plan();
+    assert!(codes(&approved).is_empty());
+    assert_eq!(
+        approved.plan_digest, p.plan_digest,
+        "an approval changes nothing the plan does"
+    );
+}
+
+fn approval(digest: &str, by: &str) -> crate::model::Approval {
+    crate::model::Approval {
+        plan_digest: digest.parse().unwrap(),
+        by: by.into(),
+        at: "2026-11-19T08:00:00Z".parse().unwrap(),
+    }
+}
+
+/// A site on 1.0.0 with 1.0.1 (a patch) and 1.1.0 (a minor) on offer.
+fn upgradable() -> World {
+    let mut w = World::new(&[("index.php", "v1.0.0")]);
+    for v in ["1.0.1", "1.1.0"] {
+        w.releases.push(rel(v));
+        w.mem.payloads.insert(
+            v.parse().unwrap(),
+            Arc::new(Payload::from_files(
+                [(
+                    "index.php".into(),
+                    (0o644, false, format!("v{v}").into_bytes()),
+                )]
+                .into(),
+            )),
+        );
+    }
+    w
+}
+
+#[test]
+fn approval_follows_the_upgrade_level_and_fixes_count_as_hotfix() {
+    // A minor upgrade under require_approval: [patch] needs none ...
+    let mut w = upgradable();
+    w.effective.require_approval = builtin(vec![ChangeLevel::Patch]);
+    let p = w.plan();
+    assert_eq!(p.to_version.as_deref(), Some("1.1.0"));
+    assert!(codes(&p).is_empty(), "{:?}", p.held);
+    // ... under [minor] it does, and the reason names the level.
+    w.effective.require_approval = builtin(vec![ChangeLevel::Minor, ChangeLevel::Major]);
+    let p = w.plan();
+    assert_eq!(codes(&p), vec![HeldCode::ApprovalRequired]);
+    assert!(
+        p.held[0].reason.contains("for minor changes"),
+        "{}",
+        p.held[0].reason
+    );
+    assert_eq!(p.actions.len(), 1, "reviewers still see what it would do");
+    // A patch-only site under [minor] needs none (1.1.0 is held for
+    // another reason, which is not one apply refuses for).
+    w.effective.upgrades = builtin(UpgradeLevel::Patch);
+    let p = w.plan();
+    assert_eq!(p.to_version.as_deref(), Some("1.0.1"));
+    assert_eq!(codes(&p), vec![HeldCode::NotOptedIn]);
+    // A fix is a hotfix: [hotfix] holds a plan with one, an upgrade alone passes.
+    w.effective.require_approval = builtin(vec![ChangeLevel::Hotfix]);
+    assert_eq!(codes(&w.plan()), vec![HeldCode::NotOptedIn]);
+    w.fixes.push(fix(
+        "id: 0001-greet\ntitle: Greet\nreason: r\nseverity: critical\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [index.php], find: v, with: w}\n",
+    ));
+    let p = w.plan();
+    assert_eq!(
+        codes(&p),
+        vec![HeldCode::NotOptedIn, HeldCode::ApprovalRequired]
+    );
+    let reason = &p.held[1].reason;
+    assert!(reason.contains("for hotfix changes"), "{reason}");
+}
+
+#[test]
+fn a_plan_with_nothing_to_do_needs_no_approval() {
+    let mut w = World::new(&[("search.php", "<?php echo esc($q);\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    w.effective.require_approval = builtin(vec![ChangeLevel::Hotfix]);
+    let p = w.plan();
+    assert!(!p.has_changes());
+    assert!(codes(&p).is_empty(), "{:?}", p.held);
+}
+
+#[test]
+fn a_stale_approval_says_whose_it_was_and_that_the_plan_changed() {
+    let mut w = World::new(&[
+        ("search.php", "<?php echo $q;\n"),
+        ("other.php", "<?php echo $q;\n"),
+    ]);
+    w.fixes.push(fix(XSS_FIX));
+    w.effective.require_approval = builtin(vec![ChangeLevel::Hotfix]);
+    let before = w.plan();
+    w.approved.push(approval(&before.plan_digest, "alice"));
     assert!(codes(&w.plan()).is_empty());
+
+    // The site drifts: the fix now edits other content, so another digest.
+    w.edit("other.php", "<?php echo $q; // local\n");
+    let after = w.plan();
+    assert_ne!(after.plan_digest, before.plan_digest);
+    assert_eq!(codes(&after), vec![HeldCode::ApprovalRequired]);
+    let reason = &after.held[0].reason;
+    for words in [
+        "approvals/s.yaml approves",
+        before.plan_digest.as_str(),
+        "by alice at 2026-11-19T08:00:00Z",
+        "the plan changed since it was approved",
+        "drifted",
+        "other.php",
+        "that approval does not apply",
+        after.plan_digest.as_str(),
+    ] {
+        assert!(reason.contains(words), "{words:?} missing from: {reason}");
+    }
 }
 
 #[test]
