@@ -5,6 +5,7 @@
 
 mod support;
 
+mod changed_since;
 mod cli;
 mod converge;
 mod crash;
