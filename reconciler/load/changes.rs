@@ -373,6 +373,10 @@ mod tests {
         let a = site("a", "acme", None);
         let b = site("b", "acme", None);
         let c = site("c", "acme", None);
+        let approval = format!(
+            "approved:\n  - plan_digest: \"sha256:{}\"\n    by: alice\n    at: 2026-11-20T10:00:00Z\n",
+            "0".repeat(64)
+        );
         let (_b, base) = fleet(&[
             ("fleet.yaml", FLEET),
             ("sites/a.yaml", &a),
@@ -382,11 +386,9 @@ mod tests {
             ("fleet.yaml", FLEET),
             ("sites/a.yaml", &a),
             ("sites/c.yaml", &c),
-            (
-                "approvals/a.yaml",
-                "approved:\n  - plan_digest: \"sha256:00\"\n    by: alice\n    at: 2026-11-20T10:00:00Z\n",
-            ),
+            ("approvals/a.yaml", &approval),
         ]);
+        assert!(head.approvals.contains_key("a"), "the approval loads");
         let changes = changed_sites(&base, &head, &BTreeSet::new());
         assert_eq!(names(&changes), ["a", "c"]);
         assert_eq!(changes.affected["a"], [Reason::Approvals]);
