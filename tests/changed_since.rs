@@ -147,7 +147,10 @@ fn changed_since_a_site_file_edit_selects_exactly_that_site() {
     let ws = Workspace::new();
     ws.change(&[(
         "sites/b.yaml",
-        &format!("{}labels: {{env: staging}}\n", site("b", "acme", Some("house"))),
+        &format!(
+            "{}labels: {{env: staging}}\n",
+            site("b", "acme", Some("house"))
+        ),
     )]);
     assert_eq!(
         ws.selected(&["--changed-since", "main"], 0),
@@ -306,7 +309,8 @@ fn changed_since_a_bad_rev_or_a_fleet_outside_git_exits_2() {
         .expect("run sitekeeper");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("not in a git work tree") && stderr(&out).contains("hint:"),
+        stderr(&out).contains("the fleet is not in a git work tree")
+            && stderr(&out).contains("hint: --changed-since compares with a commit"),
         "{}",
         stderr(&out)
     );

@@ -183,9 +183,7 @@ fn catalog_bases(fleet: &Fleet, given: &[String]) -> BTreeMap<String, String> {
     }
     if let Some(rev) = every {
         for product in fleet.catalogs.keys() {
-            bases
-                .entry(product.clone())
-                .or_insert_with(|| rev.clone());
+            bases.entry(product.clone()).or_insert_with(|| rev.clone());
         }
     }
     bases

@@ -79,8 +79,13 @@ pub fn changed_sites(base: &Fleet, head: &Fleet, moved: &BTreeSet<String>) -> Ch
         .collect();
     let fleet_wide = base.config.state_dir != head.config.state_dir
         || value(&base.config.allowed_signers) != value(&head.config.allowed_signers)
-        || signers_text(base, head.config.allowed_signers.as_ref().map(|r| r.as_str()))
-            != signers_text(head, head.config.allowed_signers.as_ref().map(|r| r.as_str()));
+        || signers_text(
+            base,
+            head.config.allowed_signers.as_ref().map(|r| r.as_str()),
+        ) != signers_text(
+            head,
+            head.config.allowed_signers.as_ref().map(|r| r.as_str()),
+        );
 
     let mut changes = Changes::default();
     for site in &head.sites {
@@ -230,7 +235,8 @@ mod tests {
     use super::*;
     use crate::load::{LoadOptions, load};
 
-    const FLEET: &str = "catalogs:\n  acme:\n    source: ../catalog\n  other:\n    source: ../other\n";
+    const FLEET: &str =
+        "catalogs:\n  acme:\n    source: ../catalog\n  other:\n    source: ../other\n";
 
     /// A fleet read from a directory holding `files`.
     fn fleet(files: &[(&str, &str)]) -> (tempfile::TempDir, Fleet) {
@@ -292,7 +298,11 @@ mod tests {
         let (_b, base) = fleet(&[("fleet.yaml", FLEET), ("sites/a.yaml", &a)]);
         let moved = format!("# moved\n{a}");
         let (_h, head) = fleet(&[("fleet.yaml", FLEET), ("sites/shop.yaml", &moved)]);
-        assert!(changed_sites(&base, &head, &BTreeSet::new()).affected.is_empty());
+        assert!(
+            changed_sites(&base, &head, &BTreeSet::new())
+                .affected
+                .is_empty()
+        );
     }
 
     #[test]
@@ -336,10 +346,7 @@ mod tests {
                 "policy: conservative\nextends: conservative\nkeep_rollback_points: 3\n",
             ),
         ]);
-        assert_eq!(
-            names(&changed_sites(&base, &head, &BTreeSet::new())),
-            ["a"]
-        );
+        assert_eq!(names(&changed_sites(&base, &head, &BTreeSet::new())), ["a"]);
     }
 
     #[test]

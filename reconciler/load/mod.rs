@@ -189,22 +189,31 @@ pub fn load_fleet_at(head: &Fleet, rev: &str) -> Result<Fleet, Diagnostic> {
         "" => ".".to_owned(),
         named => named.to_owned(),
     };
-    let source = head.source.at_rev(rev, format!("{rev}:{prefix}")).map_err(|e| {
-        let mut d = Diagnostic::new(
-            Location::file(shown),
-            format!("cannot read the fleet at {rev:?}: {e}"),
-        );
-        d = match &e {
-            SourceError::NoSuchRef { .. } => d.with_hint(
-                "--changed-since takes a branch, tag or commit of the fleet's git repository, such as main or origin/main (fetch it first if it is remote)",
-            ),
-            other => match other.hint() {
-                Some(h) => d.with_hint(h),
-                None => d,
-            },
-        };
-        d
-    })?;
+    let source = head
+        .source
+        .at_rev(rev, format!("{rev}:{prefix}"))
+        .map_err(|e| {
+            // The location already names the fleet: say what is wrong with REV.
+            let message = match &e {
+                SourceError::NoSuchRef { .. } => format!(
+                    "--changed-since {rev:?}: the fleet's git repository has no branch, tag or commit of that name"
+                ),
+                SourceError::NotGit { .. } => {
+                    "--changed-since compares with the fleet's git history, but the fleet is not in a git work tree".to_owned()
+                }
+                other => format!("cannot read the fleet at {rev:?}: {other}"),
+            };
+            let d = Diagnostic::new(Location::file(shown), message);
+            match &e {
+                SourceError::NoSuchRef { .. } => d.with_hint(
+                    "give a branch, tag or commit of the fleet's repository, such as main or origin/main; fetch it first if it is remote",
+                ),
+                other => match other.hint() {
+                    Some(h) => d.with_hint(h),
+                    None => d,
+                },
+            }
+        })?;
     let mut ignored = Diagnostics::default();
     Ok(fleet::load_fleet_files(source, &mut ignored))
 }

@@ -99,7 +99,7 @@ impl SourceError {
                 Some("check the path; a relative path is relative to the fleet repo")
             }
             SourceError::NotGit { .. } => Some(
-                "--changed-since compares with a commit: give --fleet a git work tree, a local git repository or a git URL",
+                "--changed-since compares with a commit: run it on a git clone of the fleet repo, or give --fleet a git URL",
             ),
             SourceError::MissingAtRef { .. } => Some(
                 "compare with a commit at which the fleet directory existed, or plan every site without --changed-since",
@@ -321,8 +321,9 @@ impl Source {
             Inner::Dir(dir) => {
                 let shown = self.label_name();
                 // Discovery walks up from the directory, as `git` itself does.
-                let repo = git2::Repository::discover(dir)
-                    .map_err(|_| SourceError::NotGit { path: shown.clone() })?;
+                let repo = git2::Repository::discover(dir).map_err(|_| SourceError::NotGit {
+                    path: shown.clone(),
+                })?;
                 let Some(workdir) = repo.workdir() else {
                     return Err(SourceError::NotGit { path: shown });
                 };
@@ -335,7 +336,9 @@ impl Source {
                 let (full, top) = (canon(dir)?, canon(workdir)?);
                 let sub = full
                     .strip_prefix(&top)
-                    .map_err(|_| SourceError::NotGit { path: shown.clone() })?
+                    .map_err(|_| SourceError::NotGit {
+                        path: shown.clone(),
+                    })?
                     .to_owned();
                 let commit = resolve(&repo, rev, &candidates, &shown)?;
                 let mut source = Self::from_commit(repo, commit, label)?;
