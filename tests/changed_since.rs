@@ -319,3 +319,42 @@ fn changed_since_a_bad_rev_or_a_fleet_outside_git_exits_2() {
     let out = ws.plan(&["--catalog-base", "base"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn changed_since_works_for_a_fleet_in_a_subdirectory_of_its_repository() {
+    // One repository holding fleet/ and catalog/ (a plain directory catalog).
+    let dir = fleet_with(&[
+        ("sites/a.yaml", &site("a", "acme", None)),
+        ("sites/b.yaml", &site("b", "acme", None)),
+    ]);
+    for name in ["a", "b"] {
+        write_tree(
+            &dir.path().join("www").join(name),
+            &[("index.php", "<?php echo 'hi';\n")],
+        );
+    }
+    commit_all(dir.path(), "mono", true);
+    git(dir.path(), &["checkout", "-q", "-b", "pr"]);
+    write_tree(
+        &dir.path().join("fleet"),
+        &[(
+            "sites/b.yaml",
+            &format!("{}ring: 2\n", site("b", "acme", None)),
+        )],
+    );
+    let out = sitekeeper(&dir.path().join("state"))
+        .current_dir(dir.path())
+        .args(["--fleet", "fleet", "plan", "--format", "json"])
+        .args(["--changed-since", "main"])
+        .output()
+        .expect("run sitekeeper");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let sites: Vec<&str> = json["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .filter_map(|s| s["site"].as_str())
+        .collect();
+    assert_eq!(sites, ["b"]);
+}
