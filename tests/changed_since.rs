@@ -358,3 +358,58 @@ fn changed_since_works_for_a_fleet_in_a_subdirectory_of_its_repository() {
         .collect();
     assert_eq!(sites, ["b"]);
 }
+
+#[test]
+fn changed_since_works_for_a_fleet_fetched_from_a_git_url() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path();
+    let cat = root.join("catalog");
+    write_tree(&cat, CATALOG);
+    commit_all(&cat, "catalog", true);
+    let www = root.join("www");
+    write_tree(&www, &[("index.php", "<?php echo 'hi';\n")]);
+    let fleet = root.join("fleet");
+    let fleet_yaml = format!(
+        "catalogs:\n  acme:\n    source: {}\n    ref: main\n",
+        cat.display()
+    );
+    let site = |name: &str, extra: &str| {
+        format!(
+            "site: {name}\nroot: {}\nproduct: acme\nchannel: stable\n{extra}",
+            www.display()
+        )
+    };
+    write_tree(
+        &fleet,
+        &[
+            ("fleet.yaml", &fleet_yaml),
+            ("sites/a.yaml", &site("a", "")),
+            ("sites/b.yaml", &site("b", "")),
+        ],
+    );
+    commit_all(&fleet, "fleet", true);
+    // The remote's HEAD is the pull-request branch; main is fetched beside it.
+    git(&fleet, &["checkout", "-q", "-b", "pr"]);
+    write_tree(&fleet, &[("sites/a.yaml", &site("a", "ring: 0\n"))]);
+    commit_all(&fleet, "a to ring 0", false);
+    let url = format!("file://{}", fleet.display());
+    let out = sitekeeper(&root.join("state"))
+        .current_dir(root)
+        .args(["--fleet", &url, "plan", "--format", "json"])
+        .args(["--changed-since", "main"])
+        .output()
+        .expect("run sitekeeper");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let sites: Vec<&str> = json["sites"]
+        .as_array()
+        .expect("sites")
+        .iter()
+        .filter_map(|s| s["site"].as_str())
+        .collect();
+    assert_eq!(sites, ["a"]);
+    assert_eq!(
+        json["changed_since"]["commit"].as_str(),
+        Some(git(&fleet, &["rev-parse", "main"]).as_str())
+    );
+}
