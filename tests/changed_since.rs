@@ -201,6 +201,13 @@ fn changed_since_a_base_policy_edit_selects_the_sites_whose_chain_extends_it() {
     // b uses house; a uses strict, which extends house; c, d, e, f do not.
     let (sites, _) = ws.selected(&["--changed-since", "main"], 0);
     assert_eq!(sites, ["a", "b"]);
+    let out = ws.plan(&["--changed-since", "main"]);
+    assert!(
+        stdout(&out).contains("Affected: a (policy house); b (policy house).")
+            && stdout(&out).contains("Changed since main: 4 unaffected sites not planned."),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

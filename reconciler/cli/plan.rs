@@ -51,6 +51,8 @@ struct Since {
     rev: String,
     commit: Option<String>,
     removed: Vec<String>,
+    /// Each planned site with why it is affected, for people.
+    why: Vec<String>,
     /// Sites of the fleet the change does not affect, which are not planned.
     unaffected: usize,
 }
@@ -163,6 +165,15 @@ fn narrow(
             Vec::new()
         },
         unaffected: before - sites.len(),
+        why: sites
+            .iter()
+            .filter_map(|s| {
+                let name = s.site.as_str();
+                let reasons = found.affected.get(name)?;
+                let words: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                Some(format!("{name} ({})", words.join(", ")))
+            })
+            .collect(),
     })
 }
 
@@ -196,6 +207,9 @@ fn since_human(s: &Since) -> String {
         s.unaffected,
         if s.unaffected == 1 { "" } else { "s" }
     );
+    if !s.why.is_empty() {
+        out.push_str(&format!("Affected: {}.\n", s.why.join("; ")));
+    }
     if !s.removed.is_empty() {
         out.push_str(&format!(
             "Removed since {}: {} (nothing is planned for them).\n",
@@ -213,6 +227,9 @@ fn since_markdown(s: &Since) -> String {
         s.unaffected,
         if s.unaffected == 1 { " is" } else { "s are" }
     );
+    if !s.why.is_empty() {
+        out.push_str(&format!("\nAffected: {}.\n", s.why.join("; ")));
+    }
     if !s.removed.is_empty() {
         let names: Vec<String> = s.removed.iter().map(|n| format!("`{n}`")).collect();
         out.push_str(&format!(
