@@ -149,66 +149,8 @@ pub(super) fn load_fleet(
     diags: &mut Diagnostics,
 ) -> Result<Fleet, Diagnostic> {
     let source = open_fleet(options)?;
-    let (mut fleet, signer_files) = read_fleet_files(source, diags);
-    let config = &fleet.config;
-
-    fleet.trust = if source::is_url(&options.fleet) {
-        let head = config.allowed_signers.as_ref().and_then(|rel| {
-            signer_files
-                .get(rel.as_str())
-                .and_then(Option::as_ref)
-                .map(|(text, _)| (rel.as_str(), text.as_str()))
-        });
-        // Unreadable or broken signers at the head: keep requiring them
-        // (validate reports why), rather than fall back to no signatures.
-        let head = match (&config.allowed_signers, head) {
-            (Some(rel), None) => Some((rel.as_str(), "")),
-            (_, head) => head,
-        };
-        let record_dir = super::state_dir(options.state_dir.as_deref(), None);
-        trust::fleet_trust(&fleet.source, &options.fleet, &record_dir, head)
-    } else {
-        // A directory is what the person running sitekeeper has in hand:
-        // there is no fetched commit to check. Its signers file is still
-        // checked above, so that CI catches a broken one before it is pushed.
-        Trust::NotRequired
-    };
-
-    let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
-    let mut catalogs = BTreeMap::new();
-    for (product, spec) in &fleet.config.catalogs {
-        let path = format!("catalogs.{product}.source");
-        match open_catalog(&fleet.source, &spec.source, spec.git_ref.as_deref(), &cache) {
-            Ok(cat_source) => {
-                if let Some(mut cat) = catalog::load_catalog(product, cat_source, diags) {
-                    if let Some(rel) = &spec.allowed_signers {
-                        let name = fleet.source.display(rel.as_str());
-                        cat.trust = match signer_files.get(rel.as_str()).and_then(Option::as_ref) {
-                            Some((_, keys)) => trust::verify_source(
-                                &cat.source,
-                                &format!("the catalog {product}"),
-                                keys,
-                                &name,
-                            ),
-                            None => Trust::Untrusted {
-                                reason: format!(
-                                    "the allowed signers file {name} of the catalog {product} cannot be used (see `sitekeeper validate`)"
-                                ),
-                            },
-                        };
-                    }
-                    catalogs.insert(product.clone(), cat);
-                }
-            }
-            Err(message) => diags.push(fleet.config.origin.diag(&path, message)),
-        }
-    }
-    fleet.catalogs = catalogs;
-    Ok(fleet)
+    Ok(read_fleet(source, Some(options), diags))
 }
-
-/// The signers files a fleet names, by path: their text and keys when usable.
-type SignerFiles = BTreeMap<String, Option<(String, AllowedSigners)>>;
 
 /// Reads the fleet repo's own files (`fleet.yaml`, sites, policies,
 /// approvals, signers files) from `source`, without opening any catalog
@@ -219,10 +161,12 @@ type SignerFiles = BTreeMap<String, Option<(String, AllowedSigners)>>;
 /// opening catalogs there would fetch, and fail on relative catalog paths
 /// of a fleet read from git.
 pub(super) fn load_fleet_files(source: Source, diags: &mut Diagnostics) -> Fleet {
-    read_fleet_files(source, diags).0
+    read_fleet(source, None, diags)
 }
 
-fn read_fleet_files(source: Source, diags: &mut Diagnostics) -> (Fleet, SignerFiles) {
+/// The fleet in `source`; its trust verdict and catalogs only with the
+/// `options` it was opened with.
+fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnostics) -> Fleet {
     let mut unreadable = BTreeSet::new();
     let config = if source.kind("fleet.yaml").is_some() {
         let config = read_doc::<FleetConfig>(&source, "fleet.yaml", diags)
@@ -286,7 +230,7 @@ fn read_fleet_files(source: Source, diags: &mut Diagnostics) -> (Fleet, SignerFi
     }
 
     // Every signers file is read and checked once, however many name it.
-    let mut signer_files: SignerFiles = BTreeMap::new();
+    let mut signer_files: BTreeMap<String, Option<(String, AllowedSigners)>> = BTreeMap::new();
     let named = config.allowed_signers.iter().chain(
         config
             .catalogs
@@ -299,7 +243,42 @@ fn read_fleet_files(source: Source, diags: &mut Diagnostics) -> (Fleet, SignerFi
             .or_insert_with(|| read_signers(&source, rel.as_str(), diags));
     }
 
-    let fleet = Fleet {
+    let Some(options) = options else {
+        return Fleet {
+            source,
+            config,
+            sites,
+            policies,
+            stock_policies,
+            approvals,
+            catalogs: BTreeMap::new(),
+            unreadable,
+            trust: Trust::NotRequired,
+        };
+    };
+    let trust = if source::is_url(&options.fleet) {
+        let head = config.allowed_signers.as_ref().and_then(|rel| {
+            signer_files
+                .get(rel.as_str())
+                .and_then(Option::as_ref)
+                .map(|(text, _)| (rel.as_str(), text.as_str()))
+        });
+        // Unreadable or broken signers at the head: keep requiring them
+        // (validate reports why), rather than fall back to no signatures.
+        let head = match (&config.allowed_signers, head) {
+            (Some(rel), None) => Some((rel.as_str(), "")),
+            (_, head) => head,
+        };
+        let record_dir = super::state_dir(options.state_dir.as_deref(), None);
+        trust::fleet_trust(&source, &options.fleet, &record_dir, head)
+    } else {
+        // A directory is what the person running sitekeeper has in hand:
+        // there is no fetched commit to check. Its signers file is still
+        // checked above, so that CI catches a broken one before it is pushed.
+        Trust::NotRequired
+    };
+
+    let mut fleet = Fleet {
         source,
         config,
         sites,
@@ -308,9 +287,39 @@ fn read_fleet_files(source: Source, diags: &mut Diagnostics) -> (Fleet, SignerFi
         approvals,
         catalogs: BTreeMap::new(),
         unreadable,
-        trust: Trust::NotRequired,
+        trust,
     };
-    (fleet, signer_files)
+    let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
+    let mut catalogs = BTreeMap::new();
+    for (product, spec) in &fleet.config.catalogs {
+        let path = format!("catalogs.{product}.source");
+        match open_catalog(&fleet.source, &spec.source, spec.git_ref.as_deref(), &cache) {
+            Ok(cat_source) => {
+                if let Some(mut cat) = catalog::load_catalog(product, cat_source, diags) {
+                    if let Some(rel) = &spec.allowed_signers {
+                        let name = fleet.source.display(rel.as_str());
+                        cat.trust = match signer_files.get(rel.as_str()).and_then(Option::as_ref) {
+                            Some((_, keys)) => trust::verify_source(
+                                &cat.source,
+                                &format!("the catalog {product}"),
+                                keys,
+                                &name,
+                            ),
+                            None => Trust::Untrusted {
+                                reason: format!(
+                                    "the allowed signers file {name} of the catalog {product} cannot be used (see `sitekeeper validate`)"
+                                ),
+                            },
+                        };
+                    }
+                    catalogs.insert(product.clone(), cat);
+                }
+            }
+            Err(message) => diags.push(fleet.config.origin.diag(&path, message)),
+        }
+    }
+    fleet.catalogs = catalogs;
+    fleet
 }
 
 /// Reads and checks the allowed signers file `rel` of the fleet repo,
