@@ -6,6 +6,7 @@
 mod support;
 
 mod approvals;
+mod changed_since;
 mod cli;
 mod converge;
 mod crash;

@@ -149,7 +149,24 @@ pub(super) fn load_fleet(
     diags: &mut Diagnostics,
 ) -> Result<Fleet, Diagnostic> {
     let source = open_fleet(options)?;
+    Ok(read_fleet(source, Some(options), diags))
+}
 
+/// Reads the fleet repo's own files (`fleet.yaml`, sites, policies,
+/// approvals, signers files) from `source`, without opening any catalog
+/// and without a trust verdict ([`Trust::NotRequired`]).
+///
+/// This is all `plan --changed-since` needs of the fleet at the revision
+/// it compares with: which catalog a product names is in `fleet.yaml`, and
+/// opening catalogs there would fetch, and fail on relative catalog paths
+/// of a fleet read from git.
+pub(super) fn load_fleet_files(source: Source, diags: &mut Diagnostics) -> Fleet {
+    read_fleet(source, None, diags)
+}
+
+/// The fleet in `source`; its trust verdict and catalogs only with the
+/// `options` it was opened with.
+fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnostics) -> Fleet {
     let mut unreadable = BTreeSet::new();
     let config = if source.kind("fleet.yaml").is_some() {
         let config = read_doc::<FleetConfig>(&source, "fleet.yaml", diags)
@@ -226,6 +243,19 @@ pub(super) fn load_fleet(
             .or_insert_with(|| read_signers(&source, rel.as_str(), diags));
     }
 
+    let Some(options) = options else {
+        return Fleet {
+            source,
+            config,
+            sites,
+            policies,
+            stock_policies,
+            approvals,
+            catalogs: BTreeMap::new(),
+            unreadable,
+            trust: Trust::NotRequired,
+        };
+    };
     let trust = if source::is_url(&options.fleet) {
         let head = config.allowed_signers.as_ref().and_then(|rel| {
             signer_files
@@ -289,7 +319,7 @@ pub(super) fn load_fleet(
         }
     }
     fleet.catalogs = catalogs;
-    Ok(fleet)
+    fleet
 }
 
 /// Reads and checks the allowed signers file `rel` of the fleet repo,

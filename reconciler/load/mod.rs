@@ -6,6 +6,7 @@
 //! This module reads sources only; it never touches a site.
 
 mod catalog;
+pub mod changes;
 mod check;
 pub mod diag;
 mod fleet;
@@ -172,6 +173,49 @@ pub fn load(options: &LoadOptions) -> Result<(Fleet, Vec<Diagnostic>), Diagnosti
     let fleet = fleet::load_fleet(options, &mut diags)?;
     check::check(&fleet, &mut diags);
     Ok((fleet, diags.into_sorted()))
+}
+
+/// The fleet repo's own files (`fleet.yaml`, sites, policies, approvals) at
+/// revision `rev` of the repository `head` was read from: a branch, tag or
+/// commit (SPEC §3 `plan --changed-since`). Catalogs are not opened and no
+/// trust verdict is made; see [`changes`].
+///
+/// Problems in files at `rev` are not returned: a file that does not load
+/// there counts as absent, so whatever it defines at the head counts as
+/// changed. Fails when the fleet is not in git, or `rev` names nothing.
+pub fn load_fleet_at(head: &Fleet, rev: &str) -> Result<Fleet, Diagnostic> {
+    let prefix = head.source.display("");
+    let shown = match prefix.trim_end_matches(['/', ':']) {
+        "" => ".".to_owned(),
+        named => named.to_owned(),
+    };
+    let source = head
+        .source
+        .at_rev(rev, format!("{rev}:{prefix}"))
+        .map_err(|e| {
+            // The location already names the fleet: say what is wrong with REV.
+            let message = match &e {
+                SourceError::NoSuchRef { .. } => format!(
+                    "--changed-since {rev:?}: the fleet's git repository has no branch, tag or commit of that name"
+                ),
+                SourceError::NotGit { .. } => {
+                    "--changed-since compares with the fleet's git history, but the fleet is not in a git work tree".to_owned()
+                }
+                other => format!("cannot read the fleet at {rev:?}: {other}"),
+            };
+            let d = Diagnostic::new(Location::file(shown), message);
+            match &e {
+                SourceError::NoSuchRef { .. } => d.with_hint(
+                    "give a branch, tag or commit of the fleet's repository, such as main or origin/main; fetch it first if it is remote",
+                ),
+                other => match other.hint() {
+                    Some(h) => d.with_hint(h),
+                    None => d,
+                },
+            }
+        })?;
+    let mut ignored = Diagnostics::default();
+    Ok(fleet::load_fleet_files(source, &mut ignored))
 }
 
 /// Parses one document of `source` at `rel`, recording any problem.

@@ -58,6 +58,20 @@ pub enum SourceError {
         /// The ref.
         git_ref: String,
     },
+    /// A directory that `--changed-since` needs as a git work tree is not in one.
+    #[error("{path} is not in a git work tree, so there is no history to compare with")]
+    NotGit {
+        /// The directory, as shown to people.
+        path: String,
+    },
+    /// A directory that exists in the work tree is absent at the commit compared with.
+    #[error("{path} does not exist at {git_ref:?}")]
+    MissingAtRef {
+        /// The directory, as shown to people.
+        path: String,
+        /// The ref.
+        git_ref: String,
+    },
     /// A path is not the kind of file it must be.
     #[error("{path} is {what}")]
     NotAFile {
@@ -84,6 +98,12 @@ impl SourceError {
             SourceError::Missing { .. } => {
                 Some("check the path; a relative path is relative to the fleet repo")
             }
+            SourceError::NotGit { .. } => Some(
+                "--changed-since compares with a commit: run it on a git clone of the fleet repo, or give --fleet a git URL",
+            ),
+            SourceError::MissingAtRef { .. } => Some(
+                "compare with a commit at which the fleet directory existed, or plan every site without --changed-since",
+            ),
             _ => None,
         }
     }
@@ -263,6 +283,97 @@ impl Source {
     /// The commit read, for git sources.
     pub fn commit(&self) -> Option<&str> {
         self.commit.as_deref()
+    }
+
+    /// The id of the tree read, for git sources: two commits with the same
+    /// tree hold the same files, so comparing trees ignores empty commits.
+    pub fn tree_id(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Git { tree, .. } => Some(tree.to_string()),
+            Inner::Dir(_) => None,
+        }
+    }
+
+    /// The same files at another revision `rev` (a branch, tag or commit,
+    /// as git names them), labelled `label` in messages.
+    ///
+    /// For a git source, `rev` is resolved in the same repository; in a
+    /// repository fetched from a URL its branches are found under
+    /// `refs/remotes/origin/`. For a directory, the git work tree that holds
+    /// it is found and the directory's path within it is read at `rev`, so a
+    /// fleet that is a subdirectory of a repository works too. Nothing is
+    /// fetched or checked out: a revision the repository does not hold is
+    /// [`SourceError::NoSuchRef`].
+    pub fn at_rev(&self, rev: &str, label: impl Into<String>) -> Result<Self, SourceError> {
+        let candidates = [
+            rev.to_owned(),
+            format!("refs/remotes/origin/{rev}"),
+            format!("refs/tags/{rev}"),
+        ];
+        match &self.inner {
+            Inner::Git { repo, .. } => {
+                let path = lock(repo).path().to_owned();
+                let repo = git2::Repository::open(&path)
+                    .map_err(git(format!("{}: cannot open again", path.display())))?;
+                let commit = resolve(&repo, rev, &candidates, &self.label_name())?;
+                Self::from_commit(repo, commit, label)
+            }
+            Inner::Dir(dir) => {
+                let shown = self.label_name();
+                // Discovery walks up from the directory, as `git` itself does.
+                let repo = git2::Repository::discover(dir).map_err(|_| SourceError::NotGit {
+                    path: shown.clone(),
+                })?;
+                let Some(workdir) = repo.workdir() else {
+                    return Err(SourceError::NotGit { path: shown });
+                };
+                let canon = |p: &Path| {
+                    std::fs::canonicalize(p).map_err(|source| SourceError::Io {
+                        path: p.display().to_string(),
+                        source,
+                    })
+                };
+                let (full, top) = (canon(dir)?, canon(workdir)?);
+                let sub = full
+                    .strip_prefix(&top)
+                    .map_err(|_| SourceError::NotGit {
+                        path: shown.clone(),
+                    })?
+                    .to_owned();
+                let commit = resolve(&repo, rev, &candidates, &shown)?;
+                let mut source = Self::from_commit(repo, commit, label)?;
+                if !sub.as_os_str().is_empty()
+                    && let Inner::Git { repo, tree, .. } = &mut source.inner
+                {
+                    let repo = repo
+                        .get_mut()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let entry = repo
+                        .find_tree(*tree)
+                        .and_then(|t| t.get_path(&sub))
+                        .ok()
+                        .filter(|e| e.kind() == Some(git2::ObjectType::Tree));
+                    match entry {
+                        Some(e) => *tree = e.id(),
+                        None => {
+                            return Err(SourceError::MissingAtRef {
+                                path: shown,
+                                git_ref: rev.to_owned(),
+                            });
+                        }
+                    }
+                }
+                Ok(source)
+            }
+        }
+    }
+
+    /// The source's name in messages, without the trailing separator.
+    fn label_name(&self) -> String {
+        match self.label.trim_end_matches([':', '/']) {
+            "" => ".".to_owned(),
+            named => named.to_owned(),
+        }
     }
 
     /// The SSH (or other) signature of the commit read, the bytes it signs
