@@ -5,6 +5,7 @@
 
 mod support;
 
+mod check;
 mod cli;
 mod converge;
 mod crash;

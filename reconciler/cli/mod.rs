@@ -6,6 +6,7 @@
 
 mod adopt;
 mod apply;
+mod check;
 mod context;
 mod explain;
 mod history;
@@ -135,8 +136,11 @@ pub enum Command {
         /// Sites (default: all).
         sites: Vec<String>,
     },
-    /// List available upgrades, classified eligible, questionable or ineligible (not implemented yet).
-    Check(Pending),
+    /// List available upgrades, classified eligible, questionable or ineligible, and whether each applies automatically.
+    Check {
+        /// Sites (default: all).
+        sites: Vec<String>,
+    },
     /// Add a plan digest to approvals/<site>.yaml, for a pull-request branch (not implemented yet).
     Approve(Pending),
     /// Run as a reconciler daemon: keep every site converged from git.
@@ -209,6 +213,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
         Command::Status { sites } => status::run(&cli.global, &printer, sites),
         Command::History { site } => history::run(&cli.global, &printer, site),
+        Command::Check { sites } => check::run(&cli.global, &printer, sites),
         Command::Watch(args) => watch::run(&cli.global, args),
         other => Err(CliError::Usage(format!(
             "`sitekeeper {}` is not implemented yet",
@@ -243,7 +248,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Rollback { .. } => "rollback",
         Command::History { .. } => "history",
         Command::Status { .. } => "status",
-        Command::Check(_) => "check",
+        Command::Check { .. } => "check",
         Command::Approve(_) => "approve",
         Command::Watch(_) => "watch",
         Command::Schema { .. } => "schema",
