@@ -230,8 +230,11 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
     {
         return failed(e.to_string());
     }
+    // What one look finds: status, held items, classes, whether to act,
+    // and the upgrades on offer with the notice interval.
     type Offered = (Vec<Upgrade>, Duration);
-    let look = || -> Result<(SiteStatus, Vec<Held>, Vec<Class>, bool, Offered), String> {
+    type Looked = (SiteStatus, Vec<Held>, Vec<Class>, bool, Offered);
+    let look = || -> Result<Looked, String> {
         let ctx =
             SiteContext::gather(fleet, site, &shared.state_dir, None).map_err(|e| e.to_string())?;
         let plan = ctx.plan(now, None);
