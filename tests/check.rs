@@ -216,6 +216,50 @@ fn check_follows_the_policy_gates_of_the_planner() {
 }
 
 #[test]
+fn check_holds_a_release_for_approval_until_its_plan_is_approved() {
+    let dir = fleet();
+    write_tree(
+        &dir.path().join("fleet"),
+        &[
+            (
+                "policies/approving.yaml",
+                "policy: approving\nextends: base\nrequire_approval: [patch]\n",
+            ),
+            (
+                "sites/capped.yaml",
+                "site: capped\nroot: ../site-capped\nproduct: acme\nchannel: stable\npolicy: approving\nopt_in: {upgrades: patch}\n",
+            ),
+        ],
+    );
+    let patch = |out: &std::process::Output| -> serde_json::Value {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json[0]["available"][3].clone()
+    };
+    let held = patch(&check(dir.path(), &["capped", "--format", "json"], &[]));
+    assert_eq!(held["version"], "1.2.1");
+    assert_eq!(held["automatic"], false);
+    assert_eq!(held["held"]["code"], "approval_required");
+    let reason = held["held"]["reason"].as_str().expect("reason");
+    let digest = reason
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in {reason}"));
+    write_tree(
+        &dir.path().join("fleet"),
+        &[(
+            "approvals/capped.yaml",
+            &format!(
+                "approved:\n  - plan_digest: \"{digest}\"\n    by: alice\n    at: 2026-11-01T00:00:00Z\n"
+            ),
+        )],
+    );
+    let approved = patch(&check(dir.path(), &["capped", "--format", "json"], &[]));
+    assert_eq!(approved["automatic"], true, "{approved}");
+    assert!(approved["held"].is_null());
+}
+
+#[test]
 fn check_prints_plain_text_under_ci() {
     let dir = fleet();
     let coloured = check(dir.path(), &["shop", "--color", "always"], &[]);
