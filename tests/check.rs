@@ -177,6 +177,19 @@ fn check_classifies_each_newer_release_and_says_whether_it_applies_automatically
             .expect("held reason")
             .contains("upgrades: major")
     );
+    // The same in a pull-request comment.
+    let md = check(dir.path(), &["shop", "--format", "markdown"], &[]);
+    let md = stdout(&md);
+    assert!(
+        md.contains("| shop | 1.2.0 | 1.2.1 | eligible | same major 1, a patch step | yes |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| shop | 1.2.0 | 2.0.0 | questionable | a new major: 1 → 2 | no: `major_upgrade` "
+        ),
+        "{md}"
+    );
     // A site never adopted is listed, with nothing to compare.
     let fresh = &json.as_array().expect("list")[1];
     assert_eq!(fresh["site"], "fresh");
