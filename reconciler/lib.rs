@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all |
 //! | [`watch`] | the daemon: triggers, requeue and backoff, file watching, the HTTP endpoints; the only owner of tokio | `apply` and below |
-//! | [`apply`] | gathers a site's observed state and trust verdict (signatures, no downgrade); adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; opt-in status reports pushed to the fleet's report repo | all below |
+//! | [`apply`] | gathers a site's observed state and trust verdict (signatures, no downgrade); adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; upgrade notices (`notices.json`); opt-in status reports pushed to the fleet's report repo | all below |
 //! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |

@@ -7,6 +7,7 @@ mod support;
 
 mod approvals;
 mod changed_since;
+mod check;
 mod cli;
 mod converge;
 mod crash;

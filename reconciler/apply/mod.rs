@@ -1,7 +1,7 @@
 //! Sequencing plans with the store: gathering a site's observed state
 //! (inventory, rollback points, ledger, payloads) for the planner, adopting
 //! a site, and converging it: the journaled transaction, its recovery,
-//! rollback, hooks and health checks; and publishing the opt-in status
+//! rollback, hooks and health checks; upgrade notices; and publishing the opt-in status
 //! reports of sites to the fleet's report repository.
 
 pub mod adopt;
@@ -10,6 +10,7 @@ pub mod converge;
 pub mod fsops;
 pub mod health;
 pub mod hooks;
+pub mod notices;
 pub mod report;
 pub mod status;
 pub mod swap;

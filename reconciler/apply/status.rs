@@ -1,14 +1,15 @@
 //! A site's status (SPEC §3.1 `status`): the installed version, applied
 //! fixes, rollback point, drift, pending items and the last result, from a
-//! gathered context and its plan. Shared by `status` and the daemon's
-//! `/status`; it reads state, never changes it.
+//! gathered context and its plan; and the newer releases with their class
+//! and whether they would apply automatically (`check`, notices). Shared by
+//! the commands and the daemon's `/status`; it reads state, never changes it.
 
 use serde::Serialize;
 
 use super::SiteContext;
 use crate::load::Trust;
-use crate::plan::SitePlan;
-use crate::plan::choose::{Class, classify};
+use crate::plan::choose::{self, Class, Gates, classify};
+use crate::plan::{HeldCode, SitePlan};
 use crate::store::StoreError;
 
 /// One site's status.
@@ -94,4 +95,114 @@ pub fn available(ctx: &SiteContext<'_>) -> Vec<(crate::model::values::Version, C
         .collect();
     out.sort_by(|a, b| b.0.cmp(&a.0));
     out
+}
+
+/// Why an available release is not applied automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldWhy {
+    /// SPEC §3.1 `held[].code`.
+    pub code: HeldCode,
+    /// In a sentence.
+    pub reason: String,
+}
+
+/// A newer release on the site's channel, as `check` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upgrade {
+    /// The release.
+    pub version: String,
+    /// Its SPEC §4.2 class.
+    pub class: Class,
+    /// The class in words.
+    pub reason: String,
+    /// Whether the policy lets it apply automatically now.
+    pub automatic: bool,
+    /// If not, the first gate that holds it.
+    pub held: Option<HeldWhy>,
+}
+
+/// The newer releases on an adopted site's channel (not yanked), newest
+/// first, each judged by the planner's own gates ([`choose::assess`]) at
+/// `now`; `plan` (made from the same context) decides the gates that
+/// depend on the whole plan: approval, drift blocking and trust.
+pub fn upgrades(ctx: &SiteContext<'_>, plan: &SitePlan, now: jiff::Timestamp) -> Vec<Upgrade> {
+    let Some(installed) = ctx.installed.as_ref().filter(|_| ctx.adopted()) else {
+        return Vec::new();
+    };
+    let gates = Gates {
+        effective: &ctx.effective,
+        catalog: &ctx.catalog.catalog,
+        now,
+        quarantined: &ctx.quarantined,
+        forced: None,
+    };
+    let channel = ctx.site.channel.as_str();
+    let mut releases: Vec<&crate::model::Release> = ctx
+        .catalog
+        .releases
+        .iter()
+        .map(|r| &r.value)
+        .filter(|r| !r.yanked && r.version > installed.version)
+        .filter(|r| r.channels.iter().any(|c| c == channel))
+        .collect();
+    releases.sort_by(|a, b| b.version.cmp(&a.version));
+    // A hold on the whole plan (untrusted source, drift: block) stops every
+    // release, however good.
+    let site_hold = plan
+        .held
+        .iter()
+        .find(|h| matches!(h.code, HeldCode::UntrustedSource | HeldCode::DriftBlocked));
+    releases
+        .into_iter()
+        .map(|r| {
+            let a = choose::assess(&installed.version, r, &gates);
+            let version = r.version.to_string();
+            let mut held = a.held.into_iter().next().map(|h| HeldWhy {
+                code: h.code,
+                reason: h.reason,
+            });
+            if held.is_none()
+                && let Some(h) = site_hold
+            {
+                held = Some(HeldWhy {
+                    code: h.code,
+                    reason: h.reason.clone(),
+                });
+            }
+            // Approval covers a plan digest, so only the plan that upgrades
+            // to this very release can carry it.
+            if held.is_none() && ctx.effective.require_approval.value.contains(&a.change) {
+                let planned = plan.to_version.as_deref() == Some(version.as_str());
+                let waiting = plan
+                    .held
+                    .iter()
+                    .find(|h| h.code == HeldCode::ApprovalRequired);
+                match (planned, waiting) {
+                    (true, None) => {}
+                    (true, Some(h)) => {
+                        held = Some(HeldWhy {
+                            code: h.code,
+                            reason: h.reason.clone(),
+                        })
+                    }
+                    (false, _) => {
+                        held = Some(HeldWhy {
+                            code: HeldCode::ApprovalRequired,
+                            reason: format!(
+                                "the policy requires an approved plan for {} changes",
+                                a.change.as_str()
+                            ),
+                        })
+                    }
+                }
+            }
+            Upgrade {
+                reason: choose::class_reason(&installed.version.0, &r.version.0, a.class),
+                class: a.class,
+                automatic: held.is_none(),
+                held,
+                version,
+            }
+        })
+        .collect()
 }

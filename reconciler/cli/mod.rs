@@ -7,6 +7,7 @@
 mod adopt;
 mod apply;
 mod approve;
+mod check;
 mod context;
 mod explain;
 mod history;
@@ -136,8 +137,11 @@ pub enum Command {
         /// Sites (default: all).
         sites: Vec<String>,
     },
-    /// List available upgrades, classified eligible, questionable or ineligible (not implemented yet).
-    Check(Pending),
+    /// List available upgrades, classified eligible, questionable or ineligible, and whether each applies automatically.
+    Check {
+        /// Sites (default: all).
+        sites: Vec<String>,
+    },
     /// Add a plan digest to approvals/<site>.yaml of each site, for a pull-request branch.
     Approve(approve::ApproveArgs),
     /// Run as a reconciler daemon: keep every site converged from git.
@@ -148,15 +152,6 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-}
-
-/// Arguments of a command that is not implemented yet; accepted so that its
-/// help exists, and refused with exit 2 when run.
-#[derive(Debug, Args)]
-pub struct Pending {
-    /// Arguments (not implemented yet).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 /// A failure that ends a command, with its exit code.
@@ -210,12 +205,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
         Command::Status { sites } => status::run(&cli.global, &printer, sites),
         Command::History { site } => history::run(&cli.global, &printer, site),
+        Command::Check { sites } => check::run(&cli.global, &printer, sites),
         Command::Watch(args) => watch::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, &printer, args),
-        other => Err(CliError::Usage(format!(
-            "`sitekeeper {}` is not implemented yet",
-            command_name(other)
-        ))),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
@@ -232,22 +224,5 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(exit::FAILED)
         }
         Err(CliError::Exit(code)) => ExitCode::from(code),
-    }
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Validate => "validate",
-        Command::Explain { .. } => "explain",
-        Command::Plan(_) => "plan",
-        Command::Apply(_) => "apply",
-        Command::Adopt(_) => "adopt",
-        Command::Rollback { .. } => "rollback",
-        Command::History { .. } => "history",
-        Command::Status { .. } => "status",
-        Command::Check(_) => "check",
-        Command::Approve(_) => "approve",
-        Command::Watch(_) => "watch",
-        Command::Schema { .. } => "schema",
     }
 }

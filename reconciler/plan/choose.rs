@@ -116,11 +116,6 @@ pub fn choose<'r>(
 ) -> Choice {
     let e = gates.effective;
     let channel = e.channel.value.as_str();
-    let channel_pre = gates
-        .catalog
-        .channels
-        .get(channel)
-        .is_some_and(|c| c.prerelease);
     let mut candidates: Vec<&Release> = releases
         .filter(|r| r.channels.iter().any(|c| c == channel))
         .filter(|r| r.version > *installed)
@@ -137,53 +132,101 @@ pub fn choose<'r>(
     }
     let mut choice = Choice::default();
     for r in candidates {
-        let item = format!("release {}", r.version);
-        let hold = |code, reason: String| Held {
-            item: item.clone(),
-            code,
-            reason,
-        };
-        let v = &r.version.0;
-        let from = &installed.0;
-        let class = classify(from, v, channel_pre, e.prereleases.value);
-        let change = level(from, v);
-        let security = r.urgency == Urgency::Security && e.urgent_bypass.value;
-        let mut reasons = Vec::new();
-        if r.yanked {
-            reasons.push(hold(
-                HeldCode::Yanked,
-                format!("{} was withdrawn by the vendor", r.version),
-            ));
+        let Assessment {
+            class,
+            change,
+            held: reasons,
+        } = assess(installed, r, gates);
+        if reasons.is_empty() {
+            choice.target = Some((r.version.clone(), change, class));
+            break;
         }
-        if gates.quarantined.contains(&r.version) && gates.forced != Some(&r.version) {
-            reasons.push(hold(
-                HeldCode::Quarantined,
-                format!("{} failed its health check on this site and was rolled back; run `sitekeeper apply --release {}` to try it again", r.version, r.version),
-            ));
-        }
-        if let Some(from_req) = &r.upgrade_from
-            && !from_req.0.matches(from)
-        {
-            reasons.push(hold(
-                HeldCode::UpgradePath,
-                format!("{} can be reached only from {from_req}; upgrade to an intermediate release first", r.version),
-            ));
-        }
-        if class == Class::Ineligible {
-            reasons.push(hold(
-                HeldCode::Prerelease,
-                format!(
-                    "{} is a pre-release; the channel or the policy does not offer pre-releases",
-                    r.version
-                ),
-            ));
-        }
-        let allowed = e.upgrades.value;
-        if !allowed.allows(change) {
-            let wanted = upgrade_word(change);
-            let code = if e.upgrades.note.is_some()
-                && matches!(e.upgrades.from, Provenance::Policy { .. })
-            {
+        choice.held.extend(reasons);
+    }
+    choice
+}
+
+/// One candidate release judged against the site: its class, its level of
+/// change, and every gate that holds it (empty: it would be applied
+/// automatically, approval aside, which depends on the whole plan).
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    /// SPEC §4.2 class.
+    pub class: Class,
+    /// The level of change from the installed version.
+    pub change: ChangeLevel,
+    /// Why it is not taken automatically, most fundamental first.
+    pub held: Vec<Held>,
+}
+
+/// Judges one release against the installed version and the site's gates:
+/// the rule [`choose`] applies to each candidate, exposed so `check` and
+/// the daemon's notices say exactly what the planner would do. The version
+/// pin is a gate here too (`choose` drops pinned-out releases silently).
+pub fn assess(installed: &Version, r: &Release, gates: &Gates<'_>) -> Assessment {
+    let e = gates.effective;
+    let channel_pre = gates
+        .catalog
+        .channels
+        .get(e.channel.value.as_str())
+        .is_some_and(|c| c.prerelease);
+    let item = format!("release {}", r.version);
+    let hold = |code, reason: String| Held {
+        item: item.clone(),
+        code,
+        reason,
+    };
+    let v = &r.version.0;
+    let from = &installed.0;
+    let class = classify(from, v, channel_pre, e.prereleases.value);
+    let change = level(from, v);
+    let security = r.urgency == Urgency::Security && e.urgent_bypass.value;
+    let mut reasons = Vec::new();
+    if let Some(pin) = &e.version.value
+        && !pin_matches(pin, &r.version)
+    {
+        reasons.push(hold(
+            HeldCode::Pinned,
+            format!("{} is outside the site's version pin {pin}", r.version),
+        ));
+    }
+    if r.yanked {
+        reasons.push(hold(
+            HeldCode::Yanked,
+            format!("{} was withdrawn by the vendor", r.version),
+        ));
+    }
+    if gates.quarantined.contains(&r.version) && gates.forced != Some(&r.version) {
+        reasons.push(hold(
+            HeldCode::Quarantined,
+            format!("{} failed its health check on this site and was rolled back; run `sitekeeper apply --release {}` to try it again", r.version, r.version),
+        ));
+    }
+    if let Some(from_req) = &r.upgrade_from
+        && !from_req.0.matches(from)
+    {
+        reasons.push(hold(
+            HeldCode::UpgradePath,
+            format!(
+                "{} can be reached only from {from_req}; upgrade to an intermediate release first",
+                r.version
+            ),
+        ));
+    }
+    if class == Class::Ineligible {
+        reasons.push(hold(
+            HeldCode::Prerelease,
+            format!(
+                "{} is a pre-release; the channel or the policy does not offer pre-releases",
+                r.version
+            ),
+        ));
+    }
+    let allowed = e.upgrades.value;
+    if !allowed.allows(change) {
+        let wanted = upgrade_word(change);
+        let code =
+            if e.upgrades.note.is_some() && matches!(e.upgrades.from, Provenance::Policy { .. }) {
                 HeldCode::PolicyCeiling
             } else if class == Class::Questionable && from.major == 0 && v.major == 0 {
                 HeldCode::ZeroMajor
@@ -192,69 +235,95 @@ pub fn choose<'r>(
             } else {
                 HeldCode::NotOptedIn
             };
-            let why = match code {
-                HeldCode::PolicyCeiling => format!(
-                    "{} is a {wanted} upgrade; the policy caps automatic upgrades at {allowed}",
-                    r.version
-                ),
-                HeldCode::ZeroMajor => format!(
-                    "{} changes the minor version of a 0.x release, which may break anything; it needs upgrades: major",
-                    r.version
-                ),
-                HeldCode::MajorUpgrade => format!(
-                    "{} is a new major version, which may need changes to the site; it needs upgrades: major",
-                    r.version
-                ),
-                _ => format!(
-                    "{} is a {wanted} upgrade and the site takes {allowed} upgrades automatically",
-                    r.version
-                ),
-            };
-            reasons.push(hold(code, why));
-        }
-        if !security {
-            let released = r.released.0;
-            if let Some(delay) = gates.catalog.rings.get(&e.ring.value) {
-                let due = released
-                    + jiff::SignedDuration::try_from(delay.0).unwrap_or(jiff::SignedDuration::MAX);
-                if gates.now < due {
-                    reasons.push(hold(
-                        HeldCode::RingDelay,
-                        format!(
-                            "ring {} takes {} after {} days (due {due})",
-                            e.ring.value, r.version, delay
-                        ),
-                    ));
-                }
-            }
-            let soak = e.min_release_age.value;
+        let why = match code {
+            HeldCode::PolicyCeiling => format!(
+                "{} is a {wanted} upgrade; the policy caps automatic upgrades at {allowed}",
+                r.version
+            ),
+            HeldCode::ZeroMajor => format!(
+                "{} changes the minor version of a 0.x release, which may break anything; it needs upgrades: major",
+                r.version
+            ),
+            HeldCode::MajorUpgrade => format!(
+                "{} is a new major version, which may need changes to the site; it needs upgrades: major",
+                r.version
+            ),
+            _ => format!(
+                "{} is a {wanted} upgrade and the site takes {allowed} upgrades automatically",
+                r.version
+            ),
+        };
+        reasons.push(hold(code, why));
+    }
+    if !security {
+        let released = r.released.0;
+        if let Some(delay) = gates.catalog.rings.get(&e.ring.value) {
             let due = released
-                + jiff::SignedDuration::try_from(soak.0).unwrap_or(jiff::SignedDuration::MAX);
+                + jiff::SignedDuration::try_from(delay.0).unwrap_or(jiff::SignedDuration::MAX);
             if gates.now < due {
                 reasons.push(hold(
-                    HeldCode::SoakTime,
+                    HeldCode::RingDelay,
                     format!(
-                        "{} must be out for {soak} before an automatic upgrade (due {due})",
-                        r.version
+                        "ring {} takes {} after {} days (due {due})",
+                        e.ring.value, r.version, delay
                     ),
                 ));
             }
-            if let Some(w) = &e.window.value
-                && !in_window(w, gates.now)
-            {
-                reasons.push(hold(
-                    HeldCode::OutsideWindow,
-                    format!("{} waits for the maintenance window ({w})", r.version),
-                ));
-            }
         }
-        if reasons.is_empty() {
-            choice.target = Some((r.version.clone(), change, class));
-            break;
+        let soak = e.min_release_age.value;
+        let due =
+            released + jiff::SignedDuration::try_from(soak.0).unwrap_or(jiff::SignedDuration::MAX);
+        if gates.now < due {
+            reasons.push(hold(
+                HeldCode::SoakTime,
+                format!(
+                    "{} must be out for {soak} before an automatic upgrade (due {due})",
+                    r.version
+                ),
+            ));
         }
-        choice.held.extend(reasons);
+        if let Some(w) = &e.window.value
+            && !in_window(w, gates.now)
+        {
+            reasons.push(hold(
+                HeldCode::OutsideWindow,
+                format!("{} waits for the maintenance window ({w})", r.version),
+            ));
+        }
     }
-    choice
+    Assessment {
+        class,
+        change,
+        held: reasons,
+    }
+}
+
+/// The class of an upgrade in words, for `check` and notices: what kind of
+/// step it is and why that makes it eligible, questionable or ineligible.
+pub fn class_reason(from: &semver::Version, to: &semver::Version, class: Class) -> String {
+    let step = match level(from, to) {
+        ChangeLevel::Patch => "a patch step",
+        _ if from.minor != to.minor => "a minor step",
+        _ => "a major step",
+    };
+    let pre = if to.pre.is_empty() {
+        ""
+    } else {
+        ", a pre-release"
+    };
+    match class {
+        Class::Ineligible => {
+            "a pre-release the channel does not offer (or the policy does not take)".to_owned()
+        }
+        Class::Eligible => format!("same major {}, {step}{pre}", from.major),
+        Class::Questionable if from.major != to.major => {
+            format!("a new major: {} → {}{pre}", from.major, to.major)
+        }
+        Class::Questionable if from.minor != to.minor => {
+            format!("0.x: any minor change may break{pre}")
+        }
+        Class::Questionable => format!("0.x: even a patch step promises nothing{pre}"),
+    }
 }
 
 /// A pin matches pre-releases of versions it names as well (semver's own

@@ -67,6 +67,9 @@ pub enum HeldCode {
     UntrustedSource,
     /// The site has not been adopted.
     NotAdopted,
+    /// Outside the site's `version` pin (only `check` reports it: the
+    /// planner never considers such a release at all).
+    Pinned,
 }
 
 /// An item the plan does not do, and why.

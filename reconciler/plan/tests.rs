@@ -424,6 +424,52 @@ fn classes() {
     );
 }
 
+#[test]
+fn class_reasons_in_words() {
+    use choose::{class_reason, classify};
+    let v = |s: &str| semver::Version::parse(s).unwrap();
+    let say = |from: &str, to: &str| {
+        class_reason(&v(from), &v(to), classify(&v(from), &v(to), false, false))
+    };
+    assert_eq!(say("4.2.0", "4.2.16"), "same major 4, a patch step");
+    assert_eq!(say("4.2.0", "4.3.0"), "same major 4, a minor step");
+    assert_eq!(say("4.2.0", "5.0.0"), "a new major: 4 → 5");
+    assert_eq!(say("0.2.0", "0.3.0"), "0.x: any minor change may break");
+    assert_eq!(
+        say("0.2.0", "0.2.1"),
+        "0.x: even a patch step promises nothing"
+    );
+    assert!(say("4.2.0", "4.3.0-rc.1").starts_with("a pre-release the channel does not offer"));
+    assert_eq!(
+        say("4.3.0-rc.1", "4.3.0-rc.2"),
+        "same major 4, a patch step, a pre-release"
+    );
+}
+
+#[test]
+fn assess_holds_what_choose_would_skip_and_passes_what_it_would_take() {
+    let mut e = effective();
+    e.version = builtin(Some("^1.4".parse().unwrap()));
+    let cat = catalog();
+    let gates = choose::Gates {
+        effective: &e,
+        catalog: &cat,
+        now: now(),
+        quarantined: &[],
+        forced: None,
+    };
+    let installed: Version = "1.4.0".parse().unwrap();
+    let pinned = choose::assess(&installed, &rel("2.0.0"), &gates);
+    assert_eq!(pinned.held[0].code, HeldCode::Pinned);
+    assert!(pinned.held[0].reason.contains("^1.4"), "{:?}", pinned.held);
+    let minor = choose::assess(&installed, &rel("1.5.0"), &gates);
+    assert!(minor.held.is_empty(), "{:?}", minor.held);
+    assert_eq!(minor.change, ChangeLevel::Minor);
+    // The planner itself never names the pin: it does not consider 2.0.0.
+    let choice = choose::choose(&installed, [rel("2.0.0")].iter(), &gates);
+    assert!(choice.held.is_empty() && choice.target.is_none());
+}
+
 /// Contents in memory.
 #[derive(Default)]
 struct Mem {

@@ -23,7 +23,8 @@ use super::files::Files;
 use super::metrics::{ClassLabels, Metrics, ProductLabel, ResultLabels, SiteLabel};
 use super::{Config, WatchError};
 use crate::apply::converge::{self, ApplyError, Options, Outcome};
-use crate::apply::status::{self, SiteStatus};
+use crate::apply::notices::{self, Notice, Notices};
+use crate::apply::status::{self, SiteStatus, Upgrade};
 use crate::apply::{SiteContext, txn};
 use crate::load::{self, Diagnostic, Fleet, LoadOptions, Trust};
 use crate::plan::choose::Class;
@@ -107,6 +108,9 @@ pub struct SiteReport {
     pub error: Option<String>,
     /// Failures in a row.
     pub failures: u32,
+    /// Newer releases that will not apply automatically and were notified
+    /// (empty with `SITEKEEPER_NO_NOTICES`).
+    pub notices: Vec<Notice>,
 }
 
 impl SiteReport {
@@ -129,6 +133,7 @@ impl SiteReport {
             outcome: None,
             error: None,
             failures: 0,
+            notices: Vec::new(),
         }
     }
 }
@@ -185,6 +190,8 @@ pub struct Reconciled {
     pub held: Vec<Held>,
     /// Newer releases by class.
     pub available: Vec<Class>,
+    /// Upgrade notices due now and in effect.
+    pub notices: Notices,
 }
 
 /// Looks at one site and converges it when its plan has changes. Runs on
@@ -195,6 +202,7 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
         status: None,
         held: Vec::new(),
         available: Vec::new(),
+        notices: Notices::default(),
     };
     if shared.cancel.load(Ordering::SeqCst) {
         return Reconciled {
@@ -222,7 +230,11 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
     {
         return failed(e.to_string());
     }
-    let look = || -> Result<(SiteStatus, Vec<Held>, Vec<Class>, bool), String> {
+    // What one look finds: status, held items, classes, whether to act,
+    // and the upgrades on offer with the notice interval.
+    type Offered = (Vec<Upgrade>, Duration);
+    type Looked = (SiteStatus, Vec<Held>, Vec<Class>, bool, Offered);
+    let look = || -> Result<Looked, String> {
         let ctx =
             SiteContext::gather(fleet, site, &shared.state_dir, None).map_err(|e| e.to_string())?;
         let plan = ctx.plan(now, None);
@@ -240,15 +252,20 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
             )
         });
         let act = ctx.adopted() && plan.has_changes() && !refused;
-        Ok((status, plan.held, available, act))
+        let offered = (
+            status::upgrades(&ctx, &plan, now),
+            ctx.effective.notify_interval.value.0,
+        );
+        Ok((status, plan.held, available, act, offered))
     };
-    let (status, held, available, act) = match look() {
+    let (status, held, available, act, offered) = match look() {
         Ok(found) => found,
         Err(e) => return failed(e),
     };
     if !act {
         return Reconciled {
             outcome: Ok(Outcome::Unchanged),
+            notices: notices_for(shared, &status, &offered, now),
             status: Some(status),
             held,
             available,
@@ -256,19 +273,71 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
     }
     // Something to do: `apply` plans again under the lock and converges.
     let outcome = converge::apply_site(fleet, site, &opts);
-    match look() {
-        Ok((status, held, available, _)) => Reconciled {
-            outcome,
-            status: Some(status),
-            held,
-            available,
-        },
-        Err(_) => Reconciled {
-            outcome,
-            status: Some(status),
-            held,
-            available,
-        },
+    // Notices are judged once, after the change: against the version the
+    // site runs now.
+    let (status, held, available, offered) = match look() {
+        Ok((status, held, available, _, offered)) => (status, held, available, offered),
+        Err(_) => (status, held, available, offered),
+    };
+    Reconciled {
+        outcome,
+        notices: notices_for(shared, &status, &offered, now),
+        status: Some(status),
+        held,
+        available,
+    }
+}
+
+/// The upgrade notices of an adopted site after a reconcile, kept in its
+/// state dir. Failing to keep them costs a repeated notice, not the
+/// reconcile, so an error is only logged.
+fn notices_for(
+    shared: &Shared,
+    status: &SiteStatus,
+    (upgrades, interval): &(Vec<Upgrade>, Duration),
+    now: jiff::Timestamp,
+) -> Notices {
+    let Some(installed) = &status.version else {
+        return Notices::default();
+    };
+    let state = SiteState::new(&shared.state_dir, &status.site);
+    notices::record(
+        &state,
+        &status.site,
+        installed,
+        upgrades,
+        now,
+        *interval,
+        notices::opted_out_by_env(),
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(site = %status.site, error = %e, "cannot keep the upgrade notices");
+        Notices::default()
+    })
+}
+
+/// Logs and counts the notices that are new.
+fn announce(metrics: &Metrics, notices: &[Notice]) {
+    for n in notices {
+        let class = serde_json::to_value(n.class)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        tracing::info!(
+            site = %n.site,
+            version = %n.version,
+            class = %class,
+            reason = %n.reason,
+            held = %n.held.reason,
+            "upgrade available"
+        );
+        metrics
+            .upgrade_notices
+            .get_or_create(&ClassLabels {
+                site: n.site.clone(),
+                class,
+            })
+            .inc();
     }
 }
 
@@ -575,6 +644,7 @@ impl Daemon {
                     status: None,
                     held: Vec::new(),
                     available: Vec::new(),
+                    notices: Notices::default(),
                 });
                 drop(permit);
                 let _ = done.send(Done {
@@ -850,11 +920,13 @@ impl Daemon {
                 .get_or_create(&ProductLabel { product })
                 .set(i64::from(!untrusted));
         }
+        announce(metrics, &done.result.notices.new);
         let at = self.shared.now().to_string();
         let result = done.result;
         self.shared.report(site, |r| {
             if let Some(status) = result.status {
                 r.status = status;
+                r.notices = result.notices.current;
             }
             r.held = result.held;
             r.last_reconcile = Some(at);

@@ -1,7 +1,7 @@
 //! The daemon's Prometheus metrics (`GET /metrics`): reconciles, failures,
 //! durations, drifted files, pending items, available upgrades by class,
-//! and the last success per site. Only counts and gauges; it never decides
-//! anything.
+//! upgrade notices sent, and the last success per site. Only counts and
+//! gauges; it never decides anything.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +61,8 @@ pub struct Metrics {
     pub held: Family<SiteLabel, Gauge>,
     /// Newer releases on the site's channel, by class.
     pub upgrades: Family<ClassLabels, Gauge>,
+    /// Upgrade notices sent, by site and class.
+    pub upgrade_notices: Family<ClassLabels, Counter>,
     /// Unix time of the last successful reconcile.
     pub last_success: Family<SiteLabel, Gauge<f64, AtomicU64>>,
     /// Whether each catalog's commit is trusted (1) or not (0).
@@ -114,6 +116,12 @@ impl Metrics {
             "Newer releases on the site's channel, by SPEC 4.2 class",
             upgrades.clone(),
         );
+        let upgrade_notices = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "upgrade_notices",
+            "Notices of newer releases that will not apply automatically, by site and class",
+            upgrade_notices.clone(),
+        );
         let last_success = Family::<SiteLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "last_success_timestamp_seconds",
@@ -141,6 +149,7 @@ impl Metrics {
             pending,
             held,
             upgrades,
+            upgrade_notices,
             last_success,
             catalog_trusted,
             load_failures,
@@ -163,10 +172,12 @@ impl Metrics {
         self.held.remove(&label);
         self.last_success.remove(&label);
         for class in ["eligible", "questionable", "ineligible"] {
-            self.upgrades.remove(&ClassLabels {
+            let labels = ClassLabels {
                 site: site.into(),
                 class: class.into(),
-            });
+            };
+            self.upgrades.remove(&labels);
+            self.upgrade_notices.remove(&labels);
         }
     }
 }
