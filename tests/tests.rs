@@ -12,6 +12,7 @@ mod cli;
 mod converge;
 mod crash;
 mod examples;
+mod fsync;
 mod git_sources;
 mod hostile_sites;
 mod invalid_corpus;

@@ -112,9 +112,31 @@ fn git_mode(entry: &SnapshotEntry) -> i32 {
     }
 }
 
+/// Makes libgit2 fsync what it writes into a repository (objects, refs and
+/// their directories), once per process. A point's ref is the commit step
+/// of every change, so it must be on disk before the ledger says so;
+/// libgit2, like git, does not fsync by default.
+fn fsync_git_writes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Initialises libgit2 (and sets what is already its default).
+        git2::opts::strict_object_creation(true);
+        // SAFETY: libgit2 is initialised above; this option takes one int
+        // and only sets a global flag that libgit2 reads on later writes.
+        let rc = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
+                1 as std::ffi::c_int,
+            )
+        };
+        debug_assert_eq!(rc, 0, "libgit2 refused GIT_OPT_ENABLE_FSYNC_GITDIR");
+    });
+}
+
 impl Points {
     /// Opens `points.git` at `path`, creating it if absent.
     pub fn open_or_init(path: &Path) -> Result<Self, StoreError> {
+        fsync_git_writes();
         let git = |source| StoreError::Git {
             path: path.to_owned(),
             source,
