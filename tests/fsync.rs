@@ -82,21 +82,40 @@ fn every_rename_is_fsynced_before_and_its_directory_after_and_the_ledger_is_last
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let calls: Vec<Call> = std::fs::read_to_string(&trace)
-        .unwrap()
-        .lines()
+    // With several threads strace splits a call in two lines
+    // ("<unfinished ...>" and "<... name resumed>"); join them per thread.
+    let mut pending: std::collections::HashMap<String, String> = Default::default();
+    let mut calls: Vec<Call> = Vec::new();
+    for line in std::fs::read_to_string(&trace).unwrap().lines() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if let Some(head) = rest.strip_suffix("<unfinished ...>") {
+            pending.insert(pid.to_owned(), head.trim_end().to_owned());
+            continue;
+        }
+        let whole = match rest.split_once("resumed>") {
+            Some((_, tail)) if rest.starts_with("<...") => match pending.remove(pid) {
+                Some(head) => format!("{head}{tail}"),
+                None => continue,
+            },
+            _ => rest.to_owned(),
+        };
         // Only calls that succeeded (strace pads before " = 0").
-        .filter(|l| l.rsplit_once(" = ").is_some_and(|(_, rc)| rc.trim() == "0"))
-        .filter_map(|l| {
-            // "<pid> name(args) = 0"
-            let l = l.split_once(' ').map_or(l, |(_, rest)| rest);
-            let (name, rest) = l.split_once('(')?;
-            Some(Call {
+        if whole
+            .rsplit_once(" = ")
+            .is_none_or(|(_, rc)| rc.trim() != "0")
+        {
+            continue;
+        }
+        if let Some((name, args)) = whole.split_once('(') {
+            calls.push(Call {
                 name: name.to_owned(),
-                args: rest.to_owned(),
-            })
-        })
-        .collect();
+                args: args.to_owned(),
+            });
+        }
+    }
     let site = std::fs::canonicalize(d.join("site")).unwrap();
     let site = site.to_str().unwrap();
     let is_fsync = |c: &Call| c.name == "fsync" || c.name == "fdatasync";
