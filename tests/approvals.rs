@@ -5,20 +5,8 @@
 //! plan says why. Real binary, real files.
 
 use std::path::Path;
-use std::process::Output;
 
-use crate::support::{fleet_with, read_tree, sitekeeper, stderr, stdout, write_tree};
-
-const NOW: &str = "2026-11-20T10:00:00Z";
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    sitekeeper(&dir.join("state"))
-        .current_dir(dir.join("fleet"))
-        .env("SITEKEEPER_NOW", NOW)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::support::{NOW, fleet_with, read_tree, run_fleet as run, stderr, stdout, write_tree};
 
 const POLICY: &str = "policy: reviewed\nextends: base\nrequire_approval: [hotfix, patch]\n";
 

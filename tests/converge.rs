@@ -1,21 +1,9 @@
 //! `apply` end to end: concurrency, health checks with rollback and
 //! quarantine, stale saved plans, and confinement while writing.
 
-use std::path::Path;
-use std::process::Output;
-
-use crate::support::{fleet_with, read_tree, sitekeeper, stderr, stdout, write_tree};
-
-const NOW: &str = "2026-11-20T10:00:00Z";
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    sitekeeper(&dir.join("state"))
-        .current_dir(dir.join("fleet"))
-        .env("SITEKEEPER_NOW", NOW)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::support::{
+    NOW, fleet_with, read_tree, run_fleet as run, sitekeeper, stderr, stdout, write_tree,
+};
 
 /// A site on 1.0.0 with a 1.0.1 upgrade and a fix waiting; `health` goes into the site file.
 fn setup(site_extra: &str) -> tempfile::TempDir {

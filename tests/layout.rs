@@ -6,23 +6,12 @@
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::support::{sitekeeper, stderr, write_tree};
+use crate::support::{run_fleet as run, stderr, write_tree};
 
-const NOW: &str = "2026-11-20T10:00:00Z";
 /// Files of every release, each holding the release's version.
 const FILES: usize = 12;
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    sitekeeper(&dir.join("state"))
-        .current_dir(dir.join("fleet"))
-        .env("SITEKEEPER_NOW", NOW)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// The files of release `v`: `VERSION` and `FILES` more in two
 /// directories, every one saying `v`.

@@ -5,22 +5,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Output;
 
-use crate::support::{sitekeeper, stderr, stdout, write_tree};
+use crate::support::{NOW, run_fleet as run, stderr, stdout, write_tree};
 
-const NOW: &str = "2026-11-20T10:00:00Z";
 /// GitHub's limit on a comment's length.
 const GITHUB_COMMENT_LIMIT: usize = 65_536;
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    sitekeeper(&dir.join("state"))
-        .current_dir(dir.join("fleet"))
-        .env("SITEKEEPER_NOW", NOW)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn release(cat: &Path, v: &str, files: &[(&str, &str)]) {
     write_tree(

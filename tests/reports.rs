@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 
 use serde_json::{Value, json};
@@ -18,18 +18,7 @@ use sitekeeper::apply::report::{
 use sitekeeper::load::{Fleet, LoadOptions, load};
 use sitekeeper::model::fleet::Reports;
 
-use crate::support::{fleet_with, git, sitekeeper, stderr, write_tree};
-
-const NOW: &str = "2026-11-20T10:00:00Z";
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    sitekeeper(&dir.join("state"))
-        .current_dir(dir.join("fleet"))
-        .env("SITEKEEPER_NOW", NOW)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use crate::support::{fleet_with, git, run_fleet as run, stderr, write_tree};
 
 /// A fleet whose `fleet.yaml` sends reports to `../target.git` (an empty
 /// bare repository), with site `shop` (its file gets `site_extra`) adopted

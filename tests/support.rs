@@ -289,3 +289,17 @@ impl Drop for GitDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// The instant tests plan "as of" (`SITEKEEPER_NOW`).
+pub const NOW: &str = "2026-11-20T10:00:00Z";
+
+/// Runs the binary on the fleet in `dir/fleet` with state in `dir/state`,
+/// at [`NOW`].
+pub fn run_fleet(dir: &Path, args: &[&str]) -> Output {
+    sitekeeper(&dir.join("state"))
+        .current_dir(dir.join("fleet"))
+        .env("SITEKEEPER_NOW", NOW)
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
