@@ -17,7 +17,8 @@
 //! | [`load`] | read fleet and catalogs from a directory or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `model` |
 //! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model` |
 //! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
-//! | [`confined`] | every read of a site's files: `openat2` beneath the root, no links | nothing of ours |
+//! | [`confined`] | every read of a site's files: `openat2` beneath the root, no links | `durability` |
+//! | [`durability`] | for crash tests only: what a crash could lose (unsynced data and entries), and losing it; inert otherwise | nothing of ours |
 //! | [`model`] | the types of every YAML file, checked as parsed; no I/O | nothing of ours |
 //!
 //! `confined` sits at the bottom (beside `model`) so that both `inventory`
@@ -34,6 +35,7 @@
 pub mod apply;
 pub mod cli;
 pub mod confined;
+pub mod durability;
 pub mod fixops;
 pub mod inventory;
 pub mod load;

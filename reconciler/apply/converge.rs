@@ -652,15 +652,9 @@ pub fn apply_site(
                 "{name}: {reason}; there is no point to roll back to"
             ))
         })?;
-        rollback_to(
-            &mut locked,
-            &points,
-            to,
-            &Steps::none(),
-            opts,
-            &by,
-            Some(&reason),
-        )?;
+        // Numbered on from the apply's steps, so a crash test reaches them.
+        let undo = locked.steps.undoing();
+        rollback_to(&mut locked, &points, to, &undo, opts, &by, Some(&reason))?;
         if plan.to_version != plan.from_version
             && let Some(v) = &plan.to_version
         {
@@ -689,8 +683,8 @@ pub fn apply_site(
     })
 }
 
-/// Runs the transaction; on failure undoes it at once (with a fresh step
-/// counter: the failpoint already fired) and says how that went.
+/// Runs the transaction; on failure undoes it at once (its steps numbered
+/// on, so a test can fail the undo as well) and says how that went.
 fn execute_or_undo(
     progress: Option<&dyn crate::inventory::Progress>,
     locked: &Locked,
@@ -712,7 +706,7 @@ fn execute_or_undo(
         match txn::recover(
             &locked.root,
             &locked.state,
-            &Steps::none(),
+            &steps.undoing(),
             by.clone(),
             Timestamp(now),
         ) {

@@ -1,8 +1,14 @@
 //! Every file-system step of apply, rollback and recovery, numbered, so a
-//! test can stop the process at step n: with an injected error, or for real
-//! with SIGKILL. Failpoints are read from `SITEKEEPER_FAILPOINT` (`N` or
-//! `N:kill`) only in debug builds (the test build) or with the `failpoints`
-//! feature; a release build never honours them.
+//! test can fail the process at step n: with an injected error (plain, or
+//! one of the errors a disk gives: EIO, ENOSPC, EDQUOT, EACCES, EROFS, once
+//! or from then on), or for real with SIGKILL. Failpoints are read from
+//! `SITEKEEPER_FAILPOINT` only in debug builds (the test build) or with the
+//! `failpoints` feature; a release build never honours them.
+//!
+//! The syntax is a comma-separated list of `N[:HOW][+]`: `HOW` is `error`
+//! (the default), `kill`, or an errno name; `+` makes an error persistent,
+//! so every step from `N` on fails the same way (a disk that stays full).
+//! `3:enospc,9:kill` fails step 3, then kills the undo at its step 9.
 
 use std::cell::Cell;
 use std::io::{self, Write};
@@ -15,15 +21,88 @@ const ENABLED: bool = cfg!(debug_assertions) || cfg!(feature = "failpoints");
 /// How a failpoint fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
+    /// An error of no particular kind.
     Error,
+    /// The error the OS gives with this errno.
+    Errno(i32),
+    /// SIGKILL.
     Kill,
 }
 
-/// Counts steps and fails the configured one.
+/// One configured failpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failpoint {
+    at: u64,
+    how: Failure,
+    /// Every step from `at` on fails, not only step `at`.
+    persistent: bool,
+}
+
+impl Failpoint {
+    /// Parses `N[:HOW][+]`.
+    fn parse(s: &str) -> Option<Self> {
+        let (n, how) = s.trim().split_once(':').unwrap_or((s.trim(), "error"));
+        let (how, persistent) = match how.strip_suffix('+') {
+            Some(how) => (how, true),
+            None => (how, false),
+        };
+        let how = match how {
+            "error" => Failure::Error,
+            "kill" => Failure::Kill,
+            "eio" => Failure::Errno(libc_errno::EIO),
+            "enospc" => Failure::Errno(libc_errno::ENOSPC),
+            "edquot" => Failure::Errno(libc_errno::EDQUOT),
+            "eacces" => Failure::Errno(libc_errno::EACCES),
+            "erofs" => Failure::Errno(libc_errno::EROFS),
+            _ => return None,
+        };
+        Some(Self {
+            at: n.parse().ok()?,
+            how,
+            persistent,
+        })
+    }
+
+    fn fires(&self, n: u64) -> bool {
+        n == self.at || (self.persistent && n > self.at)
+    }
+}
+
+/// The errno values failpoints inject (Linux numbering, from rustix).
+mod libc_errno {
+    use rustix::io::Errno;
+    pub const EIO: i32 = Errno::IO.raw_os_error();
+    pub const ENOSPC: i32 = Errno::NOSPC.raw_os_error();
+    pub const EDQUOT: i32 = Errno::DQUOT.raw_os_error();
+    pub const EACCES: i32 = Errno::ACCESS.raw_os_error();
+    pub const EROFS: i32 = Errno::ROFS.raw_os_error();
+}
+
+/// An error injected at a step: the OS error it stands for is its source.
+#[derive(Debug)]
+struct Injected {
+    what: String,
+    n: u64,
+    os: io::Error,
+}
+
+impl std::fmt::Display for Injected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (failpoint {}): {}", self.what, self.n, self.os)
+    }
+}
+
+impl std::error::Error for Injected {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
+    }
+}
+
+/// Counts steps and fails the configured ones.
 #[derive(Debug)]
 pub struct Steps {
     n: Cell<u64>,
-    fail_at: Option<(u64, Failure)>,
+    fail: Vec<Failpoint>,
     trace: Option<std::path::PathBuf>,
     /// Set when the daemon is stopping: the next step fails, and the
     /// transaction is undone like any failed one.
@@ -33,18 +112,12 @@ pub struct Steps {
 impl Steps {
     /// Steps configured from the environment.
     pub fn from_env() -> Self {
-        let fail_at = if ENABLED {
-            std::env::var("SITEKEEPER_FAILPOINT").ok().and_then(|s| {
-                let (n, how) = s.split_once(':').unwrap_or((&s, "error"));
-                let how = if how == "kill" {
-                    Failure::Kill
-                } else {
-                    Failure::Error
-                };
-                n.parse().ok().map(|n| (n, how))
-            })
+        let fail = if ENABLED {
+            std::env::var("SITEKEEPER_FAILPOINT")
+                .map(|s| s.split(',').filter_map(Failpoint::parse).collect())
+                .unwrap_or_default()
         } else {
-            None
+            Vec::new()
         };
         let trace = if ENABLED {
             std::env::var_os("SITEKEEPER_FAILPOINT_TRACE").map(Into::into)
@@ -53,7 +126,7 @@ impl Steps {
         };
         Self {
             n: Cell::new(0),
-            fail_at,
+            fail,
             trace,
             cancel: None,
         }
@@ -69,13 +142,26 @@ impl Steps {
     pub fn none() -> Self {
         Self {
             n: Cell::new(0),
-            fail_at: None,
+            fail: Vec::new(),
             trace: None,
             cancel: None,
         }
     }
 
-    /// Marks the next step, named `what`; fails it if it is the configured one.
+    /// The steps of undoing what these steps did: numbered on from here, so
+    /// a test can fail the undo too (and a persistent fault goes on failing
+    /// it, as a full disk would), but never cancelled: an undo is what a
+    /// stopping daemon waits for.
+    pub fn undoing(&self) -> Self {
+        Self {
+            n: Cell::new(self.n.get()),
+            fail: self.fail.clone(),
+            trace: self.trace.clone(),
+            cancel: None,
+        }
+    }
+
+    /// Marks the next step, named `what`; fails it if it is a configured one.
     pub fn step(&self, what: &str) -> io::Result<()> {
         let n = self.n.get() + 1;
         self.n.set(n);
@@ -97,11 +183,23 @@ impl Steps {
                 "interrupted: sitekeeper is stopping",
             ));
         }
-        match self.fail_at {
-            Some((at, Failure::Error)) if at == n => {
-                Err(io::Error::other(format!("failpoint {n} ({what})")))
+        match self.fail.iter().find(|f| f.fires(n)).map(|f| f.how) {
+            None => Ok(()),
+            Some(Failure::Error) => Err(io::Error::other(format!("failpoint {n} ({what})"))),
+            Some(Failure::Errno(code)) => {
+                // Keep the kind and the errno (what callers and messages
+                // look at) and say which step met it.
+                let os = io::Error::from_raw_os_error(code);
+                Err(io::Error::new(
+                    os.kind(),
+                    Injected {
+                        what: what.to_owned(),
+                        n,
+                        os,
+                    },
+                ))
             }
-            Some((at, Failure::Kill)) if at == n => {
+            Some(Failure::Kill) => {
                 let _ = rustix::process::kill_process(
                     rustix::process::getpid(),
                     rustix::process::Signal::KILL,
@@ -109,7 +207,58 @@ impl Steps {
                 // SIGKILL cannot be caught; this is never reached.
                 std::process::abort()
             }
-            _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failpoints_parse_with_their_kind_and_persistence() {
+        let f = Failpoint::parse("12:enospc+").unwrap();
+        assert_eq!(f.at, 12);
+        assert!(f.persistent);
+        assert!(!f.fires(11) && f.fires(12) && f.fires(40));
+        let once = Failpoint::parse("3:eio").unwrap();
+        assert!(once.fires(3) && !once.fires(4));
+        assert_eq!(Failpoint::parse("7").unwrap().how, Failure::Error);
+        assert_eq!(Failpoint::parse("7:kill").unwrap().how, Failure::Kill);
+        assert!(Failpoint::parse("7:bogus").is_none());
+        assert!(Failpoint::parse("x:eio").is_none());
+    }
+
+    #[test]
+    fn an_injected_errno_keeps_its_kind_and_an_undo_counts_on() {
+        let steps = Steps {
+            n: Cell::new(0),
+            fail: vec![
+                Failpoint::parse("2:enospc").unwrap(),
+                Failpoint::parse("4:erofs+").unwrap(),
+            ],
+            trace: None,
+            cancel: Some(Arc::new(AtomicBool::new(false))),
+        };
+        assert!(steps.step("a").is_ok());
+        let e = steps.step("rename").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert!(e.to_string().contains("rename (failpoint 2)"), "{e}");
+        assert!(
+            crate::store::plain(&e).contains("the file system is full"),
+            "{}",
+            crate::store::plain(&e)
+        );
+        let undo = steps.undoing();
+        assert!(undo.cancel.is_none());
+        assert!(undo.step("b").is_ok(), "step 3 is not a failpoint");
+        assert_eq!(
+            undo.step("c").unwrap_err().kind(),
+            io::ErrorKind::ReadOnlyFilesystem
+        );
+        assert_eq!(
+            undo.step("d").unwrap_err().kind(),
+            io::ErrorKind::ReadOnlyFilesystem
+        );
     }
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::fsops::Steps;
 use super::swap::Swap;
 use crate::confined::{Kind, Root};
+use crate::durability;
 use crate::inventory::STAGE_DIR;
 use crate::model::hash::BlobId;
 use crate::store::{
@@ -87,7 +88,7 @@ pub fn dirs_to_create(root: &Root, changes: &[Change]) -> Vec<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
     /// A file-system step failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", crate::store::plain(source))]
     Io {
         /// The step.
         what: String,
@@ -122,22 +123,103 @@ fn journal_path(state: &SiteState) -> PathBuf {
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, dir fsync.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    ensure_dir(dir)?;
+    // A known name, so recovery can remove what a crash left of it.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&temp_prefix(path))
+        .tempfile_in(dir)?;
+    let noted =
+        durability::active().then(|| (durability::real(tmp.path()), durability::real(path)));
+    if let Some((t, _)) = &noted {
+        durability::created(t);
+    }
     tmp.write_all(bytes)?;
+    if let Some((t, _)) = &noted {
+        durability::wrote(t, 0);
+    }
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
+    match &noted {
+        Some((t, p)) => {
+            durability::synced_file(t);
+            durability::rename(t, p, || tmp.persist(path).map(drop).map_err(|e| e.error))?;
+        }
+        None => {
+            tmp.persist(path).map_err(|e| e.error)?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// The start of the names of `path`'s temporary files.
+fn temp_prefix(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.")
+}
+
+/// Removes what a crash inside [`write_atomic`] left beside `path`.
+fn remove_temps(path: &Path) -> std::io::Result<()> {
+    let (Some(dir), prefix) = (path.parent(), temp_prefix(path)) else {
+        return Ok(());
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            remove_durably(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Fsyncs directory `dir`, so the entries just made in it are durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    if durability::active() {
+        durability::synced_dir(&durability::real(dir));
+    }
+    Ok(())
+}
+
+/// Makes directory `dir` exist durably: a journal written into a directory
+/// whose own entry a crash could lose would be lost with it.
+fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        ensure_dir(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if durability::active() {
+        durability::made_dir(&durability::real(dir));
+    }
+    match dir.parent() {
+        Some(parent) => sync_dir(parent),
+        None => Ok(()),
+    }
 }
 
 fn remove_durably(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+    let op = || match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    };
+    if durability::active() {
+        durability::remove(&durability::real(path), op)?;
+    } else if !op()? {
+        return Ok(());
     }
     match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        Some(dir) => sync_dir(dir),
         None => Ok(()),
     }
 }
@@ -250,6 +332,10 @@ pub(super) fn prune_empty_dirs(
             steps.step("rmdir")?;
             root.remove_tree(&dir)
                 .map_err(io(format!("{dir}/: remove")))?;
+            // The removal is durable only once its parent is synced; else a
+            // crash after the commit could bring back an empty directory.
+            root.sync_dir(parent(&dir))
+                .map_err(io(format!("{}/: fsync", parent(&dir))))?;
         }
     }
     Ok(())
@@ -296,7 +382,7 @@ pub fn apply_to_snapshot(mut base: Snapshot, changes: &[Change]) -> Snapshot {
 impl From<std::io::Error> for TxnError {
     fn from(source: std::io::Error) -> Self {
         TxnError::Io {
-            what: "step".into(),
+            what: "a file-system step".into(),
             source,
         }
     }
@@ -453,6 +539,7 @@ pub fn recover(
     now: crate::model::values::Timestamp,
 ) -> Result<Recovered, TxnError> {
     let path = journal_path(state);
+    remove_temps(&path).map_err(io("remove a half-written journal"))?;
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -555,6 +642,8 @@ fn recover_in_place(
                 steps.step("rmdir")?;
                 root.remove_tree(dir)
                     .map_err(io(format!("{dir}/: remove")))?;
+                root.sync_dir(parent(dir))
+                    .map_err(io(format!("{}/: fsync", parent(dir))))?;
             }
         }
     }

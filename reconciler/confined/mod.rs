@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
+use crate::durability;
+
 /// The resolution rules for every path under a root.
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
@@ -254,7 +256,15 @@ impl Root {
         for part in rel.split('/') {
             let parent = self.dir(&done)?;
             match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
-                Ok(()) => rustix::fs::fsync(&parent)?,
+                Ok(()) => {
+                    if durability::active() {
+                        durability::made_dir(&durability::at(&parent, part));
+                    }
+                    rustix::fs::fsync(&parent)?;
+                    if durability::active() {
+                        durability::synced_dir(&durability::at(&parent, ""));
+                    }
+                }
                 Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -274,8 +284,12 @@ impl Root {
     /// instead when `symlink` (the bytes are its target).
     pub fn create(&self, rel: &str, bytes: &[u8], mode: u32, symlink: bool) -> io::Result<()> {
         self.with_parent(rel, |dir, name| {
+            let noted = durability::active().then(|| durability::at(dir, name));
             if symlink {
                 rustix::fs::symlinkat(bytes, dir, name)?;
+                if let Some(p) = &noted {
+                    durability::created(p);
+                }
                 return Ok(());
             }
             let fd = rustix::fs::openat(
@@ -284,11 +298,20 @@ impl Root {
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )?;
+            if let Some(p) = &noted {
+                durability::created(p);
+            }
             let mut file = File::from(fd);
             std::io::Write::write_all(&mut file, bytes)?;
+            if let Some(p) = &noted {
+                durability::wrote(p, 0);
+            }
             // Set the mode explicitly: the process umask must not decide it.
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
             file.sync_all()?;
+            if let Some(p) = &noted {
+                durability::synced_file(p);
+            }
             Ok(())
         })
     }
@@ -305,10 +328,21 @@ impl Root {
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o600),
             )?;
+            let noted = durability::active().then(|| durability::at(dir, name));
+            if let Some(p) = &noted {
+                durability::created(p);
+            }
             let mut file = File::from(fd);
             std::io::copy(&mut from, &mut file)?;
+            if let Some(p) = &noted {
+                durability::wrote(p, 0);
+            }
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o7777))?;
-            file.sync_all()
+            file.sync_all()?;
+            if let Some(p) = &noted {
+                durability::synced_file(p);
+            }
+            Ok(())
         })
     }
 
@@ -324,7 +358,13 @@ impl Root {
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         self.with_parent(from, |from_dir, from_name| {
             self.with_parent(to, |to_dir, to_name| {
-                Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?)
+                let op = || Ok(rustix::fs::renameat(from_dir, from_name, to_dir, to_name)?);
+                if durability::active() {
+                    let from = durability::at(from_dir, from_name);
+                    durability::rename(&from, &durability::at(to_dir, to_name), op)
+                } else {
+                    op()
+                }
             })
         })
     }
@@ -332,9 +372,15 @@ impl Root {
     /// Removes the file or link `rel`; absent is fine.
     pub fn remove(&self, rel: &str) -> io::Result<()> {
         self.with_parent(rel, |dir, name| {
-            match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            let op = || match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+                Ok(()) => Ok(true),
+                Err(rustix::io::Errno::NOENT) => Ok(false),
                 Err(e) => Err(e.into()),
+            };
+            if durability::active() {
+                durability::remove(&durability::at(dir, name), op)
+            } else {
+                op().map(|_| ())
             }
         })
     }
@@ -356,8 +402,20 @@ impl Root {
             }
         }
         self.with_parent(rel, |dir, name| {
+            let noted = durability::active()
+                .then(|| {
+                    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+                    Some((durability::at(dir, name), st.st_mode & 0o7777))
+                })
+                .flatten();
             match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Ok(()) => {
+                    if let Some((path, mode)) = noted {
+                        durability::removed_dir(&path, mode);
+                    }
+                    Ok(())
+                }
+                Err(rustix::io::Errno::NOENT) => Ok(()),
                 Err(e) => Err(e.into()),
             }
         })
@@ -365,7 +423,12 @@ impl Root {
 
     /// Fsyncs directory `rel` (`""` for the root), so renames in it are durable.
     pub fn sync_dir(&self, rel: &str) -> io::Result<()> {
-        Ok(rustix::fs::fsync(self.dir(rel)?)?)
+        let dir = self.dir(rel)?;
+        rustix::fs::fsync(&dir)?;
+        if durability::active() {
+            durability::synced_dir(&durability::at(&dir, ""));
+        }
+        Ok(())
     }
 
     /// Free bytes available to this user on the root's file system.

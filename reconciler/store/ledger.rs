@@ -118,36 +118,65 @@ impl Ledger {
         &self.path
     }
 
-    /// Every complete record, oldest first. A torn last line is skipped;
-    /// any other line that does not parse is an error.
+    /// Every complete record, oldest first. A torn tail (what a crash left
+    /// of the last appends: a line without its newline, or bytes that are
+    /// not a record, zeros or noise) is skipped; a line that does not parse
+    /// followed by one that does is corruption, and an error.
     pub fn read(&self) -> Result<Vec<Record>, StoreError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        self.scan().map(|(records, _)| records)
+    }
+
+    /// The records and the length of the file that holds them: where a
+    /// torn tail begins, or the whole file.
+    fn scan(&self) -> Result<(Vec<Record>, u64), StoreError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(io(&self.path)(e)),
         };
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..=end],
-            None => "",
-        };
-        complete
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(n, line)| {
-                serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    line: n + 1,
-                    message: format!("not a ledger record: {e}"),
-                })
-            })
-            .collect()
+        let mut records = Vec::new();
+        let mut good = 0;
+        // The first line that is not a record, and why: the tail from it
+        // on is torn, unless a record follows.
+        let mut torn: Option<(usize, String)> = None;
+        let mut start = 0;
+        for (n, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            let end = start + line.len();
+            let parsed = match line.strip_suffix(b"\n") {
+                None => Err("the line has no end".to_owned()),
+                Some(l) if l.trim_ascii().is_empty() => {
+                    start = end;
+                    if torn.is_none() {
+                        good = end;
+                    }
+                    continue;
+                }
+                Some(l) => serde_json::from_slice::<Record>(l).map_err(|e| e.to_string()),
+            };
+            match (parsed, &torn) {
+                (Ok(record), None) => {
+                    records.push(record);
+                    good = end;
+                }
+                (Ok(_), Some((line, why))) => {
+                    return Err(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        line: *line,
+                        message: format!("not a ledger record: {why}"),
+                    });
+                }
+                (Err(why), None) => torn = Some((n + 1, why)),
+                (Err(_), Some(_)) => {}
+            }
+            start = end;
+        }
+        Ok((records, good as u64))
     }
 
     /// Appends `record` (its `seq` is set to follow the last) and fsyncs.
     /// The caller holds the site lock.
     pub fn append(&self, mut record: Record) -> Result<Record, StoreError> {
-        let existing = self.read()?;
+        let (existing, good) = self.scan()?;
         record.seq = existing.last().map_or(1, |r| r.seq + 1);
         let mut line = serde_json::to_vec(&record).map_err(|e| io(&self.path)(e.into()))?;
         line.push(b'\n');
@@ -156,19 +185,26 @@ impl Ledger {
             .append(true)
             .open(&self.path)
             .map_err(io(&self.path))?;
-        // A line torn by a crash would glue onto this one: cut it off first
-        // (it was never a record: records end with their newline).
-        let bytes = std::fs::read(&self.path).map_err(io(&self.path))?;
-        let len = bytes.len() as u64;
-        let good = bytes
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i as u64 + 1);
+        // A tail torn by a crash would glue onto this record: cut it off
+        // first (it was never a record).
+        let len = file.metadata().map_err(io(&self.path))?.len();
         if good < len {
             file.set_len(good).map_err(io(&self.path))?;
         }
+        let noted = crate::durability::active().then(|| crate::durability::real(&self.path));
+        if let Some(p) = &noted
+            && len == 0
+        {
+            crate::durability::created(p);
+        }
         file.write_all(&line).map_err(io(&self.path))?;
+        if let Some(p) = &noted {
+            crate::durability::wrote(p, good);
+        }
         file.sync_all().map_err(io(&self.path))?;
+        if let Some(p) = &noted {
+            crate::durability::synced_file(p);
+        }
         if len == 0
             && let Some(dir) = self.path.parent()
         {
@@ -176,6 +212,9 @@ impl Ledger {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io(dir))?;
+            if crate::durability::active() {
+                crate::durability::synced_dir(&crate::durability::real(dir));
+            }
         }
         Ok(record)
     }
@@ -229,5 +268,30 @@ mod tests {
             !text.contains(r#""at":"2026{"#),
             "the torn fragment was cut off: {text}"
         );
+    }
+
+    #[test]
+    fn a_tail_of_zeros_or_noise_is_torn_but_a_bad_line_before_a_record_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::new(dir.path().join("ledger.jsonl"));
+        ledger.append(record()).unwrap();
+        let good = std::fs::read(ledger.path()).unwrap();
+        // What a crash can leave of unsynced appends: zeros, or noise with
+        // newlines and bytes that are not UTF-8 in it.
+        for tail in [&[0u8; 300][..], b"\xff\xfe{\n\x00garbage\n\x80"] {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(tail);
+            std::fs::write(ledger.path(), &bytes).unwrap();
+            assert_eq!(ledger.read().unwrap().len(), 1, "{tail:?}");
+            assert_eq!(ledger.append(record()).unwrap().seq, 2);
+            assert_eq!(ledger.read().unwrap().len(), 2, "the tail was cut off");
+            std::fs::write(ledger.path(), &good).unwrap();
+        }
+        // A damaged line with a record after it was not torn by a crash.
+        let mut bytes = b"{not json}\n".to_vec();
+        bytes.extend_from_slice(&good);
+        std::fs::write(ledger.path(), &bytes).unwrap();
+        let err = ledger.read().unwrap_err().to_string();
+        assert!(err.contains(":1: not a ledger record"), "{err}");
     }
 }

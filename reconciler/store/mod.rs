@@ -19,7 +19,7 @@ pub use points::{PointKind, PointMeta, Points, Snapshot, SnapshotEntry};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file-system error on a state file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", plain(source))]
     Io {
         /// The file.
         path: PathBuf,
@@ -44,6 +44,42 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// An I/O error in words a site owner understands: the system's message,
+/// then what it means for the site and what to do. The errno is looked for
+/// along the error's source chain, so a wrapped error explains itself too.
+pub fn plain(e: &std::io::Error) -> String {
+    let mut code = e.raw_os_error();
+    let mut inner: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while code.is_none()
+        && let Some(i) = inner
+    {
+        code = i
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error);
+        inner = i.source();
+    }
+    use rustix::io::Errno;
+    let meaning = match code.map(Errno::from_raw_os_error) {
+        Some(Errno::NOSPC) => {
+            "the file system is full (hint: free space on it, then run the command again)"
+        }
+        Some(Errno::DQUOT) => {
+            "the disk quota of this user is used up (hint: free space or raise the quota, then run the command again)"
+        }
+        Some(Errno::ACCESS | Errno::PERM) => {
+            "permission denied (hint: run sitekeeper as the user that owns the site and its state directory)"
+        }
+        Some(Errno::ROFS) => {
+            "the file system is mounted read-only (hint: remount it read-write, then run the command again)"
+        }
+        Some(Errno::IO) => {
+            "the disk reported an input/output error (hint: check the disk and the kernel log, `dmesg`, before trying again)"
+        }
+        _ => return e.to_string(),
+    };
+    format!("{e}: {meaning}")
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

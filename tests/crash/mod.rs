@@ -11,6 +11,10 @@ use std::process::Output;
 use sitekeeper::model::hash::BlobId;
 use sitekeeper::store::{SiteState, SnapshotEntry};
 
+mod compound;
+mod faults;
+mod lost;
+
 use crate::support::{
     Rng, content, fast_tempdir, generate_tree, git, sitekeeper, write_files, write_tree,
 };
@@ -21,8 +25,14 @@ const NOW: &str = "2026-11-20T10:00:00Z";
 /// fixes), shared read-only by every copy of the scenario.
 fn catalog(files: usize) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let v1 = generate_tree(11, files);
+    let mut v1 = generate_tree(11, files);
+    // A directory the upgrade removes whole.
+    v1.insert(
+        "lib/old/gone.php".into(),
+        b"<?php // gone in 1.1.0\n".to_vec(),
+    );
     let mut v2 = v1.clone();
+    v2.remove("lib/old/gone.php");
     let mut rng = Rng(5);
     for p in v1.keys() {
         match rng.below(200) {
@@ -94,6 +104,11 @@ enum Layout {
 /// A fleet naming `catalog` and a site adopted at 1.0.0, under one small
 /// directory that tests copy for every run.
 fn scenario(catalog: &Path, layout: Layout) -> tempfile::TempDir {
+    scenario_with(catalog, layout, "")
+}
+
+/// [`scenario`], with `site_extra` added to the site file.
+fn scenario_with(catalog: &Path, layout: Layout, site_extra: &str) -> tempfile::TempDir {
     let tmp = fast_tempdir();
     let tree = match layout {
         Layout::InPlace => tmp.path().join("site"),
@@ -127,7 +142,7 @@ fn scenario(catalog: &Path, layout: Layout) -> tempfile::TempDir {
             (
                 "sites/s.yaml",
                 &format!(
-                    "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: minor}}\n{extra}"
+                    "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: minor}}\n{extra}{site_extra}"
                 ),
             ),
         ],
@@ -342,6 +357,22 @@ fn leftovers(dir: &Path, what: &str) {
     }
 }
 
+/// `files` times `SITEKEEPER_CRASH_SCALE` (default 1): the size of the
+/// crash tests' trees, raised for a large run (`scripts/reliability`).
+fn scale(files: usize) -> usize {
+    let factor: f64 = std::env::var("SITEKEEPER_CRASH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((files as f64 * factor) as usize).max(50)
+}
+
+/// Whether to run every case of a matrix, not a rotation through it
+/// (`SITEKEEPER_CRASH_FULL=1`, set by `scripts/reliability`).
+fn full() -> bool {
+    std::env::var_os("SITEKEEPER_CRASH_FULL").is_some_and(|v| v == "1")
+}
+
 /// Runs `f(n)` for n in 1..=count on two threads.
 fn each(count: usize, f: impl Fn(usize) + Sync) {
     std::thread::scope(|s| {
@@ -370,8 +401,8 @@ fn every_failpoint(layout: Layout) {
     // The symlink layout copies the whole tree on every run; a smaller
     // tree keeps its many runs quick without removing a step.
     let cat = catalog(match layout {
-        Layout::InPlace => 2_000,
-        Layout::Symlink => 500,
+        Layout::InPlace => scale(2_000),
+        Layout::Symlink => scale(500),
     });
     let base = scenario(cat.path(), layout);
     let old = tree_hash(&base.path().join("site"));
@@ -410,7 +441,7 @@ fn every_failpoint(layout: Layout) {
     });
 
     // Rollback of the applied change: the same at each of its steps.
-    let rb_steps = count_steps(&copy(clean.path()).keep(), &["rollback", "s"]);
+    let rb_steps = count_steps(copy(clean.path()).path(), &["rollback", "s"]);
     each(rb_steps, |n| {
         for how in ["error", "kill"] {
             let c = copy(clean.path());
@@ -458,7 +489,7 @@ fn every_failpoint(layout: Layout) {
         &[("SITEKEEPER_FAILPOINT", &format!("{crash_at}:kill"))],
     );
     assert!(!out.status.success());
-    let rec_steps = count_steps(&copy(crashed.path()).keep(), &["status", "s"]);
+    let rec_steps = count_steps(copy(crashed.path()).path(), &["status", "s"]);
     assert!(rec_steps > 4, "recovery has steps: {rec_steps}");
     eprintln!(
         "failpoints ({layout:?}): apply {steps} steps, rollback {rb_steps}, recovery {rec_steps}; each failed by error and by SIGKILL"
