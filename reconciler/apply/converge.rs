@@ -365,14 +365,26 @@ fn check_space(locked: &Locked, contents: &BTreeMap<BlobId, Vec<u8>>) -> Result<
     let failed = |e: std::io::Error| ApplyError::Failed(format!("free space: {e}"));
     let changed: u64 = contents.values().map(|b| b.len() as u64).sum::<u64>() + (1 << 20);
     // The symlink layout builds a whole new release directory.
-    let staged = match locked.layout {
-        Layout::InPlace => changed,
-        Layout::Symlink => changed + swap::tree_bytes(&locked.root, "").map_err(failed)?,
+    let (tree_bytes, tree_entries) = match locked.layout {
+        Layout::InPlace => (0, 0),
+        Layout::Symlink => swap::tree_size(&locked.root, "").map_err(failed)?,
     };
+    let staged = changed + tree_bytes;
     let free = locked.root.free_bytes().map_err(failed)?;
     if free < staged {
         return Err(ApplyError::Refused(format!(
-            "the site's file system has {free} bytes free; the change needs {staged} to stage its files"
+            "the site's file system has {free} bytes free; the change needs {staged} to stage its files (hint: free space on it, then run the command again)"
+        )));
+    }
+    // Staged files need inodes as well as bytes. A file system that does
+    // not count inodes (btrfs says 0 of 0) is not checked.
+    let inodes = locked.root.free_inodes().map_err(failed)?;
+    let files = contents.len() as u64 + tree_entries + 16;
+    if let Some(inodes) = inodes
+        && inodes < files
+    {
+        return Err(ApplyError::Refused(format!(
+            "the site's file system has {inodes} free inodes; the change needs about {files} to stage its files (hint: remove files on it, or give it more inodes, then run the command again)"
         )));
     }
     let st = rustix::fs::statvfs(locked.state.dir()).map_err(|e| failed(e.into()))?;

@@ -351,21 +351,30 @@ pub fn prune(link: &Path, site: &str, points: &Points) -> Result<Vec<String>, Tx
     Ok(removed)
 }
 
-/// The bytes of the regular files under `rel` of `root`, to check that a
-/// copy of the tree fits.
-pub fn tree_bytes(root: &Root, rel: &str) -> std::io::Result<u64> {
-    let mut total = 0;
+/// The bytes of the regular files under `rel` of `root`, and the number of
+/// entries, to check that a copy of the tree fits.
+pub fn tree_size(root: &Root, rel: &str) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut entries) = (0, 0);
     for (name, meta) in root.list(rel)? {
         let name = name.to_string_lossy();
         if rel.is_empty() && name == STAGE_DIR {
             continue;
         }
+        entries += 1;
         match meta.kind {
-            Kind::File => total += meta.size,
-            Kind::Dir if rel.is_empty() => total += tree_bytes(root, &name)?,
-            Kind::Dir => total += tree_bytes(root, &format!("{rel}/{name}"))?,
+            Kind::File => bytes += meta.size,
+            Kind::Dir => {
+                let child = if rel.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let (b, e) = tree_size(root, &child)?;
+                bytes += b;
+                entries += e;
+            }
             _ => {}
         }
     }
-    Ok(total)
+    Ok((bytes, entries))
 }

@@ -437,6 +437,13 @@ impl Root {
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
+    /// Free inodes available to this user on the root's file system, or
+    /// `None` where the file system does not count them.
+    pub fn free_inodes(&self) -> io::Result<Option<u64>> {
+        let st = rustix::fs::fstatvfs(&self.fd)?;
+        Ok((st.f_files > 0).then_some(st.f_favail))
+    }
+
     /// The target of the symbolic link `rel`, without following it.
     pub fn read_link(&self, rel: &str) -> io::Result<OsString> {
         self.with_parent(rel, |dir, name| {

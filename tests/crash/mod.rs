@@ -12,6 +12,7 @@ use sitekeeper::model::hash::BlobId;
 use sitekeeper::store::{SiteState, SnapshotEntry};
 
 mod compound;
+mod disk_full;
 mod faults;
 mod lost;
 
