@@ -208,6 +208,18 @@ impl Swap {
             }
             new.sync_dir(dir).map_err(io(format!("{dir}/: fsync")))?;
         }
+        // Directories the change created hold new entries too.
+        let copied: std::collections::BTreeSet<&str> =
+            dirs.iter().map(|(d, _)| d.as_str()).collect();
+        let created: std::collections::BTreeSet<&str> = changes
+            .iter()
+            .filter(|c| c.new.is_some())
+            .map(|c| c.path.rsplit_once('/').map_or("", |(p, _)| p))
+            .filter(|d| !d.is_empty() && !copied.contains(d))
+            .collect();
+        for dir in created {
+            new.sync_dir(dir).map_err(io(format!("{dir}/: fsync")))?;
+        }
         new.sync_dir("").map_err(io("release dir: fsync"))?;
         base.sync_dir("").map_err(io("release dirs: fsync"))?;
         Ok(())
@@ -251,6 +263,7 @@ impl Swap {
         if dir.metadata(&tmp).is_ok() {
             steps.step("remove swap link")?;
             dir.remove(&tmp).map_err(io("remove the swap link"))?;
+            dir.sync_dir("").map_err(io("fsync the link's directory"))?;
         }
         if !committed {
             steps.step("remove release dir")?;
@@ -258,6 +271,9 @@ impl Swap {
             let name = self.new_name()?;
             base.remove_tree(name)
                 .map_err(io(format!("{name}: remove")))?;
+            // Durably gone before the journal is: a crash must not bring
+            // back a half-built directory that nothing would remove.
+            base.sync_dir("").map_err(io("release dirs: fsync"))?;
         }
         Ok(())
     }
@@ -347,6 +363,9 @@ pub fn prune(link: &Path, site: &str, points: &Points) -> Result<Vec<String>, Tx
                 .map_err(io(format!("{name}: remove")))?;
             removed.push(name.to_owned());
         }
+    }
+    if !removed.is_empty() {
+        base.sync_dir("").map_err(io("release dirs: fsync"))?;
     }
     Ok(removed)
 }

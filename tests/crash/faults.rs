@@ -38,8 +38,20 @@ fn cases(n: usize) -> Vec<(usize, bool)> {
 
 #[test]
 fn every_step_meets_every_disk_error_once_and_persistently() {
-    let cat = catalog(scale(200));
-    let base = scenario(cat.path(), Layout::InPlace);
+    disk_faults(Layout::InPlace, scale(200));
+}
+
+/// The same with the symlink layout, whose every change copies the whole
+/// tree: too many events for `cargo test`, run by `scripts/reliability`.
+#[test]
+#[ignore = "long: run by scripts/reliability"]
+fn every_step_meets_every_disk_error_once_and_persistently_symlink_layout() {
+    disk_faults(Layout::Symlink, scale(60));
+}
+
+fn disk_faults(layout: Layout, files: usize) {
+    let cat = catalog(files);
+    let base = scenario(cat.path(), layout);
     let old = tree_hash(&base.path().join("site"));
     let applied = copy(base.path());
     let apply_steps = count_steps(applied.path(), &["apply", "s"]);
@@ -96,7 +108,7 @@ fn every_step_meets_every_disk_error_once_and_persistently() {
         });
     }
     eprintln!(
-        "disk faults: apply {apply_steps} steps, rollback {rollback_steps}, recovery {recovery_steps}; {} cases, each old or new after the next command",
+        "disk faults ({layout:?}, {files} files): apply {apply_steps} steps, rollback {rollback_steps}, recovery {recovery_steps}; {} cases, each old or new after the next command",
         runs.load(Ordering::Relaxed)
     );
 }
