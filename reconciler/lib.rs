@@ -14,14 +14,14 @@
 //! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
-//! | [`load`] | read fleet and catalogs from a directory or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `model` |
+//! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `model` |
 //! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model` |
 //! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
-//! | [`confined`] | every read of a site's files: `openat2` beneath the root, no links | nothing of ours |
+//! | [`confined`] | every read of a site's files and of a directory catalog or fleet: `openat2` beneath the root, no links | nothing of ours |
 //! | [`model`] | the types of every YAML file, checked as parsed; no I/O | nothing of ours |
 //!
-//! `confined` sits at the bottom (beside `model`) so that both `inventory`
-//! and `apply` reach a site's files through the same layer.
+//! `confined` sits at the bottom (beside `model`) so that `inventory`,
+//! `apply` and `load` reach files through the same layer.
 
 //! # Principles
 //!

@@ -14,6 +14,7 @@ mod crash;
 mod examples;
 mod fsync;
 mod git_sources;
+mod hostile_corpus;
 mod hostile_sites;
 mod invalid_corpus;
 mod layout;
