@@ -28,6 +28,7 @@
 //! | `remove PATH` | removes a file of the base |
 //! | `archive PATH SHAPE` | an archive of a named hostile shape (see [`archive`]) |
 //! | `git-catalog` | the catalog as a git repo (one unsigned commit on `main`) |
+//! | `forged-plan FROM TO` | adopts, saves the plan as `fleet/plan.json` and replaces `FROM` with `TO` in it |
 //! | `signed-catalog HOW` | the catalog as a git repo whose head is `alice`-signed, `mallory`-signed, `unsigned`, `tampered` or `garbage`-signed; only Alice is allowed |
 //!
 //! All paths are relative to the world (`site/…`, `catalog/…`, `outside/…`).
@@ -596,6 +597,27 @@ fn directive(world: &Path, line: &str) -> Result<Option<String>, String> {
             .map_err(e)?;
         }
         "signed-catalog" => signed_catalog(world, &raw(1)?)?,
+        "forged-plan" => {
+            // Adopt, save the real plan, then edit its text as an attacker
+            // with write access to the plan file would.
+            substitute(world)?;
+            for args in [
+                "adopt s --version 1.0.0",
+                "plan --format json --out plan.json",
+            ] {
+                let out = run(world, args)?;
+                if out.status.code() != Some(0) {
+                    return Err(format!("{args}: {}", stderr(&out)));
+                }
+            }
+            let plan = world.join("fleet/plan.json");
+            let text = std::fs::read_to_string(&plan).map_err(e)?;
+            let forged = text.replace(&unescape_str(&raw(1)?), &unescape_str(&raw(2)?));
+            if forged == text {
+                return Err(format!("{line}: nothing to replace"));
+            }
+            std::fs::write(&plan, forged).map_err(e)?;
+        }
         other => return Err(format!("unknown directive {other:?}")),
     }
     Ok(None)

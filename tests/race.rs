@@ -30,13 +30,22 @@ fn release(v: &str) -> Vec<(String, String)> {
     let mut files = vec![
         ("index.php".to_owned(), format!("<?php echo '{v}';\n")),
         ("d/a.php".to_owned(), format!("<?php // a {v}\n")),
-        ("d/b.php".to_owned(), "<?php // b, the same in both\n".to_owned()),
+        (
+            "d/b.php".to_owned(),
+            "<?php // b, the same in both\n".to_owned(),
+        ),
         ("d/sub/c.php".to_owned(), format!("<?php // c {v}\n")),
     ];
     if v == "1.0.0" {
-        files.push(("d/gone/old.php".to_owned(), "<?php // only in 1.0.0\n".to_owned()));
+        files.push((
+            "d/gone/old.php".to_owned(),
+            "<?php // only in 1.0.0\n".to_owned(),
+        ));
     } else {
-        files.push(("d/new/n.php".to_owned(), "<?php // only in 1.0.1\n".to_owned()));
+        files.push((
+            "d/new/n.php".to_owned(),
+            "<?php // only in 1.0.1\n".to_owned(),
+        ));
     }
     files
 }
@@ -107,7 +116,7 @@ impl Attacker {
             while !s.load(Ordering::Relaxed) {
                 let _held = p.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 // Alternate the depth: the top directory, or one inside it.
-                let (a, b) = if i % 2 == 0 {
+                let (a, b) = if i.is_multiple_of(2) {
                     ("d", "dlink")
                 } else {
                     ("d/sub", "d/sublink")
@@ -213,7 +222,10 @@ pub fn race(applies: u64) -> Figures {
         }
     }
     let write = |root: &Path, files: &[(String, String)]| {
-        let pairs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
         write_tree(root, &pairs);
     };
     write(&dir.join("catalog"), &catalog);
@@ -294,7 +306,11 @@ pub fn race(applies: u64) -> Figures {
             Some(0) if is_new => f.applied += 1,
             Some(0) => f.held += 1,
             Some(1) => {
-                assert!(!is_new, "a failed apply left the new release in place");
+                assert!(
+                    !is_new,
+                    "apply exited 1 (failed, site restored) but the site is at the new release ({f:?}):\n{}",
+                    stderr(&out)
+                );
                 f.failed_restored += 1;
             }
             code => panic!("apply exited {code:?}:\n{}", stderr(&out)),
