@@ -327,8 +327,8 @@ fn snapshot(root: &Path) -> Snapshot {
             if let Ok(entries) = std::fs::read_dir(&p) {
                 stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
             }
-            // The mtime of the state dir's own children is not ours to pin;
-            // for a directory, record its entries' names through the walk.
+            // A directory's mtime moves with any entry made or removed in
+            // it, even one removed again: a write outside cannot hide.
             format!(
                 "dir {:o} {}",
                 m.mode(),
@@ -854,6 +854,8 @@ fn archive(shape: &str, outside: &Path) -> Result<Vec<u8>, String> {
 /// Makes the catalog a git repository on branch `main` whose head commit is
 /// signed as `how` says, and the fleet require Alice's signature.
 fn signed_catalog(world: &Path, how: &str) -> Result<(), String> {
+    // The commits and the adopt below need the placeholders filled in now.
+    substitute(world)?;
     let keys = world.join("keys");
     std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
     for who in ["alice", "mallory"] {
