@@ -6,6 +6,10 @@
 //! that is absolute or climbs with `..`, a link that points out of the
 //! tree, a hard link, a device or a FIFO refuses the whole archive (the
 //! tar-slip and zip-slip attacks). Nothing is written to disk here.
+//!
+//! Every payload, tree or archive, then passes [`check_payload`]: no link
+//! may point out of the tree, by its text or through another link, and no
+//! name may be one a site cannot hold (over-long, a `.git` look-alike).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -73,6 +77,14 @@ pub enum PayloadError {
     /// The release names no payload.
     #[error("release {0} has no payload")]
     NoPayload(String),
+    /// A file of a payload tree is refused.
+    #[error("{path}: {message}; the payload is refused")]
+    Unsafe {
+        /// The payload file, as shown to people.
+        path: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl Payload {
@@ -94,6 +106,17 @@ impl Payload {
                     },
                 );
             }
+            let mut links = BTreeMap::new();
+            for (path, f) in payload.files.iter().filter(|(_, f)| f.symlink) {
+                let target = payload.content(source, f.blob)?;
+                links.insert(path.clone(), String::from_utf8_lossy(&target).into_owned());
+            }
+            check_payload(payload.files.keys(), &links).map_err(|(path, message)| {
+                PayloadError::Unsafe {
+                    path: source.display(&super::source::join(tree.as_str(), &path)),
+                    message,
+                }
+            })?;
             return Ok(payload);
         }
         let Some(archive) = &release.payload.archive else {
@@ -201,6 +224,72 @@ pub fn link_stays_inside(path: &str, target: &str) -> bool {
     true
 }
 
+/// Refuses a payload a site cannot safely hold: a name over `NAME_MAX` or
+/// naming a `.git` directory (either would fail half-way through a change),
+/// and a link (`links`: path → target) that leaves the tree, by its text or
+/// by passing through another link of the payload (`a/up -> ..` then
+/// `escape -> a/up/..` stays inside on paper and leaves on disk). Returns
+/// the offending path and why.
+pub fn check_payload<'a>(
+    paths: impl IntoIterator<Item = &'a String>,
+    links: &BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    use crate::model::values::{MAX_NAME_BYTES, MAX_PATH_BYTES, is_git_dir_name};
+    for path in paths {
+        if path.len() > MAX_PATH_BYTES {
+            return Err((
+                path.clone(),
+                format!("the path is over {MAX_PATH_BYTES} bytes"),
+            ));
+        }
+        for part in path.split('/') {
+            if part.len() > MAX_NAME_BYTES {
+                return Err((
+                    path.clone(),
+                    format!("a name is over {MAX_NAME_BYTES} bytes, too long for a file name"),
+                ));
+            }
+            if is_git_dir_name(part) {
+                return Err((
+                    path.clone(),
+                    format!(
+                        "{part:?} names a git repository directory, which sitekeeper never writes"
+                    ),
+                ));
+            }
+        }
+    }
+    for (path, target) in links {
+        if !link_stays_inside(path, target) {
+            return Err((
+                path.clone(),
+                format!("the link points out of the tree, to {target:?}"),
+            ));
+        }
+        let mut at: Vec<&str> = path.split('/').collect();
+        at.pop();
+        let parts: Vec<&str> = target
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        for (i, part) in parts.iter().enumerate() {
+            if *part == ".." {
+                at.pop();
+            } else {
+                at.push(part);
+            }
+            let through = at.join("/");
+            if i + 1 < parts.len() && links.contains_key(&through) {
+                return Err((
+                    path.clone(),
+                    format!("the link to {target:?} passes through the link {through:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Extracts an archive into memory, refusing anything unsafe.
 pub fn extract(name: &str, bytes: &[u8], strip: usize) -> Result<Extracted, String> {
     if name.ends_with(".zip") {
@@ -279,7 +368,18 @@ pub fn extract(name: &str, bytes: &[u8], strip: usize) -> Result<Extracted, Stri
         }
     }
     check_consistent(&out)?;
+    check_extracted(&out)?;
     Ok(out)
+}
+
+/// [`check_payload`] over extracted files.
+fn check_extracted(files: &Extracted) -> Result<(), String> {
+    let links: BTreeMap<String, String> = files
+        .iter()
+        .filter(|(_, (_, link, _))| *link)
+        .map(|(p, (_, _, t))| (p.clone(), String::from_utf8_lossy(t).into_owned()))
+        .collect();
+    check_payload(files.keys(), &links).map_err(|(path, why)| format!("entry {path:?}: {why}"))
 }
 
 /// Refuses an archive with a file inside a link (`link -> dir`, then
@@ -346,6 +446,7 @@ fn extract_zip(bytes: &[u8], strip: usize) -> Result<Extracted, String> {
         }
     }
     check_consistent(&out)?;
+    check_extracted(&out)?;
     Ok(out)
 }
 
@@ -374,6 +475,32 @@ mod tests {
         assert!(!link_stays_inside("a/link", "../../etc"));
         assert!(!link_stays_inside("a/link", "/etc/passwd"));
         assert!(!link_stays_inside("a/link", "b/../../../x"));
+    }
+
+    #[test]
+    fn payload_links_may_not_leave_through_another_link_nor_names_be_unsafe() {
+        let links = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+                .collect()
+        };
+        let ok = links(&[("a/up", ".."), ("b", "a/x.php"), ("c", "b")]);
+        assert_eq!(check_payload(ok.keys(), &ok), Ok(()));
+        let chain = links(&[("a/up", ".."), ("escape", "a/up/..")]);
+        let (path, why) = check_payload(chain.keys(), &chain).unwrap_err();
+        assert_eq!(path, "escape");
+        assert!(why.contains("passes through the link \"a/up\""), "{why}");
+        let out = links(&[("lib", "../outside")]);
+        assert!(check_payload(out.keys(), &out).is_err());
+        let none = BTreeMap::new();
+        for bad in [
+            format!("lib/{}.php", "a".repeat(300)),
+            ".git/config".to_owned(),
+            "a/.GIT./x".to_owned(),
+        ] {
+            assert!(check_payload([&bad], &none).is_err(), "{bad:.40}");
+        }
     }
 
     fn tar_with(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {

@@ -2,7 +2,9 @@
 //! (local, or fetched from a URL into a cache), read straight from objects.
 //!
 //! A [`Source`] reads files by relative path and names them for messages.
-//! It never follows a symbolic link and never checks anything out.
+//! It never follows a symbolic link and never checks anything out: a
+//! directory is read through [`crate::confined`], so a link anywhere along a
+//! path (`fixes/files -> /etc`) is refused by the kernel, not followed.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +12,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest as _, Sha256};
 
+use crate::confined::{Kind, Root};
 use crate::model::hash::BlobId;
 
 /// What a path in a source is.
@@ -445,17 +448,18 @@ impl Source {
     pub fn kind(&self, rel: &str) -> Option<EntryKind> {
         match &self.inner {
             Inner::Dir(root) => {
-                let meta = std::fs::symlink_metadata(root.join(rel)).ok()?;
-                let ft = meta.file_type();
-                Some(if ft.is_symlink() {
-                    EntryKind::Symlink
-                } else if ft.is_dir() {
-                    EntryKind::Dir
-                } else if ft.is_file() {
-                    EntryKind::File
-                } else {
-                    EntryKind::Other
-                })
+                let rel = rel.trim_end_matches('/');
+                if rel.is_empty() {
+                    return Some(EntryKind::Dir);
+                }
+                match Root::open(root).and_then(|r| r.metadata(rel)) {
+                    Ok(meta) => Some(entry_kind(meta.kind)),
+                    // A link along the path: it is reached only through one.
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                        Some(EntryKind::Symlink)
+                    }
+                    Err(_) => None,
+                }
             }
             Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
@@ -496,10 +500,20 @@ impl Source {
             None => return Err(SourceError::Missing { path: shown }),
         }
         match &self.inner {
-            Inner::Dir(root) => std::fs::read(root.join(rel)).map_err(|source| SourceError::Io {
-                path: shown,
-                source,
-            }),
+            Inner::Dir(root) => {
+                // Opened beneath the root with no link followed and never
+                // blocking (a FIFO swapped in after the check is refused).
+                let read = || -> std::io::Result<Vec<u8>> {
+                    let (mut file, meta) = Root::open(root)?.open_file(rel)?;
+                    let mut bytes = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+                    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+                    Ok(bytes)
+                };
+                read().map_err(|source| SourceError::Io {
+                    path: shown,
+                    source,
+                })
+            }
             Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
                 let tree = repo.find_tree(*tree).map_err(git(shown.clone()))?;
@@ -523,11 +537,13 @@ impl Source {
                     return self.read(rel).map(|_| String::new());
                 }
                 let shown = self.display(rel);
-                let mut file =
-                    std::fs::File::open(root.join(rel)).map_err(|source| SourceError::Io {
-                        path: shown.clone(),
-                        source,
-                    })?;
+                let (mut file, _) =
+                    Root::open(root)
+                        .and_then(|r| r.open_file(rel))
+                        .map_err(|source| SourceError::Io {
+                            path: shown.clone(),
+                            source,
+                        })?;
                 std::io::copy(&mut file, &mut hasher).map_err(|source| SourceError::Io {
                     path: shown,
                     source,
@@ -614,77 +630,61 @@ impl Source {
                 }
             }
             Inner::Dir(root) => {
+                let io = |path: &str| {
+                    let path = self.display(path);
+                    move |source| SourceError::Io { path, source }
+                };
+                let root = Root::open(root).map_err(io(rel))?;
                 let mut dirs = vec![String::new()];
                 while let Some(dir) = dirs.pop() {
-                    let full = root.join(rel).join(&dir);
-                    let entries = std::fs::read_dir(&full).map_err(|source| SourceError::Io {
-                        path: self.display(&join(rel, &dir)),
-                        source,
-                    })?;
-                    for entry in entries {
-                        let entry = entry.map_err(|source| SourceError::Io {
-                            path: self.display(rel),
-                            source,
+                    let here = if dir.is_empty() {
+                        rel.to_owned()
+                    } else {
+                        join(rel, &dir)
+                    };
+                    for (name, meta) in root.list(&here).map_err(io(&here))? {
+                        let name = name.into_string().map_err(|n| SourceError::NotAFile {
+                            path: self.display(&join(&here, &n.to_string_lossy())),
+                            what: "named in bytes that are not UTF-8",
                         })?;
-                        let name =
-                            entry
-                                .file_name()
-                                .into_string()
-                                .map_err(|n| SourceError::NotAFile {
-                                    path: self
-                                        .display(&join(rel, &join(&dir, &n.to_string_lossy()))),
-                                    what: "named in bytes that are not UTF-8",
-                                })?;
                         let path = join(&dir, &name);
-                        let shown = self.display(&join(rel, &path));
-                        let meta = std::fs::symlink_metadata(entry.path()).map_err(|source| {
-                            SourceError::Io {
-                                path: shown.clone(),
-                                source,
+                        let at = join(rel, &path);
+                        match meta.kind {
+                            Kind::Dir => dirs.push(path),
+                            Kind::Symlink => {
+                                let bytes =
+                                    root.read_link(&at).map_err(io(&at))?.into_encoded_bytes();
+                                out.insert(
+                                    path,
+                                    TreeFile {
+                                        mode: 0o777,
+                                        symlink: true,
+                                        blob: BlobId::of(&bytes),
+                                        content: Some(bytes),
+                                    },
+                                );
                             }
-                        })?;
-                        let ft = meta.file_type();
-                        if ft.is_dir() {
-                            dirs.push(path);
-                        } else if ft.is_symlink() {
-                            let target = std::fs::read_link(entry.path()).map_err(|source| {
-                                SourceError::Io {
-                                    path: shown.clone(),
-                                    source,
-                                }
-                            })?;
-                            let bytes = target.into_os_string().into_encoded_bytes();
-                            out.insert(
-                                path,
-                                TreeFile {
-                                    mode: 0o777,
-                                    symlink: true,
-                                    blob: BlobId::of(&bytes),
-                                    content: Some(bytes),
-                                },
-                            );
-                        } else if ft.is_file() {
-                            let bytes =
-                                std::fs::read(entry.path()).map_err(|source| SourceError::Io {
-                                    path: shown.clone(),
-                                    source,
-                                })?;
-                            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions())
-                                & 0o7777;
-                            out.insert(
-                                path,
-                                TreeFile {
-                                    mode,
-                                    symlink: false,
-                                    blob: BlobId::of(&bytes),
-                                    content: Some(bytes),
-                                },
-                            );
-                        } else {
-                            return Err(SourceError::NotAFile {
-                                path: shown,
-                                what: "a special file, not a regular file",
-                            });
+                            Kind::File => {
+                                let (mut file, meta) = root.open_file(&at).map_err(io(&at))?;
+                                let mut bytes = Vec::new();
+                                std::io::Read::read_to_end(&mut file, &mut bytes)
+                                    .map_err(io(&at))?;
+                                out.insert(
+                                    path,
+                                    TreeFile {
+                                        mode: meta.mode,
+                                        symlink: false,
+                                        blob: BlobId::of(&bytes),
+                                        content: Some(bytes),
+                                    },
+                                );
+                            }
+                            _ => {
+                                return Err(SourceError::NotAFile {
+                                    path: self.display(&at),
+                                    what: "a special file, not a regular file",
+                                });
+                            }
                         }
                     }
                 }
@@ -714,24 +714,18 @@ impl Source {
         let mut listing = Listing::default();
         match &self.inner {
             Inner::Dir(root) => {
-                let dir = root.join(rel);
                 if self.kind(rel) != Some(EntryKind::Dir) {
                     return Ok(listing);
                 }
-                let entries = std::fs::read_dir(&dir).map_err(|source| SourceError::Io {
-                    path: self.display(rel),
-                    source,
-                })?;
-                for entry in entries {
-                    let entry = entry.map_err(|source| SourceError::Io {
+                let entries = Root::open(root)
+                    .and_then(|r| r.list(rel.trim_end_matches('/')))
+                    .map_err(|source| SourceError::Io {
                         path: self.display(rel),
                         source,
                     })?;
-                    match entry.file_name().into_string() {
-                        Ok(name) => {
-                            let kind = self.kind(&join(rel, &name)).unwrap_or(EntryKind::Other);
-                            listing.entries.push((name, kind));
-                        }
+                for (name, meta) in entries {
+                    match name.into_string() {
+                        Ok(name) => listing.entries.push((name, entry_kind(meta.kind))),
                         Err(raw) => listing.skipped.push(raw.to_string_lossy().into_owned()),
                     }
                 }
@@ -806,6 +800,15 @@ pub fn join(dir: &str, name: &str) -> String {
         name.to_owned()
     } else {
         format!("{}/{name}", dir.trim_end_matches('/'))
+    }
+}
+
+fn entry_kind(kind: Kind) -> EntryKind {
+    match kind {
+        Kind::File => EntryKind::File,
+        Kind::Dir => EntryKind::Dir,
+        Kind::Symlink => EntryKind::Symlink,
+        Kind::Fifo | Kind::Socket | Kind::Device => EntryKind::Other,
     }
 }
 

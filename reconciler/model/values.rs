@@ -239,6 +239,15 @@ fn check_relative(s: &str, root: &str) -> Result<(), String> {
         ));
     }
     let trimmed = s.strip_suffix('/').unwrap_or(s);
+    // Over-long paths are shown by their start: the rest is noise.
+    let start = || s.chars().take(40).collect::<String>();
+    if trimmed.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "\"{}…\" is {} bytes long, too long for a path (at most {MAX_PATH_BYTES})",
+            start(),
+            trimmed.len()
+        ));
+    }
     for part in trimmed.split('/') {
         match part {
             ".." => {
@@ -247,10 +256,50 @@ fn check_relative(s: &str, root: &str) -> Result<(), String> {
                 ));
             }
             "" => return Err(format!("{s:?} has an empty directory name (//)")),
+            "." => {
+                return Err(format!(
+                    "{s:?} has a . component (hint: write it without ./)"
+                ));
+            }
+            _ if part.len() > MAX_NAME_BYTES => {
+                return Err(format!(
+                    "\"{}…\" has a name of {} bytes, too long for a file name (at most {MAX_NAME_BYTES})",
+                    start(),
+                    part.len()
+                ));
+            }
+            _ if is_git_dir_name(part) => {
+                return Err(format!(
+                    "{s:?} names {part:?}, which git and sitekeeper reserve for a repository (hint: sitekeeper never writes into a .git directory)"
+                ));
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The longest file name Linux file systems take (`NAME_MAX`). Longer
+/// ones fail only when written, half-way through a change.
+pub const MAX_NAME_BYTES: usize = 255;
+/// The longest path the kernel resolves (`PATH_MAX`, minus its NUL).
+pub const MAX_PATH_BYTES: usize = 4095;
+
+/// Whether `name` is `.git` as git itself would see it on some file system:
+/// any case (HFS+, NTFS, APFS), with the trailing dots and spaces NTFS
+/// drops, with the code points HFS+ ignores (U+200C and friends), or as its
+/// NTFS short name `git~1`. Git refuses these in trees (CVE-2014-9390,
+/// CVE-2019-1352), and so does libgit2 when sitekeeper records a point, so a
+/// change naming one would fail half-way; it is refused as input instead.
+pub fn is_git_dir_name(name: &str) -> bool {
+    let ignorable = |c: char| matches!(c, '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}');
+    let folded: String = name
+        .chars()
+        .filter(|c| !ignorable(*c))
+        .collect::<String>()
+        .trim_end_matches(['.', ' '])
+        .to_ascii_lowercase();
+    folded == ".git" || folded == "git~1"
 }
 
 /// An instant written in RFC 3339, such as `2024-09-03T00:00:00Z`.
@@ -644,6 +693,45 @@ mod tests {
             "releases/4.2.16/".parse::<RelPath>().unwrap().as_str(),
             "releases/4.2.16"
         );
+    }
+
+    #[test]
+    fn dot_components_over_long_names_and_git_look_alikes_are_refused() {
+        let long_name = format!("lib/{}.php", "a".repeat(252));
+        let long_path = vec!["d".repeat(200); 21].join("/");
+        for bad in [
+            "lib/./x.php",
+            "./x.php",
+            long_name.as_str(),
+            long_path.as_str(),
+            ".git/config",
+            "lib/.GIT/config",
+            ".git./hooks/x",
+            ".git /hooks/x",
+            ".g\u{200c}it/hooks/x",
+            "\u{feff}.git/hooks/x",
+            "GIT~1/hooks/x",
+        ] {
+            assert!(
+                bad.parse::<RelPath>().is_err(),
+                "{bad:.60?} should be refused"
+            );
+            assert!(bad.parse::<Glob>().is_err(), "{bad:.60?} as a glob");
+        }
+        // Near misses are ordinary names.
+        let longest = format!("lib/{}", "a".repeat(255));
+        for good in [
+            ".gitignore",
+            "lib/.github/x",
+            "git/x",
+            ".gitx/y",
+            longest.as_str(),
+        ] {
+            assert!(
+                good.parse::<RelPath>().is_ok(),
+                "{good:.60?} should be accepted"
+            );
+        }
     }
 
     #[test]

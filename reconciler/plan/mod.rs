@@ -916,7 +916,13 @@ fn plan_fix(
                     fixops::write(current.as_ref().map(|c| c.bytes.as_slice()), &new)
                 };
                 if state == FileState::Applicable {
-                    let mode = current.as_ref().map_or(0o644, |c| c.mode);
+                    // A link's 0o777 is no file mode: a file written in
+                    // place of a link gets the mode of a new file, never a
+                    // world-writable one.
+                    let mode = current
+                        .as_ref()
+                        .filter(|c| !c.symlink)
+                        .map_or(0o644, |c| c.mode);
                     if let Some(c) = trial.set(&path, Some(FileData::new(new, mode, false))) {
                         merge_change(&mut changes, c);
                     }
