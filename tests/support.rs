@@ -9,10 +9,18 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary under test: `SITEKEEPER_TEST_BIN` when set (a long run,
+/// `scripts/reliability`, tests a copy so that rebuilding cannot change it
+/// halfway), else the one cargo built.
+pub fn bin() -> std::path::PathBuf {
+    std::env::var_os("SITEKEEPER_TEST_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_sitekeeper").into(), Into::into)
+}
+
 /// The `sitekeeper` binary built for these tests, with colour off and a
 /// private state dir so that tests never touch the user's.
 pub fn sitekeeper(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sitekeeper"));
+    let mut cmd = Command::new(bin());
     cmd.env("NO_COLOR", "1")
         .env("SITEKEEPER_STATE_DIR", state)
         .env_remove("CI");

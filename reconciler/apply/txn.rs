@@ -237,7 +237,16 @@ fn parent(path: &str) -> &str {
 pub fn current(root: &Root, path: &str) -> Result<Option<FileRef>, TxnError> {
     let meta = match root.metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A name too long for this file system cannot be there either; an
+        // error here would leave recovery stuck on every later command.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidFilename
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(io(format!("{path}: stat"))(e)),
     };
     match meta.kind {

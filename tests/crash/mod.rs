@@ -526,7 +526,7 @@ fn real_kills_at_random_instants_leave_old_or_new() {
     let script = crate::support::repo_root().join("tests/crash/kill-loop.sh");
     let out = std::process::Command::new(script)
         .args(["8", "3"])
-        .env("SITEKEEPER", env!("CARGO_BIN_EXE_sitekeeper"))
+        .env("SITEKEEPER", crate::support::bin())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
