@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use super::{
-    Layout, catalog, check, copy, count_steps, each, run, scale, scenario_with, trace_steps,
+    Layout, catalog, check, copy, count_steps, each, full, run, scale, scenario_with, trace_steps,
     tree_hash,
 };
 
@@ -68,7 +68,7 @@ fn kill_each(
 
 #[test]
 fn a_crash_while_undoing_a_failed_apply_leaves_old_or_new() {
-    let cat = catalog(scale(200));
+    let cat = catalog(scale(if full() { 200 } else { 100 }));
     let base = scenario_with(cat.path(), Layout::InPlace, "");
     let old = tree_hash(&base.path().join("site"));
     let applied = copy(base.path());
@@ -106,7 +106,7 @@ fn a_crash_while_undoing_a_failed_apply_leaves_old_or_new() {
 
 #[test]
 fn a_crash_in_the_automatic_rollback_after_a_failed_health_check_leaves_old_or_new() {
-    let cat = catalog(scale(200));
+    let cat = catalog(scale(if full() { 200 } else { 100 }));
     let base = scenario_with(
         cat.path(),
         Layout::InPlace,
@@ -140,7 +140,7 @@ fn a_crash_in_the_automatic_rollback_after_a_failed_health_check_leaves_old_or_n
 
 #[test]
 fn a_crash_while_recovering_a_killed_rollback_leaves_old_or_new() {
-    let cat = catalog(scale(200));
+    let cat = catalog(scale(if full() { 200 } else { 100 }));
     let base = scenario_with(cat.path(), Layout::InPlace, "");
     let old = tree_hash(&base.path().join("site"));
     let applied = copy(base.path());

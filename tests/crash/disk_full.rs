@@ -56,7 +56,7 @@ impl Drop for Mount {
 /// bound back at `site/`; `extra` (with `{disk}` standing for the tmpfs's
 /// path) is added to the site file.
 fn on_tmpfs(extra: &str, options: &str) -> Result<(tempfile::TempDir, Mount, Mount), String> {
-    let cat = catalog(scale(200));
+    let cat = catalog(scale(100));
     let dir = super::fast_tempdir();
     let disk = dir.path().join("disk");
     let extra = extra.replace("{disk}", disk.to_str().unwrap());

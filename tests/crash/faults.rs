@@ -38,7 +38,7 @@ fn cases(n: usize) -> Vec<(usize, bool)> {
 
 #[test]
 fn every_step_meets_every_disk_error_once_and_persistently() {
-    disk_faults(Layout::InPlace, scale(200));
+    disk_faults(Layout::InPlace, scale(if full() { 200 } else { 100 }));
 }
 
 /// The same with the symlink layout, whose every change copies the whole

@@ -34,7 +34,7 @@ fn events(dir: &Path, args: &[&str]) -> usize {
 
 #[test]
 fn a_crash_that_loses_unsynced_writes_leaves_old_or_new() {
-    lost_writes(Layout::InPlace, scale(150));
+    lost_writes(Layout::InPlace, scale(if full() { 150 } else { 100 }));
 }
 
 /// The same with the symlink layout, whose every change copies the whole
