@@ -576,20 +576,39 @@ fn entry_ref(e: &SnapshotEntry) -> FileRef {
     }
 }
 
-/// What a path not tracked by a rollback's target should become: the
+/// What each path not tracked by a rollback's target should become: the
 /// content it had when sitekeeper first tracked it, if it existed before
 /// sitekeeper touched it (an adopted or `track` point); absent if a change
-/// created it.
-fn untracked_state(points: &Points, upto: u64, path: &str) -> Result<Option<FileRef>, TxnError> {
+/// created it. One pass over the points, oldest first, one snapshot in
+/// memory at a time: asking point by point for every path made a rollback
+/// of an upgrade that added 1,000 files read 1,000 x N snapshots.
+fn untracked_states<'a>(
+    points: &Points,
+    upto: u64,
+    paths: &[&'a String],
+) -> Result<BTreeMap<&'a str, Option<FileRef>>, TxnError> {
+    let mut out = BTreeMap::new();
+    let mut left: BTreeSet<&'a str> = paths.iter().map(|p| p.as_str()).collect();
     for n in points.list()?.into_iter().filter(|n| *n <= upto) {
-        if let Some(e) = points.snapshot(n)?.get(path) {
-            let meta = points.meta(n)?;
-            let pre_existing =
-                meta.kind == crate::store::PointKind::Adopt || meta.result == "track";
-            return Ok(pre_existing.then(|| entry_ref(e)));
+        if left.is_empty() {
+            break;
         }
+        let snapshot = points.snapshot(n)?;
+        if !left.iter().any(|p| snapshot.contains_key(*p)) {
+            continue;
+        }
+        let meta = points.meta(n)?;
+        let pre_existing = meta.kind == crate::store::PointKind::Adopt || meta.result == "track";
+        left.retain(|p| match snapshot.get(*p) {
+            Some(e) => {
+                out.insert(*p, pre_existing.then(|| entry_ref(e)));
+                false
+            }
+            None => true,
+        });
     }
-    Ok(None)
+    out.extend(left.into_iter().map(|p| (p, None)));
+    Ok(out)
 }
 
 /// The changes that take the tracked files from `from` (point `latest`,
@@ -602,12 +621,18 @@ pub fn diff(
     to: &Snapshot,
 ) -> Result<Vec<Change>, TxnError> {
     let paths: BTreeSet<&String> = from.keys().chain(to.keys()).collect();
+    let untracked: Vec<&String> = paths
+        .iter()
+        .filter(|p| !to.contains_key(**p))
+        .copied()
+        .collect();
+    let earlier = untracked_states(points, latest, &untracked)?;
     let mut out = Vec::new();
     for p in paths {
         let old = current(root, p)?;
         let new = match to.get(p) {
             Some(e) => Some(entry_ref(e)),
-            None => untracked_state(points, latest, p)?,
+            None => earlier.get(p.as_str()).copied().flatten(),
         };
         if !same(old, new) {
             out.push(Change {
