@@ -257,16 +257,66 @@ pub(super) fn prune_empty_dirs(
 
 fn sync_parents(root: &Root, steps: &Steps, changes: &[Change]) -> Result<(), TxnError> {
     let dirs: BTreeSet<&str> = changes.iter().map(|c| parent(&c.path)).collect();
-    for dir in dirs {
+    // The failpoints still count one step per directory; the fsyncs then
+    // run together, all before the commit step.
+    for _ in &dirs {
         steps.step("fsync dir")?;
-        match root.sync_dir(dir) {
-            Ok(()) => {}
-            // A directory that never came to exist (a delete in it) has nothing to sync.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(format!("{dir}/: fsync"))(e)),
-        }
     }
-    Ok(())
+    let dirs: Vec<&str> = dirs.into_iter().collect();
+    in_parallel(&dirs, |dir| match root.sync_dir(dir) {
+        Ok(()) => Ok(()),
+        // A directory that never came to exist (a delete in it) has nothing to sync.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(std::io::Error::new(e.kind(), format!("{dir}/: fsync: {e}"))),
+    })
+    .map_err(io("fsync directories"))
+}
+
+/// Threads that wait on the disk at once. An fsync mostly waits for the
+/// device; issued together, the file system commits them in shared
+/// journal transactions (ext4, xfs), so N flushes cost far less than N
+/// times one. Measured on this project's 2-core VM, see README
+/// "Performance".
+const SYNC_THREADS: usize = 16;
+
+/// Runs `f` on every item with up to [`SYNC_THREADS`] threads and returns
+/// the first error, after all have finished.
+fn in_parallel<T: Sync, F>(items: &[T], f: F) -> std::io::Result<()>
+where
+    F: Fn(&T) -> std::io::Result<()> + Sync,
+{
+    if items.len() < 2 {
+        return items.iter().try_for_each(&f);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = SYNC_THREADS.min(items.len());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut first = Ok(());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return first;
+                        };
+                        if let Err(e) = f(item)
+                            && first.is_ok()
+                        {
+                            first = Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
+            })
+            .fold(Ok(()), |acc, r| acc.and(r))
+    })
 }
 
 /// The snapshot after `changes` on top of `base`.
@@ -329,18 +379,25 @@ pub fn execute(
     root.remove_tree(STAGE_DIR).map_err(io("clear stage"))?;
     steps.step("create stage")?;
     root.create_dirs(STAGE_DIR).map_err(io("create stage"))?;
+    let mut to_sync = Vec::new();
     for (i, c) in journal.changes.iter().enumerate() {
         if let Some(f) = c.new {
             let bytes = points.read_blob(f.blob)?;
             steps.step("stage")?;
-            root.create(&staged(i), &bytes, f.mode, f.symlink)
+            root.create_unsynced(&staged(i), &bytes, f.mode, f.symlink)
                 .map_err(io(format!("{}: stage", c.path)))?;
+            if !f.symlink {
+                to_sync.push(staged(i));
+            }
         }
         if let Some(p) = progress {
             p.advance();
         }
     }
+    // Every staged file is on disk before the journal names it, as before;
+    // only the flushes overlap instead of waiting for each other.
     steps.step("fsync stage")?;
+    in_parallel(&to_sync, |rel| root.sync_file(rel)).map_err(io("fsync stage"))?;
     root.sync_dir(STAGE_DIR).map_err(io("fsync stage"))?;
 
     // The journal: from here on, recovery knows what to finish or undo.
