@@ -309,13 +309,15 @@ where
                 })
             })
             .collect();
-        workers
+        // Join every worker before reporting, so no fsync is still running.
+        let results: Vec<std::io::Result<()>> = workers
             .into_iter()
             .map(|w| {
                 w.join()
                     .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
             })
-            .fold(Ok(()), |acc, r| acc.and(r))
+            .collect();
+        results.into_iter().collect()
     })
 }
 
