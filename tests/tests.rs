@@ -6,6 +6,7 @@
 mod support;
 
 mod approvals;
+mod bench_smoke;
 mod changed_since;
 mod check;
 mod cli;

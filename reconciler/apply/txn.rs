@@ -352,16 +352,68 @@ pub(super) fn prune_empty_dirs(
 
 fn sync_parents(root: &Root, steps: &Steps, changes: &[Change]) -> Result<(), TxnError> {
     let dirs: BTreeSet<&str> = changes.iter().map(|c| parent(&c.path)).collect();
-    for dir in dirs {
+    // The failpoints still count one step per directory; the fsyncs then
+    // run together, all before the commit step.
+    for _ in &dirs {
         steps.step("fsync dir")?;
-        match root.sync_dir(dir) {
-            Ok(()) => {}
-            // A directory that never came to exist (a delete in it) has nothing to sync.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(format!("{dir}/: fsync"))(e)),
-        }
     }
-    Ok(())
+    let dirs: Vec<&str> = dirs.into_iter().collect();
+    in_parallel(&dirs, |dir| match root.sync_dir(dir) {
+        Ok(()) => Ok(()),
+        // A directory that never came to exist (a delete in it) has nothing to sync.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(std::io::Error::new(e.kind(), format!("{dir}/: fsync: {e}"))),
+    })
+    .map_err(io("fsync directories"))
+}
+
+/// Threads that wait on the disk at once. An fsync mostly waits for the
+/// device; issued together, the file system commits them in shared
+/// journal transactions (ext4, xfs), so N flushes cost far less than N
+/// times one. Measured on this project's 2-core VM, see README
+/// "Performance".
+const SYNC_THREADS: usize = 16;
+
+/// Runs `f` on every item with up to [`SYNC_THREADS`] threads and returns
+/// the first error, after all have finished.
+fn in_parallel<T: Sync, F>(items: &[T], f: F) -> std::io::Result<()>
+where
+    F: Fn(&T) -> std::io::Result<()> + Sync,
+{
+    if items.len() < 2 {
+        return items.iter().try_for_each(&f);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let threads = SYNC_THREADS.min(items.len());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut first = Ok(());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return first;
+                        };
+                        if let Err(e) = f(item)
+                            && first.is_ok()
+                        {
+                            first = Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Join every worker before reporting, so no fsync is still running.
+        let results: Vec<std::io::Result<()>> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
+            })
+            .collect();
+        results.into_iter().collect()
+    })
 }
 
 /// The snapshot after `changes` on top of `base`.
@@ -424,18 +476,25 @@ pub fn execute(
     root.remove_tree(STAGE_DIR).map_err(io("clear stage"))?;
     steps.step("create stage")?;
     root.create_dirs(STAGE_DIR).map_err(io("create stage"))?;
+    let mut to_sync = Vec::new();
     for (i, c) in journal.changes.iter().enumerate() {
         if let Some(f) = c.new {
             let bytes = points.read_blob(f.blob)?;
             steps.step("stage")?;
-            root.create(&staged(i), &bytes, f.mode, f.symlink)
+            root.create_unsynced(&staged(i), &bytes, f.mode, f.symlink)
                 .map_err(io(format!("{}: stage", c.path)))?;
+            if !f.symlink {
+                to_sync.push(staged(i));
+            }
         }
         if let Some(p) = progress {
             p.advance();
         }
     }
+    // Every staged file is on disk before the journal names it, as before;
+    // only the flushes overlap instead of waiting for each other.
     steps.step("fsync stage")?;
+    in_parallel(&to_sync, |rel| root.sync_file(rel)).map_err(io("fsync stage"))?;
     root.sync_dir(STAGE_DIR).map_err(io("fsync stage"))?;
 
     // The journal: from here on, recovery knows what to finish or undo.
@@ -674,20 +733,39 @@ fn entry_ref(e: &SnapshotEntry) -> FileRef {
     }
 }
 
-/// What a path not tracked by a rollback's target should become: the
+/// What each path not tracked by a rollback's target should become: the
 /// content it had when sitekeeper first tracked it, if it existed before
 /// sitekeeper touched it (an adopted or `track` point); absent if a change
-/// created it.
-fn untracked_state(points: &Points, upto: u64, path: &str) -> Result<Option<FileRef>, TxnError> {
+/// created it. One pass over the points, oldest first, one snapshot in
+/// memory at a time: asking point by point for every path made a rollback
+/// of an upgrade that added 1,000 files read 1,000 x N snapshots.
+fn untracked_states<'a>(
+    points: &Points,
+    upto: u64,
+    paths: &[&'a String],
+) -> Result<BTreeMap<&'a str, Option<FileRef>>, TxnError> {
+    let mut out = BTreeMap::new();
+    let mut left: BTreeSet<&'a str> = paths.iter().map(|p| p.as_str()).collect();
     for n in points.list()?.into_iter().filter(|n| *n <= upto) {
-        if let Some(e) = points.snapshot(n)?.get(path) {
-            let meta = points.meta(n)?;
-            let pre_existing =
-                meta.kind == crate::store::PointKind::Adopt || meta.result == "track";
-            return Ok(pre_existing.then(|| entry_ref(e)));
+        if left.is_empty() {
+            break;
         }
+        let snapshot = points.snapshot(n)?;
+        if !left.iter().any(|p| snapshot.contains_key(*p)) {
+            continue;
+        }
+        let meta = points.meta(n)?;
+        let pre_existing = meta.kind == crate::store::PointKind::Adopt || meta.result == "track";
+        left.retain(|p| match snapshot.get(*p) {
+            Some(e) => {
+                out.insert(*p, pre_existing.then(|| entry_ref(e)));
+                false
+            }
+            None => true,
+        });
     }
-    Ok(None)
+    out.extend(left.into_iter().map(|p| (p, None)));
+    Ok(out)
 }
 
 /// The changes that take the tracked files from `from` (point `latest`,
@@ -700,12 +778,18 @@ pub fn diff(
     to: &Snapshot,
 ) -> Result<Vec<Change>, TxnError> {
     let paths: BTreeSet<&String> = from.keys().chain(to.keys()).collect();
+    let untracked: Vec<&String> = paths
+        .iter()
+        .filter(|p| !to.contains_key(**p))
+        .copied()
+        .collect();
+    let earlier = untracked_states(points, latest, &untracked)?;
     let mut out = Vec::new();
     for p in paths {
         let old = current(root, p)?;
         let new = match to.get(p) {
             Some(e) => Some(entry_ref(e)),
-            None => untracked_state(points, latest, p)?,
+            None => earlier.get(p.as_str()).copied().flatten(),
         };
         if !same(old, new) {
             out.push(Change {

@@ -26,6 +26,10 @@ pub struct ApplyArgs {
     /// Refuse (exit 3) instead of waiting when a site is locked.
     #[arg(long)]
     pub no_wait: bool,
+    /// Converge up to N sites at once (default 1). Each site has its own
+    /// lock and transaction, so this only overlaps their scans and fsyncs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
 }
 
 /// Reads a saved plan.
@@ -86,27 +90,36 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         .map_err(CliError::Usage)?;
     let state = state_dir(global, &fleet);
     let at = now()?;
-    let results = sites
-        .into_iter()
-        .map(|s| {
-            let bar = ScanProgress::labelled(
-                s.site.as_str(),
-                global.quiet,
-                "staging and replacing {pos}/{len}",
-            );
-            let opts = Options {
-                via: "cli",
-                wait: !args.no_wait,
-                saved: saved.as_ref(),
-                forced: forced.as_ref(),
-                now: at,
-                state_dir: &state,
-                progress: Some(&bar),
-                cancel: None,
-            };
-            (s.site.to_string(), converge::apply_site(&fleet, s, &opts))
-        })
-        .collect();
+    let apply_one = |s: &&crate::load::Loaded<crate::model::fleet::Site>| {
+        let bar = ScanProgress::labelled(
+            s.site.as_str(),
+            global.quiet,
+            "staging and replacing {pos}/{len}",
+        );
+        let opts = Options {
+            via: "cli",
+            wait: !args.no_wait,
+            saved: saved.as_ref(),
+            forced: forced.as_ref(),
+            now: at,
+            state_dir: &state,
+            progress: Some(&bar),
+            cancel: None,
+        };
+        (s.site.to_string(), converge::apply_site(&fleet, s, &opts))
+    };
+    let results = if args.jobs > 1 && sites.len() > 1 {
+        // A pool of its own, so --jobs bounds the sites in flight; each
+        // site's parallel scan runs in the same pool, so N threads in all.
+        use rayon::prelude::*;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.jobs)
+            .build()
+            .map_err(|e| CliError::Usage(format!("--jobs {}: {e}", args.jobs)))?
+            .install(|| sites.par_iter().map(apply_one).collect())
+    } else {
+        sites.iter().map(apply_one).collect()
+    };
     report(printer, results)
 }
 
