@@ -35,6 +35,8 @@ pub mod apply;
 pub mod cli;
 pub mod confined;
 pub mod fixops;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod load;
 pub mod model;

@@ -13,6 +13,7 @@ mod converge;
 mod crash;
 mod examples;
 mod fsync;
+mod fuzz_corpus;
 mod git_sources;
 mod hostile_sites;
 mod invalid_corpus;
