@@ -22,6 +22,7 @@ mod markdown;
 mod noop_scan;
 mod plan_cli;
 mod planning;
+mod properties;
 mod reports;
 mod schema;
 mod signatures;
