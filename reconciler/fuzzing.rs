@@ -429,6 +429,19 @@ fn materialize(files: &BTreeMap<String, (u32, bool, Vec<u8>)>) {
         "extraction wrote beside its directory"
     );
     assert_eq!(std::fs::read(&canary).ok().as_deref(), Some(&b"canary"[..]));
+    // The kernel's own resolution of every link that resolves at all.
+    let Ok(real_root) = std::fs::canonicalize(&root) else {
+        return;
+    };
+    for (path, (_, link, _)) in files {
+        if *link && let Ok(real) = std::fs::canonicalize(root.join(path)) {
+            assert!(
+                real.starts_with(&real_root),
+                "link {path:?} resolves to {} outside the tree",
+                real.display()
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------- rendering ----
