@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -99,6 +100,7 @@ pub fn yaml(data: &[u8]) {
         return;
     };
     let kind = usize::from(first) % YAML_KINDS.len();
+    count_kind(kind);
     let (rel, original) = SKELETON[KIND_FILE[kind]];
     // fleet.yaml may name a git URL as a catalog source; a fuzzer must not
     // fetch, so such inputs stop after the parse (which is what they test).
@@ -144,6 +146,24 @@ pub fn yaml(data: &[u8]) {
             }
         }
     });
+}
+
+/// Runs per YAML kind, so a fuzz log says how the time was shared out.
+static KIND_RUNS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Counts a run of `kind`, and prints the tally at every power of two
+/// from 2^16 runs on (the last such line of a fuzz log is the share).
+fn count_kind(kind: usize) {
+    KIND_RUNS[kind].fetch_add(1, Ordering::Relaxed);
+    let total: u64 = KIND_RUNS.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    if total >= 1 << 16 && total.is_power_of_two() {
+        let shares: Vec<String> = YAML_KINDS
+            .iter()
+            .zip(&KIND_RUNS)
+            .map(|(k, c)| format!("{k}={}", c.load(Ordering::Relaxed)))
+            .collect();
+        eprintln!("yaml kinds after {total} runs: {}", shares.join(" "));
+    }
 }
 
 // ------------------------------------------------------------- fix ops ----
