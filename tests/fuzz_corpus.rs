@@ -50,3 +50,29 @@ fn archive_corpus_replays() {
 fn render_corpus_replays() {
     assert!(replay("render", fuzzing::render) > 0);
 }
+
+/// The `fix_ops` crash in `fuzz/regressions/fix_ops/nul-in-with`: a `with`
+/// holding a NUL made the fixed file binary, so the next plan held the fix
+/// it had just applied. The loader now refuses such a fix, for `replace`
+/// and `regex` alike.
+#[test]
+fn a_nul_in_with_is_refused_by_the_loader() {
+    for op in [
+        r#"replace: {files: ["*.php"], find: "a", with: "b\0c"}"#,
+        r#"regex: {files: ["*.php"], pattern: "a", with: "b\0c"}"#,
+    ] {
+        let yaml = format!(
+            "id: 0001-x\ntitle: t\nreason: r\nseverity: critical\napplies_to: \">=1.0.0\"\nops:\n  - {op}\n"
+        );
+        let (fix, _) =
+            sitekeeper::load::yaml::parse::<sitekeeper::model::Fix>("f.yaml", yaml.as_bytes())
+                .expect("the YAML itself is valid");
+        let problems = fix.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("NUL") && p.path.ends_with(".with")),
+            "{op}: {problems:?}"
+        );
+    }
+}
