@@ -133,7 +133,14 @@ pub fn yaml(data: &[u8]) {
             Ok((_, diags)) => diags,
             Err(d) => vec![d],
         };
-        let lines = bytes.split(|&b| b == b'\n').count();
+        // YAML breaks lines at LF, CR and CRLF alike (found by fuzzing: a
+        // lone CR is a line of its own in the diagnostics too).
+        let lines = bytes
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') || b == b'\r')
+            .count()
+            + 1;
         let name = rel.rsplit('/').next().unwrap_or(rel);
         for d in &diags {
             let shown = d.to_string();
