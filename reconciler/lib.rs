@@ -37,6 +37,8 @@ pub mod cli;
 pub mod confined;
 pub mod durability;
 pub mod fixops;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod load;
 pub mod model;

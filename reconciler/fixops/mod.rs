@@ -61,8 +61,12 @@ fn literal_pattern(text: &str, whitespace: Whitespace) -> Option<Regex> {
             let mut in_space = false;
             for c in text.chars() {
                 if c.is_whitespace() {
+                    // Unicode-aware, like `is_whitespace`: an ASCII-only
+                    // `\s` would not match a no-break space of `with`, so a
+                    // fix whose result holds one would be seen as a conflict
+                    // once applied (found by proptest).
                     if !in_space {
-                        p.push_str(r"\s+");
+                        p.push_str(r"(?u:\s)+");
                     }
                     in_space = true;
                 } else {
@@ -76,10 +80,21 @@ fn literal_pattern(text: &str, whitespace: Whitespace) -> Option<Regex> {
     RegexBuilder::new(&pattern).unicode(false).build().ok()
 }
 
+/// How many times [`replace`] substitutes before it gives up on a result
+/// that keeps changing.
+const SETTLE_ROUNDS: usize = 16;
+
 /// `replace`: every match of `find` that is not already inside the result
 /// (`with`) is replaced. Applied when only results remain, conflict when
 /// neither is found. Matches inside an occurrence of `with` never count,
 /// so a fix whose `with` contains its `find` still converges.
+///
+/// A replacement can make a new match with the text around it (`find: ab`,
+/// `with: b` turns `aab` into `ab`), so the substitution repeats until
+/// nothing is left to replace: the result is then `applied` when planned
+/// again, and a second apply changes nothing. A result that has not
+/// settled after [`SETTLE_ROUNDS`] rounds is a conflict, since applying it
+/// would change the file again on every run.
 pub fn replace(content: &[u8], op: &ReplaceOp) -> Outcome {
     if is_binary(content) {
         return Outcome::state(FileState::Binary);
@@ -90,7 +105,23 @@ pub fn replace(content: &[u8], op: &ReplaceOp) -> Outcome {
     ) else {
         return Outcome::state(FileState::Conflict);
     };
-    substitute(content, &find, &with, op.with.as_bytes())
+    let first = substitute(content, &find, &with, op.with.as_bytes());
+    let Some(mut current) = first.content else {
+        return first;
+    };
+    for _ in 0..SETTLE_ROUNDS {
+        match substitute(&current, &find, &with, op.with.as_bytes()).content {
+            Some(next) => current = next,
+            // Settled; it differs from `content`, which did not settle.
+            None => {
+                return Outcome {
+                    state: FileState::Applicable,
+                    content: Some(current),
+                };
+            }
+        }
+    }
+    Outcome::state(FileState::Conflict)
 }
 
 /// `regex`: every match of `pattern` not inside a previous result is
@@ -193,6 +224,9 @@ pub fn expect_met(expect: Expect, states: &[FileState]) -> bool {
         Expect::Any => true,
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {
@@ -315,6 +349,30 @@ mod tests {
         let op = rep("foo()", "check(); foo()", Whitespace::Exact);
         let once = replace(b"a; foo();", &op).content.unwrap();
         assert_eq!(once, b"a; check(); foo();");
+        assert_eq!(replace(&once, &op).state, FileState::Applied);
+    }
+
+    #[test]
+    fn a_result_with_unicode_whitespace_is_applied_once_there() {
+        // Found by proptest: `\s` without Unicode missed the no-break
+        // space of `with`, so the applied fix read as a conflict.
+        let op = rep("b", "\u{a0}a", Whitespace::Loose);
+        let once = replace(b"b ", &op).content.unwrap();
+        assert_eq!(once, "\u{a0}a ".as_bytes());
+        assert_eq!(replace(&once, &op).state, FileState::Applied);
+        let nbsp = rep("a b", "c", Whitespace::Loose);
+        assert_eq!(replace("a\u{a0}b".as_bytes(), &nbsp).content.unwrap(), b"c");
+    }
+
+    #[test]
+    fn a_replacement_that_makes_a_new_match_settles_in_one_apply() {
+        // Found by proptest: `b\t` → `\t` in `bb\t` gave `b\t`, which the
+        // next plan would change again.
+        let op = rep("b\t", "\t", Whitespace::Exact);
+        let out = replace(b"bb\t", &op);
+        assert_eq!(out.state, FileState::Applicable);
+        let once = out.content.unwrap();
+        assert_eq!(once, b"\t");
         assert_eq!(replace(&once, &op).state, FileState::Applied);
     }
 

@@ -253,6 +253,9 @@ impl Release {
 impl Fix {
     /// Checks that need more than one field.
     pub fn problems(&self) -> Vec<Problem> {
+        // A NUL makes the edited file binary, which text ops never touch:
+        // the next plan would hold the fix it just applied (found by fuzzing).
+        const NUL_IN_WITH: &str = "`with` holds a NUL byte, which would make the file binary (hint: binary content goes in a write op)";
         let mut out = Vec::new();
         if self.ops.is_empty() {
             out.push(Problem::at("ops", "a fix needs at least one op"));
@@ -270,10 +273,16 @@ impl Fix {
                             "`find` is empty, so it would match everywhere",
                         ));
                     }
+                    if r.with.contains('\0') {
+                        out.push(Problem::at(at("with"), NUL_IN_WITH));
+                    }
                 }
                 Op::Regex(r) => {
                     if r.files.is_empty() {
                         out.push(Problem::at(at("files"), "`files` needs at least one glob"));
+                    }
+                    if r.with.contains('\0') {
+                        out.push(Problem::at(at("with"), NUL_IN_WITH));
                     }
                 }
                 Op::Write(w) | Op::Add(w) => match (&w.source, &w.content) {

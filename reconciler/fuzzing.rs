@@ -1,0 +1,654 @@
+//! Fuzz harnesses: one function per cargo-fuzz target in `fuzz/`, kept here
+//! so that `cargo test` replays the committed corpora through the very same
+//! code (`tests/fuzz_corpus.rs`) and the targets cannot rot without nightly.
+//!
+//! Each harness takes raw fuzzer bytes and checks invariants with `assert!`:
+//! a panic here *is* the finding. Not part of the supported API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::fixops::{self, FileState};
+use crate::load::{self, LoadOptions, payload};
+use crate::model::catalog::{RegexOp, ReplaceOp};
+use crate::model::hash::ContentHash;
+use crate::model::values::{Glob, Pattern};
+use crate::model::words::{Expect, Whitespace};
+use crate::plan::{
+    Action, ActionKind, FileChange, FileData, FileOp, Held, HeldCode, Plan, SitePlan, render,
+};
+
+// ---------------------------------------------------------------- YAML ----
+
+/// The file kinds a fleet and a catalog hold, in the order the first input
+/// byte of [`yaml`] selects them (byte modulo 7).
+pub const YAML_KINDS: [&str; 7] = [
+    "fleet",
+    "site",
+    "policy",
+    "approvals",
+    "catalog",
+    "release",
+    "fix",
+];
+
+/// A small valid fleet and catalog; the fuzzed file replaces one of them.
+const SKELETON: &[(&str, &str)] = &[
+    (
+        "fleet/fleet.yaml",
+        "catalogs:\n  acme-cms:\n    source: ../catalog\n",
+    ),
+    (
+        "fleet/sites/shop.yaml",
+        "site: shop\nroot: ../site\nproduct: acme-cms\nchannel: stable\npolicy: local\n",
+    ),
+    (
+        "fleet/policies/local.yaml",
+        "policy: local\nextends: base\ndefaults: {upgrades: patch}\n",
+    ),
+    (
+        "fleet/approvals/shop.yaml",
+        "approved:\n  - plan_digest: \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n    by: alice\n    at: 2024-09-04T08:30:00Z\n",
+    ),
+    (
+        "catalog/catalog.yaml",
+        "product: acme-cms\nchannels: {stable: {}}\nrings: {0: 0h, 1: 48h}\n",
+    ),
+    (
+        "catalog/releases/1.0.0.yaml",
+        "version: 1.0.0\nchannels: [stable]\nreleased: 2024-05-21T09:00:00Z\npayload: {tree: releases/1.0.0/}\n",
+    ),
+    ("catalog/releases/1.0.0/index.php", "<?php echo 1;\n"),
+    (
+        "catalog/fixes/0001-x.yaml",
+        "id: 0001-x\ntitle: t\nreason: r\nseverity: critical\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [\"*.php\"], find: \"echo 1;\", with: \"echo 2;\"}\n",
+    ),
+];
+
+/// Where the fuzzed file of each kind goes (an index into [`SKELETON`]).
+const KIND_FILE: [usize; 7] = [0, 1, 2, 3, 4, 5, 7];
+
+thread_local! {
+    /// One scratch fleet per thread, reused across runs (each run restores
+    /// the file it replaced), because creating a directory tree per input
+    /// would cost more than the load itself.
+    static SCRATCH: Option<(tempfile::TempDir, PathBuf)> = make_skeleton().ok();
+}
+
+fn make_skeleton() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    for (rel, text) in SKELETON {
+        let path = dir.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+    }
+    let root = dir.path().to_owned();
+    Ok((dir, root))
+}
+
+/// Loads a fleet in which one file (chosen by `data[0]`, see [`YAML_KINDS`])
+/// holds `data[1..]`, through [`load::load`] as `validate` does, and checks
+/// that every diagnostic points inside that file.
+pub fn yaml(data: &[u8]) {
+    let Some((&first, bytes)) = data.split_first() else {
+        return;
+    };
+    let kind = usize::from(first) % YAML_KINDS.len();
+    count_kind(kind);
+    let (rel, original) = SKELETON[KIND_FILE[kind]];
+    // fleet.yaml may name a git URL as a catalog source; a fuzzer must not
+    // fetch, so such inputs stop after the parse (which is what they test).
+    if kind == 0 {
+        let parsed = load::yaml::parse::<crate::model::FleetConfig>(rel, bytes);
+        if let Ok((config, _)) = &parsed
+            && config
+                .catalogs
+                .values()
+                .any(|c| load::source::is_url(&c.source))
+        {
+            return;
+        }
+    }
+    SCRATCH.with(|scratch| {
+        let Some((_, root)) = scratch else {
+            return;
+        };
+        let path = root.join(rel);
+        if std::fs::write(&path, bytes).is_err() {
+            return;
+        }
+        let options = LoadOptions {
+            fleet: root.join("fleet").to_string_lossy().into_owned(),
+            state_dir: Some(root.join("state")),
+        };
+        let result = load::load(&options);
+        let _ = std::fs::write(&path, original);
+        let diags = match result {
+            Ok((_, diags)) => diags,
+            Err(d) => vec![d],
+        };
+        // YAML breaks lines at LF, CR and CRLF alike (found by fuzzing: a
+        // lone CR is a line of its own in the diagnostics too).
+        let lines = bytes
+            .iter()
+            .enumerate()
+            .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') || b == b'\r')
+            .count()
+            + 1;
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        for d in &diags {
+            let shown = d.to_string();
+            assert!(!d.message.is_empty(), "a diagnostic without a message");
+            if d.at.file.ends_with(name) && d.at.line > 0 {
+                assert!(
+                    d.at.line <= lines + 1 && d.at.column >= 1,
+                    "diagnostic outside the file ({lines} lines): {shown}"
+                );
+            }
+        }
+    });
+}
+
+/// Runs per YAML kind, so a fuzz log says how the time was shared out.
+static KIND_RUNS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Counts a run of `kind`, and prints the tally at every power of two
+/// from 2^16 runs on (the last such line of a fuzz log is the share).
+fn count_kind(kind: usize) {
+    KIND_RUNS[kind].fetch_add(1, Ordering::Relaxed);
+    let total: u64 = KIND_RUNS.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    if total >= 1 << 16 && total.is_power_of_two() {
+        let shares: Vec<String> = YAML_KINDS
+            .iter()
+            .zip(&KIND_RUNS)
+            .map(|(k, c)| format!("{k}={}", c.load(Ordering::Relaxed)))
+            .collect();
+        eprintln!("yaml kinds after {total} runs: {}", shares.join(" "));
+    }
+}
+
+// ------------------------------------------------------------- fix ops ----
+
+/// One fix op, as the fuzzer builds it.
+#[derive(Debug, Arbitrary)]
+pub enum FuzzOp {
+    /// `replace`, loose or exact whitespace.
+    Replace {
+        /// The text to find.
+        find: String,
+        /// Its replacement.
+        with: String,
+        /// `whitespace: loose`.
+        loose: bool,
+        /// `expect:` 0 some, 1 one, else any.
+        expect: u8,
+    },
+    /// `regex`.
+    Regex {
+        /// The pattern (may not compile: then the op is skipped, as the loader would refuse it).
+        pattern: String,
+        /// The replacement.
+        with: String,
+    },
+    /// `write`.
+    Write(Vec<u8>),
+    /// `add`.
+    Add(Vec<u8>),
+    /// `delete`.
+    Delete,
+}
+
+/// A file (or its absence) and the ops run on it in order.
+#[derive(Debug, Arbitrary)]
+pub struct FuzzFix {
+    /// The file's content; `None` when missing.
+    pub file: Option<Vec<u8>>,
+    /// The ops.
+    pub ops: Vec<FuzzOp>,
+}
+
+fn expect_word(n: u8) -> Expect {
+    match n % 3 {
+        0 => Expect::Some,
+        1 => Expect::One,
+        _ => Expect::Any,
+    }
+}
+
+/// Runs random ops on random file bytes through [`fixops`], as the planner
+/// does one file at a time, checking the invariants of SPEC §2.2.
+pub fn fix_ops(data: &[u8]) {
+    let Ok(case) = FuzzFix::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let Ok(glob) = "**".parse::<Glob>() else {
+        return;
+    };
+    let mut file = case.file;
+    for op in case.ops.iter().take(16) {
+        file = step(file, op, &glob);
+    }
+}
+
+/// One op on the file (`None`: absent), checked; returns the file after it.
+fn step(file: Option<Vec<u8>>, op: &FuzzOp, glob: &Glob) -> Option<Vec<u8>> {
+    match op {
+        FuzzOp::Replace {
+            find,
+            with,
+            loose,
+            expect,
+        } => {
+            let op = ReplaceOp {
+                files: vec![glob.clone()],
+                find: find.clone(),
+                with: with.clone(),
+                whitespace: if *loose {
+                    Whitespace::Loose
+                } else {
+                    Whitespace::Exact
+                },
+                expect: expect_word(*expect),
+            };
+            // The loader refuses a blank `find` (it would match everywhere)
+            // and a NUL in `with` (it would make the file binary).
+            let content = match file {
+                Some(c) if !find.trim().is_empty() && !with.contains('\0') => c,
+                other => return other,
+            };
+            let out = fixops::replace(&content, &op);
+            check_outcome(&content, &out);
+            check_expect(op.expect, out.state);
+            match out.content {
+                Some(next) => {
+                    // Applying the op to its own result is idempotent: the
+                    // planner re-plans this file as applied, so a second
+                    // apply plans nothing.
+                    // A NUL past the 8,000 bytes `is_binary` reads can
+                    // move into them; the next plan then leaves the file
+                    // alone, which is safe too.
+                    let again = fixops::replace(&next, &op);
+                    let settled = if fixops::is_binary(&next) {
+                        FileState::Binary
+                    } else {
+                        FileState::Applied
+                    };
+                    assert_eq!(
+                        again.state, settled,
+                        "replace is not idempotent: {find:?} → {with:?} ({:?}) on {content:?} gave {next:?}, then {again:?}",
+                        op.whitespace
+                    );
+                    Some(next)
+                }
+                None => Some(content),
+            }
+        }
+        FuzzOp::Regex { pattern, with } => {
+            let (Ok(pattern), Some(content)) = (pattern.parse::<Pattern>(), &file) else {
+                return file;
+            };
+            if with.contains('\0') {
+                return file;
+            }
+            let op = RegexOp {
+                files: vec![glob.clone()],
+                pattern,
+                with: with.clone(),
+                expect: Expect::Some,
+            };
+            let out = fixops::regex(content, &op);
+            check_outcome(content, &out);
+            out.content.or(file)
+        }
+        FuzzOp::Write(new) => {
+            let state = fixops::write(file.as_deref(), new);
+            assert_eq!(
+                state == FileState::Applied,
+                file.as_deref() == Some(new.as_slice())
+            );
+            assert_eq!(fixops::write(Some(new), new), FileState::Applied);
+            Some(new.clone())
+        }
+        FuzzOp::Add(new) => {
+            let state = fixops::add(file.as_deref());
+            assert_eq!(state == FileState::Applicable, file.is_none());
+            let next = file.unwrap_or_else(|| new.clone());
+            assert_eq!(fixops::add(Some(&next)), FileState::Applied);
+            Some(next)
+        }
+        FuzzOp::Delete => None,
+    }
+}
+
+/// What holds for every text op's outcome, whatever the op.
+fn check_outcome(content: &[u8], out: &fixops::Outcome) {
+    if fixops::is_binary(content) {
+        assert_eq!(out.state, FileState::Binary, "a binary file was edited");
+    }
+    match out.state {
+        FileState::Applicable => {
+            let next = out.content.as_deref();
+            assert!(next.is_some(), "applicable without new content");
+            assert_ne!(next, Some(content), "applicable but nothing changes");
+        }
+        FileState::Applied | FileState::Conflict | FileState::Binary => {
+            assert!(out.content.is_none(), "{:?} with new content", out.state)
+        }
+        FileState::Missing => panic!("a present file reported missing"),
+    }
+}
+
+fn check_expect(expect: Expect, state: FileState) {
+    let useful = matches!(state, FileState::Applied | FileState::Applicable);
+    assert_eq!(
+        fixops::expect_met(expect, &[state]),
+        useful || expect == Expect::Any
+    );
+    assert!(fixops::expect_met(Expect::Any, &[]));
+    assert!(!fixops::expect_met(Expect::Some, &[]));
+}
+
+// ------------------------------------------------------------ archives ----
+
+/// The archive types of [`payload::extract`], as the first input byte picks them.
+pub const ARCHIVE_KINDS: [&str; 4] = ["x.tar", "x.tar.gz", "x.zip", "x.tar.zst"];
+
+/// Extracts `data[2..]` as the archive type `data[0]` picks, stripping
+/// `data[1] % 3` components, then writes what came out into a scratch
+/// directory the way a naive extractor would (following links) and checks
+/// that nothing was written beside it and that no link leads out of it.
+pub fn archive(data: &[u8]) {
+    let [kind, strip, bytes @ ..] = data else {
+        return;
+    };
+    let name = ARCHIVE_KINDS[usize::from(*kind) % ARCHIVE_KINDS.len()];
+    let Ok(files) = payload::extract(name, bytes, usize::from(*strip % 3)) else {
+        return;
+    };
+    for (path, (_, link, target)) in &files {
+        assert!(!path.is_empty(), "an empty path");
+        for part in path.split('/') {
+            assert!(
+                !matches!(part, "" | "." | "..") && !part.contains(['\\', '\0']),
+                "unsafe path {path:?}"
+            );
+        }
+        if *link {
+            let target = String::from_utf8_lossy(target);
+            assert!(
+                resolves_inside(&files, path, &target),
+                "link {path:?} → {target:?} leads out of the tree"
+            );
+        }
+    }
+    materialize(&files);
+}
+
+/// Whether following the link at `path` (to `target`), through every other
+/// link of the archive as the kernel would, stays inside the tree. A
+/// dangling link inside counts as inside; more than 40 hops does not.
+fn resolves_inside(
+    files: &BTreeMap<String, (u32, bool, Vec<u8>)>,
+    path: &str,
+    target: &str,
+) -> bool {
+    let mut dir: Vec<String> = path.split('/').map(str::to_owned).collect();
+    dir.pop();
+    let mut pending: Vec<String> = target.split('/').rev().map(str::to_owned).collect();
+    if target.starts_with('/') {
+        return false;
+    }
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "" | "." => {}
+            ".." => {
+                if dir.pop().is_none() {
+                    return false;
+                }
+            }
+            name => {
+                dir.push(name.to_owned());
+                if let Some((_, true, next)) = files.get(&dir.join("/")) {
+                    hops += 1;
+                    let next = String::from_utf8_lossy(next);
+                    if hops > 40 || next.starts_with('/') {
+                        return false;
+                    }
+                    dir.pop();
+                    pending.extend(next.split('/').rev().map(str::to_owned));
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Writes the extracted files under `scratch/root` with plain `std::fs`
+/// (which follows links), beside a canary, and asserts that the scratch
+/// directory holds nothing else afterwards and the canary is unchanged.
+fn materialize(files: &BTreeMap<String, (u32, bool, Vec<u8>)>) {
+    let Ok(scratch) = tempfile::tempdir() else {
+        return;
+    };
+    let root = scratch.path().join("root");
+    let canary = scratch.path().join("canary");
+    if std::fs::create_dir(&root).is_err() || std::fs::write(&canary, b"canary").is_err() {
+        return;
+    }
+    for (path, (_, link, content)) in files {
+        let at = root.join(path);
+        if let Some(parent) = at.parent()
+            && std::fs::create_dir_all(parent).is_err()
+        {
+            continue;
+        }
+        let _ = if *link {
+            std::os::unix::fs::symlink(Path::new(&*String::from_utf8_lossy(content)), &at)
+        } else {
+            std::fs::write(&at, content)
+        };
+    }
+    let mut beside: BTreeSet<String> = BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(scratch.path()) {
+        for e in entries.flatten() {
+            beside.insert(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    assert_eq!(
+        beside,
+        BTreeSet::from(["canary".to_owned(), "root".to_owned()]),
+        "extraction wrote beside its directory"
+    );
+    assert_eq!(std::fs::read(&canary).ok().as_deref(), Some(&b"canary"[..]));
+    // The kernel's own resolution of every link that resolves at all.
+    let Ok(real_root) = std::fs::canonicalize(&root) else {
+        return;
+    };
+    for (path, (_, link, _)) in files {
+        if *link && let Ok(real) = std::fs::canonicalize(root.join(path)) {
+            assert!(
+                real.starts_with(&real_root),
+                "link {path:?} resolves to {} outside the tree",
+                real.display()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------- rendering ----
+
+/// A file change as the fuzzer builds it.
+#[derive(Debug, Arbitrary)]
+struct FuzzFile {
+    path: String,
+    op: u8,
+    old: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+    /// Repeats `new`'s bytes to grow large files cheaply.
+    grow: u16,
+}
+
+#[derive(Debug, Arbitrary)]
+struct FuzzAction {
+    kind: u8,
+    id: String,
+    reason: String,
+    files: Vec<FuzzFile>,
+}
+
+#[derive(Debug, Arbitrary)]
+struct FuzzSite {
+    name: String,
+    from: Option<String>,
+    to: Option<String>,
+    actions: Vec<FuzzAction>,
+    held: Vec<(u8, String, String)>,
+    adopted: bool,
+    drift: Vec<String>,
+    notes: Vec<String>,
+    /// Copies of this site under other names (sites sharing one plan).
+    copies: u8,
+}
+
+fn file_data(bytes: Option<Vec<u8>>, grow: u16) -> Option<Arc<FileData>> {
+    let mut bytes = bytes?;
+    let unit = bytes.clone();
+    for _ in 0..(grow % 512) {
+        bytes.extend_from_slice(&unit);
+    }
+    Some(Arc::new(FileData::new(bytes, 0o644, false)))
+}
+
+const HELD_CODES: [HeldCode; 18] = [
+    HeldCode::PolicyCeiling,
+    HeldCode::NotOptedIn,
+    HeldCode::OutsideWindow,
+    HeldCode::SoakTime,
+    HeldCode::RingDelay,
+    HeldCode::ApprovalRequired,
+    HeldCode::Prerelease,
+    HeldCode::MajorUpgrade,
+    HeldCode::ZeroMajor,
+    HeldCode::Yanked,
+    HeldCode::Quarantined,
+    HeldCode::UpgradePath,
+    HeldCode::FixConflict,
+    HeldCode::FixTargetMissing,
+    HeldCode::DriftBlocked,
+    HeldCode::UntrustedSource,
+    HeldCode::NotAdopted,
+    HeldCode::Pinned,
+];
+
+fn build_plan(sites: Vec<FuzzSite>) -> Plan {
+    let mut out = Vec::new();
+    for s in sites.into_iter().take(64) {
+        let actions: Vec<Action> = s
+            .actions
+            .into_iter()
+            .map(|a| Action {
+                kind: match a.kind % 4 {
+                    0 => ActionKind::Upgrade,
+                    1 => ActionKind::Fix,
+                    2 => ActionKind::RevertDrift,
+                    _ => ActionKind::RemoveFix,
+                },
+                id: a.id,
+                reason: a.reason,
+                files: a
+                    .files
+                    .into_iter()
+                    .map(|f| {
+                        let old = file_data(f.old, 0);
+                        let new = file_data(f.new, f.grow);
+                        FileChange {
+                            path: f.path,
+                            op: match f.op % 3 {
+                                0 => FileOp::Add,
+                                1 => FileOp::Modify,
+                                _ => FileOp::Delete,
+                            },
+                            before: old.as_ref().map(|d| d.hash),
+                            after: new.as_ref().map(|d| d.hash),
+                            old,
+                            new,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut site = SitePlan {
+            site: s.name.clone(),
+            plan_digest: String::new(),
+            from_version: s.from,
+            to_version: s.to,
+            actions,
+            held: s
+                .held
+                .into_iter()
+                .map(|(code, item, reason)| Held {
+                    item,
+                    code: HELD_CODES[usize::from(code) % HELD_CODES.len()],
+                    reason,
+                })
+                .collect(),
+            adopted: s.adopted,
+            drift: s.drift,
+            notes: s.notes,
+            catalog_commit: None,
+        };
+        site.plan_digest = crate::plan::digest(&site);
+        for n in 0..s.copies % 100 {
+            let mut copy = site.clone();
+            copy.site = format!("{}-{n}", s.name);
+            out.push(copy);
+        }
+        out.push(site);
+    }
+    Plan::new(out)
+}
+
+/// Renders an arbitrary plan as human text, JSON and Markdown, and checks
+/// that the Markdown stays within [`render::MARKDOWN_LIMIT`] and the JSON
+/// parses back to the same plan.
+pub fn render(data: &[u8]) {
+    let Ok(sites) = Vec::<FuzzSite>::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let plan = build_plan(sites);
+    let _ = render::human(&plan, false);
+    let _ = render::human(&plan, true);
+    let md = render::markdown(&plan);
+    assert!(
+        md.len() <= render::MARKDOWN_LIMIT,
+        "markdown is {} bytes, over its {} limit",
+        md.len(),
+        render::MARKDOWN_LIMIT
+    );
+    let json = render::json(&plan);
+    let back: Result<Plan, _> = serde_json::from_str(&json);
+    assert!(back.is_ok(), "the JSON does not parse back: {back:?}");
+    if let Ok(back) = back {
+        assert_eq!(back.plan_id, plan.plan_id);
+        assert_eq!(back.sites.len(), plan.sites.len());
+        for (a, b) in back.sites.iter().zip(&plan.sites) {
+            assert_eq!(a.plan_digest, b.plan_digest);
+            assert_eq!(a.site, b.site);
+            let files = |s: &SitePlan| -> Vec<(String, Option<ContentHash>, Option<ContentHash>)> {
+                s.actions
+                    .iter()
+                    .flat_map(|a| a.files.iter())
+                    .map(|f| (f.path.clone(), f.before, f.after))
+                    .collect()
+            };
+            assert_eq!(files(a), files(b));
+        }
+    }
+}
