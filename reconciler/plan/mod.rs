@@ -523,13 +523,31 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
 
     // Fixes, re-evaluated against the release the site will run.
     let mut any_fix = false;
-    for fix in input.fixes {
+    for (n, fix) in input.fixes.iter().enumerate() {
+        let before = work.clone();
         match plan_fix(input, &mut work, installed, &version, fix) {
             FixOutcome::Skip => {}
             FixOutcome::Held(h) => plan.held.push(h),
             FixOutcome::Action(a) => {
-                any_fix = true;
-                plan.actions.push(a);
+                match undoes(input, &work, installed, &version, &input.fixes[..n]) {
+                    // Applying both would change the files again on every run
+                    // (found by the property tests): keep the earlier fix's result.
+                    Some(earlier) => {
+                        work = before;
+                        plan.held.push(Held {
+                        item: format!("fix {}", fix.id),
+                        code: HeldCode::FixConflict,
+                        reason: format!(
+                            "{}: it changes what fix {earlier} did, so applying both would never settle (hint: the catalog should make one of them expect the other's result)",
+                            fix.title
+                        ),
+                    });
+                    }
+                    None => {
+                        any_fix = true;
+                        plan.actions.push(a);
+                    }
+                }
             }
         }
     }
@@ -992,6 +1010,25 @@ fn plan_fix(
         id: fix.id.clone(),
         reason,
         files,
+    })
+}
+
+/// The first of `earlier` fixes that would change `work` again: what a
+/// fix just applied to `work` undid. Each is tried on a copy.
+fn undoes<'a>(
+    input: &SiteInput<'_>,
+    work: &Work<'_>,
+    installed: &Installed,
+    version: &Version,
+    earlier: &'a [Fix],
+) -> Option<&'a str> {
+    earlier.iter().find_map(|e| {
+        let mut probe = work.clone();
+        matches!(
+            plan_fix(input, &mut probe, installed, version, e),
+            FixOutcome::Action(_)
+        )
+        .then_some(e.id.as_str())
     })
 }
 
