@@ -356,6 +356,9 @@ fn store_blobs(
             points.write_blob(bytes)?;
         }
     }
+    // Recovery finishes or undoes the change from these blobs, so they
+    // are on disk before the journal names them.
+    points.flush()?;
     Ok(())
 }
 
@@ -826,6 +829,8 @@ fn rollback_to(
             points.write_blob(&read(&locked.root, &c.path)?)?;
         }
     }
+    // Undo after a crash puts these back: durable before the journal.
+    points.flush()?;
     let mut meta = points.meta(to)?;
     // Returning to older files does not return to an older catalog: the
     // newest catalog commit applied stays the mark that later catalog

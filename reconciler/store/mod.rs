@@ -7,6 +7,7 @@
 
 pub mod ledger;
 pub mod lock;
+pub mod pack;
 pub mod points;
 
 use std::path::{Path, PathBuf};
