@@ -120,13 +120,17 @@ impl<'f> SiteContext<'f> {
         let (inventory, next_cache) =
             inventory::scan(&root, &site.paths.preserve, &cache, progress)
                 .map_err(|e| ContextError::Scan(e, name.clone()))?;
-        // Only a cache: a state dir that cannot be written costs speed, not correctness.
-        let _ = state.create().and_then(|()| {
-            next_cache.save(&cache_path).map_err(|e| StoreError::Io {
-                path: cache_path.clone(),
-                source: e,
-            })
-        });
+        // Only a cache: a state dir that cannot be written costs speed, not
+        // correctness. A scan that changed nothing writes nothing, so a
+        // converged site's plan stays read-only.
+        if next_cache != cache {
+            let _ = state.create().and_then(|()| {
+                next_cache.save(&cache_path).map_err(|e| StoreError::Io {
+                    path: cache_path.clone(),
+                    source: e,
+                })
+            });
+        }
 
         let points = state.existing_points()?;
         let point = match &points {

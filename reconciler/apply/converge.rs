@@ -12,6 +12,7 @@ use super::hooks::{HookEnv, run as run_hook};
 use super::swap::{self, Swap};
 use super::txn::{self, Change, FileRef, Journal, TxnError};
 use crate::confined::Root;
+use crate::inventory::cache::StatCache;
 use crate::load::{Fleet, Loaded};
 use crate::model::Site;
 use crate::model::hash::BlobId;
@@ -262,8 +263,8 @@ pub fn recover_site(
     lock_and_recover(fleet, site, opts).map(|_| ())
 }
 
-/// New contents by blob.
-type Contents = BTreeMap<BlobId, Vec<u8>>;
+/// New contents by blob, shared with the plan rather than copied.
+type Contents = BTreeMap<BlobId, std::sync::Arc<crate::plan::FileData>>;
 
 /// The final state of every path a plan touches, with its new content.
 fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents), ApplyError> {
@@ -299,7 +300,7 @@ fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents),
         }
         let new_ref = new.map(|d| {
             let blob = BlobId::of(&d.bytes);
-            contents.insert(blob, d.bytes.clone());
+            contents.insert(blob, std::sync::Arc::clone(d));
             FileRef {
                 blob,
                 mode: d.mode,
@@ -339,7 +340,7 @@ fn store_blobs(
     root: &Root,
     points: &Points,
     changes: &[Change],
-    contents: &BTreeMap<BlobId, Vec<u8>>,
+    contents: &Contents,
 ) -> Result<(), ApplyError> {
     for c in changes {
         if let Some(old) = c.old
@@ -350,10 +351,10 @@ fn store_blobs(
         if let Some(new) = c.new
             && !points.has_blob(new.blob)
         {
-            let bytes = contents
+            let data = contents
                 .get(&new.blob)
                 .ok_or_else(|| ApplyError::Failed(format!("{}: new content missing", c.path)))?;
-            points.write_blob(bytes)?;
+            points.write_blob(&data.bytes)?;
         }
     }
     // Recovery finishes or undoes the change from these blobs, so they
@@ -364,9 +365,9 @@ fn store_blobs(
 
 /// Refuses a change that would not fit: staged contents on the site's file
 /// system, and snapshots in the state dir.
-fn check_space(locked: &Locked, contents: &BTreeMap<BlobId, Vec<u8>>) -> Result<(), ApplyError> {
+fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
     let failed = |e: std::io::Error| ApplyError::Failed(format!("free space: {e}"));
-    let changed: u64 = contents.values().map(|b| b.len() as u64).sum::<u64>() + (1 << 20);
+    let changed: u64 = contents.values().map(|d| d.bytes.len() as u64).sum::<u64>() + (1 << 20);
     // The symlink layout builds a whole new release directory.
     let (tree_bytes, tree_entries) = match locked.layout {
         Layout::InPlace => (0, 0),
@@ -815,8 +816,10 @@ fn rollback_to(
 ) -> Result<(u64, usize, String), ApplyError> {
     let latest = points.latest()?.unwrap_or(to);
     let target = points.snapshot(to)?;
+    let cache = StatCache::load(&locked.state.stat_cache_path());
     let changes = txn::diff(
         &locked.root,
+        &cache,
         points,
         latest,
         &points.snapshot(latest)?,
@@ -918,8 +921,10 @@ pub fn rollback_site(
     };
     let by = By::here(opts.via);
     let latest = points.latest()?.unwrap_or(to);
+    let cache = StatCache::load(&locked.state.stat_cache_path());
     if txn::diff(
         &locked.root,
+        &cache,
         &points,
         latest,
         &points.snapshot(latest)?,

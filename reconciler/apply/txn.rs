@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fsops::Steps;
@@ -19,6 +20,7 @@ use super::swap::Swap;
 use crate::confined::{Kind, Root};
 use crate::durability;
 use crate::inventory::STAGE_DIR;
+use crate::inventory::cache::StatCache;
 use crate::model::hash::BlobId;
 use crate::store::{
     LedgerKind, LedgerResult, PointMeta, Points, Record, SiteState, Snapshot, SnapshotEntry,
@@ -231,6 +233,22 @@ fn staged(i: usize) -> String {
 
 fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// [`current`], trusting the stat cache for a file whose stat data it
+/// vouches for, as planning does, so a rollback reads only what changed.
+fn current_cached(root: &Root, cache: &StatCache, path: &str) -> Result<Option<FileRef>, TxnError> {
+    if let Ok(meta) = root.metadata(path)
+        && meta.kind == Kind::File
+        && let Some((_, blob)) = cache.lookup(path, &meta)
+    {
+        return Ok(Some(FileRef {
+            blob,
+            mode: meta.mode,
+            symlink: false,
+        }));
+    }
+    current(root, path)
 }
 
 /// The blob and mode of `path` on disk now, if present.
@@ -772,6 +790,7 @@ fn untracked_states<'a>(
 /// what is on disk) to point `to`, for rollback.
 pub fn diff(
     root: &Root,
+    cache: &StatCache,
     points: &Points,
     latest: u64,
     from: &Snapshot,
@@ -784,9 +803,13 @@ pub fn diff(
         .copied()
         .collect();
     let earlier = untracked_states(points, latest, &untracked)?;
+    let paths: Vec<&String> = paths.into_iter().collect();
+    let olds: Vec<Option<FileRef>> = paths
+        .par_iter()
+        .map(|p| current_cached(root, cache, p))
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
-    for p in paths {
-        let old = current(root, p)?;
+    for (p, old) in paths.into_iter().zip(olds) {
         let new = match to.get(p) {
             Some(e) => Some(entry_ref(e)),
             None => earlier.get(p.as_str()).copied().flatten(),

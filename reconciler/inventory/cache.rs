@@ -2,6 +2,9 @@
 //! were as recorded, so unchanged files are not read again (git's index
 //! does the same). Only a cache: a missing or damaged one costs a rehash,
 //! never a wrong answer.
+//!
+//! It is read on every plan, so it is stored compactly (postcard, raw hash
+//! bytes) and written only when a scan changed it.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,7 +20,7 @@ use crate::model::hash::{BlobId, ContentHash};
 /// data changing, so it is not cached ("racily clean" in git's words).
 const RACY_NS: i128 = 2_000_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Cached {
     size: u64,
     mtime_ns: i128,
@@ -30,13 +33,34 @@ struct Cached {
 }
 
 /// Hashes by path, valid while each file's stat data is unchanged.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatCache {
-    version: u32,
     entries: HashMap<String, Cached>,
 }
 
-const VERSION: u32 = 1;
+/// The file's layout; a different version is an empty cache.
+const VERSION: u32 = 2;
+
+/// The cache as stored.
+#[derive(Serialize, Deserialize)]
+struct Disk {
+    version: u32,
+    entries: Vec<Record>,
+}
+
+/// One file as stored: the stat data, then the raw SHA-256 and blob id.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    path: String,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+    mode: u32,
+    hash: [u8; 32],
+    blob: [u8; 20],
+}
 
 /// Now, in nanoseconds since the epoch.
 pub fn now_ns() -> i128 {
@@ -96,24 +120,58 @@ impl StatCache {
 
     /// Reads the cache at `path`; anything unreadable is an empty cache.
     pub fn load(path: &Path) -> Self {
-        std::fs::read(path)
+        let Some(disk) = std::fs::read(path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice::<StatCache>(&bytes).ok())
-            .filter(|c| c.version == VERSION)
-            .unwrap_or_default()
+            .and_then(|bytes| postcard::from_bytes::<Disk>(&bytes).ok())
+            .filter(|d| d.version == VERSION)
+        else {
+            return Self::default();
+        };
+        let entries = disk
+            .entries
+            .into_iter()
+            .map(|r| {
+                let cached = Cached {
+                    size: r.size,
+                    mtime_ns: r.mtime_ns,
+                    ctime_ns: r.ctime_ns,
+                    ino: r.ino,
+                    dev: r.dev,
+                    mode: r.mode,
+                    hash: ContentHash(r.hash),
+                    blob: BlobId(r.blob),
+                };
+                (r.path, cached)
+            })
+            .collect();
+        Self { entries }
     }
 
     /// Writes the cache to `path` atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let body = StatCache {
+        let body = Disk {
             version: VERSION,
-            entries: self.entries.clone(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(path, c)| Record {
+                    path: path.clone(),
+                    size: c.size,
+                    mtime_ns: c.mtime_ns,
+                    ctime_ns: c.ctime_ns,
+                    ino: c.ino,
+                    dev: c.dev,
+                    mode: c.mode,
+                    hash: c.hash.0,
+                    blob: c.blob.0,
+                })
+                .collect(),
         };
-        serde_json::to_writer(std::io::BufWriter::new(tmp.as_file_mut()), &body)?;
-        tmp.as_file_mut().flush()?;
+        let bytes = postcard::to_allocvec(&body).map_err(std::io::Error::other)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.as_file_mut().write_all(&bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())

@@ -138,6 +138,9 @@ fn prunes(preserve: &[Glob], dir: &str) -> bool {
     })
 }
 
+/// A directory's entries with their metadata, as [`Root::list`] gives them.
+type Listing = Vec<(std::ffi::OsString, Meta)>;
+
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
@@ -157,38 +160,51 @@ pub fn scan(
     let started_ns = cache::now_ns();
     let mut inv = Inventory::default();
     let mut files: Vec<(String, Meta)> = Vec::new();
-    let mut dirs = vec![String::new()];
-    while let Some(dir) = dirs.pop() {
-        let listing = root.list(&dir).map_err(|source| ScanError {
-            path: dir.clone(),
-            source,
-        })?;
-        for (name, meta) in listing {
-            let Some(name) = name.to_str() else {
-                inv.unreadable.push(join(&dir, &name.to_string_lossy()));
-                continue;
-            };
-            let path = join(&dir, name);
-            if path == STAGE_DIR {
-                continue;
-            }
-            match meta.kind {
-                Kind::Dir if !prunes(preserve, &path) => dirs.push(path),
-                Kind::Dir => {}
-                _ if is_preserved(preserve, &path) => {}
-                Kind::File => files.push((path, meta)),
-                Kind::Symlink => match root.read_link(&path) {
-                    Ok(target) => match target.into_string() {
-                        Ok(target) => {
-                            inv.entries.insert(path, Entry::Symlink { target });
-                        }
-                        Err(_) => inv.unreadable.push(path),
+    // Breadth first, each level's directories listed in parallel: listing
+    // is one stat per entry, most of a converged site's plan.
+    let mut level = vec![String::new()];
+    while !level.is_empty() {
+        let listed: Vec<(String, std::io::Result<Listing>)> = level
+            .into_par_iter()
+            .map(|dir| {
+                let listing = root.list(&dir);
+                (dir, listing)
+            })
+            .collect();
+        let mut next = Vec::new();
+        for (dir, listing) in listed {
+            let listing = listing.map_err(|source| ScanError {
+                path: dir.clone(),
+                source,
+            })?;
+            for (name, meta) in listing {
+                let Some(name) = name.to_str() else {
+                    inv.unreadable.push(join(&dir, &name.to_string_lossy()));
+                    continue;
+                };
+                let path = join(&dir, name);
+                if path == STAGE_DIR {
+                    continue;
+                }
+                match meta.kind {
+                    Kind::Dir if !prunes(preserve, &path) => next.push(path),
+                    Kind::Dir => {}
+                    _ if is_preserved(preserve, &path) => {}
+                    Kind::File => files.push((path, meta)),
+                    Kind::Symlink => match root.read_link(&path) {
+                        Ok(target) => match target.into_string() {
+                            Ok(target) => {
+                                inv.entries.insert(path, Entry::Symlink { target });
+                            }
+                            Err(_) => inv.unreadable.push(path),
+                        },
+                        Err(source) => return Err(ScanError { path, source }),
                     },
-                    Err(source) => return Err(ScanError { path, source }),
-                },
-                kind => inv.specials.push(Special { path, kind }),
+                    kind => inv.specials.push(Special { path, kind }),
+                }
             }
         }
+        level = next;
     }
     inv.specials.sort_by(|a, b| a.path.cmp(&b.path));
     inv.unreadable.sort();

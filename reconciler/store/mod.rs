@@ -148,6 +148,6 @@ impl SiteState {
 
     /// Where the inventory's stat cache lives.
     pub fn stat_cache_path(&self) -> PathBuf {
-        self.dir.join("statcache.json")
+        self.dir.join("statcache.bin")
     }
 }
