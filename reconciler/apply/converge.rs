@@ -357,9 +357,8 @@ fn store_blobs(
             points.write_blob(&data.bytes)?;
         }
     }
-    // Recovery finishes or undoes the change from these blobs, so they
-    // are on disk before the journal names them.
-    points.flush()?;
+    // Recovery finishes or undoes the change from these blobs: the
+    // transaction makes them durable, with its point, before its journal.
     Ok(())
 }
 
@@ -832,8 +831,8 @@ fn rollback_to(
             points.write_blob(&read(&locked.root, &c.path)?)?;
         }
     }
-    // Undo after a crash puts these back: durable before the journal.
-    points.flush()?;
+    // Undo after a crash puts these back: the transaction makes them
+    // durable before its journal.
     let mut meta = points.meta(to)?;
     // Returning to older files does not return to an older catalog: the
     // newest catalog commit applied stays the mark that later catalog

@@ -23,8 +23,8 @@ use crate::inventory::STAGE_DIR;
 use crate::inventory::cache::StatCache;
 use crate::model::hash::BlobId;
 use crate::store::{
-    LedgerKind, LedgerResult, PointMeta, Points, Record, SiteState, Snapshot, SnapshotEntry,
-    StoreError,
+    LedgerKind, LedgerResult, PointMeta, Points, Prepared, Record, SiteState, Snapshot,
+    SnapshotEntry, StoreError,
 };
 
 /// A file's identity in a change.
@@ -478,13 +478,18 @@ pub fn execute(
     steps: &Steps,
     journal: &Journal,
 ) -> Result<u64, TxnError> {
+    // The point's trees and commit join the change's contents in one pack,
+    // durable before the journal names any of them; only the ref is left
+    // for the commit step.
+    let prepared = prepare(points, journal)?;
+    points.flush()?;
     if let Some(swap) = &journal.swap {
         // The journal comes first: the release directory it names is
         // removed by recovery if the change does not commit.
         write_journal(state, steps, journal)?;
         swap.build(root, points, steps, &journal.changes, progress)?;
         swap.publish(steps)?;
-        return commit(state, points, steps, journal);
+        return commit(state, points, steps, journal, prepared);
     }
     // Stage every new content beside the site, on its file system.
     if let Some(p) = progress {
@@ -549,7 +554,7 @@ pub fn execute(
         .collect();
     prune_empty_dirs(root, steps, &deleted)?;
     sync_parents(root, steps, &journal.changes)?;
-    commit(state, points, steps, journal)
+    commit(state, points, steps, journal, prepared)
 }
 
 fn write_journal(state: &SiteState, steps: &Steps, journal: &Journal) -> Result<(), TxnError> {
@@ -558,13 +563,8 @@ fn write_journal(state: &SiteState, steps: &Steps, journal: &Journal) -> Result<
     write_atomic(&journal_path(state), &text).map_err(io("write journal"))
 }
 
-/// Commits the point (the atomic step) and appends the ledger records.
-fn commit(
-    state: &SiteState,
-    points: &Points,
-    steps: &Steps,
-    journal: &Journal,
-) -> Result<u64, TxnError> {
+/// Writes the point a change will commit, without its ref.
+fn prepare(points: &Points, journal: &Journal) -> Result<Prepared, TxnError> {
     let base = match journal.base_point {
         Some(n) => points.snapshot(n)?,
         None => Snapshot::new(),
@@ -572,8 +572,19 @@ fn commit(
     let snapshot = apply_to_snapshot(base, &journal.changes);
     let mut meta = journal.meta.clone();
     meta.txn = Some(journal.id.clone());
+    Ok(points.prepare(&snapshot, meta)?)
+}
+
+/// Commits the point (the atomic step) and appends the ledger records.
+fn commit(
+    state: &SiteState,
+    points: &Points,
+    steps: &Steps,
+    journal: &Journal,
+    prepared: Prepared,
+) -> Result<u64, TxnError> {
     steps.step("commit point")?;
-    let point = points.commit(&snapshot, meta)?;
+    let point = points.publish(prepared)?;
     append_records(state, steps, journal, point)?;
     Ok(point)
 }

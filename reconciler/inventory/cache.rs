@@ -4,13 +4,15 @@
 //! never a wrong answer.
 //!
 //! It is read on every plan, so it is stored compactly (postcard, raw hash
-//! bytes) and written only when a scan changed it.
+//! bytes, a SHA-256 of the body at the end) and written only when a scan
+//! changed it.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::confined::Meta;
 use crate::model::hash::{BlobId, ContentHash};
@@ -122,7 +124,13 @@ impl StatCache {
     pub fn load(path: &Path) -> Self {
         let Some(disk) = std::fs::read(path)
             .ok()
-            .and_then(|bytes| postcard::from_bytes::<Disk>(&bytes).ok())
+            .and_then(|bytes| {
+                // A body that does not match its checksum (torn by a crash)
+                // is no cache at all.
+                let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+                (Sha256::digest(body)[..] == *sum).then_some(())?;
+                postcard::from_bytes::<Disk>(body).ok()
+            })
             .filter(|d| d.version == VERSION)
         else {
             return Self::default();
@@ -147,7 +155,8 @@ impl StatCache {
         Self { entries }
     }
 
-    /// Writes the cache to `path` atomically (temp file, fsync, rename).
+    /// Writes the cache to `path` atomically (temp file, rename), with a
+    /// checksum.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
@@ -169,11 +178,60 @@ impl StatCache {
                 })
                 .collect(),
         };
-        let bytes = postcard::to_allocvec(&body).map_err(std::io::Error::other)?;
+        let mut bytes = postcard::to_allocvec(&body).map_err(std::io::Error::other)?;
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum);
+        // Not fsynced: after a crash the file is this one, an older one
+        // (still right for the stat data it records) or a torn one that
+        // fails its checksum; none gives a wrong answer.
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.as_file_mut().write_all(&bytes)?;
-        tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::confined::Kind;
+
+    fn meta(size: u64) -> Meta {
+        Meta {
+            kind: Kind::File,
+            mode: 0o644,
+            size,
+            mtime_ns: 1_000,
+            ctime_ns: 2_000,
+            ino: 7,
+            dev: 3,
+            nlink: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_a_torn_or_damaged_file_is_an_empty_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("statcache.bin");
+        let mut cache = StatCache::default();
+        let hashes = (ContentHash::of(b"x"), BlobId::of(b"x"));
+        cache.remember("a/b.php", &meta(1), hashes, now_ns());
+        cache.remember("c.php", &meta(2), hashes, now_ns());
+        cache.save(&path).unwrap();
+        let loaded = StatCache::load(&path);
+        assert_eq!(loaded, cache);
+        assert_eq!(loaded.lookup("a/b.php", &meta(1)), Some(hashes));
+        // Other stat data: not vouched for.
+        assert_eq!(loaded.lookup("a/b.php", &meta(9)), None);
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(StatCache::load(&path).is_empty(), "a torn file was read");
+        let mut flipped = bytes.clone();
+        flipped[10] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(StatCache::load(&path).is_empty(), "a damaged file was read");
+        std::fs::write(&path, vec![0u8; bytes.len()]).unwrap();
+        assert!(StatCache::load(&path).is_empty(), "zeros were read");
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record};
 pub use lock::SiteLock;
-pub use points::{PointKind, PointMeta, Points, Snapshot, SnapshotEntry};
+pub use points::{PointKind, PointMeta, Points, Prepared, Snapshot, SnapshotEntry};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -107,6 +107,15 @@ pub struct Points {
     pending: RefCell<Pending>,
 }
 
+/// A point whose objects are written (or queued) but whose ref is not:
+/// [`Points::publish`] makes it a point.
+#[derive(Debug)]
+#[must_use = "a prepared point is not a point until it is published"]
+pub struct Prepared {
+    point: u64,
+    commit: git2::Oid,
+}
+
 /// Objects written but not yet packed.
 #[derive(Default)]
 struct Pending {
@@ -344,7 +353,19 @@ impl Points {
     /// Commits `snapshot` as the next point with `meta` (whose `point` and
     /// `modes` are filled in here) and returns its number. The ref is the
     /// publishing step: a crash before it leaves only unreferenced objects.
-    pub fn commit(&self, snapshot: &Snapshot, mut meta: PointMeta) -> Result<u64, StoreError> {
+    pub fn commit(&self, snapshot: &Snapshot, meta: PointMeta) -> Result<u64, StoreError> {
+        let prepared = self.prepare(snapshot, meta)?;
+        self.publish(prepared)
+    }
+
+    /// The first half of [`Points::commit`]: writes the point's trees and
+    /// commit into the queue, so that a change can make them durable in
+    /// the same pack as its contents, before its journal.
+    pub fn prepare(
+        &self,
+        snapshot: &Snapshot,
+        mut meta: PointMeta,
+    ) -> Result<Prepared, StoreError> {
         let point = self.latest()?.map_or(1, |n| n + 1);
         meta.point = point;
         meta.modes = snapshot
@@ -384,8 +405,23 @@ impl Points {
         }
         text.push_str(&format!("author {who}\ncommitter {who}\n\n{message}"));
         let commit = self.object(git2::ObjectType::Commit, text.as_bytes())?;
+        Ok(Prepared { point, commit })
+    }
+
+    /// The second half of [`Points::commit`], the commit step: makes what
+    /// is queued durable (nothing, when the change flushed it already),
+    /// then writes the point's ref. Returns the point's number.
+    pub fn publish(&self, prepared: Prepared) -> Result<u64, StoreError> {
+        let Prepared { point, commit } = prepared;
         // Everything the point names is on disk before the ref names it.
         self.flush()?;
+        if self.latest()? >= Some(point) {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                line: 0,
+                message: format!("point {point} was written while this change was prepared"),
+            });
+        }
         self.repo
             .reference(
                 &format!("refs/points/{point}"),
