@@ -123,7 +123,9 @@ impl<'f> SiteContext<'f> {
         // Only a cache: a state dir that cannot be written costs speed, not
         // correctness. A scan that changed nothing writes nothing, so a
         // converged site's plan stays read-only.
-        if next_cache != cache {
+        // Every file the cache vouched for is in the new one unchanged, so
+        // it changed only if a file was hashed or one went away.
+        if inventory.stats.hashed > 0 || next_cache.len() != cache.len() {
             let _ = state.create().and_then(|()| {
                 next_cache.save(&cache_path).map_err(|e| StoreError::Io {
                     path: cache_path.clone(),
@@ -131,6 +133,9 @@ impl<'f> SiteContext<'f> {
                 })
             });
         }
+        // Both caches are large for a large site, and done with: freed
+        // before the point's snapshot is read, so the two never add up.
+        drop((cache, next_cache));
 
         let points = state.existing_points()?;
         let point = match &points {
@@ -166,11 +171,7 @@ impl<'f> SiteContext<'f> {
         ctx.installed = match (&ctx.points, ctx.point) {
             (Some(points), Some(n)) => {
                 let meta = points.meta(n)?;
-                let snapshot = points
-                    .snapshot(n)?
-                    .into_iter()
-                    .map(|(p, e)| (p, e.blob()))
-                    .collect();
+                let snapshot = points.blobs(n)?;
                 let version: Version =
                     meta.version
                         .parse()

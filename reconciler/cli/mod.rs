@@ -192,6 +192,7 @@ fn load_options(global: &Global) -> LoadOptions {
 
 /// Runs the command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    crate::store::configure_libgit2();
     let printer = Printer::new(&cli.global);
     let result = match &cli.command {
         Command::Validate => validate::run(&cli.global, &printer),

@@ -46,6 +46,16 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// A regular file with `meta` and the hashes of its content.
+    fn file(meta: &Meta, (hash, blob): (ContentHash, BlobId)) -> Self {
+        Entry::File {
+            mode: meta.mode,
+            size: meta.size,
+            hash,
+            blob,
+        }
+    }
+
     /// The hash that plans compare: the content's, or the link target's.
     pub fn hash(&self) -> ContentHash {
         match self {
@@ -159,7 +169,9 @@ pub fn scan(
 ) -> Result<(Inventory, StatCache), ScanError> {
     let started_ns = cache::now_ns();
     let mut inv = Inventory::default();
-    let mut files: Vec<(String, Meta)> = Vec::new();
+    let mut files = 0;
+    let mut unknown: Vec<String> = Vec::new();
+    let mut next_cache = StatCache::default();
     // Breadth first, each level's directories listed in parallel: listing
     // is one stat per entry, most of a converged site's plan.
     let mut level = vec![String::new()];
@@ -190,7 +202,18 @@ pub fn scan(
                     Kind::Dir if !prunes(preserve, &path) => next.push(path),
                     Kind::Dir => {}
                     _ if is_preserved(preserve, &path) => {}
-                    Kind::File => files.push((path, meta)),
+                    Kind::File => {
+                        files += 1;
+                        // What the cache vouches for goes straight in; the
+                        // rest is hashed below, in parallel.
+                        match cache.lookup(&path, &meta) {
+                            Some(hit) => {
+                                next_cache.remember(&path, &meta, hit, started_ns);
+                                inv.entries.insert(path, Entry::file(&meta, hit));
+                            }
+                            None => unknown.push(path),
+                        }
+                    }
                     Kind::Symlink => match root.read_link(&path) {
                         Ok(target) => match target.into_string() {
                             Ok(target) => {
@@ -208,21 +231,8 @@ pub fn scan(
     }
     inv.specials.sort_by(|a, b| a.path.cmp(&b.path));
     inv.unreadable.sort();
-    inv.stats.files = files.len();
-
-    // Reuse what the cache vouches for; hash the rest in parallel.
-    let (known, unknown): (Vec<_>, Vec<_>) = files
-        .into_iter()
-        .map(|(path, meta)| {
-            let hit = cache.lookup(&path, &meta);
-            (path, meta, hit)
-        })
-        .partition(|(_, _, hit)| hit.is_some());
-    inv.stats.from_cache = known.len();
-    let known: Vec<(String, Meta, (ContentHash, BlobId))> = known
-        .into_iter()
-        .filter_map(|(path, meta, hit)| Some((path, meta, hit?)))
-        .collect();
+    inv.stats.files = files;
+    inv.stats.from_cache = files - unknown.len();
 
     if let Some(p) = progress {
         p.start(unknown.len() as u64);
@@ -230,7 +240,7 @@ pub fn scan(
     let bytes = AtomicU64::new(0);
     let hashed: Vec<(String, Meta, (ContentHash, BlobId))> = unknown
         .into_par_iter()
-        .map(|(path, _, _)| {
+        .map(|path| {
             let (meta, hash, n) = hash_file(root, &path).map_err(|source| ScanError {
                 path: path.clone(),
                 source,
@@ -247,20 +257,11 @@ pub fn scan(
     }
     inv.stats.hashed = hashed.len();
     inv.stats.bytes_read = bytes.into_inner();
-    let mut next = StatCache::default();
-    for (path, meta, (hash, blob)) in known.into_iter().chain(hashed) {
-        next.remember(&path, &meta, (hash, blob), started_ns);
-        inv.entries.insert(
-            path,
-            Entry::File {
-                mode: meta.mode,
-                size: meta.size,
-                hash,
-                blob,
-            },
-        );
+    for (path, meta, hit) in hashed {
+        next_cache.remember(&path, &meta, hit, started_ns);
+        inv.entries.insert(path, Entry::file(&meta, hit));
     }
-    Ok((inv, next))
+    Ok((inv, next_cache))
 }
 
 /// Reads and hashes one file; the metadata is the opened file's own, so a

@@ -16,6 +16,46 @@ pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record};
 pub use lock::SiteLock;
 pub use points::{PointKind, PointMeta, Points, Prepared, Snapshot, SnapshotEntry};
 
+/// Sets libgit2's process-wide options, once; every command calls it
+/// before it touches a repository.
+///
+/// * fsync what it writes into a repository (objects, refs and their
+///   directories): a point's ref is the commit step of every change, so it
+///   must be on disk before the ledger says so, and libgit2, like git, does
+///   not fsync by default;
+/// * map packs in small windows, and few at a time: reading a release out
+///   of a large catalog pack would otherwise leave every page it touched in
+///   the process's memory, hundreds of MiB for a large site.
+pub fn configure_libgit2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Initialises libgit2 (and sets what is already its default).
+        git2::opts::strict_object_creation(true);
+        // SAFETY: libgit2 is initialised above; this option takes one int
+        // and only sets a global flag that libgit2 reads on later writes.
+        let rc = unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
+                1 as std::ffi::c_int,
+            )
+        };
+        debug_assert_eq!(rc, 0, "libgit2 refused GIT_OPT_ENABLE_FSYNC_GITDIR");
+        // SAFETY: these set global sizes before any repository is open in
+        // this process (`Once`, and every entry point calls this first);
+        // libgit2 reads them when it next maps a window.
+        unsafe {
+            let _ = git2::opts::set_mwindow_size(MWINDOW_SIZE);
+            let _ = git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT);
+        }
+    });
+}
+
+/// How much of a pack libgit2 maps at once (its default is 1 GiB).
+const MWINDOW_SIZE: usize = 8 << 20;
+
+/// How much of all packs libgit2 keeps mapped (its default is 8 GiB).
+const MWINDOW_MAPPED_LIMIT: usize = 32 << 20;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

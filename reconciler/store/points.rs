@@ -143,31 +143,10 @@ fn git_mode(entry: &SnapshotEntry) -> &'static str {
     }
 }
 
-/// Makes libgit2 fsync what it writes into a repository (objects, refs and
-/// their directories), once per process. A point's ref is the commit step
-/// of every change, so it must be on disk before the ledger says so;
-/// libgit2, like git, does not fsync by default.
-fn fsync_git_writes() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Initialises libgit2 (and sets what is already its default).
-        git2::opts::strict_object_creation(true);
-        // SAFETY: libgit2 is initialised above; this option takes one int
-        // and only sets a global flag that libgit2 reads on later writes.
-        let rc = unsafe {
-            libgit2_sys::git_libgit2_opts(
-                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
-                1 as std::ffi::c_int,
-            )
-        };
-        debug_assert_eq!(rc, 0, "libgit2 refused GIT_OPT_ENABLE_FSYNC_GITDIR");
-    });
-}
-
 impl Points {
     /// Opens `points.git` at `path`, creating it if absent.
     pub fn open_or_init(path: &Path) -> Result<Self, StoreError> {
-        fsync_git_writes();
+        super::configure_libgit2();
         let git = |source| StoreError::Git {
             path: path.to_owned(),
             source,
@@ -306,6 +285,23 @@ impl Points {
             line: 0,
             message: format!("point {point} has no readable metadata: {e}"),
         })
+    }
+
+    /// A point's files and their blobs only: what planning compares the
+    /// disk with, built without the modes a snapshot also carries.
+    pub fn blobs(&self, point: u64) -> Result<BTreeMap<String, BlobId>, StoreError> {
+        let tree = self.commit_of(point)?.tree().map_err(self.git())?;
+        let mut out = BTreeMap::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() != Some(git2::ObjectType::Tree)
+                && let Ok(name) = entry.name()
+            {
+                out.insert(format!("{dir}{name}"), BlobId::from_oid(entry.id()));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(self.git())?;
+        Ok(out)
     }
 
     /// A point's files.
