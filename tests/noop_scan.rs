@@ -65,6 +65,18 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
     assert!(!plan.has_changes(), "{plan:#?}");
     assert!(plan.drift.is_empty());
 
+    // A scan that changed nothing writes nothing: the cache file is the
+    // same file, untouched.
+    let cache = state.join("big/statcache.bin");
+    let stamp = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).unwrap();
+        (m.ino(), m.mtime(), m.mtime_nsec())
+    };
+    let before = stamp(&cache);
+    drop(SiteContext::gather(&fleet, site, &state, None).unwrap());
+    assert_eq!(stamp(&cache), before, "a no-op scan rewrote the stat cache");
+
     // One changed file is read again, and only that one.
     std::fs::write(
         tmp.path().join("site/vendor/pkg7/src/f3.php"),
@@ -73,4 +85,5 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
     .unwrap();
     let third = SiteContext::gather(&fleet, site, &state, None).unwrap();
     assert_eq!(third.inventory.stats.hashed, 1);
+    assert_ne!(stamp(&cache), before, "a scan that hashed a file kept the old cache");
 }
