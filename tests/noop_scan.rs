@@ -85,5 +85,9 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
     .unwrap();
     let third = SiteContext::gather(&fleet, site, &state, None).unwrap();
     assert_eq!(third.inventory.stats.hashed, 1);
-    assert_ne!(stamp(&cache), before, "a scan that hashed a file kept the old cache");
+    assert_ne!(
+        stamp(&cache),
+        before,
+        "a scan that hashed a file kept the old cache"
+    );
 }

@@ -262,6 +262,16 @@ impl<'f> SiteContext<'f> {
 
     /// Plans the site at `now`.
     pub fn plan(&self, now: jiff::Timestamp, forced: Option<&Version>) -> SitePlan {
+        self.plan_with(now, forced, true)
+    }
+
+    /// [`SiteContext::plan`] without the old contents that only diffs use:
+    /// the same plan and digest, for `apply`, which renders no diff.
+    pub fn plan_to_apply(&self, now: jiff::Timestamp, forced: Option<&Version>) -> SitePlan {
+        self.plan_with(now, forced, false)
+    }
+
+    fn plan_with(&self, now: jiff::Timestamp, forced: Option<&Version>, diffs: bool) -> SitePlan {
         let input = SiteInput {
             name: self.site.site.as_str(),
             labels: &self.site.labels,
@@ -281,6 +291,7 @@ impl<'f> SiteContext<'f> {
             approved: &self.approved,
             now,
             contents: self,
+            diffs,
         };
         plan::plan_site(&input)
     }

@@ -284,14 +284,14 @@ fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents),
     let mut changes = Vec::new();
     let mut contents = BTreeMap::new();
     for (path, (before, new)) in last {
-        let old = txn::current(root, path)?;
-        // Re-verify: the file is still what the plan saw.
-        let now_hash = match &old {
-            Some(_) => {
-                let bytes = read(root, path)?;
-                Some(crate::model::hash::ContentHash::of(&bytes))
-            }
-            None => None,
+        // Re-verify: the file is still what the plan saw (one read gives
+        // both the blob the journal records and the hash the plan saw).
+        let (old, now_hash) = match txn::current_with_content(root, path)? {
+            Some((file, bytes)) => (
+                Some(file),
+                Some(crate::model::hash::ContentHash::of(&bytes)),
+            ),
+            None => (None, None),
         };
         if now_hash != before {
             return Err(ApplyError::Refused(format!(
@@ -440,7 +440,7 @@ pub fn apply_site(
             "{name} is not adopted (hint: sitekeeper adopt {name} --detect)"
         )));
     }
-    let plan = ctx.plan(opts.now, opts.forced);
+    let plan = ctx.plan_to_apply(opts.now, opts.forced);
     if let Some(saved) = opts.saved {
         let Some(theirs) = saved.sites.iter().find(|s| s.site == name) else {
             return Err(ApplyError::Refused(format!(

@@ -253,6 +253,15 @@ fn current_cached(root: &Root, cache: &StatCache, path: &str) -> Result<Option<F
 
 /// The blob and mode of `path` on disk now, if present.
 pub fn current(root: &Root, path: &str) -> Result<Option<FileRef>, TxnError> {
+    Ok(current_with_content(root, path)?.map(|(f, _)| f))
+}
+
+/// [`current`], with the content read (a link's target, for links), so a
+/// caller that also hashes it reads the file once.
+pub fn current_with_content(
+    root: &Root,
+    path: &str,
+) -> Result<Option<(FileRef, Vec<u8>)>, TxnError> {
     let meta = match root.metadata(path) {
         Ok(m) => m,
         // A name too long for this file system cannot be there either; an
@@ -273,21 +282,24 @@ pub fn current(root: &Root, path: &str) -> Result<Option<FileRef>, TxnError> {
             let mut bytes = Vec::new();
             f.read_to_end(&mut bytes)
                 .map_err(io(format!("{path}: read")))?;
-            Ok(Some(FileRef {
+            let file = FileRef {
                 blob: BlobId::of(&bytes),
                 mode: meta.mode,
                 symlink: false,
-            }))
+            };
+            Ok(Some((file, bytes)))
         }
         Kind::Symlink => {
             let target = root
                 .read_link(path)
-                .map_err(io(format!("{path}: readlink")))?;
-            Ok(Some(FileRef {
-                blob: BlobId::of(target.as_encoded_bytes()),
+                .map_err(io(format!("{path}: readlink")))?
+                .into_encoded_bytes();
+            let link = FileRef {
+                blob: BlobId::of(&target),
                 mode: 0o777,
                 symlink: true,
-            }))
+            };
+            Ok(Some((link, target)))
         }
         other => Err(TxnError::Io {
             what: format!("{path}: refusing to replace {}", other.describe()),

@@ -345,6 +345,10 @@ pub struct SiteInput<'a> {
     pub now: jiff::Timestamp,
     /// Contents.
     pub contents: &'a dyn Contents,
+    /// Whether each changed file keeps its old content, for diffs. `apply`
+    /// renders none, so it plans without: the reads, and the memory of
+    /// every changed file's old bytes, are saved. Nothing else differs.
+    pub diffs: bool,
 }
 
 /// The checksum of a fix as written: its canonical JSON, so any change to

@@ -601,6 +601,10 @@ impl World {
     }
 
     fn plan(&self) -> SitePlan {
+        self.plan_with(true)
+    }
+
+    fn plan_with(&self, diffs: bool) -> SitePlan {
         let input = SiteInput {
             name: "s",
             labels: &self.labels,
@@ -620,6 +624,7 @@ impl World {
             approved: &self.approved,
             now: now(),
             contents: &self.mem,
+            diffs,
         };
         plan_site(&input)
     }
@@ -1059,4 +1064,42 @@ fn an_untrusted_source_is_held_even_with_nothing_to_do() {
         key: "SHA256:x".into(),
     };
     assert!(w.plan().held.is_empty());
+}
+
+#[test]
+fn planning_without_diffs_is_the_same_plan_without_the_old_contents() {
+    let mut w = World::new(&[
+        ("search.php", "<?php echo $q;\n"),
+        ("gone.php", "<?php // removed in 1.1.0\n"),
+    ]);
+    w.fixes.push(fix(XSS_FIX));
+    w.releases.push(rel("1.1.0"));
+    w.mem.payloads.insert(
+        "1.1.0".parse().unwrap(),
+        Arc::new(Payload::from_files(
+            [(
+                "search.php".into(),
+                (0o644, false, b"<?php echo esc2($q);\n".to_vec()),
+            )]
+            .into(),
+        )),
+    );
+    let with = w.plan_with(true);
+    let without = w.plan_with(false);
+    assert_eq!(with.plan_digest, without.plan_digest);
+    assert_eq!(
+        render::json(&Plan::new(vec![with.clone()])),
+        render::json(&Plan::new(vec![without.clone()]))
+    );
+    let files = |p: &SitePlan| -> Vec<(bool, bool)> {
+        p.actions
+            .iter()
+            .flat_map(|a| &a.files)
+            .map(|f| (f.old.is_some(), f.new.is_some()))
+            .collect()
+    };
+    // A modified and a deleted file: both have old contents for diffs...
+    assert_eq!(files(&with), vec![(true, false), (true, true)]);
+    // ...and none without, while the new content is there for applying.
+    assert_eq!(files(&without), vec![(false, false), (false, true)]);
 }

@@ -46,6 +46,7 @@ pub(super) struct Work<'a> {
     preserve: &'a [Glob],
     overlay: BTreeMap<String, Option<Arc<FileData>>>,
     read: Rc<RefCell<HashMap<String, Option<Arc<FileData>>>>>,
+    diffs: bool,
 }
 
 impl<'a> Work<'a> {
@@ -56,6 +57,7 @@ impl<'a> Work<'a> {
             preserve: input.preserve,
             overlay: BTreeMap::new(),
             read: Rc::default(),
+            diffs: input.diffs,
         }
     }
 
@@ -121,7 +123,7 @@ impl<'a> Work<'a> {
         if before == after && same_mode {
             return None;
         }
-        let old = if before.is_some() {
+        let old = if before.is_some() && self.diffs {
             self.content(path)
         } else {
             None
