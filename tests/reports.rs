@@ -6,9 +6,8 @@
 //! bare repository made with the `git` binary, local or behind `git daemon`.
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use serde_json::{Value, json};
@@ -18,7 +17,7 @@ use sitekeeper::apply::report::{
 use sitekeeper::load::{Fleet, LoadOptions, load};
 use sitekeeper::model::fleet::Reports;
 
-use crate::support::{fleet_with, git, run_fleet as run, stderr, write_tree};
+use crate::support::{GitDaemon, fleet_with, git, run_fleet as run, stderr, write_tree};
 
 /// A fleet whose `fleet.yaml` sends reports to `../target.git` (an empty
 /// bare repository), with site `shop` (its file gets `site_extra`) adopted
@@ -392,50 +391,6 @@ fn hosts_racing_on_a_local_repository_all_land() {
     );
 }
 
-/// `git daemon` serving `base` (with pushes enabled) on a free loopback
-/// port; killed when dropped.
-struct Daemon(Child, u16);
-
-impl Daemon {
-    fn start(base: &Path) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-            ])
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon(child, port);
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return daemon;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("git daemon did not start on port {port}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn hosts_racing_through_git_daemon_all_land() {
     let tmp = tempfile::tempdir().unwrap();
@@ -443,8 +398,8 @@ fn hosts_racing_through_git_daemon_all_land() {
     std::fs::create_dir(&base).unwrap();
     git(&base, &["init", "-q", "--bare", "target.git"]);
     let repo = base.join("target.git");
-    let daemon = Daemon::start(&base);
-    let url = format!("git://127.0.0.1:{}/target.git", daemon.1);
+    let daemon = GitDaemon::start_writable(&base);
+    let url = daemon.url("target.git");
     let mut attempts = Vec::new();
     for _ in 0..10 {
         attempts.extend(race(&url, &repo, tmp.path(), 4, 3));

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: running the binary, writing
 //! fleets into temporary directories, and making git repositories.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -266,13 +267,26 @@ pub struct GitDaemon {
 }
 
 impl GitDaemon {
-    /// Starts it.
+    /// Starts it, read-only.
     pub fn start(base: &Path) -> Self {
+        Self::start_with(base, &[])
+    }
+
+    /// Starts it, accepting pushes too.
+    pub fn start_writable(base: &Path) -> Self {
+        Self::start_with(base, &["--enable=receive-pack"])
+    }
+
+    fn start_with(base: &Path, extra: &[&str]) -> Self {
         let port = free_port();
+        // Its own process group: `git daemon` runs `git-daemon` as a child,
+        // which killing `git` alone would leave running after the test.
         let child = Command::new("git")
+            .process_group(0)
             .arg("daemon")
             .arg("--reuseaddr")
             .arg("--export-all")
+            .args(extra)
             .arg("--listen=127.0.0.1")
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
@@ -293,6 +307,9 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
