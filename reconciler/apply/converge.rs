@@ -669,7 +669,16 @@ pub fn apply_site(
         })?;
         // Numbered on from the apply's steps, so a crash test reaches them.
         let undo = locked.steps.undoing();
-        rollback_to(&mut locked, &points, to, &undo, opts, &by, Some(&reason))?;
+        rollback_to(
+            &mut locked,
+            &points,
+            to,
+            None,
+            &undo,
+            opts,
+            &by,
+            Some(&reason),
+        )?;
         if plan.to_version != plan.from_version
             && let Some(v) = &plan.to_version
         {
@@ -801,29 +810,41 @@ fn record_prestate(
     Ok(points.commit(&snapshot, meta)?)
 }
 
+/// What returning the tracked files to point `to` changes, from what is on
+/// disk now (the stat cache vouching for unchanged files).
+fn rollback_changes(locked: &Locked, points: &Points, to: u64) -> Result<Vec<Change>, ApplyError> {
+    let latest = points.latest()?.unwrap_or(to);
+    let cache = StatCache::load(&locked.state.stat_cache_path());
+    Ok(txn::diff(
+        &locked.root,
+        &cache,
+        points,
+        latest,
+        &points.snapshot(latest)?,
+        &points.snapshot(to)?,
+    )?)
+}
+
 /// Returns the tracked files to point `to`, as a new point (kind
 /// `rollback`); `error` marks an automatic rollback after a failed check.
+/// `changes` are [`rollback_changes`] to `to`, when the caller has them.
 /// Returns the new point, the files changed and the version restored.
+#[allow(clippy::too_many_arguments)]
 fn rollback_to(
     locked: &mut Locked,
     points: &Points,
     to: u64,
+    changes: Option<Vec<Change>>,
     steps: &Steps,
     opts: &Options<'_>,
     by: &By,
     error: Option<&str>,
 ) -> Result<(u64, usize, String), ApplyError> {
     let latest = points.latest()?.unwrap_or(to);
-    let target = points.snapshot(to)?;
-    let cache = StatCache::load(&locked.state.stat_cache_path());
-    let changes = txn::diff(
-        &locked.root,
-        &cache,
-        points,
-        latest,
-        &points.snapshot(latest)?,
-        &target,
-    )?;
+    let changes = match changes {
+        Some(changes) => changes,
+        None => rollback_changes(locked, points, to)?,
+    };
     for c in &changes {
         if let Some(old) = c.old
             && !points.has_blob(old.blob)
@@ -919,21 +940,20 @@ pub fn rollback_site(
         },
     };
     let by = By::here(opts.via);
-    let latest = points.latest()?.unwrap_or(to);
-    let cache = StatCache::load(&locked.state.stat_cache_path());
-    if txn::diff(
-        &locked.root,
-        &cache,
-        &points,
-        latest,
-        &points.snapshot(latest)?,
-        &points.snapshot(to)?,
-    )?
-    .is_empty()
-    {
+    let changes = rollback_changes(&locked, &points, to)?;
+    if changes.is_empty() {
         return Ok(Outcome::Unchanged);
     }
-    let (point, files, version) = rollback_to(&mut locked, &points, to, &steps, opts, &by, None)?;
+    let (point, files, version) = rollback_to(
+        &mut locked,
+        &points,
+        to,
+        Some(changes),
+        &steps,
+        opts,
+        &by,
+        None,
+    )?;
     Ok(Outcome::Changed {
         point,
         files,

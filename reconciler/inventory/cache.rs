@@ -22,38 +22,10 @@ use crate::model::hash::{BlobId, ContentHash};
 /// data changing, so it is not cached ("racily clean" in git's words).
 const RACY_NS: i128 = 2_000_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One file's stat data, then the raw SHA-256 and blob id of its content;
+/// stored as it is (postcard), so loading decodes no hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Cached {
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-    dev: u64,
-    mode: u32,
-    hash: ContentHash,
-    blob: BlobId,
-}
-
-/// Hashes by path, valid while each file's stat data is unchanged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StatCache {
-    entries: HashMap<String, Cached>,
-}
-
-/// The file's layout; a different version is an empty cache.
-const VERSION: u32 = 2;
-
-/// The cache as stored.
-#[derive(Serialize, Deserialize)]
-struct Disk {
-    version: u32,
-    entries: Vec<Record>,
-}
-
-/// One file as stored: the stat data, then the raw SHA-256 and blob id.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    path: String,
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -63,6 +35,16 @@ struct Record {
     hash: [u8; 32],
     blob: [u8; 20],
 }
+
+/// Hashes by path, valid while each file's stat data is unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatCache {
+    entries: HashMap<String, Cached>,
+}
+
+/// The file's layout: this number, the entries, a SHA-256 of both. A
+/// different version is an empty cache.
+const VERSION: u32 = 2;
 
 /// Now, in nanoseconds since the epoch.
 pub fn now_ns() -> i128 {
@@ -81,7 +63,7 @@ impl StatCache {
             && c.ino == meta.ino
             && c.dev == meta.dev
             && c.mode == meta.mode;
-        same.then_some((c.hash, c.blob))
+        same.then_some((ContentHash(c.hash), BlobId(c.blob)))
     }
 
     /// Records `path`, unless it changed too recently to be trusted.
@@ -104,8 +86,8 @@ impl StatCache {
                 ino: meta.ino,
                 dev: meta.dev,
                 mode: meta.mode,
-                hash,
-                blob,
+                hash: hash.0,
+                blob: blob.0,
             },
         );
     }
@@ -122,37 +104,19 @@ impl StatCache {
 
     /// Reads the cache at `path`; anything unreadable is an empty cache.
     pub fn load(path: &Path) -> Self {
-        let Some(disk) = std::fs::read(path)
+        std::fs::read(path)
             .ok()
             .and_then(|bytes| {
                 // A body that does not match its checksum (torn by a crash)
                 // is no cache at all.
                 let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
                 (Sha256::digest(body)[..] == *sum).then_some(())?;
-                postcard::from_bytes::<Disk>(body).ok()
+                let (version, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+                (version == VERSION).then_some(())?;
+                postcard::from_bytes(rest).ok()
             })
-            .filter(|d| d.version == VERSION)
-        else {
-            return Self::default();
-        };
-        let entries = disk
-            .entries
-            .into_iter()
-            .map(|r| {
-                let cached = Cached {
-                    size: r.size,
-                    mtime_ns: r.mtime_ns,
-                    ctime_ns: r.ctime_ns,
-                    ino: r.ino,
-                    dev: r.dev,
-                    mode: r.mode,
-                    hash: ContentHash(r.hash),
-                    blob: BlobId(r.blob),
-                };
-                (r.path, cached)
-            })
-            .collect();
-        Self { entries }
+            .map(|entries| Self { entries })
+            .unwrap_or_default()
     }
 
     /// Writes the cache to `path` atomically (temp file, rename), with a
@@ -160,24 +124,7 @@ impl StatCache {
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let body = Disk {
-            version: VERSION,
-            entries: self
-                .entries
-                .iter()
-                .map(|(path, c)| Record {
-                    path: path.clone(),
-                    size: c.size,
-                    mtime_ns: c.mtime_ns,
-                    ctime_ns: c.ctime_ns,
-                    ino: c.ino,
-                    dev: c.dev,
-                    mode: c.mode,
-                    hash: c.hash.0,
-                    blob: c.blob.0,
-                })
-                .collect(),
-        };
+        let body = (VERSION, &self.entries);
         let mut bytes = postcard::to_allocvec(&body).map_err(std::io::Error::other)?;
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum);

@@ -191,3 +191,20 @@ impl SiteState {
         self.dir.join("statcache.bin")
     }
 }
+
+/// Runs the `git` binary in `dir` for a test, asserting success; returns
+/// its standard output. The real git checks what sitekeeper writes.
+#[cfg(test)]
+fn test_git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -282,22 +282,8 @@ mod tests {
         for oid in &all {
             assert!(odb.exists(*oid));
         }
-        let out = std::process::Command::new("git")
-            .args(["fsck", "--strict"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = std::process::Command::new("git")
-            .args(["count-objects", "-v"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        crate::store::test_git(dir.path(), &["fsck", "--strict"]);
+        let text = crate::store::test_git(dir.path(), &["count-objects", "-v"]);
         assert!(text.contains("in-pack: 400"), "{text}");
     }
 }

@@ -609,19 +609,7 @@ mod tests {
         assert!(points.has_blob(c), "a flushed blob is found");
         // The hand-built trees and commits are what git itself would write:
         // its strictest check finds nothing, and the objects are packed.
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path().join("points.git"))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let git = |args: &[&str]| crate::store::test_git(&dir.path().join("points.git"), args);
         git(&["fsck", "--strict", "--no-dangling"]);
         let listing = git(&["ls-tree", "-r", "refs/points/1"]);
         assert!(listing.contains("100755 blob"), "{listing}");
