@@ -299,7 +299,7 @@ fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents),
             )));
         }
         let new_ref = new.map(|d| {
-            let blob = BlobId::of(&d.bytes);
+            let blob = d.blob();
             contents.insert(blob, std::sync::Arc::clone(d));
             FileRef {
                 blob,
@@ -336,11 +336,14 @@ fn read(root: &Root, path: &str) -> Result<Vec<u8>, ApplyError> {
 }
 
 /// Stores every old and new content in `points.git` before anything changes.
+/// New contents the plan only names are read from the catalog one at a
+/// time here, so memory stays bounded by the largest file.
 fn store_blobs(
     root: &Root,
     points: &Points,
     changes: &[Change],
     contents: &Contents,
+    catalog: &dyn crate::plan::Contents,
 ) -> Result<(), ApplyError> {
     for c in changes {
         if let Some(old) = c.old
@@ -354,7 +357,10 @@ fn store_blobs(
             let data = contents
                 .get(&new.blob)
                 .ok_or_else(|| ApplyError::Failed(format!("{}: new content missing", c.path)))?;
-            points.write_blob(&data.bytes)?;
+            let bytes = data
+                .load(catalog)
+                .map_err(|e| ApplyError::Failed(format!("{}: {e}", c.path)))?;
+            points.write_blob(&bytes)?;
         }
     }
     // Recovery finishes or undoes the change from these blobs: the
@@ -366,7 +372,7 @@ fn store_blobs(
 /// system, and snapshots in the state dir.
 fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
     let failed = |e: std::io::Error| ApplyError::Failed(format!("free space: {e}"));
-    let changed: u64 = contents.values().map(|d| d.bytes.len() as u64).sum::<u64>() + (1 << 20);
+    let changed: u64 = contents.values().map(|d| d.len() as u64).sum::<u64>() + (1 << 20);
     // The symlink layout builds a whole new release directory.
     let (tree_bytes, tree_entries) = match locked.layout {
         Layout::InPlace => (0, 0),
@@ -489,7 +495,7 @@ pub fn apply_site(
     let (changes, contents) = plan_changes(&locked.root, &plan)?;
     check_space(&locked, &contents)?;
     let points = locked.state.points()?;
-    store_blobs(&locked.root, &points, &changes, &contents)?;
+    store_blobs(&locked.root, &points, &changes, &contents, &ctx)?;
     let by = By::here(opts.via);
     let env_from = plan.from_version.clone().unwrap_or_default();
     let env_to = plan.to_version.clone().unwrap_or_default();

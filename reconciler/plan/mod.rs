@@ -26,7 +26,7 @@ use crate::model::values::{Glob, Version};
 use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
 use crate::model::{Approval, Catalog, Fix, Op, Release};
 use crate::policy::{Effective, Provenance};
-pub use work::FileData;
+pub use work::{Body, FileData};
 use work::Work;
 
 /// Why an item is not done (SPEC §3.1 `held[].code`).
@@ -703,7 +703,8 @@ fn upgrade(
         match t {
             Some(t) => {
                 let bytes = input.contents.payload_blob(to, t.blob).map_err(fail)?;
-                wanted.push((path.clone(), Some(FileData::new(bytes, t.mode, t.symlink))));
+                let data = work.payload_data(to, t.blob, bytes, t.mode, t.symlink);
+                wanted.push((path.clone(), Some(data)));
             }
             None => wanted.push((path.clone(), None)),
         }
@@ -742,6 +743,15 @@ enum FixOutcome {
     Skip,
     Held(Held),
     Action(Action),
+}
+
+/// A fix held because a content it needs cannot be read.
+fn unreadable(item: String, error: &str) -> FixOutcome {
+    FixOutcome::Held(Held {
+        item,
+        code: HeldCode::FixTargetMissing,
+        reason: format!("its content cannot be read: {error}"),
+    })
 }
 
 /// Whether the site takes this fix at all, or the held item saying why not.
@@ -871,17 +881,21 @@ fn plan_fix(
                         states.push((path, FileState::Applicable));
                         continue;
                     }
-                    let Some(current) = trial.content(&path) else {
-                        states.push((path, FileState::Missing));
-                        continue;
+                    let current = match trial.content(&path) {
+                        Ok(Some(current)) => current,
+                        Ok(None) => {
+                            states.push((path, FileState::Missing));
+                            continue;
+                        }
+                        Err(e) => return unreadable(item, &e),
                     };
                     // A link's "content" is its target: text ops never edit it.
                     if current.symlink {
                         continue;
                     }
                     let outcome = match op {
-                        Op::Replace(r) => fixops::replace(&current.bytes, r),
-                        Op::Regex(r) => fixops::regex(&current.bytes, r),
+                        Op::Replace(r) => fixops::replace(current.bytes().unwrap_or_default(), r),
+                        Op::Regex(r) => fixops::regex(current.bytes().unwrap_or_default(), r),
                         _ => continue,
                     };
                     let state = match outcome.state {
@@ -923,19 +937,17 @@ fn plan_fix(
                 };
                 let new = match new {
                     Ok(n) => n,
-                    Err(e) => {
-                        return FixOutcome::Held(Held {
-                            item,
-                            code: HeldCode::FixTargetMissing,
-                            reason: format!("its content cannot be read: {e}"),
-                        });
-                    }
+                    Err(e) => return unreadable(item, &e),
                 };
-                let current = trial.content(&path);
+                let current = match trial.content(&path) {
+                    Ok(c) => c,
+                    Err(e) => return unreadable(item, &e),
+                };
+                let now = current.as_ref().and_then(|c| c.bytes());
                 let state = if let Op::Add(_) = op {
-                    fixops::add(current.as_ref().map(|c| c.bytes.as_slice()))
+                    fixops::add(now)
                 } else {
-                    fixops::write(current.as_ref().map(|c| c.bytes.as_slice()), &new)
+                    fixops::write(now, &new)
                 };
                 if state == FileState::Applicable {
                     // A link's 0o777 is no file mode: a file written in

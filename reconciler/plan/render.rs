@@ -148,8 +148,13 @@ fn hash(h: Option<crate::model::hash::ContentHash>) -> String {
 
 /// A unified diff of one file, or a summary for binary files and links.
 fn file_diff(f: &FileChange) -> String {
-    let old = f.old.as_ref().map(|d| d.bytes.as_slice()).unwrap_or(b"");
-    let new = f.new.as_ref().map(|d| d.bytes.as_slice()).unwrap_or(b"");
+    let old = f.old.as_ref().and_then(|d| d.bytes()).unwrap_or(b"");
+    let new = f.new.as_ref().and_then(|d| d.bytes()).unwrap_or(b"");
+    // A plan made to be applied names payload contents without holding
+    // them; it has no diff to show.
+    if f.new.as_ref().is_some_and(|d| d.bytes().is_none()) {
+        return file_line(f);
+    }
     if is_binary(old)
         || is_binary(new)
         || std::str::from_utf8(old).is_err()
@@ -429,7 +434,7 @@ fn site_names(sites: &[&SitePlan]) -> String {
 fn file_line(f: &FileChange) -> String {
     let size = |d: &Option<std::sync::Arc<super::FileData>>| {
         d.as_ref()
-            .map_or_else(|| "–".to_owned(), |d| super::thousands(d.bytes.len()))
+            .map_or_else(|| "–".to_owned(), |d| super::thousands(d.len()))
     };
     format!(
         "- `{}` ({}): {} → {} bytes, {} → {}\n",

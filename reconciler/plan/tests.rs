@@ -1103,3 +1103,34 @@ fn planning_without_diffs_is_the_same_plan_without_the_old_contents() {
     // ...and none without, while the new content is there for applying.
     assert_eq!(files(&without), vec![(false, false), (false, true)]);
 }
+
+#[test]
+fn plans_to_apply_name_payload_contents_and_fixes_still_land_on_them() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(&XSS_FIX.replace("fixed_in: 1.1.0\n", "")));
+    w.releases.push(rel("1.1.0"));
+    let upgraded = b"<?php $n = 1; echo $q;\n".to_vec();
+    w.mem.payloads.insert(
+        "1.1.0".parse().unwrap(),
+        Arc::new(Payload::from_files(
+            [("search.php".into(), (0o644, false, upgraded.clone()))].into(),
+        )),
+    );
+    let with = w.plan_with(true);
+    let without = w.plan_with(false);
+    assert_eq!(with.plan_digest, without.plan_digest);
+    let kinds: Vec<_> = without.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, vec![ActionKind::Upgrade, ActionKind::Fix]);
+    // The upgrade names the release's blob without holding its bytes...
+    let new = without.actions[0].files[0].new.clone().unwrap();
+    assert_eq!(new.bytes(), None);
+    assert_eq!(new.blob(), BlobId::of(&upgraded));
+    assert_eq!(new.load(&w.mem).unwrap().as_ref(), upgraded.as_slice());
+    // ...and the fix, which read it again, lands on the new release.
+    let fixed = without.actions[1].files[0].new.clone().unwrap();
+    assert_eq!(fixed.bytes(), Some(&b"<?php $n = 1; echo esc($q);\n"[..]));
+    // A plan with diffs holds the same contents in memory.
+    let held = with.actions[0].files[0].new.clone().unwrap();
+    assert_eq!(held.bytes(), Some(upgraded.as_slice()));
+    assert_eq!(held.hash, new.hash);
+}
