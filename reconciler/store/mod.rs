@@ -6,6 +6,7 @@
 //! content-addressed, so a crash can lose at most the record being written.
 
 pub mod ledger;
+pub mod listing;
 pub mod lock;
 pub mod pack;
 pub mod points;
