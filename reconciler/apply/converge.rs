@@ -513,17 +513,17 @@ pub fn apply_site(
     // The state before the change is recorded first, so a rollback restores
     // it: local changes to tracked files, and files the change touches that
     // no point tracks yet (a theme override a fix lands on).
-    let untracked: Vec<String> = {
-        let tracked = match ctx.point {
-            Some(n) => points.snapshot(n)?,
-            None => Default::default(),
-        };
-        changes
-            .iter()
-            .filter(|c| c.old.is_some() && !tracked.contains_key(&c.path))
-            .map(|c| c.path.clone())
-            .collect()
-    };
+    // The last point's file list was read when the site was gathered.
+    let tracked = ctx
+        .installed
+        .as_ref()
+        .filter(|_| ctx.point.is_some())
+        .map(|i| &i.snapshot);
+    let untracked: Vec<String> = changes
+        .iter()
+        .filter(|c| c.old.is_some() && !tracked.is_some_and(|t| t.contains_key(&c.path)))
+        .map(|c| c.path.clone())
+        .collect();
     let mut base = ctx.point;
     if !plan.drift.is_empty() || !untracked.is_empty() {
         base = Some(record_prestate(&locked, &points, &ctx, &untracked, opts)?);

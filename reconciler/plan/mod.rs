@@ -26,8 +26,8 @@ use crate::model::values::{Glob, Version};
 use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
 use crate::model::{Approval, Catalog, Fix, Op, Release};
 use crate::policy::{Effective, Provenance};
-pub use work::{Body, FileData};
 use work::Work;
+pub use work::{Body, FileData};
 
 /// Why an item is not done (SPEC §3.1 `held[].code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -111,7 +111,9 @@ impl FileData {
                 // so this only fails on a broken store, never by returning
                 // other bytes than the plan hashed.
                 if ContentHash::of(&bytes) != self.hash {
-                    return Err(format!("blob {blob} of {version} changed while it was applied"));
+                    return Err(format!(
+                        "blob {blob} of {version} changed while it was applied"
+                    ));
                 }
                 Ok(Cow::Owned(bytes))
             }

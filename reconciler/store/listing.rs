@@ -42,7 +42,8 @@ pub fn save(
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let list: Vec<(&str, [u8; 20])> = files.iter().map(|(p, b)| (p.as_str(), b.0)).collect();
-    let mut bytes = postcard::to_allocvec(&(VERSION, commit, list)).map_err(std::io::Error::other)?;
+    let mut bytes =
+        postcard::to_allocvec(&(VERSION, commit, list)).map_err(std::io::Error::other)?;
     let sum = Sha256::digest(&bytes);
     bytes.extend_from_slice(&sum);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
@@ -56,10 +57,14 @@ mod tests {
     use super::*;
 
     fn files() -> BTreeMap<String, BlobId> {
-        [("a/b.php", b"b" as &[u8]), ("a/c.php", b"c"), ("index.php", b"i")]
-            .into_iter()
-            .map(|(p, c)| (p.to_owned(), BlobId::of(c)))
-            .collect()
+        [
+            ("a/b.php", b"b" as &[u8]),
+            ("a/c.php", b"c"),
+            ("index.php", b"i"),
+        ]
+        .into_iter()
+        .map(|(p, c)| (p.to_owned(), BlobId::of(c)))
+        .collect()
     }
 
     #[test]
@@ -69,7 +74,11 @@ mod tests {
         assert_eq!(load(&path, [1; 20]), None, "no file, no list");
         save(&path, [1; 20], &files()).unwrap();
         assert_eq!(load(&path, [1; 20]), Some(files()));
-        assert_eq!(load(&path, [2; 20]), None, "another point's list is not this one's");
+        assert_eq!(
+            load(&path, [2; 20]),
+            None,
+            "another point's list is not this one's"
+        );
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
         assert_eq!(load(&path, [1; 20]), None, "a torn file is no list");

@@ -318,7 +318,10 @@ impl Points {
         Ok(out)
     }
 
-    fn walk_blobs(&self, commit: &git2::Commit<'_>) -> Result<BTreeMap<String, BlobId>, StoreError> {
+    fn walk_blobs(
+        &self,
+        commit: &git2::Commit<'_>,
+    ) -> Result<BTreeMap<String, BlobId>, StoreError> {
         let tree = commit.tree().map_err(self.git())?;
         let mut out = BTreeMap::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
