@@ -11,13 +11,14 @@
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all |
 //! | [`watch`] | the daemon: triggers, requeue and backoff, file watching, the HTTP endpoints; the only owner of tokio | `apply` and below |
 //! | [`apply`] | gathers a site's observed state and trust verdict (signatures, no downgrade); adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; upgrade notices (`notices.json`); opt-in status reports pushed to the fleet's report repo | all below |
-//! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model`, `durability` |
+//! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
 //! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `model` |
-//! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model` |
+//! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model`, `cachefile` |
 //! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
 //! | [`confined`] | every read of a site's files and of a directory catalog or fleet: `openat2` beneath the root, no links | `durability` |
+//! | [`cachefile`] | cache files in the state dir: versioned, checksummed, renamed into place without fsync; what a crash left of them is removed under the lock | nothing of ours |
 //! | [`durability`] | for crash tests only: what a crash could lose (unsynced data and entries), and losing it; inert otherwise | nothing of ours |
 //! | [`model`] | the types of every YAML file, checked as parsed; no I/O | nothing of ours |
 //!
@@ -33,6 +34,7 @@
 //!   [`model::values::Version`] is full semver, a path cannot climb out.
 
 pub mod apply;
+pub mod cachefile;
 pub mod cli;
 pub mod confined;
 pub mod durability;

@@ -223,6 +223,12 @@ fn lock_and_recover(
         crate::policy::resolve(fleet, site).map_err(|d| ApplyError::Failed(d.to_string()))?;
     let layout = effective.layout.value;
     let steps = Steps::from_env().cancellable(opts.cancel.cloned());
+    crate::cachefile::remove_temps(state.dir()).map_err(|e| {
+        ApplyError::Failed(format!(
+            "{name}: removing what a crash left in {}: {e}",
+            state.dir().display()
+        ))
+    })?;
     txn::recover(
         &root,
         &state,

@@ -40,6 +40,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
         .state
         .lock(true)
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    remove_cache_temps(&ctx.state)?;
     if let Some(point) = ctx.point {
         printer.error(
             &AdoptError::Already {
@@ -92,4 +93,15 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
         }
         Err(e) => Err(CliError::Failed(e.to_string())),
     }
+}
+
+/// Removes cache temp files an earlier crash left in the site's state dir
+/// (the other commands that take the lock do so as they recover).
+fn remove_cache_temps(state: &crate::store::SiteState) -> Result<(), CliError> {
+    crate::cachefile::remove_temps(state.dir()).map_err(|e| {
+        CliError::Failed(format!(
+            "removing what a crash left in {}: {e}",
+            state.dir().display()
+        ))
+    })
 }

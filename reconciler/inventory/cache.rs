@@ -4,15 +4,13 @@
 //! never a wrong answer.
 //!
 //! It is read on every plan, so it is stored compactly (postcard, raw hash
-//! bytes, a SHA-256 of the body at the end) and written only when a scan
-//! changed it.
+//! bytes, in a [`crate::cachefile`]) and written only when a scan changed
+//! it.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::confined::Meta;
 use crate::model::hash::{BlobId, ContentHash};
@@ -42,9 +40,9 @@ pub struct StatCache {
     entries: HashMap<String, Cached>,
 }
 
-/// The file's layout: this number, the entries, a SHA-256 of both. A
-/// different version is an empty cache.
-const VERSION: u32 = 2;
+/// The body's layout ([`crate::cachefile`] adds the version and the
+/// checksum). A different version is an empty cache.
+const VERSION: u32 = 3;
 
 /// Now, in nanoseconds since the epoch.
 pub fn now_ns() -> i128 {
@@ -104,37 +102,19 @@ impl StatCache {
 
     /// Reads the cache at `path`; anything unreadable is an empty cache.
     pub fn load(path: &Path) -> Self {
-        std::fs::read(path)
-            .ok()
-            .and_then(|bytes| {
-                // A body that does not match its checksum (torn by a crash)
-                // is no cache at all.
-                let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-                (Sha256::digest(body)[..] == *sum).then_some(())?;
-                let (version, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
-                (version == VERSION).then_some(())?;
-                postcard::from_bytes(rest).ok()
-            })
+        crate::cachefile::load(path, VERSION)
+            .and_then(|body| postcard::from_bytes(&body).ok())
             .map(|entries| Self { entries })
             .unwrap_or_default()
     }
 
-    /// Writes the cache to `path` atomically (temp file, rename), with a
-    /// checksum.
+    /// Writes the cache to `path` atomically, with a checksum and no fsync:
+    /// after a crash the file is this one, an older one (still right for
+    /// the stat data it records) or one that fails its checksum; none gives
+    /// a wrong answer.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let body = (VERSION, &self.entries);
-        let mut bytes = postcard::to_allocvec(&body).map_err(std::io::Error::other)?;
-        let sum = Sha256::digest(&bytes);
-        bytes.extend_from_slice(&sum);
-        // Not fsynced: after a crash the file is this one, an older one
-        // (still right for the stat data it records) or a torn one that
-        // fails its checksum; none gives a wrong answer.
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.as_file_mut().write_all(&bytes)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        let body = postcard::to_allocvec(&self.entries).map_err(std::io::Error::other)?;
+        crate::cachefile::save(path, VERSION, &body)
     }
 }
 
