@@ -61,7 +61,11 @@ fn an_apply_converges_and_a_second_does_nothing() {
     );
     let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
     assert_eq!(ledger.lines().count(), 3, "adopt, upgrade, fix: {ledger}");
+    // What a crash while saving a cache leaves; the next apply removes it.
+    let torn = dir.path().join("state/s/.tmp-cache-statcache.bin.x1Y2z3");
+    std::fs::write(&torn, b"half a cache").unwrap();
     let out = run(dir.path(), &["apply"]);
+    assert!(!torn.exists(), "a cache's temp file was left behind");
     assert!(
         stdout(&out).contains("s: nothing to do"),
         "{}",
