@@ -51,6 +51,19 @@ pub fn save(path: &Path, version: u32, body: &[u8]) -> std::io::Result<()> {
 /// Removes cache temp files a crash left in `dir`. Called under the site's
 /// lock; a reader saving a cache at that instant only loses that save.
 pub fn remove_temps(dir: &Path) -> std::io::Result<()> {
+    remove_prefixed(dir, TEMP_PREFIX, |path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    })
+}
+
+/// Calls `remove` on every entry of `dir` whose name starts with `prefix`
+/// (temp files of a known name); a missing `dir` has none.
+pub fn remove_prefixed(
+    dir: &Path,
+    prefix: &str,
+    remove: impl Fn(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -58,11 +71,8 @@ pub fn remove_temps(dir: &Path) -> std::io::Result<()> {
     };
     for entry in entries {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            match std::fs::remove_file(entry.path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            remove(&entry.path())?;
         }
     }
     Ok(())

@@ -163,18 +163,7 @@ fn remove_temps(path: &Path) -> std::io::Result<()> {
     let (Some(dir), prefix) = (path.parent(), temp_prefix(path)) else {
         return Ok(());
     };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            remove_durably(&entry.path())?;
-        }
-    }
-    Ok(())
+    crate::cachefile::remove_prefixed(dir, &prefix, remove_durably)
 }
 
 /// Fsyncs directory `dir`, so the entries just made in it are durable.
