@@ -146,13 +146,61 @@ fn a_failing_health_check_rolls_back_and_quarantines() {
         .map(|h| h["code"].as_str().unwrap())
         .collect();
     assert!(held.contains(&"quarantined"), "{held:?}");
-    // An operator can try the release again on purpose.
+    // The release and the fix the change carried are both quarantined.
+    let out = run(dir.path(), &["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        status[0]["quarantined"],
+        serde_json::json!(["release 1.0.1", "fix 0001-greet"]),
+        "{status}"
+    );
+    // History tells the truth: the change's point failed its check.
+    let out = run(dir.path(), &["history", "s", "--format", "json"]);
+    let history: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let health: Vec<(&str, &str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap(),
+                p["health"].as_str().unwrap(),
+                p["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        health,
+        [
+            ("rollback", "skipped", "ok"),
+            ("apply", "failed", "rolled_back"),
+            ("adopt", "skipped", "ok")
+        ]
+    );
+    // An operator can try the release again on purpose; the fix, which
+    // is what broke the check, stays quarantined, so the release lands.
     let out = run(dir.path(), &["apply", "--release", "1.0.1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(dir.path(), &["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        status[0]["quarantined"],
+        serde_json::json!(["fix 0001-greet"]),
+        "a release that succeeded is no longer quarantined: {status}"
+    );
+    // Lifting the fix tries it again: still unhealthy, so rolled back.
+    let out = run(dir.path(), &["apply", "--fix", "0001-greet"]);
     assert_eq!(
         out.status.code(),
         Some(1),
         "still unhealthy: {}",
         stderr(&out)
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("site/index.php"))
+            .unwrap()
+            .contains("echo"),
+        "rolled back"
     );
 }
 

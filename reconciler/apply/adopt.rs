@@ -7,7 +7,8 @@ use std::io::Read;
 use super::SiteContext;
 use crate::model::values::{Timestamp, Version};
 use crate::store::{
-    By, LedgerKind, LedgerResult, PointKind, PointMeta, Record, Snapshot, SnapshotEntry, StoreError,
+    By, LedgerKind, LedgerResult, PointKind, PointMeta, PointResult, Record, Snapshot,
+    SnapshotEntry, StoreError,
 };
 
 /// What adoption recorded.
@@ -104,8 +105,8 @@ pub fn adopt(
         fixes: Vec::new(),
         plan_digest: None,
         catalog_commit: ctx.catalog.source.commit().map(str::to_owned),
-        health: "skipped".into(),
-        result: "ok".into(),
+        legacy_health: None,
+        result: PointResult::Ok,
         modes: Default::default(),
         txn: None,
         release_dir: None,

@@ -76,8 +76,14 @@ pub struct SiteContext<'f> {
     pub installed: Option<Installed>,
     /// For a site not adopted: the release it looks like.
     pub detection: Option<Detection>,
-    /// Releases quarantined on it.
+    /// What failed on it and is skipped (`quarantine.json`).
+    pub quarantine: crate::store::Quarantine,
+    /// The quarantined releases, as versions.
     pub quarantined: Vec<Version>,
+    /// The quarantined fixes: id → checksum when they failed.
+    pub quarantined_fixes: BTreeMap<String, String>,
+    /// Preflight checks that fail now (SPEC §6.7).
+    pub preflight: Vec<crate::plan::PreflightFailure>,
     /// The site's approvals (`approvals/<site>.yaml`), oldest first. Per
     /// site, as SPEC §2.1 files them: a digest shared by several sites is
     /// approved for each by listing it in each file (`approve A B …`).
@@ -143,7 +149,22 @@ impl<'f> SiteContext<'f> {
             None => None,
         };
         let trust = super::trust::verdict(fleet, catalog, points.as_ref())?;
-        let quarantined = read_quarantine(&state);
+        // A damaged quarantine is an error: reading it as empty would let
+        // a change that failed through again (SPEC §6.2).
+        let quarantine = crate::store::Quarantine::read(&state)?;
+        let quarantined = quarantine
+            .releases
+            .iter()
+            .filter_map(|r| r.version.parse().ok())
+            .collect();
+        let quarantined_fixes = quarantine
+            .fixes
+            .iter()
+            .map(|f| (f.id.clone(), f.checksum.clone()))
+            .collect();
+        let releases: Vec<crate::model::Release> =
+            catalog.releases.iter().map(|r| r.value.clone()).collect();
+        let preflight = super::preflight::gather(site, &effective, &releases, &root_path);
         let approved = fleet
             .approvals
             .get(&name)
@@ -161,11 +182,14 @@ impl<'f> SiteContext<'f> {
             point,
             installed: None,
             detection: None,
+            quarantine,
             quarantined,
+            quarantined_fixes,
+            preflight,
             approved,
             trust,
             payloads: RefCell::default(),
-            releases: catalog.releases.iter().map(|r| r.value.clone()).collect(),
+            releases,
             fixes: catalog.fixes.iter().map(|f| f.value.clone()).collect(),
         };
         ctx.installed = match (&ctx.points, ctx.point) {
@@ -183,7 +207,7 @@ impl<'f> SiteContext<'f> {
                 Some(Installed {
                     version,
                     snapshot,
-                    fixes: applied_fixes(&ctx.state)?,
+                    fixes: applied_fixes(&ctx.state, &meta.fixes)?,
                 })
             }
             _ => {
@@ -262,16 +286,28 @@ impl<'f> SiteContext<'f> {
 
     /// Plans the site at `now`.
     pub fn plan(&self, now: jiff::Timestamp, forced: Option<&Version>) -> SitePlan {
-        self.plan_with(now, forced, true)
+        self.plan_with(now, forced, None, true)
     }
 
     /// [`SiteContext::plan`] without the old contents that only diffs use:
     /// the same plan and digest, for `apply`, which renders no diff.
-    pub fn plan_to_apply(&self, now: jiff::Timestamp, forced: Option<&Version>) -> SitePlan {
-        self.plan_with(now, forced, false)
+    /// `forced_fix` (`apply --fix ID`) lifts that fix's quarantine.
+    pub fn plan_to_apply(
+        &self,
+        now: jiff::Timestamp,
+        forced: Option<&Version>,
+        forced_fix: Option<&str>,
+    ) -> SitePlan {
+        self.plan_with(now, forced, forced_fix, false)
     }
 
-    fn plan_with(&self, now: jiff::Timestamp, forced: Option<&Version>, diffs: bool) -> SitePlan {
+    fn plan_with(
+        &self,
+        now: jiff::Timestamp,
+        forced: Option<&Version>,
+        forced_fix: Option<&str>,
+        diffs: bool,
+    ) -> SitePlan {
         let input = SiteInput {
             name: self.site.site.as_str(),
             labels: &self.site.labels,
@@ -287,7 +323,10 @@ impl<'f> SiteContext<'f> {
             detection: self.detection.clone(),
             inventory: &self.inventory,
             quarantined: &self.quarantined,
+            quarantined_fixes: &self.quarantined_fixes,
             forced,
+            forced_fix,
+            preflight: &self.preflight,
             approved: &self.approved,
             now,
             contents: self,
@@ -335,30 +374,25 @@ impl Contents for SiteContext<'_> {
     }
 }
 
-/// Releases quarantined on the site (`quarantine.json`, a list of versions).
-fn read_quarantine(state: &SiteState) -> Vec<Version> {
-    std::fs::read(state.dir().join("quarantine.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.parse().ok())
-        .collect()
-}
-
-/// Fixes applied since the last upgrade or adoption, with their checksums.
-fn applied_fixes(state: &SiteState) -> Result<BTreeMap<String, String>, StoreError> {
-    let mut out = BTreeMap::new();
+/// The fixes in the site's files now (`fixes`, as the latest point names
+/// them), each with the checksum it had when it was last applied.
+///
+/// The point, not the ledger, says which fixes are in: a change that was
+/// rolled back left its fix records behind, but not its fixes.
+fn applied_fixes(
+    state: &SiteState,
+    fixes: &[String],
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut sums = BTreeMap::new();
     for r in state.ledger().read()? {
-        match (r.kind, r.result) {
-            (LedgerKind::Adopt | LedgerKind::Upgrade, LedgerResult::Ok) => out.clear(),
-            (LedgerKind::Fix, LedgerResult::Ok) => {
-                if let (Some(id), Some(sum)) = (r.id, r.checksum) {
-                    out.insert(id, sum);
-                }
-            }
-            _ => {}
+        if let (LedgerKind::Fix, LedgerResult::Ok, Some(id), Some(sum)) =
+            (r.kind, r.result, r.id, r.checksum)
+        {
+            sums.insert(id, sum);
         }
     }
-    Ok(out)
+    Ok(fixes
+        .iter()
+        .filter_map(|id| sums.get(id).map(|sum| (id.clone(), sum.clone())))
+        .collect())
 }

@@ -20,7 +20,8 @@ use crate::model::values::{Timestamp, Version};
 use crate::model::words::Layout;
 use crate::plan::{ActionKind, HeldCode, Plan, SitePlan, fix_checksum};
 use crate::store::{
-    By, LedgerKind, LedgerResult, PointKind, PointMeta, Points, Record, SiteState, StoreError,
+    By, Health, LedgerKind, LedgerResult, PointKind, PointMeta, PointResult, Points, Record,
+    SiteState, StoreError, Verdicts,
 };
 
 /// How `apply` or `rollback` ended for a site.
@@ -39,26 +40,64 @@ pub enum Outcome {
     },
 }
 
-/// Why it did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// Refused before anything was written (exit 3).
-    #[error("{0}")]
-    Refused(String),
-    /// It failed and the site was returned to its state before (exit 1).
-    #[error("{0}")]
-    Failed(String),
-}
+pub use super::error::{ApplyError, ErrorClass};
 
 impl From<TxnError> for ApplyError {
     fn from(e: TxnError) -> Self {
-        ApplyError::Failed(e.to_string())
+        let full = super::error::is_disk_full(&e);
+        ApplyError::failed("", e, full)
     }
 }
 
 impl From<StoreError> for ApplyError {
     fn from(e: StoreError) -> Self {
-        ApplyError::Failed(e.to_string())
+        if super::error::is_disk_full(&e) {
+            ApplyError::StorageFull {
+                site: String::new(),
+                detail: e.to_string(),
+            }
+        } else {
+            ApplyError::Internal {
+                site: String::new(),
+                detail: e.to_string(),
+            }
+        }
+    }
+}
+
+impl ApplyError {
+    /// Names `site` in an error made where the site was not at hand
+    /// (the `From` conversions above).
+    fn at(mut self, name: &str) -> Self {
+        let site = match &mut self {
+            ApplyError::LockBusy { site }
+            | ApplyError::SerializeBusy { site, .. }
+            | ApplyError::Stopping { site }
+            | ApplyError::NotAdopted { site }
+            | ApplyError::StalePlan { site, .. }
+            | ApplyError::ApprovalMissing { site, .. }
+            | ApplyError::Untrusted { site, .. }
+            | ApplyError::DriftBlocked { site, .. }
+            | ApplyError::Preflight { site, .. }
+            | ApplyError::NoPoint { site, .. }
+            | ApplyError::RolledBack { site, .. }
+            | ApplyError::StorageFull { site, .. }
+            | ApplyError::Failed { site, .. }
+            | ApplyError::Invalid { site, .. }
+            | ApplyError::Internal { site, .. } => site,
+        };
+        if site.is_empty() {
+            *site = name.to_owned();
+        }
+        self
+    }
+}
+
+/// A change failed (and was undone, or never started): `detail` says what.
+fn failed(site: &str, detail: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Failed {
+        site: site.to_owned(),
+        detail: detail.to_string(),
     }
 }
 
@@ -70,8 +109,10 @@ pub struct Options<'a> {
     pub wait: bool,
     /// `apply --plan FILE`: the saved plan to apply exactly.
     pub saved: Option<&'a Plan>,
-    /// `apply --release V`.
+    /// `apply --release V`: lifts that release's quarantine.
     pub forced: Option<&'a Version>,
+    /// `apply --fix ID`: lifts that fix's quarantine.
+    pub forced_fix: Option<&'a str>,
     /// Now.
     pub now: jiff::Timestamp,
     /// The state dir.
@@ -127,15 +168,16 @@ fn serialize_lock(
 ) -> Result<crate::store::SiteLock, ApplyError> {
     let dir = opts.state_dir.join("locks");
     std::fs::create_dir_all(&dir)
-        .map_err(|e| ApplyError::Failed(format!("{}: {e}", dir.display())))?;
+        .map_err(|e| failed(site, format_args!("{}: {e}", dir.display())))?;
     let path = dir.join(format!("{name}.lock"));
     if let Some(lock) = crate::store::SiteLock::acquire(&path, false)? {
         return Ok(lock);
     }
     if !opts.wait {
-        return Err(ApplyError::Refused(format!(
-            "{site}: another site holds the host-wide lock {name:?} (hint: run without --no-wait to queue)"
-        )));
+        return Err(ApplyError::SerializeBusy {
+            site: site.to_owned(),
+            name: name.to_owned(),
+        });
     }
     report(
         state,
@@ -146,7 +188,7 @@ fn serialize_lock(
         Some(&format!("queued behind another site for {name:?}")),
     );
     crate::store::SiteLock::acquire(&path, true)?
-        .ok_or_else(|| ApplyError::Failed(format!("{site}: the lock {name:?} could not be taken")))
+        .ok_or_else(|| failed(site, format_args!("the lock {name:?} could not be taken")))
 }
 
 /// A site locked, recovered and ready.
@@ -167,8 +209,12 @@ struct Locked {
 impl Locked {
     /// Opens the root again, after a swap pointed the link elsewhere.
     fn reopen(&mut self) -> Result<(), ApplyError> {
-        self.root = Root::open(&self.root_path)
-            .map_err(|e| ApplyError::Failed(format!("{}: {e}", self.root_path.display())))?;
+        self.root = Root::open(&self.root_path).map_err(|e| {
+            failed(
+                &self.site,
+                format_args!("{}: {e}", self.root_path.display()),
+            )
+        })?;
         Ok(())
     }
 
@@ -178,14 +224,24 @@ impl Locked {
             Layout::InPlace => Ok(None),
             Layout::Symlink => Swap::new(&self.root_path, &self.site, version, txn)
                 .map(Some)
-                .map_err(|e| ApplyError::Refused(format!("{}: {e}", self.site))),
+                // Found before anything is written: the root is not what
+                // the layout needs, which an operator must put right.
+                .map_err(|e| ApplyError::Preflight {
+                    site: self.site.clone(),
+                    checks: vec![crate::plan::PreflightFailure {
+                        check: "root".into(),
+                        reason: e.to_string(),
+                        release: None,
+                    }],
+                }),
         }
     }
 
     /// After a change: drops the points beyond retention, then the
     /// release directories no retained point names.
     fn retain(&self, points: &Points) -> Result<(), ApplyError> {
-        prune(points, self.keep)?;
+        let verdicts = crate::store::verdicts(&self.state.ledger().read()?);
+        prune(points, self.keep, &verdicts)?;
         if self.layout == Layout::Symlink {
             swap::prune(&self.root_path, &self.site, points)?;
         }
@@ -202,32 +258,39 @@ fn lock_and_recover(
     // An untrusted fleet may have redirected the site's root or state:
     // touch neither, not even to recover, until a trusted commit arrives.
     if let Some(reason) = fleet.trust.untrusted() {
-        return Err(ApplyError::Refused(format!("{name}: {reason}")));
+        return Err(ApplyError::Untrusted {
+            site: name.to_owned(),
+            reason: reason.to_owned(),
+        });
     }
-    let root_path = fleet.site_root(site).ok_or_else(|| {
-        ApplyError::Failed(format!(
-            "{name}: its root is relative, but the fleet was read from git"
-        ))
+    let root_path = fleet.site_root(site).ok_or_else(|| ApplyError::Invalid {
+        site: name.to_owned(),
+        detail: "its root is relative, but the fleet was read from git".into(),
     })?;
     let state = SiteState::new(opts.state_dir, name);
-    let lock = state
-        .lock(opts.wait)?
-        .ok_or_else(|| ApplyError::Refused(format!("{name}: another sitekeeper holds the site's lock (hint: wait, or run without --no-wait)")))?;
-    let root = Root::open(&root_path).map_err(|e| {
-        ApplyError::Failed(format!(
-            "{name}: its root {} cannot be opened: {e}",
-            root_path.display()
-        ))
+    let lock = state.lock(opts.wait)?.ok_or_else(|| ApplyError::LockBusy {
+        site: name.to_owned(),
     })?;
-    let effective =
-        crate::policy::resolve(fleet, site).map_err(|d| ApplyError::Failed(d.to_string()))?;
+    let root = Root::open(&root_path).map_err(|e| {
+        failed(
+            name,
+            format_args!("its root {} cannot be opened: {e}", root_path.display()),
+        )
+    })?;
+    let effective = crate::policy::resolve(fleet, site).map_err(|d| ApplyError::Invalid {
+        site: name.to_owned(),
+        detail: d.to_string(),
+    })?;
     let layout = effective.layout.value;
     let steps = Steps::from_env().cancellable(opts.cancel.cloned());
     crate::cachefile::remove_temps(state.dir()).map_err(|e| {
-        ApplyError::Failed(format!(
-            "{name}: removing what a crash left in {}: {e}",
-            state.dir().display()
-        ))
+        failed(
+            name,
+            format_args!(
+                "removing what a crash left in {}: {e}",
+                state.dir().display()
+            ),
+        )
     })?;
     txn::recover(
         &root,
@@ -237,14 +300,17 @@ fn lock_and_recover(
         Timestamp(opts.now),
     )
     .map_err(|e| {
-        ApplyError::Failed(format!(
-            "{name}: recovering an interrupted change failed: {e}"
-        ))
+        let full = super::error::is_disk_full(&e);
+        ApplyError::failed(
+            name,
+            format_args!("recovering an interrupted change failed: {e}"),
+            full,
+        )
     })?;
     // Recovery may have swapped the link: open the root as it is now.
     let root = if layout == Layout::Symlink {
         Root::open(&root_path)
-            .map_err(|e| ApplyError::Failed(format!("{name}: {}: {e}", root_path.display())))?
+            .map_err(|e| failed(name, format_args!("{}: {e}", root_path.display())))?
     } else {
         root
     };
@@ -266,7 +332,9 @@ pub fn recover_site(
     site: &Loaded<Site>,
     opts: &Options<'_>,
 ) -> Result<(), ApplyError> {
-    lock_and_recover(fleet, site, opts).map(|_| ())
+    lock_and_recover(fleet, site, opts)
+        .map(|_| ())
+        .map_err(|e| e.at(site.site.as_str()))
 }
 
 /// New contents by blob, shared with the plan rather than copied.
@@ -300,9 +368,10 @@ fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents),
             None => (None, None),
         };
         if now_hash != before {
-            return Err(ApplyError::Refused(format!(
-                "{path} changed since the plan was made; plan again"
-            )));
+            return Err(ApplyError::StalePlan {
+                site: String::new(),
+                detail: format!("{path} changed since the plan was made; plan again"),
+            });
         }
         let new_ref = new.map(|d| {
             let blob = d.blob();
@@ -325,19 +394,19 @@ fn plan_changes(root: &Root, plan: &SitePlan) -> Result<(Vec<Change>, Contents),
 fn read(root: &Root, path: &str) -> Result<Vec<u8>, ApplyError> {
     let meta = root
         .metadata(path)
-        .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?;
+        .map_err(|e| failed("", format!("{path}: {e}")))?;
     if meta.kind == crate::confined::Kind::Symlink {
         return Ok(root
             .read_link(path)
-            .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?
+            .map_err(|e| failed("", format!("{path}: {e}")))?
             .into_encoded_bytes());
     }
     let (mut f, _) = root
         .open_file(path)
-        .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?;
+        .map_err(|e| failed("", format!("{path}: {e}")))?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut f, &mut bytes)
-        .map_err(|e| ApplyError::Failed(format!("{path}: {e}")))?;
+        .map_err(|e| failed("", format!("{path}: {e}")))?;
     Ok(bytes)
 }
 
@@ -362,10 +431,10 @@ fn store_blobs(
         {
             let data = contents
                 .get(&new.blob)
-                .ok_or_else(|| ApplyError::Failed(format!("{}: new content missing", c.path)))?;
+                .ok_or_else(|| failed("", format!("{}: new content missing", c.path)))?;
             let bytes = data
                 .load(catalog)
-                .map_err(|e| ApplyError::Failed(format!("{}: {e}", c.path)))?;
+                .map_err(|e| failed("", format!("{}: {e}", c.path)))?;
             points.write_blob(&bytes)?;
         }
     }
@@ -376,8 +445,17 @@ fn store_blobs(
 
 /// Refuses a change that would not fit: staged contents on the site's file
 /// system, and snapshots in the state dir.
+/// A shortfall is a preflight failure (SPEC §6.7), named `space`.
 fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
-    let failed = |e: std::io::Error| ApplyError::Failed(format!("free space: {e}"));
+    let short = |reason: String| ApplyError::Preflight {
+        site: locked.site.clone(),
+        checks: vec![crate::plan::PreflightFailure {
+            check: "space".into(),
+            reason,
+            release: None,
+        }],
+    };
+    let failed = |e: std::io::Error| failed("", format!("free space: {e}"));
     let changed: u64 = contents.values().map(|d| d.len() as u64).sum::<u64>() + (1 << 20);
     // The symlink layout builds a whole new release directory.
     let (tree_bytes, tree_entries) = match locked.layout {
@@ -387,7 +465,7 @@ fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
     let staged = changed + tree_bytes;
     let free = locked.root.free_bytes().map_err(failed)?;
     if free < staged {
-        return Err(ApplyError::Refused(format!(
+        return Err(short(format!(
             "the site's file system has {free} bytes free; the change needs {staged} to stage its files (hint: free space on it, then run the command again)"
         )));
     }
@@ -398,14 +476,14 @@ fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
     if let Some(inodes) = inodes
         && inodes < files
     {
-        return Err(ApplyError::Refused(format!(
+        return Err(short(format!(
             "the site's file system has {inodes} free inodes; the change needs about {files} to stage its files (hint: remove files on it, or give it more inodes, then run the command again)"
         )));
     }
     let st = rustix::fs::statvfs(locked.state.dir()).map_err(|e| failed(e.into()))?;
     let state_free = st.f_bavail.saturating_mul(st.f_frsize);
     if state_free < changed {
-        return Err(ApplyError::Refused(format!(
+        return Err(short(format!(
             "the state dir has {state_free} bytes free; the rollback point needs up to {changed}"
         )));
     }
@@ -437,8 +515,52 @@ fn record(
     }
 }
 
+/// Why a site's state could not be gathered, as an [`ApplyError`].
+pub fn context_error(site: &str, e: super::ContextError) -> ApplyError {
+    use super::ContextError as C;
+    let (site, detail) = (site.to_owned(), e.to_string());
+    match e {
+        C::NoRoot(_) | C::NoCatalog(_) | C::Policy(_) => ApplyError::Invalid { site, detail },
+        C::Store(s) if super::error::is_disk_full(&s) => ApplyError::StorageFull { site, detail },
+        C::Store(_) => ApplyError::Internal { site, detail },
+        C::Root { .. } | C::Scan(..) => ApplyError::Failed { site, detail },
+    }
+}
+
+/// The error for a plan that `apply` must not carry out: held with a code
+/// that refuses (SPEC §3 exit 3), each as its own kind.
+pub fn refusal(site: &str, plan: &SitePlan) -> Option<ApplyError> {
+    let site = site.to_owned();
+    for h in &plan.held {
+        let reason = h.reason.clone();
+        match h.code {
+            HeldCode::UntrustedSource => return Some(ApplyError::Untrusted { site, reason }),
+            HeldCode::DriftBlocked => return Some(ApplyError::DriftBlocked { site, reason }),
+            HeldCode::ApprovalRequired => {
+                return Some(ApplyError::ApprovalMissing { site, reason });
+            }
+            HeldCode::Preflight => {
+                return Some(ApplyError::Preflight {
+                    site,
+                    checks: plan.preflight_failures(),
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Converges one site to its plan.
 pub fn apply_site(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    opts: &Options<'_>,
+) -> Result<Outcome, ApplyError> {
+    converge_site(fleet, site, opts).map_err(|e| e.at(site.site.as_str()))
+}
+
+fn converge_site(
     fleet: &Fleet,
     site: &Loaded<Site>,
     opts: &Options<'_>,
@@ -446,33 +568,30 @@ pub fn apply_site(
     let name = site.site.to_string();
     let mut locked = lock_and_recover(fleet, site, opts)?;
     let ctx = SiteContext::gather(fleet, site, opts.state_dir, None)
-        .map_err(|e| ApplyError::Failed(e.to_string()))?;
+        .map_err(|e| context_error(&name, e))?;
     if !ctx.adopted() {
-        return Err(ApplyError::Refused(format!(
-            "{name} is not adopted (hint: sitekeeper adopt {name} --detect)"
-        )));
+        return Err(ApplyError::NotAdopted { site: name });
     }
-    let plan = ctx.plan_to_apply(opts.now, opts.forced);
+    let plan = ctx.plan_to_apply(opts.now, opts.forced, opts.forced_fix);
     if let Some(saved) = opts.saved {
         let Some(theirs) = saved.sites.iter().find(|s| s.site == name) else {
-            return Err(ApplyError::Refused(format!(
-                "the saved plan has no site {name}"
-            )));
+            return Err(ApplyError::StalePlan {
+                site: name,
+                detail: "the saved plan has no such site".into(),
+            });
         };
         if theirs.plan_digest != plan.plan_digest || theirs.catalog_commit != plan.catalog_commit {
-            return Err(ApplyError::Refused(format!(
-                "{name}: the saved plan is stale (its digest {} is now {}): files or the catalog moved; plan again",
-                theirs.plan_digest, plan.plan_digest
-            )));
+            return Err(ApplyError::StalePlan {
+                site: name,
+                detail: format!(
+                    "the saved plan is stale (its digest {} is now {}): files or the catalog moved; plan again",
+                    theirs.plan_digest, plan.plan_digest
+                ),
+            });
         }
     }
-    for h in &plan.held {
-        if matches!(
-            h.code,
-            HeldCode::ApprovalRequired | HeldCode::UntrustedSource | HeldCode::DriftBlocked
-        ) {
-            return Err(ApplyError::Refused(format!("{name}: {}", h.reason)));
-        }
+    if let Some(refused) = refusal(&name, &plan) {
+        return Err(refused);
     }
     if !plan.has_changes() {
         report(&locked.state, &name, "unchanged", 100, Some(&plan), None);
@@ -515,6 +634,13 @@ pub fn apply_site(
         log: &hook_log,
     };
     let hook_timeout = site.hooks.timeout.map_or(Duration::from_secs(60), |d| d.0);
+    // The check before the change (SPEC §6.2): a check that already fails
+    // is reported but cannot blame the change, so a broken site still
+    // receives the fix that may repair it.
+    let before = site
+        .health
+        .as_ref()
+        .map(|check| super::health::run(check, &env));
 
     // The state before the change is recorded first, so a rollback restores
     // it: local changes to tracked files, and files the change touches that
@@ -547,9 +673,8 @@ pub fn apply_site(
     }
     post.extend(site.hooks.post_apply.iter());
     for cmd in &pre {
-        run_hook(&cmd.0, &env, hook_timeout).map_err(|e| {
-            ApplyError::Failed(format!("{name}: pre_apply hook: {e}; nothing was changed"))
-        })?;
+        run_hook(&cmd.0, &env, hook_timeout)
+            .map_err(|e| failed(&name, format!("pre_apply hook: {e}; nothing was changed")))?;
     }
 
     let fixes_now: Vec<String> = {
@@ -618,12 +743,8 @@ pub fn apply_site(
             fixes: fixes_now,
             plan_digest: Some(plan.plan_digest.clone()),
             catalog_commit: plan.catalog_commit.clone(),
-            health: if site.health.is_some() {
-                "passed".into()
-            } else {
-                "skipped".into()
-            },
-            result: "ok".into(),
+            legacy_health: None,
+            result: PointResult::Ok,
             modes: BTreeMap::new(),
             txn: None,
             release_dir: swap
@@ -643,9 +764,15 @@ pub fn apply_site(
         &by,
         opts.now,
     )
-    .map_err(|e| {
-        report(&locked.state, &name, "failed", 100, Some(&plan), Some(&e));
-        ApplyError::Failed(format!("{name}: {e}"))
+    .inspect_err(|e| {
+        report(
+            &locked.state,
+            &name,
+            "failed",
+            100,
+            Some(&plan),
+            Some(&e.to_string()),
+        );
     })?;
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
@@ -660,28 +787,43 @@ pub fn apply_site(
             break;
         }
     }
-    if failure.is_none()
-        && let Some(health) = &site.health
-    {
-        let timeout = health.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        let result = match (&health.command, &health.http) {
-            (Some(cmd), _) => run_hook(&cmd.0, &env, timeout).map(|_| ()),
-            (None, Some(url)) => super::health::http(url.as_str(), timeout),
-            (None, None) => Ok(()),
-        };
-        if let Err(e) = result {
-            failure = Some(format!("health check: {e}"));
+    // The verdict on the point, recorded only now that it is known: only a
+    // check that passed before the change can blame it (SPEC §6.2).
+    let verdict = match (&failure, &site.health, &before) {
+        (Some(reason), _, _) => Some(Verdict::Blamed(reason.clone())),
+        (None, Some(check), Some(before)) => {
+            Some(match (before, super::health::run(check, &env)) {
+                (_, Ok(())) => Verdict::Passed,
+                (Ok(()), Err(e)) => Verdict::Blamed(format!("health check: {e}")),
+                (Err(was), Err(e)) => Verdict::NotBlamed(format!(
+                    "health check: {e}; it failed before the change too ({was}), so the change is kept"
+                )),
+            })
         }
+        _ => None,
+    };
+    if let Some(v) = &verdict {
+        locked
+            .state
+            .ledger()
+            .append(v.record(point, Some(&plan), &by, opts.now))?;
     }
-    if let Some(reason) = failure {
+    if let Some(Verdict::NotBlamed(reason)) = &verdict {
+        tracing::warn!(site = %name, %reason, "the site is unhealthy, as it was before the change");
+    }
+    if let Some(Verdict::Blamed(reason)) = verdict {
         let to = base.ok_or_else(|| {
-            ApplyError::Failed(format!(
-                "{name}: {reason}; there is no point to roll back to"
-            ))
+            failed(
+                &name,
+                format!("{reason}; there is no point to roll back to"),
+            )
         })?;
+        // Quarantined before the rollback, so that a crash during it can
+        // never let the same change be tried again by itself.
+        let quarantined = quarantine_plan(&ctx, &locked.state, &plan, &reason, opts.now)?;
         // Numbered on from the apply's steps, so a crash test reaches them.
         let undo = locked.steps.undoing();
-        rollback_to(
+        let (rolled, _, _) = rollback_to(
             &mut locked,
             &points,
             to,
@@ -691,11 +833,6 @@ pub fn apply_site(
             &by,
             Some(&reason),
         )?;
-        if plan.to_version != plan.from_version
-            && let Some(v) = &plan.to_version
-        {
-            quarantine(&locked.state, v)?;
-        }
         report(
             &locked.state,
             &name,
@@ -704,11 +841,15 @@ pub fn apply_site(
             Some(&plan),
             Some(&reason),
         );
-        return Err(ApplyError::Failed(format!(
-            "{name}: {reason}; the change was rolled back and the release is quarantined for this site"
-        )));
+        return Err(ApplyError::RolledBack {
+            site: name,
+            reason,
+            point: rolled,
+            quarantined,
+        });
     }
     txn::finish(&locked.root, &locked.state, &locked.steps)?;
+    lift_quarantine(&ctx, &locked.state, &plan, opts)?;
     locked.retain(&points)?;
     report(&locked.state, &name, "done", 100, Some(&plan), None);
     let files = journal.changes.len();
@@ -717,6 +858,100 @@ pub fn apply_site(
         files,
         version: plan.to_version.unwrap_or_default(),
     })
+}
+
+/// What the check after a change found.
+enum Verdict {
+    /// It passed.
+    Passed,
+    /// A hook, or a check that passed before, failed: the change is undone.
+    Blamed(String),
+    /// The check failed, but it failed before the change too.
+    NotBlamed(String),
+}
+
+impl Verdict {
+    /// The `health` ledger record of `point` (SPEC §5).
+    fn record(&self, point: u64, plan: Option<&SitePlan>, by: &By, now: jiff::Timestamp) -> Record {
+        let (word, result, error) = match self {
+            Verdict::Passed => ("passed", LedgerResult::Ok, None),
+            Verdict::Blamed(e) => ("failed", LedgerResult::RolledBack, Some(e.clone())),
+            Verdict::NotBlamed(e) => ("failed", LedgerResult::Failed, Some(e.clone())),
+        };
+        let mut r = record(
+            LedgerKind::Health,
+            Some(word.to_owned()),
+            plan,
+            Vec::new(),
+            by,
+            now,
+        );
+        r.point = Some(point);
+        r.result = result;
+        r.error = error;
+        r
+    }
+}
+
+/// Quarantines what a failed change carried (SPEC §6.2): its release, and
+/// each fix it applied, as the catalog has them now. Returns the items.
+fn quarantine_plan(
+    ctx: &SiteContext<'_>,
+    state: &SiteState,
+    plan: &SitePlan,
+    reason: &str,
+    now: jiff::Timestamp,
+) -> Result<Vec<String>, ApplyError> {
+    let mut quarantine = ctx.quarantine.clone();
+    let at = Timestamp(now);
+    let mut items = Vec::new();
+    for a in &plan.actions {
+        match a.kind {
+            ActionKind::Upgrade => {
+                quarantine.add_release(&a.id, at, reason);
+                items.push(format!("release {}", a.id));
+            }
+            ActionKind::Fix => {
+                if let Some(fix) = ctx.fixes_by_id(&a.id) {
+                    quarantine.add_fix(&a.id, &fix_checksum(fix), at, reason);
+                    items.push(format!("fix {}", a.id));
+                }
+            }
+            ActionKind::RevertDrift | ActionKind::RemoveFix => {}
+        }
+    }
+    if quarantine != ctx.quarantine {
+        quarantine.write(state)?;
+    }
+    Ok(items)
+}
+
+/// After a change that succeeded: an operator's `--release V` or
+/// `--fix ID` lifted that item's quarantine for good.
+fn lift_quarantine(
+    ctx: &SiteContext<'_>,
+    state: &SiteState,
+    plan: &SitePlan,
+    opts: &Options<'_>,
+) -> Result<(), ApplyError> {
+    let mut quarantine = ctx.quarantine.clone();
+    for a in &plan.actions {
+        let forced = match a.kind {
+            ActionKind::Upgrade => opts.forced.is_some_and(|v| v.to_string() == a.id),
+            ActionKind::Fix => opts.forced_fix == Some(a.id.as_str()),
+            _ => false,
+        };
+        if forced {
+            match a.kind {
+                ActionKind::Upgrade => quarantine.lift_release(&a.id),
+                _ => quarantine.lift_fix(&a.id),
+            };
+        }
+    }
+    if quarantine != ctx.quarantine {
+        quarantine.write(state)?;
+    }
+    Ok(())
 }
 
 /// Runs the transaction; on failure undoes it at once (its steps numbered
@@ -729,7 +964,7 @@ fn execute_or_undo(
     journal: &Journal,
     by: &By,
     now: jiff::Timestamp,
-) -> Result<u64, String> {
+) -> Result<u64, ApplyError> {
     txn::execute(
         progress,
         &locked.root,
@@ -739,7 +974,8 @@ fn execute_or_undo(
         journal,
     )
     .map_err(|e| {
-        match txn::recover(
+        let full = super::error::is_disk_full(&e);
+        let detail = match txn::recover(
             &locked.root,
             &locked.state,
             &steps.undoing(),
@@ -748,7 +984,8 @@ fn execute_or_undo(
         ) {
             Ok(_) => format!("{e}; the site was returned to its state before"),
             Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
-        }
+        };
+        ApplyError::failed(&locked.site, detail, full)
     })
 }
 
@@ -767,7 +1004,7 @@ fn record_prestate(
     opts: &Options<'_>,
 ) -> Result<u64, ApplyError> {
     let Some(base) = ctx.point else {
-        return Err(ApplyError::Failed("no point to record the state on".into()));
+        return Err(failed("", "no point to record the state on"));
     };
     let snapshot = points.snapshot(base)?;
     let mut changes = Vec::new();
@@ -815,8 +1052,8 @@ fn record_prestate(
     meta.kind = PointKind::Apply;
     meta.at = Timestamp(opts.now);
     meta.plan_digest = None;
-    meta.result = "track".into();
-    meta.health = "skipped".into();
+    meta.result = PointResult::Track;
+    meta.legacy_health = None;
     meta.txn = None;
     let snapshot = txn::apply_to_snapshot(snapshot, &changes);
     Ok(points.commit(&snapshot, meta)?)
@@ -877,7 +1114,8 @@ fn rollback_to(
     meta.kind = PointKind::Rollback;
     meta.at = Timestamp(opts.now);
     meta.txn = None;
-    meta.result = "ok".into();
+    meta.result = PointResult::Ok;
+    meta.legacy_health = None;
     let id = txn_id(opts.now) + if error.is_some() { "-auto" } else { "" };
     let swap = locked.swap(&version, &id)?;
     meta.release_dir = swap
@@ -909,7 +1147,13 @@ fn rollback_to(
         swap,
     };
     let point = execute_or_undo(opts.progress, locked, points, steps, &journal, by, opts.now)
-        .map_err(|e| ApplyError::Failed(format!("rolling back to point {to}: {e}")))?;
+        .map_err(|e| match e {
+            ApplyError::StorageFull { site, detail } => ApplyError::StorageFull {
+                site,
+                detail: format!("rolling back to point {to}: {detail}"),
+            },
+            e => failed(&locked.site, format!("rolling back to point {to}: {e}")),
+        })?;
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
     }
@@ -926,27 +1170,40 @@ pub fn rollback_site(
     opts: &Options<'_>,
 ) -> Result<Outcome, ApplyError> {
     let name = site.site.to_string();
+    roll_back(fleet, site, to, opts).map_err(|e| e.at(&name))
+}
+
+fn roll_back(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    to: Option<u64>,
+    opts: &Options<'_>,
+) -> Result<Outcome, ApplyError> {
+    let name = site.site.to_string();
     let mut locked = lock_and_recover(fleet, site, opts)?;
     // The failpoints count this rollback's steps; the struct keeps none.
     let steps = std::mem::replace(&mut locked.steps, Steps::none());
-    let points = locked.state.existing_points()?.ok_or_else(|| {
-        ApplyError::Refused(format!(
-            "{name} is not adopted, so it has no rollback points"
-        ))
-    })?;
+    let no_point = |detail: String| ApplyError::NoPoint {
+        site: name.clone(),
+        detail,
+    };
+    let points = locked
+        .state
+        .existing_points()?
+        .ok_or_else(|| no_point("it is not adopted, so it has no rollback points".into()))?;
     let list = points.list()?;
     let to = match to {
         Some(n) if list.contains(&n) => n,
         Some(n) => {
-            return Err(ApplyError::Refused(format!(
-                "{name} has no point {n} (hint: sitekeeper history {name})"
+            return Err(no_point(format!(
+                "it has no point {n} (hint: sitekeeper history {name})"
             )));
         }
         None => match list.len() {
             0 | 1 => {
-                return Err(ApplyError::Refused(format!(
-                    "{name} has only its first point; there is nothing to roll back to"
-                )));
+                return Err(no_point(
+                    "it has only its first point; there is nothing to roll back to".into(),
+                ));
             }
             n => list[n - 2],
         },
@@ -956,6 +1213,7 @@ pub fn rollback_site(
     if changes.is_empty() {
         return Ok(Outcome::Unchanged);
     }
+    let from = points.meta(points.latest()?.unwrap_or(to))?.version;
     let (point, files, version) = rollback_to(
         &mut locked,
         &points,
@@ -966,6 +1224,28 @@ pub fn rollback_site(
         &by,
         None,
     )?;
+    // An operator's rollback is judged like any change, so `history`
+    // says how the site is after it; a failing check does not undo it
+    // (there is nothing better to return to), it is recorded.
+    if let Some(check) = &site.health {
+        let root_path = locked.root.path().to_owned();
+        let log = locked.state.dir().join("hooks.log");
+        let env = HookEnv {
+            site: &name,
+            root: &root_path,
+            from: &from,
+            to: &version,
+            log: &log,
+        };
+        let verdict = match super::health::run(check, &env) {
+            Ok(()) => Verdict::Passed,
+            Err(e) => Verdict::NotBlamed(format!("health check after the rollback: {e}")),
+        };
+        let mut r = verdict.record(point, None, &by, opts.now);
+        r.version_before = Some(from);
+        r.version_after = Some(version.clone());
+        locked.state.ledger().append(r)?;
+    }
     Ok(Outcome::Changed {
         point,
         files,
@@ -973,39 +1253,18 @@ pub fn rollback_site(
     })
 }
 
-/// Quarantines `version` for the site (`quarantine.json`).
-fn quarantine(state: &SiteState, version: &str) -> Result<(), ApplyError> {
-    let path = state.dir().join("quarantine.json");
-    let mut list: Vec<String> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if !list.iter().any(|v| v == version) {
-        list.push(version.to_owned());
-    }
-    let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
-    let dir = state.dir();
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| ApplyError::Failed(e.to_string()))?;
-    std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| ApplyError::Failed(e.to_string()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| ApplyError::Failed(e.to_string()))?;
-    tmp.persist(&path)
-        .map_err(|e| ApplyError::Failed(e.error.to_string()))?;
-    Ok(())
-}
-
-/// Drops the oldest point refs beyond `keep`, never the newest healthy one.
-fn prune(points: &Points, keep: u32) -> Result<(), ApplyError> {
+/// Drops the oldest point refs beyond `keep`, never the newest healthy one
+/// (health `passed` or `skipped`, by the ledger's verdicts: SPEC §6.2).
+fn prune(points: &Points, keep: u32, verdicts: &Verdicts) -> Result<(), ApplyError> {
     let list = points.list()?;
     if list.len() <= keep.max(1) as usize {
         return Ok(());
     }
     let newest_healthy = list.iter().rev().copied().find(|n| {
-        points
-            .meta(*n)
-            .is_ok_and(|m| m.health != "failed" && m.result != "rolled_back")
+        points.meta(*n).is_ok_and(|m| {
+            m.health(verdicts) != Health::Failed
+                && matches!(m.result, PointResult::Ok | PointResult::Track)
+        })
     });
     let excess = list.len() - keep.max(1) as usize;
     for n in list.into_iter().take(excess) {

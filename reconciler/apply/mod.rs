@@ -7,10 +7,12 @@
 pub mod adopt;
 pub mod context;
 pub mod converge;
+pub mod error;
 pub mod fsops;
 pub mod health;
 pub mod hooks;
 pub mod notices;
+pub mod preflight;
 pub mod report;
 pub mod status;
 pub mod swap;

@@ -206,15 +206,24 @@ impl SiteStatus {
     pub fn read(state_dir: &Path, site: &str) -> Result<Self, ReportError> {
         let state = SiteState::new(state_dir, site);
         let mut status = SiteStatus::default();
+        let ledger = state.ledger().read()?;
         if let Some(points) = state.existing_points()?
             && let Some(n) = points.latest()?
         {
             let meta = points.meta(n)?;
+            status.health = Some(
+                meta.health(&crate::store::verdicts(&ledger))
+                    .as_str()
+                    .to_owned(),
+            );
             status.version = Some(meta.version);
             status.fixes = meta.fixes;
-            status.health = Some(meta.health);
         }
-        if let Some(last) = state.ledger().read()?.last() {
+        if let Some(last) = ledger
+            .iter()
+            .rev()
+            .find(|r| r.kind != crate::store::LedgerKind::Health)
+        {
             match last.result {
                 LedgerResult::Ok => {}
                 LedgerResult::Failed => status.error = last.error.clone(),

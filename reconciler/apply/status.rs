@@ -34,6 +34,11 @@ pub struct SiteStatus {
     pub catalog_trust: Trust,
     /// The verdict on the fleet repo's own commit.
     pub fleet_trust: Trust,
+    /// What failed on the site and is skipped (SPEC §6.2): `release V`,
+    /// `fix ID`.
+    pub quarantined: Vec<String>,
+    /// The preflight checks that hold the plan (SPEC §6.7).
+    pub preflight: Vec<crate::plan::PreflightFailure>,
 }
 
 /// The status of `ctx`'s site, given the plan made from it.
@@ -45,7 +50,14 @@ pub fn of(ctx: &SiteContext<'_>, plan: &SitePlan) -> Result<SiteStatus, StoreErr
         }
         _ => (None, Vec::new()),
     };
-    let last_result = ctx.state.ledger().read()?.last().map(|r| {
+    // The last change's result: a health record is a verdict on a point,
+    // and the change's own records say how it ended.
+    let ledger = ctx.state.ledger().read()?;
+    let last = ledger
+        .iter()
+        .rev()
+        .find(|r| r.kind != crate::store::LedgerKind::Health);
+    let last_result = last.map(|r| {
         serde_json::to_value(r.result)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -61,6 +73,8 @@ pub fn of(ctx: &SiteContext<'_>, plan: &SitePlan) -> Result<SiteStatus, StoreErr
         last_result,
         catalog_trust: ctx.trust.clone(),
         fleet_trust: ctx.fleet.trust.clone(),
+        quarantined: ctx.quarantine.items(),
+        preflight: plan.preflight_failures(),
     })
 }
 

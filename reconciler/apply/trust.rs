@@ -82,7 +82,9 @@ fn last_applied(points: &Points) -> Result<Option<(u64, String)>, StoreError> {
         if meta.catalog_commit.as_deref() != Some(commit.as_str()) {
             break;
         }
-        if matches!(meta.kind, PointKind::Apply | PointKind::Adopt) && meta.result == "ok" {
+        if matches!(meta.kind, PointKind::Apply | PointKind::Adopt)
+            && meta.result == crate::store::PointResult::Ok
+        {
             named = n;
         }
     }

@@ -9,8 +9,8 @@
 //! it survives a crash of its own. Every step goes through [`Steps`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::fsops::Steps;
 use super::swap::Swap;
 use crate::confined::{Kind, Root};
-use crate::durability;
 use crate::inventory::STAGE_DIR;
 use crate::inventory::cache::StatCache;
 use crate::model::hash::BlobId;
+use crate::store::durable::{remove_durably, remove_temps, write_atomic};
 use crate::store::{
     LedgerKind, LedgerResult, PointMeta, Points, Prepared, Record, SiteState, Snapshot,
     SnapshotEntry, StoreError,
@@ -120,99 +120,6 @@ pub enum Recovered {
 
 fn journal_path(state: &SiteState) -> PathBuf {
     state.dir().join("journal").join("txn.json")
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, dir fsync.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    ensure_dir(dir)?;
-    // A known name, so recovery can remove what a crash left of it.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&temp_prefix(path))
-        .tempfile_in(dir)?;
-    let noted =
-        durability::active().then(|| (durability::real(tmp.path()), durability::real(path)));
-    if let Some((t, _)) = &noted {
-        durability::created(t);
-    }
-    tmp.write_all(bytes)?;
-    if let Some((t, _)) = &noted {
-        durability::wrote(t, 0);
-    }
-    tmp.as_file().sync_all()?;
-    match &noted {
-        Some((t, p)) => {
-            durability::synced_file(t);
-            durability::rename(t, p, || tmp.persist(path).map(drop).map_err(|e| e.error))?;
-        }
-        None => {
-            tmp.persist(path).map_err(|e| e.error)?;
-        }
-    }
-    sync_dir(dir)
-}
-
-/// The start of the names of `path`'s temporary files.
-fn temp_prefix(path: &Path) -> String {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    format!(".{name}.")
-}
-
-/// Removes what a crash inside [`write_atomic`] left beside `path`.
-fn remove_temps(path: &Path) -> std::io::Result<()> {
-    let (Some(dir), prefix) = (path.parent(), temp_prefix(path)) else {
-        return Ok(());
-    };
-    crate::cachefile::remove_prefixed(dir, &prefix, remove_durably)
-}
-
-/// Fsyncs directory `dir`, so the entries just made in it are durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
-    if durability::active() {
-        durability::synced_dir(&durability::real(dir));
-    }
-    Ok(())
-}
-
-/// Makes directory `dir` exist durably: a journal written into a directory
-/// whose own entry a crash could lose would be lost with it.
-fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        ensure_dir(parent)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    if durability::active() {
-        durability::made_dir(&durability::real(dir));
-    }
-    match dir.parent() {
-        Some(parent) => sync_dir(parent),
-        None => Ok(()),
-    }
-}
-
-fn remove_durably(path: &Path) -> std::io::Result<()> {
-    let op = || match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    };
-    if durability::active() {
-        durability::remove(&durability::real(path), op)?;
-    } else if !op()? {
-        return Ok(());
-    }
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    }
 }
 
 /// The staged name of change `i`.
@@ -785,7 +692,8 @@ fn untracked_states<'a>(
             continue;
         }
         let meta = points.meta(n)?;
-        let pre_existing = meta.kind == crate::store::PointKind::Adopt || meta.result == "track";
+        let pre_existing = meta.kind == crate::store::PointKind::Adopt
+            || meta.result == crate::store::PointResult::Track;
         left.retain(|p| match snapshot.get(*p) {
             Some(e) => {
                 out.insert(*p, pre_existing.then(|| entry_ref(e)));

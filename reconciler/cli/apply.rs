@@ -23,6 +23,10 @@ pub struct ApplyArgs {
     /// Upgrade to this release, lifting its quarantine.
     #[arg(long, value_name = "V")]
     pub release: Option<String>,
+    /// Apply this fix again although it is quarantined, lifting the
+    /// quarantine once it succeeds.
+    #[arg(long, value_name = "ID")]
+    pub fix: Option<String>,
     /// Refuse (exit 3) instead of waiting when a site is locked.
     #[arg(long)]
     pub no_wait: bool,
@@ -40,11 +44,21 @@ fn read_plan(path: &PathBuf) -> Result<Plan, CliError> {
         .map_err(|e| CliError::Usage(format!("{}: not a sitekeeper plan: {e}", path.display())))
 }
 
+/// The exit code of a change that did not converge (SPEC §3), by its
+/// kind: the one place that decides it.
+pub(super) fn exit_code(e: &ApplyError) -> u8 {
+    match e {
+        ApplyError::Invalid { .. } => exit::INVALID,
+        e if e.is_refusal() => exit::REFUSED,
+        _ => exit::FAILED,
+    }
+}
+
 fn report(
     printer: &Printer,
     results: Vec<(String, Result<Outcome, ApplyError>)>,
 ) -> Result<(), CliError> {
-    let (mut failed, mut refused) = (false, false);
+    let mut code = exit::OK;
     for (site, r) in results {
         match r {
             Ok(Outcome::Unchanged) => printer.say(&format!("{site}: nothing to do")),
@@ -55,22 +69,26 @@ fn report(
             }) => printer.say(&format!(
                 "{site}: {version}, {files} file(s) changed, point {point}"
             )),
-            Err(ApplyError::Refused(e)) => {
-                refused = true;
-                printer.error(&format!("refused: {e}"));
-            }
-            Err(ApplyError::Failed(e)) => {
-                failed = true;
-                printer.error(&e);
+            Err(e) => {
+                let this = exit_code(&e);
+                if e.is_refusal() {
+                    printer.error(&format!("refused: {e}"));
+                } else {
+                    printer.error(&e.to_string());
+                }
+                // A failure outranks a refusal, which outranks success;
+                // invalid input, found per site, ranks like a failure.
+                code = match (code, this) {
+                    (exit::FAILED, _) | (_, exit::FAILED) => exit::FAILED,
+                    (exit::INVALID, _) | (_, exit::INVALID) => exit::INVALID,
+                    (c, t) => c.max(t),
+                };
             }
         }
     }
-    if failed {
-        Err(CliError::Exit(exit::FAILED))
-    } else if refused {
-        Err(CliError::Exit(exit::REFUSED))
-    } else {
-        Ok(())
+    match code {
+        exit::OK => Ok(()),
+        code => Err(CliError::Exit(code)),
     }
 }
 
@@ -101,6 +119,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
             wait: !args.no_wait,
             saved: saved.as_ref(),
             forced: forced.as_ref(),
+            forced_fix: args.fix.as_deref(),
             now: at,
             state_dir: &state,
             progress: Some(&bar),
@@ -139,6 +158,7 @@ pub(super) fn rollback(
         wait: !no_wait,
         saved: None,
         forced: None,
+        forced_fix: None,
         now: now()?,
         state_dir: &state,
         progress: Some(&bar),

@@ -17,7 +17,7 @@ struct Entry {
     version: String,
     fixes: Vec<String>,
     plan_digest: Option<String>,
-    health: String,
+    health: crate::store::Health,
     result: String,
 }
 
@@ -34,10 +34,23 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
     let site = select(&fleet, &[name.to_owned()])?[0];
     let state = SiteState::new(&state_dir(global, &fleet), site.site.as_str());
     let failed = |e: crate::store::StoreError| CliError::Failed(e.to_string());
+    let ledger = state.ledger().read().map_err(failed)?;
+    // Verdicts are recorded after the check ran (SPEC §3.1), in the ledger.
+    let verdicts = crate::store::verdicts(&ledger);
+    // A change whose check or hook failed was undone by the next point.
+    let undone: std::collections::BTreeSet<u64> = ledger
+        .iter()
+        .filter(|r| {
+            r.kind == crate::store::LedgerKind::Health
+                && r.result == crate::store::LedgerResult::RolledBack
+        })
+        .filter_map(|r| r.point)
+        .collect();
     let mut entries = Vec::new();
     if let Some(points) = state.existing_points().map_err(failed)? {
         for n in points.list().map_err(failed)?.into_iter().rev() {
             let m = points.meta(n).map_err(failed)?;
+            let health = m.health(&verdicts);
             entries.push(Entry {
                 point: n,
                 commit: points.commit_id(n).map_err(failed)?,
@@ -46,12 +59,15 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 version: m.version,
                 fixes: m.fixes,
                 plan_digest: m.plan_digest,
-                health: m.health,
-                result: m.result,
+                health,
+                result: if undone.contains(&n) {
+                    crate::store::PointResult::RolledBack.as_str().to_owned()
+                } else {
+                    m.result.as_str().to_owned()
+                },
             });
         }
     }
-    let ledger = state.ledger().read().map_err(failed)?;
     let text = match printer.format {
         Format::Json => serde_json::to_string_pretty(&entries).unwrap_or_default(),
         _ => {
@@ -70,7 +86,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                     word(&e.kind),
                     e.version,
                     e.fixes.join(", "),
-                    e.health,
+                    e.health.as_str(),
                     e.result,
                     &e.commit[..12]
                 ));

@@ -20,13 +20,15 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             wait: false,
             saved: None,
             forced: None,
+            forced_fix: None,
             now: at,
             state_dir: &state,
             progress: None,
             cancel: None,
         };
         match crate::apply::converge::recover_site(&fleet, site, &opts) {
-            Ok(()) | Err(crate::apply::converge::ApplyError::Refused(_)) => {}
+            Ok(()) => {}
+            Err(e) if e.is_refusal() => {}
             Err(e) => failures.push(e.to_string()),
         }
         let progress = ScanProgress::new(site.site.as_str(), global.quiet);
@@ -62,7 +64,13 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
                 if s.catalog_trust.required() {
                     t.push_str(&format!("  catalog {}", s.catalog_trust.summary()));
                 }
+                if !s.quarantined.is_empty() {
+                    t.push_str(&format!("  quarantined [{}]", s.quarantined.join(", ")));
+                }
                 t.push('\n');
+                for p in &s.preflight {
+                    t.push_str(&format!("  preflight {}: {}\n", p.check, p.reason));
+                }
             }
             t
         }

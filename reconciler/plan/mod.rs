@@ -70,6 +70,26 @@ pub enum HeldCode {
     /// Outside the site's `version` pin (only `check` reports it: the
     /// planner never considers such a release at all).
     Pinned,
+    /// A preflight check failed (SPEC §6.7): the change could not be
+    /// carried out or judged.
+    Preflight,
+}
+
+/// The reason of an action held by a failed preflight check (the checks
+/// themselves are held items of their own, with their reasons).
+pub const PREFLIGHT_WAITS: &str = "waits for the preflight checks to pass";
+
+/// A preflight check that failed (SPEC §6.7), gathered before planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightFailure {
+    /// Which check (`health.command`, `hooks.post_apply[0]`, `root`, `space`).
+    pub check: String,
+    /// Why, with a hint.
+    pub reason: String,
+    /// For a release's own hooks: the release; the check matters only to
+    /// a change that upgrades to it.
+    #[serde(skip)]
+    pub release: Option<Version>,
 }
 
 /// An item the plan does not do, and why.
@@ -171,6 +191,20 @@ impl SitePlan {
     /// Whether the plan changes anything.
     pub fn has_changes(&self) -> bool {
         self.actions.iter().any(|a| !a.files.is_empty())
+    }
+
+    /// The preflight checks that hold this plan (SPEC §6.7), without the
+    /// actions they hold.
+    pub fn preflight_failures(&self) -> Vec<PreflightFailure> {
+        self.held
+            .iter()
+            .filter(|h| h.code == HeldCode::Preflight && h.reason != PREFLIGHT_WAITS)
+            .map(|h| PreflightFailure {
+                check: h.item.clone(),
+                reason: h.reason.clone(),
+                release: None,
+            })
+            .collect()
     }
 }
 
@@ -336,8 +370,14 @@ pub struct SiteInput<'a> {
     pub inventory: &'a Inventory,
     /// Releases quarantined on this site.
     pub quarantined: &'a [Version],
+    /// Fixes quarantined on this site: id → checksum when they failed.
+    pub quarantined_fixes: &'a BTreeMap<String, String>,
     /// `apply --release V`.
     pub forced: Option<&'a Version>,
+    /// `apply --fix ID`: lifts that fix's quarantine.
+    pub forced_fix: Option<&'a str>,
+    /// Preflight checks that failed (SPEC §6.7).
+    pub preflight: &'a [PreflightFailure],
     /// The site's approvals file (`approvals/<site>.yaml`), oldest first;
     /// empty when it has none.
     pub approved: &'a [Approval],
@@ -363,8 +403,56 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
     let mut plan = plan_trusted(input);
     if let Some(reason) = input.trust.untrusted() {
         distrust(&mut plan, reason);
+    } else {
+        preflight(&mut plan, input.preflight);
     }
     plan
+}
+
+/// Holds a plan with changes whose preflight failed (SPEC §6.7): one held
+/// item per failing check, and each action as a held item, so `plan`,
+/// `status` and `apply` agree that nothing can be done yet. A plan with
+/// nothing to do runs nothing, so its preflight does not matter.
+fn preflight(plan: &mut SitePlan, failures: &[PreflightFailure]) {
+    let target = plan.to_version.as_deref();
+    let relevant: Vec<&PreflightFailure> = failures
+        .iter()
+        .filter(|f| match &f.release {
+            None => true,
+            Some(v) => {
+                plan.to_version != plan.from_version && Some(v.to_string().as_str()) == target
+            }
+        })
+        .collect();
+    if relevant.is_empty() || !plan.has_changes() {
+        return;
+    }
+    let mut items: Vec<Held> = relevant
+        .iter()
+        .map(|f| Held {
+            item: f.check.clone(),
+            code: HeldCode::Preflight,
+            reason: f.reason.clone(),
+        })
+        .collect();
+    let why = PREFLIGHT_WAITS.to_owned();
+    for action in plan.actions.drain(..) {
+        items.push(Held {
+            item: match action.kind {
+                ActionKind::Upgrade => format!("release {}", action.id),
+                ActionKind::Fix => format!("fix {}", action.id),
+                ActionKind::RemoveFix => format!("removal of fix {}", action.id),
+                ActionKind::RevertDrift => "drift revert".to_owned(),
+            },
+            code: HeldCode::Preflight,
+            reason: why.clone(),
+        });
+    }
+    plan.held.retain(|h| h.code != HeldCode::ApprovalRequired);
+    items.append(&mut plan.held);
+    plan.held = items;
+    plan.to_version = plan.from_version.clone();
+    plan.plan_digest = digest(plan);
 }
 
 /// Holds everything a plan would do, with `untrusted_source` (SPEC §7): each
@@ -834,6 +922,18 @@ fn plan_fix(
         });
     }
     let checksum = fix_checksum(fix);
+    if input.quarantined_fixes.get(&fix.id) == Some(&checksum)
+        && input.forced_fix != Some(fix.id.as_str())
+    {
+        return FixOutcome::Held(Held {
+            item,
+            code: HeldCode::Quarantined,
+            reason: format!(
+                "{} failed on this site and was rolled back; it waits for the catalog to change it, or run `sitekeeper apply --fix {}` to try it again",
+                fix.title, fix.id
+            ),
+        });
+    }
     if let Some(applied) = installed.fixes.get(&fix.id)
         && applied != &checksum
     {

@@ -550,6 +550,9 @@ struct World {
     approved: Vec<crate::model::Approval>,
     adopted: bool,
     trust: crate::load::Trust,
+    quarantined_fixes: BTreeMap<String, String>,
+    forced_fix: Option<String>,
+    preflight: Vec<crate::plan::PreflightFailure>,
 }
 
 impl World {
@@ -590,6 +593,9 @@ impl World {
             approved: Vec::new(),
             adopted: true,
             trust: crate::load::Trust::NotRequired,
+            quarantined_fixes: BTreeMap::new(),
+            forced_fix: None,
+            preflight: Vec::new(),
         }
     }
 
@@ -620,7 +626,10 @@ impl World {
             detection: None,
             inventory: &self.inventory,
             quarantined: &[],
+            quarantined_fixes: &self.quarantined_fixes,
             forced: None,
+            forced_fix: self.forced_fix.as_deref(),
+            preflight: &self.preflight,
             approved: &self.approved,
             now: now(),
             contents: &self.mem,
@@ -835,6 +844,75 @@ fn a_fix_changed_after_it_was_applied_is_not_reapplied() {
             .reason
             .contains("changed in the catalog after it was applied")
     );
+}
+
+#[test]
+fn a_quarantined_fix_waits_until_the_catalog_changes_it_or_it_is_lifted() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.fixes.push(fix(XSS_FIX));
+    let checksum = crate::plan::fix_checksum(&w.fixes[0]);
+    w.quarantined_fixes.insert("0001-x".into(), checksum);
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert_eq!(codes(&p), vec![HeldCode::Quarantined]);
+    assert!(
+        p.held[0].reason.contains("apply --fix 0001-x"),
+        "{}",
+        p.held[0].reason
+    );
+
+    w.forced_fix = Some("0001-x".into());
+    assert_eq!(w.plan().actions.len(), 1, "apply --fix lifts it");
+    w.forced_fix = None;
+
+    w.quarantined_fixes
+        .insert("0001-x".into(), "sha256:an-older-version-of-the-fix".into());
+    assert_eq!(
+        w.plan().actions.len(),
+        1,
+        "a fix the catalog changed since it failed is tried again"
+    );
+}
+
+#[test]
+fn a_failed_preflight_holds_a_plan_with_changes_and_only_such_a_plan() {
+    let mut w = World::new(&[("search.php", "<?php echo $q;\n")]);
+    w.preflight.push(crate::plan::PreflightFailure {
+        check: "health.command".into(),
+        reason: "`php` is not installed here".into(),
+        release: None,
+    });
+    let idle = w.plan();
+    assert!(
+        idle.held.is_empty(),
+        "nothing to do, nothing to check: {:?}",
+        idle.held
+    );
+
+    w.fixes.push(fix(XSS_FIX));
+    let p = w.plan();
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+    assert!(
+        p.held.iter().all(|h| h.code == HeldCode::Preflight),
+        "{:?}",
+        p.held
+    );
+    assert_eq!(
+        p.preflight_failures()
+            .iter()
+            .map(|f| f.check.as_str())
+            .collect::<Vec<_>>(),
+        ["health.command"]
+    );
+    assert!(
+        p.held.iter().any(|h| h.item == "fix 0001-x"),
+        "{:?}",
+        p.held
+    );
+
+    // A release's own hooks matter only to an upgrade to that release.
+    w.preflight[0].release = Some("9.9.9".parse().unwrap());
+    assert_eq!(w.plan().actions.len(), 1);
 }
 
 #[test]

@@ -27,6 +27,27 @@ pub enum LedgerKind {
     Recovery,
     /// Local changes reverted.
     DriftRevert,
+    /// The verdict of the health check after a change (its `point`):
+    /// `result: ok` passed, `failed` failed; `error` says why.
+    Health,
+}
+
+/// Health verdicts by point, from the ledger's `health` records.
+pub type Verdicts = std::collections::BTreeMap<u64, super::points::Health>;
+
+/// The newest verdict of each point that a `health` record names.
+pub fn verdicts(records: &[Record]) -> Verdicts {
+    records
+        .iter()
+        .filter(|r| r.kind == LedgerKind::Health)
+        .filter_map(|r| {
+            let verdict = match r.result {
+                LedgerResult::Ok => super::points::Health::Passed,
+                LedgerResult::Failed | LedgerResult::RolledBack => super::points::Health::Failed,
+            };
+            r.point.map(|p| (p, verdict))
+        })
+        .collect()
 }
 
 /// How it ended.

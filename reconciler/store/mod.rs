@@ -5,17 +5,22 @@
 //! for reading and `apply` for writing. Everything here is append-only or
 //! content-addressed, so a crash can lose at most the record being written.
 
+pub mod durable;
 pub mod ledger;
 pub mod listing;
 pub mod lock;
 pub mod pack;
 pub mod points;
+pub mod quarantine;
 
 use std::path::{Path, PathBuf};
 
-pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record};
+pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
 pub use lock::SiteLock;
-pub use points::{PointKind, PointMeta, Points, Prepared, Snapshot, SnapshotEntry};
+pub use points::{
+    Health, PointKind, PointMeta, PointResult, Points, Prepared, Snapshot, SnapshotEntry,
+};
+pub use quarantine::Quarantine;
 
 /// Sets libgit2's process-wide options, once; every command calls it
 /// before it touches a repository.

@@ -34,6 +34,59 @@ pub enum PointKind {
     Recovery,
 }
 
+/// The verdict of the health check that ran after the change that made a
+/// point (SPEC §3.1): recorded by a `health` ledger record once the check
+/// has run, never before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// The check passed (or it failed before the change too, so the change
+    /// was not to blame, SPEC §6.2: then the ledger record says why).
+    Passed,
+    /// The check failed after the change, which was rolled back.
+    Failed,
+    /// No check ran.
+    Skipped,
+}
+
+impl Health {
+    /// The word `history` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passed => "passed",
+            Health::Failed => "failed",
+            Health::Skipped => "skipped",
+        }
+    }
+}
+
+/// How the change that made a point ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointResult {
+    /// Done.
+    Ok,
+    /// Not a change: the state before one (local edits, files no point
+    /// tracked yet), recorded so a rollback restores it.
+    Track,
+    /// Failed.
+    Failed,
+    /// Done, then undone.
+    RolledBack,
+}
+
+impl PointResult {
+    /// The word `history` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PointResult::Ok => "ok",
+            PointResult::Track => "track",
+            PointResult::Failed => "failed",
+            PointResult::RolledBack => "rolled_back",
+        }
+    }
+}
+
 /// What a point records besides its files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointMeta {
@@ -53,10 +106,12 @@ pub struct PointMeta {
     /// newest one applied before it, the mark later catalog commits must
     /// descend from (SPEC §7).
     pub catalog_commit: Option<String>,
-    /// `passed`, `failed` or `skipped`.
-    pub health: String,
-    /// `ok`, `failed` or `rolled_back`.
-    pub result: String,
+    /// Only in points written before health verdicts moved to the ledger
+    /// (which wrote it before the check ran); see [`PointMeta::health`].
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "health")]
+    pub legacy_health: Option<Health>,
+    /// How the change ended.
+    pub result: PointResult,
     /// Exact permission bits of files whose mode is not what git keeps
     /// (0644 for files, 0755 for executables).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -69,6 +124,19 @@ pub struct PointMeta {
     /// retention knows which directories its points still name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_dir: Option<String>,
+}
+
+impl PointMeta {
+    /// The point's health verdict: the newest `health` ledger record about
+    /// it, else what an older sitekeeper wrote into the point, else
+    /// `skipped` (no check ran).
+    pub fn health(&self, verdicts: &super::ledger::Verdicts) -> Health {
+        verdicts
+            .get(&self.point)
+            .copied()
+            .or(self.legacy_health)
+            .unwrap_or(Health::Skipped)
+    }
 }
 
 /// One path of a snapshot.
@@ -556,8 +624,8 @@ mod tests {
             fixes: vec![],
             plan_digest: None,
             catalog_commit: None,
-            health: "skipped".into(),
-            result: "ok".into(),
+            legacy_health: None,
+            result: PointResult::Ok,
             modes: BTreeMap::new(),
             txn: None,
             release_dir: None,

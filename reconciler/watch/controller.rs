@@ -20,9 +20,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::files::Files;
-use super::metrics::{ClassLabels, Metrics, ProductLabel, ResultLabels, SiteLabel};
+use super::metrics::{ClassLabels, KindLabels, Metrics, ProductLabel, ResultLabels, SiteLabel};
 use super::{Config, WatchError};
-use crate::apply::converge::{self, ApplyError, Options, Outcome};
+use crate::apply::converge::{self, ApplyError, ErrorClass, Options, Outcome};
 use crate::apply::notices::{self, Notice, Notices};
 use crate::apply::status::{self, SiteStatus, Upgrade};
 use crate::apply::{SiteContext, txn};
@@ -106,8 +106,13 @@ pub struct SiteReport {
     pub outcome: Option<&'static str>,
     /// The last error, in words.
     pub error: Option<String>,
+    /// The last error's kind (`preflight`, `rolled_back`, …).
+    pub error_kind: Option<&'static str>,
     /// Failures in a row.
     pub failures: u32,
+    /// How long the daemon waits after the last failure before it tries
+    /// the site again (0 when it is not failing).
+    pub backoff_seconds: f64,
     /// Newer releases that will not apply automatically and were notified
     /// (empty with `SITEKEEPER_NO_NOTICES`).
     pub notices: Vec<Notice>,
@@ -126,13 +131,17 @@ impl SiteReport {
                 last_result: None,
                 catalog_trust: Trust::NotRequired,
                 fleet_trust: Trust::NotRequired,
+                quarantined: Vec::new(),
+                preflight: Vec::new(),
             },
             held: Vec::new(),
             last_reconcile: None,
             reason: None,
             outcome: None,
             error: None,
+            error_kind: None,
             failures: 0,
+            backoff_seconds: 0.0,
             notices: Vec::new(),
         }
     }
@@ -192,26 +201,51 @@ pub struct Reconciled {
     pub available: Vec<Class>,
     /// Upgrade notices due now and in effect.
     pub notices: Notices,
+    /// The digest of the plan looked at before acting.
+    pub digest: Option<String>,
+    /// Looked, but held back: the site is backing off and its plan is the
+    /// one that failed.
+    pub deferred: bool,
+}
+
+impl Reconciled {
+    /// A reconcile that ended before the site could be looked at.
+    fn error(e: ApplyError) -> Self {
+        Reconciled {
+            outcome: Err(e),
+            status: None,
+            held: Vec::new(),
+            available: Vec::new(),
+            notices: Notices::default(),
+            digest: None,
+            deferred: false,
+        }
+    }
 }
 
 /// Looks at one site and converges it when its plan has changes. Runs on
 /// a blocking thread; the site's lock serializes it with any `apply`.
-pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> Reconciled {
-    let failed = |e: String| Reconciled {
-        outcome: Err(ApplyError::Failed(e)),
-        status: None,
-        held: Vec::new(),
-        available: Vec::new(),
-        notices: Notices::default(),
-    };
+///
+/// `hold` is the digest of a plan that failed and whose backoff has not
+/// expired: a plan with that digest is looked at but not carried out
+/// (only a commit that changes the plan may start the site sooner).
+pub fn reconcile(
+    shared: &Shared,
+    fleet: &Fleet,
+    name: &str,
+    reason: Reason,
+    hold: Option<&str>,
+) -> Reconciled {
     if shared.cancel.load(Ordering::SeqCst) {
-        return Reconciled {
-            outcome: Err(ApplyError::Refused("sitekeeper is stopping".into())),
-            ..failed(String::new())
-        };
+        return Reconciled::error(ApplyError::Stopping {
+            site: name.to_owned(),
+        });
     }
     let Some(site) = fleet.site(name) else {
-        return failed(format!("{name} is no longer in the fleet"));
+        return Reconciled::error(ApplyError::Invalid {
+            site: name.to_owned(),
+            detail: "it is no longer in the fleet".into(),
+        });
     };
     let now = shared.now();
     let opts = Options {
@@ -219,6 +253,7 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
         wait: true,
         saved: None,
         forced: None,
+        forced_fix: None,
         now,
         state_dir: &shared.state_dir,
         progress: None,
@@ -228,63 +263,93 @@ pub fn reconcile(shared: &Shared, fleet: &Fleet, name: &str, reason: Reason) -> 
     if txn::pending(&SiteState::new(&shared.state_dir, name))
         && let Err(e) = converge::recover_site(fleet, site, &opts)
     {
-        return failed(e.to_string());
+        return Reconciled::error(e);
     }
-    // What one look finds: status, held items, classes, whether to act,
-    // and the upgrades on offer with the notice interval.
-    type Offered = (Vec<Upgrade>, Duration);
-    type Looked = (SiteStatus, Vec<Held>, Vec<Class>, bool, Offered);
-    let look = || -> Result<Looked, String> {
-        let ctx =
-            SiteContext::gather(fleet, site, &shared.state_dir, None).map_err(|e| e.to_string())?;
+    /// What one look finds.
+    struct Looked {
+        status: SiteStatus,
+        held: Vec<Held>,
+        available: Vec<Class>,
+        /// Whether there is something `apply` would do.
+        act: bool,
+        /// A preflight failure holding the plan (SPEC §6.7).
+        preflight: Option<ApplyError>,
+        digest: String,
+        /// The upgrades on offer, with the notice interval.
+        offered: (Vec<Upgrade>, Duration),
+    }
+    let look = || -> Result<Looked, ApplyError> {
+        let ctx = SiteContext::gather(fleet, site, &shared.state_dir, None)
+            .map_err(|e| converge::context_error(name, e))?;
         let plan = ctx.plan(now, None);
-        let status = status::of(&ctx, &plan).map_err(|e| e.to_string())?;
+        let status = status::of(&ctx, &plan).map_err(|e| ApplyError::Internal {
+            site: name.to_owned(),
+            detail: e.to_string(),
+        })?;
         let available = status::available(&ctx)
             .into_iter()
             .map(|(_, c)| c)
             .collect();
         // A plan `apply` would refuse (approval missing, untrusted source,
-        // drift blocked) is reported, not retried every few seconds.
+        // drift blocked) is reported, not retried every few seconds; one
+        // held by its preflight is an error of the site, which backs off.
+        let refusal = converge::refusal(name, &plan);
+        let preflight = refusal
+            .as_ref()
+            .is_some_and(|e| matches!(e, ApplyError::Preflight { .. }))
+            .then(|| refusal.expect("checked just above"));
         let refused = plan.held.iter().any(|h| {
             matches!(
                 h.code,
-                HeldCode::ApprovalRequired | HeldCode::UntrustedSource | HeldCode::DriftBlocked
+                HeldCode::ApprovalRequired
+                    | HeldCode::UntrustedSource
+                    | HeldCode::DriftBlocked
+                    | HeldCode::Preflight
             )
         });
-        let act = ctx.adopted() && plan.has_changes() && !refused;
-        let offered = (
-            status::upgrades(&ctx, &plan, now),
-            ctx.effective.notify_interval.value.0,
-        );
-        Ok((status, plan.held, available, act, offered))
-    };
-    let (status, held, available, act, offered) = match look() {
-        Ok(found) => found,
-        Err(e) => return failed(e),
-    };
-    if !act {
-        return Reconciled {
-            outcome: Ok(Outcome::Unchanged),
-            notices: notices_for(shared, &status, &offered, now),
-            status: Some(status),
-            held,
+        Ok(Looked {
+            act: ctx.adopted() && plan.has_changes() && !refused,
+            preflight,
+            digest: plan.plan_digest.clone(),
+            offered: (
+                status::upgrades(&ctx, &plan, now),
+                ctx.effective.notify_interval.value.0,
+            ),
+            status,
+            held: plan.held,
             available,
+        })
+    };
+    let first = match look() {
+        Ok(found) => found,
+        Err(e) => return Reconciled::error(e),
+    };
+    // A plan that already failed, and still would: wait out the backoff.
+    let deferred = (first.act || first.preflight.is_some()) && hold == Some(first.digest.as_str());
+    if !first.act || deferred {
+        return Reconciled {
+            outcome: first.preflight.map_or(Ok(Outcome::Unchanged), Err),
+            notices: notices_for(shared, &first.status, &first.offered, now),
+            status: Some(first.status),
+            held: first.held,
+            available: first.available,
+            digest: Some(first.digest),
+            deferred,
         };
     }
     // Something to do: `apply` plans again under the lock and converges.
     let outcome = converge::apply_site(fleet, site, &opts);
     // Notices are judged once, after the change: against the version the
     // site runs now.
-    let (status, held, available, offered) = match look() {
-        Ok((status, held, available, _, offered)) => (status, held, available, offered),
-        Err(_) => (status, held, available, offered),
-    };
+    let after = look().unwrap_or(first);
     Reconciled {
         outcome,
-        notices: notices_for(shared, &status, &offered, now),
-        status: Some(status),
-        held,
-        available,
+        notices: notices_for(shared, &after.status, &after.offered, now),
+        status: Some(after.status),
+        held: after.held,
+        available: after.available,
+        digest: Some(after.digest),
+        deferred: false,
     }
 }
 
@@ -341,15 +406,42 @@ fn announce(metrics: &Metrics, notices: &[Notice]) {
     }
 }
 
-/// The backoff after `failures` failures in a row: 2 s doubling, capped at
-/// the interval (and at 5 minutes), so a broken site is retried but never
-/// hammered.
-pub fn error_policy(failures: u32, interval: Duration) -> Action {
+/// When to look at a site again after `error`, its `failures`-th failure
+/// in a row (kube-runtime's `error_policy`), by the error's class, never
+/// its text:
+///
+/// * busy (a lock, a stop): soon, 2 s, and it is not a failure;
+/// * bad input: at the next interval; only a new commit helps, and a new
+///   commit triggers a look by itself;
+/// * anything else: 2 s doubling, capped at the interval (and at 5
+///   minutes), so a broken site is retried but never hammered.
+pub fn error_policy(error: &ApplyError, failures: u32, interval: Duration) -> Action {
     let base = Duration::from_secs(2);
+    if error.is_busy() {
+        return Action::Requeue(base);
+    }
     let cap = interval.min(Duration::from_secs(300)).max(base);
+    if error.class() == ErrorClass::Input {
+        return Action::Requeue(cap);
+    }
     let backoff = base.saturating_mul(1 << failures.saturating_sub(1).min(16));
     Action::Requeue(backoff.min(cap))
 }
+
+/// A failing site's backoff: no trigger but a plan-changing commit or an
+/// operator's explicit request starts it before `until` (SPEC §8).
+#[derive(Debug, Clone)]
+struct Backoff {
+    /// Not before then.
+    until: Instant,
+    /// The plan that failed, as it stood after the failure: a commit that
+    /// leaves it the same does not start the site sooner.
+    digest: Option<String>,
+}
+
+/// How long after a reconcile its site's file events are taken for the
+/// echo of its own writes (inotify delivers them within milliseconds).
+const ECHO_WINDOW: Duration = Duration::from_secs(1);
 
 /// `interval` plus up to a tenth of it at random, so a fleet of sites
 /// started together does not stay in lock step.
@@ -412,8 +504,11 @@ pub struct Daemon {
     due: HashMap<String, (Instant, Reason)>,
     running: HashSet<String>,
     again: HashMap<String, Reason>,
-    /// After a change of its own, a site's file events are its own echo.
+    /// After a reconcile, a site's file events are the echo of its own
+    /// writes (a change, its rollback, a recovery) until then.
     quiet_until: HashMap<String, Instant>,
+    /// Failing sites and until when they wait.
+    backoff: HashMap<String, Backoff>,
     reloading: bool,
     reload_again: bool,
     /// When to publish the opted-in status reports next (SPEC §7).
@@ -481,6 +576,7 @@ impl Daemon {
             running: HashSet::new(),
             again: HashMap::new(),
             quiet_until: HashMap::new(),
+            backoff: HashMap::new(),
             reloading: false,
             reload_again: false,
             publish_at: None,
@@ -603,7 +699,15 @@ impl Daemon {
     }
 
     /// Moves `site`'s next look to `at` if that is earlier.
+    ///
+    /// A failing site waits out its backoff whatever the trigger, except a
+    /// new commit, which may look at once (and acts only if the commit
+    /// changed the plan that failed: see [`reconcile`]'s `hold`).
     fn schedule(&mut self, site: &str, at: Instant, reason: Reason) {
+        let at = match self.backoff.get(site) {
+            Some(b) if reason != Reason::Commit => at.max(b.until),
+            _ => at,
+        };
         match self.due.get(site) {
             Some((when, _)) if *when <= at => {}
             _ => {
@@ -623,6 +727,11 @@ impl Daemon {
             .collect();
         for (site, reason) in ready {
             self.due.remove(&site);
+            let hold = self
+                .backoff
+                .get(&site)
+                .filter(|b| b.until > now)
+                .and_then(|b| b.digest.clone());
             self.running.insert(site.clone());
             let shared = Arc::clone(&self.shared);
             let jobs = Arc::clone(jobs);
@@ -636,15 +745,14 @@ impl Daemon {
                         tracing::info_span!("reconcile", site = %name, reason = reason.as_str());
                     let _entered = span.enter();
                     let fleet = shared.fleet();
-                    reconcile(&shared, &fleet, &name, reason)
+                    reconcile(&shared, &fleet, &name, reason, hold.as_deref())
                 })
                 .await
-                .unwrap_or_else(|e| Reconciled {
-                    outcome: Err(ApplyError::Failed(format!("the reconcile panicked: {e}"))),
-                    status: None,
-                    held: Vec::new(),
-                    available: Vec::new(),
-                    notices: Notices::default(),
+                .unwrap_or_else(|e| {
+                    Reconciled::error(ApplyError::Internal {
+                        site: site.clone(),
+                        detail: format!("the reconcile panicked: {e}"),
+                    })
                 });
                 drop(permit);
                 let _ = done.send(Done {
@@ -661,12 +769,15 @@ impl Daemon {
         match t.reason {
             Reason::FileChange => {
                 let Some(site) = t.site else { return };
-                if self.running.contains(&site) {
-                    self.again.entry(site).or_insert(Reason::FileChange);
-                } else if self
-                    .quiet_until
-                    .get(&site)
-                    .is_none_or(|until| Instant::now() >= *until)
+                // While a reconcile runs, and a moment after, the site's
+                // events are the echo of its own writes (a change, its
+                // rollback, a recovery): never a reason to look again. A
+                // person's edit in that window is seen at the next look.
+                if !self.running.contains(&site)
+                    && self
+                        .quiet_until
+                        .get(&site)
+                        .is_none_or(|until| Instant::now() >= *until)
                 {
                     // Debounce: a burst of events (an editor's save, an
                     // unpacked upload) makes one reconcile.
@@ -681,6 +792,23 @@ impl Daemon {
             _ => {
                 self.after_reload.push(t);
                 self.reload(Reason::Webhook, reload_tx);
+            }
+        }
+    }
+
+    /// Schedules what a request asked for. An operator who names a site
+    /// (`POST /reconcile?site=NAME`) means "now": that lifts its backoff;
+    /// a request for every site respects each one's backoff.
+    fn requested(&mut self, t: Trigger, fleet: &Fleet, now: Instant) {
+        match &t.site {
+            Some(site) => {
+                self.backoff.remove(site);
+                self.schedule(site, now, t.reason);
+            }
+            None => {
+                for s in &fleet.sites {
+                    self.schedule(s.site.as_str(), now, t.reason);
+                }
             }
         }
     }
@@ -718,14 +846,7 @@ impl Daemon {
                 // Explicit requests first, so a webhook's reconcile is
                 // recorded as the webhook's even when it brought a commit.
                 for t in std::mem::take(&mut self.after_reload) {
-                    match &t.site {
-                        Some(site) => self.schedule(site, now, t.reason),
-                        None => {
-                            for s in &fleet.sites {
-                                self.schedule(s.site.as_str(), now, t.reason);
-                            }
-                        }
-                    }
+                    self.requested(t, &fleet, now);
                 }
                 let old = self.shared.fleet();
                 let moved = fingerprint(&old) != fingerprint(&fleet);
@@ -781,14 +902,7 @@ impl Daemon {
         }
         let fleet = self.shared.fleet();
         for t in std::mem::take(&mut self.after_reload) {
-            match t.site {
-                Some(site) => self.schedule(&site, now, t.reason),
-                None => {
-                    for s in &fleet.sites {
-                        self.schedule(s.site.as_str(), now, t.reason);
-                    }
-                }
-            }
+            self.requested(t, &fleet, now);
         }
         if std::mem::take(&mut self.reload_again) {
             self.reload(reason, reload_tx);
@@ -802,11 +916,17 @@ impl Daemon {
         let site = done.site.as_str();
         let label = SiteLabel { site: site.into() };
         metrics.duration.observe(done.elapsed.as_secs_f64());
-        let (word, error) = match &done.result.outcome {
-            Ok(Outcome::Unchanged) => ("unchanged", None),
-            Ok(Outcome::Changed { .. }) => ("changed", None),
-            Err(ApplyError::Refused(e)) => ("refused", Some(e.clone())),
-            Err(ApplyError::Failed(e)) => ("failed", Some(e.clone())),
+        // Every reconcile may have written (a change, its rollback, a
+        // recovery): the file events that follow are its echo.
+        self.quiet_until
+            .insert(site.to_owned(), Instant::now() + ECHO_WINDOW);
+        let deferred = done.result.deferred;
+        let (word, error, kind) = match &done.result.outcome {
+            _ if deferred => ("deferred", None, None),
+            Ok(Outcome::Unchanged) => ("unchanged", None, None),
+            Ok(Outcome::Changed { .. }) => ("changed", None, None),
+            Err(e) if e.is_refusal() => ("refused", Some(e.to_string()), Some(e.kind())),
+            Err(e) => ("failed", Some(e.to_string()), Some(e.kind())),
         };
         metrics
             .reconciles
@@ -815,40 +935,62 @@ impl Daemon {
                 result: word.into(),
             })
             .inc();
+        if let Some(kind) = kind {
+            metrics
+                .errors
+                .get_or_create(&KindLabels {
+                    site: site.into(),
+                    kind: kind.into(),
+                })
+                .inc();
+        }
+        // Failures in a row: a busy site is not failing, and a deferred
+        // look changes nothing.
         let mut failures = 0;
         self.shared.report(site, |r| {
-            if word == "failed" {
-                r.failures += 1;
-            } else {
-                r.failures = 0;
+            match &done.result.outcome {
+                _ if deferred => {}
+                Err(e) if e.is_busy() => {}
+                Err(_) => r.failures += 1,
+                Ok(_) => r.failures = 0,
             }
             failures = r.failures;
         });
         match &done.result.outcome {
+            _ if deferred => {
+                tracing::debug!(
+                    site,
+                    reason = done.reason.as_str(),
+                    "backing off: the plan that failed is unchanged"
+                );
+            }
             Ok(Outcome::Changed {
                 point,
                 files,
                 version,
             }) => {
                 tracing::info!(site, reason = done.reason.as_str(), version = %version, files, point, "converged");
-                self.quiet_until
-                    .insert(site.to_owned(), Instant::now() + Duration::from_secs(1));
-                // The echo of our own writes is not a change to look at.
-                if self.again.get(site) == Some(&Reason::FileChange) {
-                    self.again.remove(site);
-                }
                 // A symlink-layout site now lives in another directory.
                 self.files.refresh(&self.shared.fleet());
             }
             Ok(Outcome::Unchanged) => {
                 tracing::debug!(site, reason = done.reason.as_str(), "nothing to do");
             }
-            Err(ApplyError::Refused(e)) => {
-                tracing::warn!(site, reason = done.reason.as_str(), error = %e, "refused")
+            Err(e) if e.is_busy() => {
+                tracing::debug!(site, reason = done.reason.as_str(), error = %e, "busy")
             }
-            Err(ApplyError::Failed(e)) => {
+            Err(e) => {
                 metrics.failures.get_or_create(&label).inc();
-                tracing::error!(site, reason = done.reason.as_str(), error = %e, failures, "failed");
+                if e.is_refusal() {
+                    tracing::warn!(site, reason = done.reason.as_str(), kind = e.kind(), error = %e, failures, "refused");
+                } else {
+                    tracing::error!(site, reason = done.reason.as_str(), kind = e.kind(), error = %e, failures, "failed");
+                }
+                // The change failed and was rolled back: the site's files
+                // may have moved (symlink layout), as after a change.
+                if matches!(e, ApplyError::RolledBack { .. }) {
+                    self.files.refresh(&self.shared.fleet());
+                }
             }
         }
         if let Some(status) = &done.result.status {
@@ -894,7 +1036,7 @@ impl Daemon {
                     .set(n as i64);
             }
         }
-        if word != "failed" {
+        if matches!(word, "unchanged" | "changed") {
             metrics
                 .last_success
                 .get_or_create(&label)
@@ -921,6 +1063,47 @@ impl Daemon {
                 .set(i64::from(!untrusted));
         }
         announce(metrics, &done.result.notices.new);
+        // When to look next, and the backoff that holds every trigger
+        // but a plan-changing commit or an operator until then.
+        let now = Instant::now();
+        let (action, reason) = match &done.result.outcome {
+            _ if deferred => match self.backoff.get(site) {
+                Some(b) => (
+                    Action::Requeue(b.until.saturating_duration_since(now)),
+                    Reason::Retry,
+                ),
+                None => (Action::Requeue(Duration::ZERO), Reason::Retry),
+            },
+            Err(e) => (
+                error_policy(e, failures, self.config.interval),
+                Reason::Retry,
+            ),
+            Ok(_) => (
+                Action::Requeue(jittered(self.config.interval)),
+                Reason::Interval,
+            ),
+        };
+        let Action::Requeue(after) = action;
+        match &done.result.outcome {
+            _ if deferred => {}
+            Err(e) if !e.is_busy() => {
+                self.backoff.insert(
+                    site.to_owned(),
+                    Backoff {
+                        until: now + after,
+                        digest: done.result.digest.clone(),
+                    },
+                );
+            }
+            Err(_) => {}
+            Ok(_) => {
+                self.backoff.remove(site);
+            }
+        }
+        let backoff = self.backoff.get(site).map_or(0.0, |b| {
+            b.until.saturating_duration_since(now).as_secs_f64()
+        });
+        metrics.backoff.get_or_create(&label).set(backoff);
         let at = self.shared.now().to_string();
         let result = done.result;
         self.shared.report(site, |r| {
@@ -931,31 +1114,23 @@ impl Daemon {
             r.held = result.held;
             r.last_reconcile = Some(at);
             r.reason = Some(done.reason);
-            r.outcome = Some(word);
-            r.error = error;
+            if !deferred {
+                r.outcome = Some(word);
+                r.error = error;
+                r.error_kind = kind;
+            }
+            r.backoff_seconds = backoff;
         });
         // Reports follow changes a little later, in one batch.
-        if word != "unchanged" || done.reason == Reason::Startup {
+        if !matches!(word, "unchanged" | "deferred") || done.reason == Reason::Startup {
             let soon = Instant::now() + Duration::from_secs(2);
             self.publish_at = Some(self.publish_at.map_or(soon, |at| at.min(soon)));
         }
-        let action = match word {
-            "failed" => error_policy(failures, self.config.interval),
-            // Busy (a lock) or stopping: look again soon.
-            "refused" => Action::Requeue(Duration::from_secs(2)),
-            _ => Action::Requeue(jittered(self.config.interval)),
-        };
         if let Some(reason) = self.again.remove(site) {
-            self.schedule(site, Instant::now(), reason);
+            self.schedule(site, now, reason);
         }
         if fleet.site(site).is_some() {
-            let Action::Requeue(after) = action;
-            let reason = if word == "failed" || word == "refused" {
-                Reason::Retry
-            } else {
-                Reason::Interval
-            };
-            self.schedule(site, Instant::now() + after, reason);
+            self.schedule(site, now + after, reason);
         }
     }
 }
@@ -969,7 +1144,11 @@ mod tests {
     #[test]
     fn backoff_doubles_and_is_capped() {
         let hour = Duration::from_secs(3600);
-        let secs = |n| match error_policy(n, hour) {
+        let failed = ApplyError::Failed {
+            site: "s".into(),
+            detail: "x".into(),
+        };
+        let secs = |n| match error_policy(&failed, n, hour) {
             Action::Requeue(d) => d.as_secs(),
         };
         assert_eq!(
@@ -977,9 +1156,24 @@ mod tests {
             [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
         );
         assert_eq!(
-            error_policy(9, Duration::from_secs(10)),
+            error_policy(&failed, 9, Duration::from_secs(10)),
             Action::Requeue(Duration::from_secs(10)),
             "never longer than the interval"
+        );
+        let busy = ApplyError::LockBusy { site: "s".into() };
+        assert_eq!(
+            error_policy(&busy, 9, hour),
+            Action::Requeue(Duration::from_secs(2)),
+            "a busy site is looked at again soon, whatever came before"
+        );
+        let full = ApplyError::StorageFull {
+            site: "s".into(),
+            detail: "x".into(),
+        };
+        assert_eq!(
+            error_policy(&full, 3, hour),
+            Action::Requeue(Duration::from_secs(8)),
+            "a full disk backs off like any failure (it was retried every 2 s)"
         );
     }
 

@@ -23,8 +23,18 @@ pub struct SiteLabel {
 pub struct ResultLabels {
     /// The site.
     pub site: String,
-    /// `unchanged`, `changed`, `refused` or `failed`.
+    /// `unchanged`, `changed`, `refused`, `failed`, or `deferred` (looked
+    /// at while backing off, and left alone).
     pub result: String,
+}
+
+/// Labels naming a site and an error kind (`ApplyError::kind`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The site.
+    pub site: String,
+    /// `preflight`, `rolled_back`, `storage_full`, …
+    pub kind: String,
 }
 
 /// Labels naming a site and an upgrade class.
@@ -65,6 +75,10 @@ pub struct Metrics {
     pub upgrade_notices: Family<ClassLabels, Counter>,
     /// Unix time of the last successful reconcile.
     pub last_success: Family<SiteLabel, Gauge<f64, AtomicU64>>,
+    /// Errors by site and kind.
+    pub errors: Family<KindLabels, Counter>,
+    /// Seconds a failing site waits before it is tried again (0: not failing).
+    pub backoff: Family<SiteLabel, Gauge<f64, AtomicU64>>,
     /// Whether each catalog's commit is trusted (1) or not (0).
     pub catalog_trusted: Family<ProductLabel, Gauge>,
     /// Fleet loads that failed (the last good fleet stays in use).
@@ -128,6 +142,18 @@ impl Metrics {
             "Unix time of the site's last successful reconcile",
             last_success.clone(),
         );
+        let errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that did not converge, by site and error kind",
+            errors.clone(),
+        );
+        let backoff = Family::<SiteLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "backoff_seconds",
+            "How long a failing site waits before it is tried again (0 when it is not failing)",
+            backoff.clone(),
+        );
         let catalog_trusted = Family::<ProductLabel, Gauge>::default();
         registry.register(
             "catalog_trusted",
@@ -151,6 +177,8 @@ impl Metrics {
             upgrades,
             upgrade_notices,
             last_success,
+            errors,
+            backoff,
             catalog_trusted,
             load_failures,
         }
@@ -171,6 +199,7 @@ impl Metrics {
         self.pending.remove(&label);
         self.held.remove(&label);
         self.last_success.remove(&label);
+        self.backoff.remove(&label);
         for class in ["eligible", "questionable", "ineligible"] {
             let labels = ClassLabels {
                 site: site.into(),

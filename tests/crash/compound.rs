@@ -110,7 +110,9 @@ fn a_crash_in_the_automatic_rollback_after_a_failed_health_check_leaves_old_or_n
     let base = scenario_with(
         cat.path(),
         Layout::InPlace,
-        "health: {command: [\"false\"], timeout: 10s}\n",
+        // Passes before the upgrade, which removes the file, and fails
+        // after it (a check that fails before would blame nothing).
+        "health: {command: [\"test\", \"-e\", \"lib/old/gone.php\"], timeout: 10s}\n",
     );
     let old = tree_hash(&base.path().join("site"));
     // The new tree is what a site without the check gets.

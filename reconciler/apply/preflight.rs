@@ -1,0 +1,138 @@
+//! Preflight (SPEC §6.7): before anything is written, can the change be
+//! carried out and judged? Every command it may run names a program that
+//! exists, and the site's root can be written. Gathered with the site's
+//! state, before planning, so `plan`, `status` and `apply` hold the same
+//! plan with `preflight`; free space, which depends on the plan, is
+//! checked by `apply` once the plan is known.
+//!
+//! A health URL that does not answer is not a preflight failure: the check
+//! then fails before the change, so by SPEC §6.2 it blames nothing.
+
+use std::path::Path;
+
+use rustix::fs::Access;
+
+use crate::model::words::Layout;
+use crate::model::{Release, Site};
+use crate::plan::PreflightFailure;
+use crate::policy::Effective;
+
+/// Every preflight check that fails for `site` now.
+pub fn gather(
+    site: &Site,
+    effective: &Effective,
+    releases: &[Release],
+    root: &Path,
+) -> Vec<PreflightFailure> {
+    let mut failures = Vec::new();
+    let mut command = |check: String, argv: &[String], release: Option<&Release>| {
+        if let Some(reason) = missing_program(argv, root) {
+            failures.push(PreflightFailure {
+                check,
+                reason,
+                release: release.map(|r| r.version.clone()),
+            });
+        }
+    };
+    if let Some(cmd) = site.health.as_ref().and_then(|h| h.command.as_ref()) {
+        command("health.command".into(), &cmd.0, None);
+    }
+    for (n, cmd) in site.hooks.pre_apply.iter().enumerate() {
+        command(format!("hooks.pre_apply[{n}]"), &cmd.0, None);
+    }
+    for (n, cmd) in site.hooks.post_apply.iter().enumerate() {
+        command(format!("hooks.post_apply[{n}]"), &cmd.0, None);
+    }
+    // Release hooks run only where the policy allows them; they matter
+    // only to a change that upgrades to their release (the planner picks).
+    if effective.allow_release_hooks.value {
+        for r in releases {
+            for (n, cmd) in r.hooks.pre_apply.iter().enumerate() {
+                let check = format!("release {} hooks.pre_apply[{n}]", r.version);
+                command(check, &cmd.0, Some(r));
+            }
+            for (n, cmd) in r.hooks.post_apply.iter().enumerate() {
+                let check = format!("release {} hooks.post_apply[{n}]", r.version);
+                command(check, &cmd.0, Some(r));
+            }
+        }
+    }
+    if let Some(reason) = unwritable(root, effective.layout.value) {
+        failures.push(PreflightFailure {
+            check: "root".into(),
+            reason,
+            release: None,
+        });
+    }
+    failures
+}
+
+/// Why `argv` cannot run, if it cannot: its program is not found on
+/// `PATH` (or, when it names a path, relative to the site root where
+/// commands run), or is not executable.
+fn missing_program(argv: &[String], root: &Path) -> Option<String> {
+    let Some(program) = argv.first() else {
+        return Some("the command is empty".into());
+    };
+    let executable = |p: &Path| p.is_file() && rustix::fs::access(p, Access::EXEC_OK).is_ok();
+    if program.contains('/') {
+        let path = root.join(program);
+        return (!executable(&path)).then(|| {
+            format!(
+                "`{program}` does not exist or is not executable (hint: install it, or fix the command in the site file)"
+            )
+        });
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| executable(&dir.join(program)));
+    (!found).then(|| {
+        format!(
+            "`{program}` is not installed here (not found on PATH) (hint: install it, or change the command in the site file)"
+        )
+    })
+}
+
+/// Why the site's files cannot be changed, if they cannot: the root (for
+/// the `symlink` layout, the directory holding the link, where release
+/// directories are built) is not writable or on a read-only file system.
+fn unwritable(root: &Path, layout: Layout) -> Option<String> {
+    let dir = match layout {
+        Layout::InPlace => root.to_path_buf(),
+        Layout::Symlink => root.parent().unwrap_or(root).to_path_buf(),
+    };
+    match rustix::fs::access(&dir, Access::WRITE_OK) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "{} cannot be written: {} (hint: run sitekeeper as the user that owns the site, on a file system mounted read-write)",
+            dir.display(),
+            crate::store::plain(&e.into())
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_on_path_or_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert_eq!(missing_program(&["sh".into()], root), None);
+        assert!(missing_program(&["no-such-tool-here".into()], root).is_some());
+        assert!(missing_program(&["./bin/tool".into()], root).is_some());
+        std::fs::create_dir(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        assert!(
+            missing_program(&["./bin/tool".into()], root).is_some(),
+            "not executable"
+        );
+        let mut perms = std::fs::metadata(root.join("bin/tool"))
+            .unwrap()
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(root.join("bin/tool"), perms).unwrap();
+        assert_eq!(missing_program(&["./bin/tool".into()], root), None);
+        assert!(missing_program(&[], root).is_some());
+    }
+}
