@@ -16,6 +16,7 @@ mod examples;
 mod fsync;
 mod fuzz_corpus;
 mod git_sources;
+mod hooks;
 mod hostile_corpus;
 mod hostile_sites;
 mod invalid_corpus;

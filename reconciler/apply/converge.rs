@@ -665,7 +665,9 @@ pub fn apply_site(
     {
         let timeout = health.timeout.map_or(Duration::from_secs(30), |d| d.0);
         let result = match (&health.command, &health.http) {
-            (Some(cmd), _) => run_hook(&cmd.0, &env, timeout).map(|_| ()),
+            (Some(cmd), _) => run_hook(&cmd.0, &env, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             (None, Some(url)) => super::health::http(url.as_str(), timeout),
             (None, None) => Ok(()),
         };
