@@ -5,6 +5,7 @@
 
 mod support;
 
+mod adopt;
 mod approvals;
 mod bench_smoke;
 mod changed_since;
