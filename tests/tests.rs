@@ -5,6 +5,7 @@
 
 mod support;
 
+mod adopt;
 mod approvals;
 mod bench_smoke;
 mod changed_since;
@@ -16,6 +17,7 @@ mod examples;
 mod fsync;
 mod fuzz_corpus;
 mod git_sources;
+mod hooks;
 mod hostile_corpus;
 mod hostile_sites;
 mod invalid_corpus;

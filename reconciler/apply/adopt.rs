@@ -50,7 +50,10 @@ pub enum AdoptError {
     Store(#[from] StoreError),
 }
 
-/// Adopts the site at `version`. The caller holds the site's lock.
+/// Adopts the site at `version`. The caller holds the site's lock, and
+/// should have gathered `ctx` under it; whether a point exists is asked
+/// again of the store here, so an adopt that gathered before another one
+/// finished still refuses rather than recording a second adopt point.
 pub fn adopt(
     ctx: &SiteContext<'_>,
     version: &Version,
@@ -63,6 +66,9 @@ pub fn adopt(
     }
     let payload = ctx.payload(version).map_err(AdoptError::Release)?;
     let points = ctx.state.points()?;
+    if let Some(point) = points.latest()? {
+        return Err(AdoptError::Already { site, point });
+    }
     let mut snapshot = Snapshot::new();
     let (mut customised, mut absent) = (0, 0);
     for (path, release_file) in &payload.files {

@@ -8,6 +8,7 @@ use super::{CliError, Global, Printer, exit, load_clean};
 use crate::apply::SiteContext;
 use crate::apply::adopt::{AdoptError, adopt};
 use crate::model::values::Version;
+use crate::store::SiteState;
 
 /// Arguments of `adopt`.
 #[derive(Debug, Args)]
@@ -27,6 +28,26 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
     let fleet = load_clean(global)?;
     let site = select(&fleet, std::slice::from_ref(&args.site))?[0];
     let state = state_dir(global, &fleet);
+    // An untrusted fleet may have redirected the site's state dir: take no
+    // lock there (which creates it) until a trusted commit arrives.
+    if let Some(reason) = fleet.trust.untrusted() {
+        printer.error(&format!("refused: {}: {reason}", site.site));
+        return Err(CliError::Exit(exit::REFUSED));
+    }
+    // The lock before anything is read: two adopts started together would
+    // otherwise both see "not adopted" and both record an adopt point.
+    let site_state = SiteState::new(&state, site.site.as_str());
+    let Some(_lock) = site_state
+        .lock(true)
+        .map_err(|e| CliError::Failed(e.to_string()))?
+    else {
+        printer.error(&format!(
+            "refused: {}: another sitekeeper holds the site's lock",
+            site.site
+        ));
+        return Err(CliError::Exit(exit::REFUSED));
+    };
+    remove_cache_temps(&site_state)?;
     let progress = ScanProgress::new(site.site.as_str(), global.quiet);
     let ctx = SiteContext::gather(&fleet, site, &state, Some(&progress))
         .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -36,11 +57,8 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
         printer.error(&format!("refused: {}: {reason}", site.site));
         return Err(CliError::Exit(exit::REFUSED));
     }
-    let _lock = ctx
-        .state
-        .lock(true)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    remove_cache_temps(&ctx.state)?;
+    // Exit 2, as for any other adopt that makes no sense for the site
+    // (SPEC 3 names no code for it; tests/planning.rs holds it to 2).
     if let Some(point) = ctx.point {
         printer.error(
             &AdoptError::Already {
