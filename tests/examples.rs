@@ -166,3 +166,99 @@ fn the_ci_examples_parse_and_use_only_declared_action_inputs() {
         "{script:?}"
     );
 }
+
+/// examples/README.md ("What the sites need") sorts the sites into those
+/// that apply on a bare Debian machine and those that need more. The first
+/// kind are adopted and applied here, on a copy, and their health check
+/// passes; each of the others says in its site file what it needs.
+#[test]
+fn the_example_sites_apply_here_or_say_what_they_need() {
+    let examples = repo_root().join("examples");
+    let readme = std::fs::read_to_string(examples.join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## What the sites need")
+        .expect("examples/README.md has a section \"What the sites need\"")..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let rows: Vec<(&str, &str)> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| site ") && !l.starts_with("| ---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1], cells[cells.len() - 2])
+        })
+        .collect();
+    let mut names: Vec<&str> = rows.iter().map(|(site, _)| *site).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["blog", "intranet", "shop-eu", "staging-a", "staging-b"],
+        "{section}"
+    );
+
+    let site_files: Vec<String> = std::fs::read_dir(examples.join("fleet/sites"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("examples");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&examples)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let state = dir.path().join("state");
+    let fleet = copy.join("fleet");
+    let mut applied = 0;
+    for (site, needs) in rows {
+        if !needs.starts_with("nothing beyond a Debian base system") {
+            // The site's own entry (in a file of several sites, the text up to
+            // the next site) says what applying it needs.
+            let text = site_files
+                .iter()
+                .find_map(|t| {
+                    t.split_once(&format!("site: {site}\n"))
+                        .map(|(_, rest)| rest)
+                })
+                .unwrap_or_else(|| panic!("no site file for {site}"));
+            let own = text.split("site: ").next().unwrap();
+            assert!(
+                own.lines()
+                    .any(|l| l.trim_start().starts_with('#') && l.to_lowercase().contains("needs")),
+                "{site}: its site file says nothing about what it needs:\n{own}"
+            );
+            continue;
+        }
+        let run = |args: &[&str]| {
+            let out = crate::support::sitekeeper(&state)
+                .current_dir(&fleet)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+            stdout(&out)
+        };
+        run(&["adopt", site, "--detect"]);
+        run(&["apply", site]);
+        let history: serde_json::Value =
+            serde_json::from_str(&run(&["history", site, "--format", "json"])).unwrap();
+        let newest = &history[0];
+        assert_eq!(newest["kind"], "apply", "{site}: {history:#}");
+        assert_eq!(newest["health"], "passed", "{site}: {history:#}");
+        assert_ne!(
+            newest["version"], history[1]["version"],
+            "{site}: {history:#}"
+        );
+        applied += 1;
+    }
+    assert!(
+        applied >= 2,
+        "intranet and staging-a apply on a bare machine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy.join("sites/staging-a/uploads/upgrades.log")).unwrap(),
+        "4.2.0 -> 5.0.0\n",
+        "staging-a's post_apply hook ran with the versions"
+    );
+}

@@ -28,6 +28,7 @@ mod plan_cli;
 mod planning;
 mod properties;
 mod race;
+mod readme_demo;
 mod reports;
 mod schema;
 mod signatures;
