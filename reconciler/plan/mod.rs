@@ -403,7 +403,7 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
     let mut plan = plan_trusted(input);
     if let Some(reason) = input.trust.untrusted() {
         distrust(&mut plan, reason);
-    } else {
+    } else if input.adopted {
         preflight(&mut plan, input.preflight);
     }
     plan
@@ -412,7 +412,9 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
 /// Holds a plan with changes whose preflight failed (SPEC §6.7): one held
 /// item per failing check, and each action as a held item, so `plan`,
 /// `status` and `apply` agree that nothing can be done yet. A plan with
-/// nothing to do runs nothing, so its preflight does not matter.
+/// nothing to do runs nothing, so its preflight does not matter; nor does
+/// that of a site not adopted here, which nothing is applied to on this
+/// machine (a reviewer's CI job plans sites that live elsewhere).
 fn preflight(plan: &mut SitePlan, failures: &[PreflightFailure]) {
     let target = plan.to_version.as_deref();
     let relevant: Vec<&PreflightFailure> = failures
