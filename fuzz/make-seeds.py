@@ -47,6 +47,32 @@ for base in [ROOT / "examples", ROOT / "tests" / "fixtures", ROOT / "policies"]:
         if p.suffix == ".php":
             put("fix_ops", p.read_bytes())
 
+# Times and durations at and past the ends of the clock (issue 15: a long
+# min_release_age overflowed `released + age` in the planner and panicked).
+# The harness plans every valid fleet at both ends of the clock, so these
+# meet every gate's arithmetic: release dates, ring delays, soak and notice
+# intervals, timeouts, windows and approval times.
+SITE = "site: shop\nroot: ../site\nproduct: acme-cms\nchannel: stable\npolicy: local\n"
+DIGEST = '"sha256:' + "0" * 64 + '"'
+for kind, text in [
+    (5, "version: 1.0.0\nchannels: [stable]\nreleased: 9999-12-30T22:00:00Z\npayload: {tree: releases/1.0.0/}\n"),
+    (5, "version: 1.0.0\nchannels: [stable]\nreleased: -009999-01-02T01:59:59Z\npayload: {tree: releases/1.0.0/}\n"),
+    (5, "version: 1.0.0\nchannels: [stable]\nreleased: 9999-12-31T00:00:00Z\npayload: {tree: releases/1.0.0/}\n"),
+    (5, "version: 1.0.0\nchannels: [stable]\nreleased: -009999-01-01T00:00:00Z\nurgency: security\npayload: {tree: releases/1.0.0/}\n"),
+    (4, "product: acme-cms\nchannels: {stable: {}}\nrings: {0: 0h, 1: 36525d}\n"),
+    (4, "product: acme-cms\nchannels: {stable: {}}\nrings: {0: 0h, 1: 7000000d}\n"),
+    (4, "product: acme-cms\nchannels: {stable: {}}\nrings: {0: 7304484d 175307616h, 1: 99999999999999999999s}\n"),
+    (2, "policy: local\nextends: base\ndefaults: {upgrades: patch}\nmin_release_age: 7000000d\nnotify_interval: 7000000d\n"),
+    (2, "policy: local\nextends: base\ndefaults: {upgrades: patch}\nmin_release_age: 36525d\nnotify_interval: 36525d\n"),
+    (2, "policy: local\nextends: base\ndefaults: {upgrades: major}\nmin_release_age: 876600h\nnotify_interval: 1y\n"),
+    (1, SITE + "health: {command: [\"true\"], timeout: 7000000d}\nhooks: {timeout: 1000000000d}\n"),
+    (1, SITE + "health: {command: [\"true\"], timeout: 36525d}\nhooks: {post_apply: [[\"true\"]], timeout: 36525d}\nwindow: {start: \"23:00\", end: \"14:00\", tz: Etc/GMT+12}\n"),
+    (1, SITE + "window: {days: [sun], start: \"23:59\", end: \"00:00\", tz: Pacific/Kiritimati}\nopt_in: {upgrades: major}\n"),
+    (3, "approved:\n  - plan_digest: " + DIGEST + "\n    by: alice\n    at: 9999-12-30T22:00:00Z\n  - plan_digest: " + DIGEST + "\n    by: bob\n    at: -009999-01-02T01:59:59Z\n"),
+    (3, "approved:\n  - plan_digest: " + DIGEST + "\n    by: alice\n    at: 9999-12-31T00:00:00Z\n"),
+]:
+    put("yaml", bytes([kind]) + text.encode())
+
 # Archives: a small tree with a nested file, an executable and an inner link.
 def tar_bytes():
     buf = io.BytesIO()

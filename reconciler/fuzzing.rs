@@ -5,21 +5,25 @@
 //! Each harness takes raw fuzzer bytes and checks invariants with `assert!`:
 //! a panic here *is* the finding. Not part of the supported API.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 
+use crate::apply::status::{HeldWhy, Upgrade};
 use crate::fixops::{self, FileState};
 use crate::load::{self, LoadOptions, payload};
 use crate::model::catalog::{RegexOp, ReplaceOp};
-use crate::model::hash::ContentHash;
-use crate::model::values::{Glob, Pattern};
+use crate::model::hash::{BlobId, ContentHash};
+use crate::model::values::{Glob, Pattern, Version};
 use crate::model::words::{Expect, Whitespace};
+use crate::model::{Fix, Release};
 use crate::plan::{
-    Action, ActionKind, FileChange, FileData, FileOp, Held, HeldCode, Plan, SitePlan, render,
+    self, Action, ActionKind, FileChange, FileData, FileOp, Held, HeldCode, Plan, SitePlan, choose,
+    render,
 };
 
 // ---------------------------------------------------------------- YAML ----
@@ -67,6 +71,13 @@ const SKELETON: &[(&str, &str)] = &[
         "catalog/fixes/0001-x.yaml",
         "id: 0001-x\ntitle: t\nreason: r\nseverity: critical\napplies_to: \">=1.0.0\"\nops:\n  - replace: {files: [\"*.php\"], find: \"echo 1;\", with: \"echo 2;\"}\n",
     ),
+    // A newer release, so that planning has a candidate to judge: a fuzzed
+    // release date or delay meets the gates' time arithmetic.
+    (
+        "catalog/releases/1.0.1.yaml",
+        "version: 1.0.1\nchannels: [stable]\nreleased: 2024-06-01T00:00:00Z\npayload: {tree: releases/1.0.1/}\n",
+    ),
+    ("catalog/releases/1.0.1/index.php", "<?php echo 2;\n"),
 ];
 
 /// Where the fuzzed file of each kind goes (an index into [`SKELETON`]).
@@ -94,7 +105,9 @@ fn make_skeleton() -> std::io::Result<(tempfile::TempDir, PathBuf)> {
 
 /// Loads a fleet in which one file (chosen by `data[0]`, see [`YAML_KINDS`])
 /// holds `data[1..]`, through [`load::load`] as `validate` does, and checks
-/// that every diagnostic points inside that file.
+/// that every diagnostic points inside that file. A fleet that loads clean
+/// is then planned, checked and explained as the commands would, at the
+/// ends of the clock ([`plan_every_site`]): any panic is a finding.
 pub fn yaml(data: &[u8]) {
     let Some((&first, bytes)) = data.split_first() else {
         return;
@@ -123,14 +136,26 @@ pub fn yaml(data: &[u8]) {
         if std::fs::write(&path, bytes).is_err() {
             return;
         }
+        // Put back even when planning panics (a finding), so the next
+        // input of a replay starts from the skeleton again.
+        let _restore = Restore {
+            path: path.clone(),
+            original,
+        };
         let options = LoadOptions {
             fleet: root.join("fleet").to_string_lossy().into_owned(),
             state_dir: Some(root.join("state")),
         };
         let result = load::load(&options);
-        let _ = std::fs::write(&path, original);
         let diags = match result {
-            Ok((_, diags)) => diags,
+            Ok((fleet, diags)) => {
+                // What the commands do with a fleet that validates (they
+                // refuse one that does not): no input may make them panic.
+                if diags.is_empty() {
+                    plan_every_site(&fleet);
+                }
+                diags
+            }
             Err(d) => vec![d],
         };
         // YAML breaks lines at LF, CR and CRLF alike (found by fuzzing: a
@@ -153,6 +178,196 @@ pub fn yaml(data: &[u8]) {
             }
         }
     });
+}
+
+/// The clocks every site of a valid fleet is planned at: both ends of
+/// jiff's range, the epoch and the tests' fixed day (each release's own
+/// date is added), so that every date and duration of the input meets the
+/// time arithmetic of every gate at its extremes (issue 15: a long
+/// `min_release_age` overflowed `released + age` and panicked).
+fn clocks(releases: &[Release]) -> Vec<jiff::Timestamp> {
+    let mut out = vec![
+        jiff::Timestamp::MIN,
+        jiff::Timestamp::UNIX_EPOCH,
+        // 2026-11-20T10:00:00Z, the tests' `SITEKEEPER_NOW`.
+        jiff::Timestamp::from_second(1_795_168_800).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        jiff::Timestamp::MAX,
+    ];
+    out.extend(releases.iter().take(4).map(|r| r.released.0));
+    out
+}
+
+/// What `explain`, `check`, `status`, `plan` and the daemon's notices
+/// compute for each site of a valid fleet, in process: the effective
+/// settings, every release judged against every installed version at
+/// every one of [`clocks`], the plan, its renderings, and the notices due.
+/// The site is taken as adopted with nothing on disk, so that planning
+/// runs every gate and the target tree without a site root.
+fn plan_every_site(fleet: &load::Fleet) {
+    for site in &fleet.sites {
+        let Ok(effective) = crate::policy::resolve(fleet, site) else {
+            continue;
+        };
+        let _ = effective.rows();
+        let Some(catalog) = fleet.catalogs.get(&site.product) else {
+            continue;
+        };
+        let releases: Vec<Release> = catalog.releases.iter().map(|r| r.value.clone()).collect();
+        let fixes: Vec<Fix> = catalog.fixes.iter().map(|f| f.value.clone()).collect();
+        let approved = fleet
+            .approvals
+            .get(site.site.as_str())
+            .map(|a| a.approved.clone())
+            .unwrap_or_default();
+        let contents = FuzzContents {
+            catalog,
+            payloads: RefCell::default(),
+        };
+        let inventory = crate::inventory::Inventory::default();
+        let trust = load::Trust::NotRequired;
+        let mut plans = Vec::new();
+        // 0.0.0 first: every release is newer, so every one meets the gates.
+        let zero = Version(semver::Version::new(0, 0, 0));
+        let installs = std::iter::once(&zero).chain(releases.iter().take(3).map(|r| &r.version));
+        for installed in installs {
+            let mut notices = crate::apply::notices::NoticeState::default();
+            for now in clocks(&releases) {
+                let gates = choose::Gates {
+                    effective: &effective,
+                    catalog: &catalog.catalog,
+                    now,
+                    quarantined: &[],
+                    forced: None,
+                };
+                // `check` and `status`: each newer release judged alone.
+                let upgrades: Vec<Upgrade> = releases
+                    .iter()
+                    .filter(|r| r.version > *installed)
+                    .map(|r| {
+                        let a = choose::assess(installed, r, &gates);
+                        Upgrade {
+                            version: r.version.to_string(),
+                            class: a.class,
+                            reason: choose::class_reason(&installed.0, &r.version.0, a.class),
+                            automatic: a.held.is_empty(),
+                            held: a.held.into_iter().next().map(|h| HeldWhy {
+                                code: h.code,
+                                reason: h.reason,
+                            }),
+                        }
+                    })
+                    .collect();
+                // The daemon's notices, remembered from clock to clock.
+                let _ = crate::apply::notices::due(
+                    site.site.as_str(),
+                    &installed.to_string(),
+                    &upgrades,
+                    &mut notices,
+                    now,
+                    effective.notify_interval.value.0,
+                    false,
+                );
+                let input = plan::SiteInput {
+                    name: site.site.as_str(),
+                    labels: &site.labels,
+                    preserve: &site.paths.preserve,
+                    effective: &effective,
+                    catalog: &catalog.catalog,
+                    releases: &releases,
+                    fixes: &fixes,
+                    catalog_commit: None,
+                    trust: &trust,
+                    installed: Some(plan::Installed {
+                        version: installed.clone(),
+                        snapshot: BTreeMap::new(),
+                        fixes: BTreeMap::new(),
+                    }),
+                    adopted: true,
+                    detection: None,
+                    inventory: &inventory,
+                    quarantined: &[],
+                    quarantined_fixes: &BTreeMap::new(),
+                    forced: None,
+                    forced_fix: None,
+                    preflight: &[],
+                    approved: &approved,
+                    now,
+                    contents: &contents,
+                    diffs: true,
+                };
+                plans.push(plan::plan_site(&input));
+            }
+        }
+        let plan = Plan::new(plans);
+        let _ = render::human(&plan, false);
+        let _ = render::json(&plan);
+        let _ = render::markdown(&plan);
+    }
+}
+
+/// The planner's contents for a site with nothing on disk: payloads and
+/// fix sources from the catalog (each payload read once per input).
+struct FuzzContents<'c> {
+    catalog: &'c load::LoadedCatalog,
+    payloads: RefCell<HashMap<Version, Arc<payload::Payload>>>,
+}
+
+impl FuzzContents<'_> {
+    fn payload(&self, version: &Version) -> Result<Arc<payload::Payload>, String> {
+        if let Some(p) = self.payloads.borrow().get(version) {
+            return Ok(p.clone());
+        }
+        let release = self
+            .catalog
+            .releases
+            .iter()
+            .find(|r| &r.version == version)
+            .ok_or_else(|| format!("no release {version}"))?;
+        let p = Arc::new(payload::Payload::load(self.catalog, release).map_err(|e| e.to_string())?);
+        self.payloads
+            .borrow_mut()
+            .insert(version.clone(), p.clone());
+        Ok(p)
+    }
+}
+
+impl plan::Contents for FuzzContents<'_> {
+    fn disk(&self, path: &str) -> Result<Vec<u8>, String> {
+        Err(format!("{path}: nothing is on disk"))
+    }
+
+    fn payload(&self, version: &Version) -> Result<Arc<payload::Payload>, String> {
+        FuzzContents::payload(self, version)
+    }
+
+    fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String> {
+        FuzzContents::payload(self, version)?
+            .content(&self.catalog.source, blob)
+            .map_err(|e| e.to_string())
+    }
+
+    fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String> {
+        self.catalog
+            .source
+            .read(&format!("fixes/{rel}"))
+            .map_err(|e| e.to_string())
+    }
+
+    fn point_blob(&self, _: BlobId) -> Result<Vec<u8>, String> {
+        Err("the site has no rollback points".into())
+    }
+}
+
+/// Writes a skeleton file back when dropped.
+struct Restore {
+    path: PathBuf,
+    original: &'static str,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, self.original);
+    }
 }
 
 /// Runs per YAML kind, so a fuzz log says how the time was shared out.

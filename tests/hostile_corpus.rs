@@ -34,7 +34,8 @@
 //! All paths are relative to the world (`site/…`, `catalog/…`, `outside/…`).
 //!
 //! The `expected` file runs commands (`$ ARGS`, from the fleet directory,
-//! at a fixed instant) and checks each: `exit N`, `stderr TEXT` and
+//! at a fixed instant; `now TIME` moves it, for the commands that follow,
+//! to any RFC 3339 time) and checks each: `exit N`, `stderr TEXT` and
 //! `stdout TEXT` (fragments), `unchanged` (the site is exactly as it was
 //! before this command), then the state after it: `file PATH CONTENT`,
 //! `absent PATH`, `link PATH TARGET`, `size PATH BYTES`, `mode PATH OCTAL`.
@@ -147,6 +148,7 @@ fn run_case(corpus: &Path, case: &Path) -> Result<Outcome, String> {
     let canary = snapshot(&world.join("outside"));
     let mut before = snapshot(&world.join("site"));
     let mut last: Option<(String, Output)> = None;
+    let mut clock = crate::support::NOW.to_owned();
     let mut checks = 0;
     for (n, line) in expected.lines().enumerate() {
         let line = line.trim();
@@ -154,9 +156,13 @@ fn run_case(corpus: &Path, case: &Path) -> Result<Outcome, String> {
             continue;
         }
         let at = |e: String| format!("expected line {}: {line}\n  {e}", n + 1);
+        if let Some(time) = line.strip_prefix("now ") {
+            clock = time.trim().to_owned();
+            continue;
+        }
         if let Some(args) = line.strip_prefix("$ ") {
             before = snapshot(&world.join("site"));
-            let out = run(world, args).map_err(at)?;
+            let out = run_at(world, args, &clock).map_err(at)?;
             // Whatever the case expects, these hold after every command.
             if out.status.code() == Some(101) || stderr(&out).contains("panicked") {
                 return Err(at(format!("panicked:\n{}", stderr(&out))));
@@ -258,10 +264,15 @@ fn run_case(corpus: &Path, case: &Path) -> Result<Outcome, String> {
 
 /// Runs `sitekeeper ARGS` from the fleet dir, killing it at the deadline.
 fn run(world: &Path, args: &str) -> Result<Output, String> {
+    run_at(world, args, crate::support::NOW)
+}
+
+/// [`run`] with the clock at `now`.
+fn run_at(world: &Path, args: &str, now: &str) -> Result<Output, String> {
     let args: Vec<String> = args.split_whitespace().map(unescape_str).collect();
     let mut child = sitekeeper(&world.join("state"))
         .current_dir(world.join("fleet"))
-        .env("SITEKEEPER_NOW", crate::support::NOW)
+        .env("SITEKEEPER_NOW", now)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

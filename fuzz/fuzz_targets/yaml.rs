@@ -1,4 +1,5 @@
-//! Fuzz target: one of the seven YAML file kinds (first byte) loaded as `validate` does.
+//! Fuzz target: one of the seven YAML file kinds (first byte) loaded as `validate` does,
+//! then, if the fleet is valid, planned, checked and explained at both ends of the clock.
 //! The harness is `sitekeeper::fuzzing::yaml`, which `cargo test` also runs.
 #![no_main]
 

@@ -25,6 +25,9 @@ pub fn run(check: &Health, env: &HookEnv<'_>) -> Result<(), String> {
 
 /// Checks `url`; `Err` says why it is unhealthy.
 pub fn http(url: &str, timeout: Duration) -> Result<(), String> {
+    // ureq adds the timeout to `Instant::now()`, which panics on overflow;
+    // the model caps every duration, and this keeps a caller's own one safe.
+    let timeout = timeout.min(crate::model::values::Duration::MAX);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)

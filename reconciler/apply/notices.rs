@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::status::{HeldWhy, Upgrade};
+use crate::model::values::saturating_after;
 use crate::plan::HeldCode;
 use crate::plan::choose::Class;
 use crate::store::SiteState;
@@ -130,14 +131,13 @@ pub fn due(
     }
     // What was said about another version no longer holds.
     state.releases.retain(|_, s| s.installed == installed);
-    let quiet = SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX);
     let mut out = Vec::new();
     for u in available.iter().filter(|u| worth_notice(u)) {
         let Some(held) = &u.held else { continue };
         let fresh = state
             .releases
             .get(&u.version)
-            .is_none_or(|s| now >= s.at.saturating_add(quiet).unwrap_or(Timestamp::MAX));
+            .is_none_or(|s| now >= saturating_after(s.at, interval));
         if fresh {
             state.releases.insert(
                 u.version.clone(),
@@ -283,6 +283,28 @@ mod tests {
             false,
         );
         assert_eq!(versions(&third), ["3.0.0"]);
+    }
+
+    /// The quiet time is added to the last notice's time: at the end of
+    /// the clock, with the longest interval, it saturates instead of
+    /// panicking, and the notice stays quiet.
+    #[test]
+    fn the_longest_interval_at_the_end_of_the_clock_is_quiet_not_a_panic() {
+        let two = [held("2.0.0", HeldCode::MajorUpgrade)];
+        for interval in [
+            crate::model::values::Duration::MAX,
+            std::time::Duration::MAX,
+        ] {
+            let mut state = NoticeState::default();
+            let last = at("9999-12-30T00:00:00Z");
+            let first = due("shop", "1.2.0", &two, &mut state, last, interval, false);
+            assert_eq!(versions(&first), ["2.0.0"]);
+            let end = Timestamp::MAX;
+            let again = due("shop", "1.2.0", &two, &mut state, end, interval, false);
+            assert_eq!(versions(&again), ["2.0.0"], "due at the clock's very end");
+            let before = due("shop", "1.2.0", &two, &mut state, last, interval, false);
+            assert!(before.is_empty(), "{before:?}");
+        }
     }
 
     #[test]

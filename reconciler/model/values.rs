@@ -39,9 +39,35 @@ macro_rules! string_value {
 }
 
 /// A length of time written as `30s`, `48h`, `3d` or `1h30m` (`0` is zero).
-/// A day is 24 hours.
+/// A day is 24 hours. At most [`Duration::MAX`], so that adding one to any
+/// instant of the clock cannot overflow (see [`Duration::after`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    /// The longest duration any field or option takes: 100 years of
+    /// 365.25 days (`36525d`). jiff itself parses up to about 20,000 years,
+    /// and `released + min_release_age` then overflows its calendar (which
+    /// ends in 9999), and `Instant::now() + timeout` could overflow std's;
+    /// no soak time, ring delay, notice interval or timeout needs a
+    /// century, so a longer one is a typo and refused where it is written.
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(36_525 * 86_400);
+
+    /// The instant this long after `at`, or the clock's last instant if
+    /// that is later: a release dated near the year 9999 plus a ring delay
+    /// is due "never", not a panic.
+    pub fn after(self, at: jiff::Timestamp) -> jiff::Timestamp {
+        saturating_after(at, self.0)
+    }
+}
+
+/// `at + d`, saturating at [`jiff::Timestamp::MAX`] (jiff's `+` panics on
+/// overflow). For std durations that did not come through [`Duration`],
+/// such as the notice memory's interval.
+pub fn saturating_after(at: jiff::Timestamp, d: std::time::Duration) -> jiff::Timestamp {
+    let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
+    at.saturating_add(d).unwrap_or(jiff::Timestamp::MAX)
+}
 
 impl FromStr for Duration {
     type Err = String;
@@ -50,16 +76,45 @@ impl FromStr for Duration {
         if s.trim() == "0" {
             return Ok(Self(std::time::Duration::ZERO));
         }
-        let span: jiff::Span = s
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration ({hint})"))?;
+        let too_long = || {
+            format!(
+                "{s:?} is longer than 100 years, the longest duration sitekeeper takes (hint: write at most 36525d)"
+            )
+        };
+        let span: jiff::Span = s.parse().map_err(|e: jiff::Error| {
+            // jiff refuses more than about 20,000 years of a unit itself,
+            // and numbers beyond 64 bits.
+            let detail = e.to_string();
+            let huge = [
+                "not in the required range",
+                "too big",
+                "failed to set value",
+            ]
+            .iter()
+            .any(|m| detail.contains(m));
+            if s.trim_start().starts_with('-') {
+                format!("{s:?} is negative; a duration cannot be")
+            } else if huge {
+                too_long()
+            } else {
+                format!("{s:?} is not a duration ({hint})")
+            }
+        })?;
+        if span.get_years() != 0 || span.get_months() != 0 {
+            return Err(format!(
+                "{s:?} counts in years or months, which have no fixed length (hint: write days, such as 365d)"
+            ));
+        }
         let relative = jiff::SpanRelativeTo::days_are_24_hours();
         let signed = span
             .to_duration(relative)
             .map_err(|_| format!("{s:?} is not a duration ({hint})"))?;
-        std::time::Duration::try_from(signed)
-            .map(Self)
-            .map_err(|_| format!("{s:?} is negative; a duration cannot be"))
+        let d = std::time::Duration::try_from(signed)
+            .map_err(|_| format!("{s:?} is negative; a duration cannot be"))?;
+        if d > Self::MAX {
+            return Err(too_long());
+        }
+        Ok(Self(d))
     }
 }
 
@@ -84,7 +139,7 @@ impl fmt::Display for Duration {
 string_value!(Duration, "Duration", {
     "type": "string",
     "pattern": "^(0|([0-9]+ ?(d|h|m|s|ms))+)$",
-    "description": "A duration such as 30s, 15m, 48h or 3d (a day is 24 hours)."
+    "description": "A duration such as 30s, 15m, 48h or 3d (a day is 24 hours), at most 36525d (100 years)."
 });
 
 /// A wall-clock time of day, `HH:MM`, for maintenance windows.
@@ -311,6 +366,11 @@ impl FromStr for Timestamp {
     fn from_str(s: &str) -> Result<Self, String> {
         s.parse::<jiff::Timestamp>().map(Self).map_err(|e| {
             let why = match e.to_string() {
+                // jiff's clock runs from the year -9999 to 9999-12-30.
+                d if d.contains("overflow") => {
+                    "is outside the range of times sitekeeper can handle (the years -9999 to 9999)"
+                        .to_owned()
+                }
                 d if d.contains("is invalid, must be in range") || d.contains("day") => {
                     "is not a valid date".to_owned()
                 }
@@ -661,6 +721,59 @@ mod tests {
         assert_eq!("90m".parse::<Duration>().unwrap().to_string(), "1h30m");
         assert!("soon".parse::<Duration>().is_err());
         assert!("-3d".parse::<Duration>().is_err());
+    }
+
+    #[test]
+    fn durations_longer_than_a_century_are_refused_in_words() {
+        assert_eq!("36525d".parse::<Duration>().unwrap().0, Duration::MAX);
+        // Over the cap, over jiff's own limit for a unit, over i64, and
+        // the sum of units each within jiff's limits.
+        for long in [
+            "36526d",
+            "7000000d",
+            "7304485d",
+            "1000000000d",
+            "99999999999999999999s",
+            "9223372036854775807s",
+            "7304484d 175307616h",
+            "876601h",
+        ] {
+            let err = long.parse::<Duration>().unwrap_err();
+            assert!(err.contains("longer than 100 years"), "{long}: {err}");
+            assert!(err.contains("hint: write at most 36525d"), "{long}: {err}");
+        }
+        for negative in ["-3d", "-7304485d", "3d ago"] {
+            let err = negative.parse::<Duration>().unwrap_err();
+            assert!(err.contains("negative"), "{negative}: {err}");
+        }
+        let err = "1y".parse::<Duration>().unwrap_err();
+        assert!(err.contains("years or months"), "{err}");
+    }
+
+    #[test]
+    fn adding_a_duration_saturates_at_the_end_of_the_clock() {
+        let last: Timestamp = "9999-12-30T22:00:00Z".parse().unwrap();
+        let max = Duration(Duration::MAX);
+        assert_eq!(max.after(last.0), jiff::Timestamp::MAX);
+        assert_eq!(
+            saturating_after(jiff::Timestamp::MAX, std::time::Duration::MAX),
+            jiff::Timestamp::MAX
+        );
+        let first: Timestamp = "-009999-01-02T01:59:59Z".parse().unwrap();
+        assert!(max.after(first.0) > first.0);
+        let day: Duration = "1d".parse().unwrap();
+        let t: Timestamp = "2026-03-01T00:00:00Z".parse().unwrap();
+        assert_eq!(day.after(t.0).to_string(), "2026-03-02T00:00:00Z");
+    }
+
+    #[test]
+    fn times_beyond_the_clock_are_refused_in_words() {
+        for far in ["9999-12-31T00:00:00Z", "-009999-01-01T00:00:00Z"] {
+            let err = far.parse::<Timestamp>().unwrap_err();
+            assert!(err.contains("outside the range of times"), "{far}: {err}");
+        }
+        let err = "2026-02-30T00:00:00Z".parse::<Timestamp>().unwrap_err();
+        assert!(err.contains("not a valid date"), "{err}");
     }
 
     #[test]

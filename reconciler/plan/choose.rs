@@ -256,23 +256,23 @@ pub fn assess(installed: &Version, r: &Release, gates: &Gates<'_>) -> Assessment
         reasons.push(hold(code, why));
     }
     if !security {
+        // Saturating: a release dated near the end of the clock (year 9999)
+        // is due "never"; jiff's `+` would panic on the overflow.
         let released = r.released.0;
         if let Some(delay) = gates.catalog.rings.get(&e.ring.value) {
-            let due = released
-                + jiff::SignedDuration::try_from(delay.0).unwrap_or(jiff::SignedDuration::MAX);
+            let due = delay.after(released);
             if gates.now < due {
                 reasons.push(hold(
                     HeldCode::RingDelay,
                     format!(
-                        "ring {} takes {} after {} days (due {due})",
-                        e.ring.value, r.version, delay
+                        "ring {} takes {} {delay} after its release (due {due})",
+                        e.ring.value, r.version
                     ),
                 ));
             }
         }
         let soak = e.min_release_age.value;
-        let due =
-            released + jiff::SignedDuration::try_from(soak.0).unwrap_or(jiff::SignedDuration::MAX);
+        let due = soak.after(released);
         if gates.now < due {
             reasons.push(hold(
                 HeldCode::SoakTime,

@@ -394,6 +394,53 @@ fn release_choice_rules_and_their_held_codes() {
     }
 }
 
+/// Issue 15: `released + min_release_age` overflowed jiff's clock and
+/// panicked. Every date the parser takes, with the longest delay it takes,
+/// at either end of the clock, is judged without a panic; a release due
+/// past the clock's end is held, not applied.
+#[test]
+fn release_dates_and_delays_at_the_ends_of_the_clock_do_not_panic() {
+    use HeldCode::*;
+    let longest = crate::model::values::Duration(crate::model::values::Duration::MAX);
+    let at = |released: &str| {
+        release(&format!(
+            "version: 1.0.1\nchannels: [stable]\nreleased: {released}\npayload: {{tree: x}}\n"
+        ))
+    };
+    let mut e = effective();
+    e.min_release_age = builtin(longest);
+    let mut cat = catalog();
+    cat.rings.insert(1, longest);
+    let clocks = [jiff::Timestamp::MIN, now(), jiff::Timestamp::MAX];
+    for released in [
+        "9999-12-30T22:00:00Z",
+        "-009999-01-02T01:59:59Z",
+        "2026-01-01T00:00:00Z",
+    ] {
+        let r = at(released);
+        for clock in clocks {
+            let gates = choose::Gates {
+                effective: &e,
+                catalog: &cat,
+                now: clock,
+                quarantined: &[],
+                forced: None,
+            };
+            let choice = choose::choose(&"1.0.0".parse().unwrap(), [r.clone()].iter(), &gates);
+            let codes: Vec<HeldCode> = choice.held.iter().map(|h| h.code).collect();
+            // Due once a century has passed since the release; for one
+            // dated in the clock's last century, only at its very end.
+            let due = clock == jiff::Timestamp::MAX
+                || clock != jiff::Timestamp::MIN && released.starts_with('-');
+            if due {
+                assert!(choice.target.is_some(), "{released} at {clock}: {codes:?}");
+            } else {
+                assert_eq!(codes, vec![RingDelay, SoakTime], "{released} at {clock}");
+            }
+        }
+    }
+}
+
 #[test]
 fn classes() {
     use choose::{Class, classify};

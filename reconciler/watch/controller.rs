@@ -446,8 +446,20 @@ const ECHO_WINDOW: Duration = Duration::from_secs(1);
 /// `interval` plus up to a tenth of it at random, so a fleet of sites
 /// started together does not stay in lock step.
 fn jittered(interval: Duration) -> Duration {
-    let spread = interval.as_millis() as u64 / 10;
-    interval + Duration::from_millis(fastrand::u64(0..=spread))
+    let spread = u64::try_from(interval.as_millis() / 10).unwrap_or(u64::MAX);
+    interval.saturating_add(Duration::from_millis(fastrand::u64(0..=spread)))
+}
+
+/// The instant `after` from now. `Instant + Duration` panics on overflow;
+/// the parser caps `--interval` (and every other duration) at 100 years,
+/// so this never saturates in practice, but a wake-up time is not worth a
+/// panic: past the clock's end it is "much later", which is what was meant.
+fn from_now(after: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
 }
 
 /// The commits the fleet was read at: a change means a new commit.
@@ -600,7 +612,7 @@ impl Daemon {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (reload_tx, mut reloads) = mpsc::unbounded_channel();
         let (published_tx, mut published) = mpsc::unbounded_channel::<()>();
-        let mut next_reload = Instant::now() + jittered(daemon.config.interval);
+        let mut next_reload = from_now(jittered(daemon.config.interval));
         loop {
             shared
                 .heartbeat
@@ -621,7 +633,7 @@ impl Daemon {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {
                     if Instant::now() >= next_reload {
-                        next_reload = Instant::now() + jittered(daemon.config.interval);
+                        next_reload = from_now(jittered(daemon.config.interval));
                         daemon.reload(Reason::Interval, &reload_tx);
                     }
                 }
@@ -1090,7 +1102,7 @@ impl Daemon {
                 self.backoff.insert(
                     site.to_owned(),
                     Backoff {
-                        until: now + after,
+                        until: from_now(after),
                         digest: done.result.digest.clone(),
                     },
                 );
@@ -1130,7 +1142,7 @@ impl Daemon {
             self.schedule(site, now, reason);
         }
         if fleet.site(site).is_some() {
-            self.schedule(site, now + after, reason);
+            self.schedule(site, from_now(after), reason);
         }
     }
 }
@@ -1183,6 +1195,25 @@ mod tests {
         for _ in 0..1000 {
             let d = jittered(base);
             assert!(d >= base && d <= base + Duration::from_secs(6), "{d:?}");
+        }
+    }
+
+    /// `Instant + Duration` and `Duration + Duration` panic on overflow;
+    /// the longest interval, or any, gives a far wake-up instead.
+    #[test]
+    fn the_longest_intervals_give_far_wake_ups_not_panics() {
+        for interval in [crate::model::values::Duration::MAX, Duration::MAX] {
+            let d = jittered(interval);
+            assert!(d >= interval, "{d:?}");
+            assert!(from_now(d) > Instant::now() + Duration::from_secs(86_400));
+            let failed = ApplyError::Failed {
+                site: "s".into(),
+                detail: "x".into(),
+            };
+            assert_eq!(
+                error_policy(&failed, u32::MAX, interval),
+                Action::Requeue(Duration::from_secs(300))
+            );
         }
     }
 
