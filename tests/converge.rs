@@ -7,12 +7,17 @@ use crate::support::{
 
 /// A site on 1.0.0 with a 1.0.1 upgrade and a fix waiting; `health` goes into the site file.
 fn setup(site_extra: &str) -> tempfile::TempDir {
-    let dir = fleet_with(&[(
-        "sites/s.yaml",
-        &format!(
-            "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: patch}}\n{site_extra}"
-        ),
-    )]);
+    setup_with(site_extra, &[])
+}
+
+/// [`setup`], with more files in the fleet (a policy, say).
+fn setup_with(site_extra: &str, fleet_files: &[(&str, &str)]) -> tempfile::TempDir {
+    let site = format!(
+        "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {{upgrades: patch}}\n{site_extra}"
+    );
+    let mut files = vec![("sites/s.yaml", site.as_str())];
+    files.extend_from_slice(fleet_files);
+    let dir = fleet_with(&files);
     write_tree(
         &dir.path().join("catalog"),
         &[
@@ -335,4 +340,150 @@ fn a_serialized_release_queues_behind_the_host_lock_and_reports_waiting() {
         serde_json::from_slice(&std::fs::read(&status_path).unwrap()).unwrap();
     assert_eq!(status["phase"], "done");
     assert_eq!(status["percent"], 100);
+}
+
+/// The points of `s` as `history --format json` shows them: (kind, health).
+fn history_health(dir: &std::path::Path) -> Vec<(String, String)> {
+    let out = run(dir, &["history", "s", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let history: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_owned(),
+                p["health"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn retention_keeps_the_newest_healthy_point_through_failed_changes() {
+    // Healthy while index.php still says `echo`: the fix breaks the check.
+    let dir = setup_with(
+        "policy: keep2\nhealth:\n  command: [\"sh\", \"-c\", \"grep -q echo index.php\"]\n  timeout: 5s\n",
+        &[(
+            "policies/keep2.yaml",
+            "policy: keep2\nextends: base\nkeep_rollback_points: 2\n",
+        )],
+    );
+    let before = read_tree(&dir.path().join("site"));
+    // Three failed changes: the release with the fix, then the fix twice
+    // more, lifted by hand each time.
+    for args in [
+        &["apply"][..],
+        &["apply", "--fix", "0001-greet"],
+        &["apply", "--fix", "0001-greet"],
+    ] {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    }
+    assert_eq!(read_tree(&dir.path().join("site")), before);
+    let points = history_health(dir.path());
+    assert!(
+        points.len() <= 3,
+        "2 kept, and the newest healthy one if older: {points:?}"
+    );
+    assert_eq!(
+        points[0],
+        ("rollback".to_owned(), "skipped".to_owned()),
+        "the newest point, the state the site is in, is kept: {points:?}"
+    );
+    assert!(
+        points
+            .iter()
+            .filter(|(kind, _)| kind == "apply")
+            .all(|(_, health)| health == "failed"),
+        "never `passed` for a change whose check failed: {points:?}"
+    );
+}
+
+#[test]
+fn a_failed_preflight_refuses_and_writes_nothing() {
+    let dir = setup("health:\n  command: [\"no-such-health-tool\", \"--check\"]\n");
+    let state = dir.path().join("state/s");
+    let ledger = std::fs::read_to_string(state.join("ledger.jsonl")).unwrap();
+    let before = read_tree(&dir.path().join("site"));
+    let out = run(dir.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("preflight") && stderr(&out).contains("no-such-health-tool"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_tree(&dir.path().join("site")), before);
+    assert_eq!(
+        std::fs::read_to_string(state.join("ledger.jsonl")).unwrap(),
+        ledger,
+        "no ledger record"
+    );
+    assert_eq!(history_health(dir.path()).len(), 1, "no point");
+    assert!(
+        !state.join("quarantine.json").exists(),
+        "nothing quarantined"
+    );
+    // plan and status say the same.
+    let out = run(dir.path(), &["plan", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let site = &plan["sites"][0];
+    assert_eq!(site["actions"], serde_json::json!([]), "{site}");
+    assert!(
+        site["held"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["code"] == "preflight" && h["item"] == "health.command"),
+        "{site}"
+    );
+    let out = run(dir.path(), &["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        status[0]["preflight"][0]["check"], "health.command",
+        "{status}"
+    );
+}
+
+#[test]
+fn a_damaged_quarantine_is_an_error_not_an_empty_one() {
+    let dir = setup("");
+    let state = dir.path().join("state/s");
+    std::fs::write(state.join("quarantine.json"), "{\"releases\": [tru").unwrap();
+    let before = read_tree(&dir.path().join("site"));
+    let out = run(dir.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("quarantine"), "{}", stderr(&out));
+    assert_eq!(
+        read_tree(&dir.path().join("site")),
+        before,
+        "nothing applied"
+    );
+    let out = run(dir.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+#[test]
+fn a_check_that_failed_before_the_change_blames_nothing() {
+    // The check fails whatever the files say: the fix lands, and history
+    // records the check's verdict truthfully.
+    let dir = setup("health:\n  command: [\"false\"]\n");
+    let out = run(dir.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("site/index.php")).unwrap(),
+        "<?php print 'v1.0.1';\n"
+    );
+    assert_eq!(
+        history_health(dir.path())[0],
+        ("apply".to_owned(), "failed".to_owned())
+    );
+    let ledger = std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("it failed before the change too"),
+        "{ledger}"
+    );
+    assert!(!dir.path().join("state/s/quarantine.json").exists());
 }

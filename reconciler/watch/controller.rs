@@ -1133,8 +1133,12 @@ impl Daemon {
             }
             r.backoff_seconds = backoff;
         });
-        // Reports follow changes a little later, in one batch.
-        if !matches!(word, "unchanged" | "deferred") || done.reason == Reason::Startup {
+        // Reports follow changes a little later, in one batch: a change, a
+        // site that starts failing, or the first look. A site that keeps
+        // failing the same way has nothing new to report.
+        let transition =
+            word == "changed" || (matches!(word, "failed" | "refused") && failures == 1);
+        if transition || done.reason == Reason::Startup {
             let soon = Instant::now() + Duration::from_secs(2);
             self.publish_at = Some(self.publish_at.map_or(soon, |at| at.min(soon)));
         }
