@@ -10,8 +10,8 @@
 //! | --- | --- | --- |
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all |
 //! | [`watch`] | the daemon: triggers, requeue and backoff, file watching, the HTTP endpoints; the only owner of tokio | `apply` and below |
-//! | [`apply`] | gathers a site's observed state and trust verdict (signatures, no downgrade); adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; upgrade notices (`notices.json`); opt-in status reports pushed to the fleet's report repo | all below |
-//! | [`store`] | the state dir: flock, ledger, rollback points in `points.git` | `model`, `durability`, `cachefile` |
+//! | [`apply`] | gathers a site's observed state, trust verdict (signatures, no downgrade) and preflight; adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; upgrade notices (`notices.json`); opt-in status reports pushed to the fleet's report repo | all below |
+//! | [`store`] | the state dir: flock, ledger, rollback points in `points.git`, `quarantine.json`; the one durable writer | `model`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
 //! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `model` |
