@@ -259,11 +259,15 @@ pub fn wait_for_port(port: u16, within: std::time::Duration) {
 }
 
 /// A real `git daemon` serving every repository under `base` on
-/// 127.0.0.1, stopped when dropped.
+/// 127.0.0.1, stopped when dropped. [`GitDaemon::stop`] and
+/// [`GitDaemon::restart`] take it away and bring it back on the same port,
+/// as a git server that goes down for a while does.
 pub struct GitDaemon {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     /// Its port.
     pub port: u16,
+    base: PathBuf,
+    extra: Vec<String>,
 }
 
 impl GitDaemon {
@@ -278,7 +282,17 @@ impl GitDaemon {
     }
 
     fn start_with(base: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
+        let mut daemon = Self {
+            child: None,
+            port: free_port(),
+            base: base.to_owned(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
         // Its own process group: `git daemon` runs `git-daemon` as a child,
         // which killing `git` alone would leave running after the test.
         let child = Command::new("git")
@@ -286,17 +300,35 @@ impl GitDaemon {
             .arg("daemon")
             .arg("--reuseaddr")
             .arg("--export-all")
-            .args(extra)
+            .args(&self.extra)
             .arg("--listen=127.0.0.1")
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--base-path={}", self.base.display()))
+            .arg(&self.base)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("git daemon starts");
-        wait_for_port(port, std::time::Duration::from_secs(10));
-        Self { child, port }
+        self.child = Some(child);
+        wait_for_port(self.port, std::time::Duration::from_secs(10));
+    }
+
+    /// Stops it (the whole process group); the port then refuses
+    /// connections until [`GitDaemon::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (stopping it first if it runs).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// The `git://` URL of repository `name` under the base.
@@ -307,11 +339,7 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -13,6 +13,7 @@ mod check;
 mod cli;
 mod converge;
 mod crash;
+mod daemon_faults;
 mod examples;
 mod fsync;
 mod fuzz_corpus;
