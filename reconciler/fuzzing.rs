@@ -289,6 +289,7 @@ fn plan_every_site(fleet: &load::Fleet) {
                     quarantined_fixes: &BTreeMap::new(),
                     forced: None,
                     forced_fix: None,
+                    space: None,
                     preflight: &[],
                     approved: &approved,
                     now,

@@ -84,6 +84,9 @@ pub struct SiteContext<'f> {
     pub quarantined_fixes: BTreeMap<String, String>,
     /// Preflight checks that fail now (SPEC §6.7).
     pub preflight: Vec<crate::plan::PreflightFailure>,
+    /// Free space on the root's and the state dir's file systems, for the
+    /// preflight's `space` check; `None` when it cannot be read.
+    pub space: Option<crate::plan::Space>,
     /// The site's approvals (`approvals/<site>.yaml`), oldest first. Per
     /// site, as SPEC §2.1 files them: a digest shared by several sites is
     /// approved for each by listing it in each file (`approve A B …`).
@@ -165,6 +168,7 @@ impl<'f> SiteContext<'f> {
         let releases: Vec<crate::model::Release> =
             catalog.releases.iter().map(|r| r.value.clone()).collect();
         let preflight = super::preflight::gather(site, &effective, &releases, &root_path);
+        let space = super::preflight::space(&root, &state);
         let approved = fleet
             .approvals
             .get(&name)
@@ -186,6 +190,7 @@ impl<'f> SiteContext<'f> {
             quarantined,
             quarantined_fixes,
             preflight,
+            space,
             approved,
             trust,
             payloads: RefCell::default(),
@@ -327,6 +332,7 @@ impl<'f> SiteContext<'f> {
             forced,
             forced_fix,
             preflight: &self.preflight,
+            space: self.space,
             approved: &self.approved,
             now,
             contents: self,

@@ -456,38 +456,27 @@ fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
         }],
     };
     let failed = |e: std::io::Error| failed("", format!("free space: {e}"));
-    let changed: u64 = contents.values().map(|d| d.len() as u64).sum::<u64>() + (1 << 20);
     // The symlink layout builds a whole new release directory.
     let (tree_bytes, tree_entries) = match locked.layout {
         Layout::InPlace => (0, 0),
         Layout::Symlink => swap::tree_size(&locked.root, "").map_err(failed)?,
     };
-    let staged = changed + tree_bytes;
-    let free = locked.root.free_bytes().map_err(failed)?;
-    if free < staged {
-        return Err(short(format!(
-            "the site's file system has {free} bytes free; the change needs {staged} to stage its files (hint: free space on it, then run the command again)"
-        )));
+    let need = crate::plan::Need {
+        contents: contents.values().map(|d| d.len() as u64).sum(),
+        files: contents.len() as u64,
+        tree_bytes,
+        tree_entries,
+    };
+    let state = rustix::fs::statvfs(locked.state.dir()).map_err(|e| failed(e.into()))?;
+    let space = crate::plan::Space {
+        site_bytes: locked.root.free_bytes().map_err(failed)?,
+        site_inodes: locked.root.free_inodes().map_err(failed)?,
+        state_bytes: state.f_bavail.saturating_mul(state.f_frsize),
+    };
+    match crate::plan::shortfall(need, space) {
+        Some(reason) => Err(short(reason)),
+        None => Ok(()),
     }
-    // Staged files need inodes as well as bytes. A file system that does
-    // not count inodes (btrfs says 0 of 0) is not checked.
-    let inodes = locked.root.free_inodes().map_err(failed)?;
-    let files = contents.len() as u64 + tree_entries + 16;
-    if let Some(inodes) = inodes
-        && inodes < files
-    {
-        return Err(short(format!(
-            "the site's file system has {inodes} free inodes; the change needs about {files} to stage its files (hint: remove files on it, or give it more inodes, then run the command again)"
-        )));
-    }
-    let st = rustix::fs::statvfs(locked.state.dir()).map_err(|e| failed(e.into()))?;
-    let state_free = st.f_bavail.saturating_mul(st.f_frsize);
-    if state_free < changed {
-        return Err(short(format!(
-            "the state dir has {state_free} bytes free; the rollback point needs up to {changed}"
-        )));
-    }
-    Ok(())
 }
 
 fn record(

@@ -14,7 +14,7 @@ use rustix::fs::Access;
 
 use crate::model::words::Layout;
 use crate::model::{Release, Site};
-use crate::plan::PreflightFailure;
+use crate::plan::{PreflightFailure, Space};
 use crate::policy::Effective;
 
 /// Every preflight check that fails for `site` now.
@@ -65,6 +65,18 @@ pub fn gather(
         });
     }
     failures
+}
+
+/// Free space on the site's and the state dir's file systems, for the
+/// planner's `space` check; `None` when either cannot be read (a state dir
+/// not made yet: the site is not adopted, and not checked).
+pub fn space(root: &crate::confined::Root, state: &crate::store::SiteState) -> Option<Space> {
+    let st = rustix::fs::statvfs(state.dir()).ok()?;
+    Some(Space {
+        site_bytes: root.free_bytes().ok()?,
+        site_inodes: root.free_inodes().ok()?,
+        state_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+    })
 }
 
 /// Why `argv` cannot run, if it cannot: its program is not found on

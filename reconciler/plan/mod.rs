@@ -75,6 +75,66 @@ pub enum HeldCode {
     Preflight,
 }
 
+/// Free space where a change is staged and recorded (SPEC §6.1), read
+/// before planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes free to this user on the site's file system.
+    pub site_bytes: u64,
+    /// Inodes free there; `None` where the file system does not count them.
+    pub site_inodes: Option<u64>,
+    /// Bytes free on the state dir's file system.
+    pub state_bytes: u64,
+}
+
+/// What a change needs to be staged and recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// New contents, in bytes.
+    pub contents: u64,
+    /// New files.
+    pub files: u64,
+    /// For the `symlink` layout, the release directory copied whole:
+    /// its bytes and entries (0 in place).
+    pub tree_bytes: u64,
+    /// …and its entries.
+    pub tree_entries: u64,
+}
+
+/// Why `need` does not fit in `space`, if it does not: the `space`
+/// preflight check, shared by the planner and by `apply`, which measures
+/// again just before it writes.
+pub fn shortfall(need: Need, space: Space) -> Option<String> {
+    // A margin for the journal, directories and the point's trees.
+    let changed = need.contents.saturating_add(1 << 20);
+    let staged = changed.saturating_add(need.tree_bytes);
+    if space.site_bytes < staged {
+        return Some(format!(
+            "the site's file system has {} bytes free; the change needs {staged} to stage its files (hint: free space on it, then run the command again)",
+            space.site_bytes
+        ));
+    }
+    // Staged files need inodes as well as bytes.
+    let files = need
+        .files
+        .saturating_add(need.tree_entries)
+        .saturating_add(16);
+    if let Some(inodes) = space.site_inodes
+        && inodes < files
+    {
+        return Some(format!(
+            "the site's file system has {inodes} free inodes; the change needs about {files} to stage its files (hint: remove files on it, or give it more inodes, then run the command again)"
+        ));
+    }
+    if space.state_bytes < changed {
+        return Some(format!(
+            "the state dir has {} bytes free; the rollback point needs up to {changed} (hint: free space on it, then run the command again)",
+            space.state_bytes
+        ));
+    }
+    None
+}
+
 /// The reason of an action held by a failed preflight check (the checks
 /// themselves are held items of their own, with their reasons).
 pub const PREFLIGHT_WAITS: &str = "waits for the preflight checks to pass";
@@ -378,6 +438,9 @@ pub struct SiteInput<'a> {
     pub forced_fix: Option<&'a str>,
     /// Preflight checks that failed (SPEC §6.7).
     pub preflight: &'a [PreflightFailure],
+    /// Free space for the `space` check; `None` when it could not be read
+    /// (then `apply` still measures before it writes).
+    pub space: Option<Space>,
     /// The site's approvals file (`approvals/<site>.yaml`), oldest first;
     /// empty when it has none.
     pub approved: &'a [Approval],
@@ -404,9 +467,50 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
     if let Some(reason) = input.trust.untrusted() {
         distrust(&mut plan, reason);
     } else if input.adopted {
-        preflight(&mut plan, input.preflight);
+        let mut failures = input.preflight.to_vec();
+        if let Some(space) = input.space
+            && let Some(reason) = shortfall(need(input, &plan), space)
+        {
+            failures.push(PreflightFailure {
+                check: "space".into(),
+                reason,
+                release: None,
+            });
+        }
+        preflight(&mut plan, &failures);
     }
     plan
+}
+
+/// What `plan` needs to be staged: its new contents, and for the
+/// `symlink` layout the release directory copied whole (its managed and
+/// other files, as scanned).
+fn need(input: &SiteInput<'_>, plan: &SitePlan) -> Need {
+    let mut contents = BTreeMap::new();
+    for f in plan.actions.iter().flat_map(|a| &a.files) {
+        if let (Some(after), Some(new)) = (f.after, &f.new) {
+            contents.insert(after, new.len() as u64);
+        }
+    }
+    let (tree_bytes, tree_entries) = match input.effective.layout.value {
+        crate::model::words::Layout::InPlace => (0, 0),
+        crate::model::words::Layout::Symlink => {
+            input
+                .inventory
+                .entries
+                .values()
+                .fold((0u64, 0u64), |(bytes, n), e| match e {
+                    crate::inventory::Entry::File { size, .. } => (bytes + size, n + 1),
+                    crate::inventory::Entry::Symlink { .. } => (bytes, n + 1),
+                })
+        }
+    };
+    Need {
+        contents: contents.values().sum(),
+        files: contents.len() as u64,
+        tree_bytes,
+        tree_entries,
+    }
 }
 
 /// Holds a plan with changes whose preflight failed (SPEC §6.7): one held

@@ -676,6 +676,7 @@ impl World {
             quarantined_fixes: &self.quarantined_fixes,
             forced: None,
             forced_fix: self.forced_fix.as_deref(),
+            space: None,
             preflight: &self.preflight,
             approved: &self.approved,
             now: now(),
