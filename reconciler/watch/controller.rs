@@ -102,7 +102,9 @@ pub struct SiteReport {
     pub last_reconcile: Option<String>,
     /// Why it last looked.
     pub reason: Option<Reason>,
-    /// `unchanged`, `changed`, `refused` or `failed`.
+    /// `unchanged`, `changed`, `refused`, `failed`, or `deferred` (looked
+    /// at while backing off after a failure, and left alone: `error`
+    /// still names that failure).
     pub outcome: Option<&'static str>,
     /// The last error, in words.
     pub error: Option<String>,
@@ -1126,8 +1128,9 @@ impl Daemon {
             r.held = result.held;
             r.last_reconcile = Some(at);
             r.reason = Some(done.reason);
+            r.outcome = Some(word);
+            // A deferred look leaves the site's error standing.
             if !deferred {
-                r.outcome = Some(word);
                 r.error = error;
                 r.error_kind = kind;
             }
