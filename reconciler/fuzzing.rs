@@ -342,16 +342,12 @@ impl plan::Contents for FuzzContents<'_> {
     }
 
     fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String> {
-        FuzzContents::payload(self, version)?
-            .content(&self.catalog.source, blob)
-            .map_err(|e| e.to_string())
+        let payload = FuzzContents::payload(self, version)?;
+        self.catalog.payload_blob(&payload, blob)
     }
 
     fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String> {
-        self.catalog
-            .source
-            .read(&format!("fixes/{rel}"))
-            .map_err(|e| e.to_string())
+        self.catalog.fix_source(rel)
     }
 
     fn point_blob(&self, _: BlobId) -> Result<Vec<u8>, String> {

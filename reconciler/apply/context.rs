@@ -360,16 +360,11 @@ impl Contents for SiteContext<'_> {
 
     fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String> {
         let payload = SiteContext::payload(self, version)?;
-        payload
-            .content(&self.catalog.source, blob)
-            .map_err(|e| e.to_string())
+        self.catalog.payload_blob(&payload, blob)
     }
 
     fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String> {
-        self.catalog
-            .source
-            .read(&format!("fixes/{rel}"))
-            .map_err(|e| e.to_string())
+        self.catalog.fix_source(rel)
     }
 
     fn point_blob(&self, blob: BlobId) -> Result<Vec<u8>, String> {

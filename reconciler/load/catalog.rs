@@ -202,3 +202,24 @@ pub fn fix_source_path(source: &crate::model::values::RelPath) -> String {
 pub(super) fn names<'a>(items: impl Iterator<Item = &'a String>) -> String {
     items.map(String::as_str).collect::<Vec<_>>().join(", ")
 }
+
+impl LoadedCatalog {
+    /// The bytes of a fix's `source:` file (`rel` is relative to the
+    /// catalog's `fixes/` directory, SPEC §2.2).
+    pub fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String> {
+        self.source
+            .read(&format!("fixes/{rel}"))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The content `blob` of a release's payload.
+    pub fn payload_blob(
+        &self,
+        payload: &super::payload::Payload,
+        blob: crate::model::hash::BlobId,
+    ) -> Result<Vec<u8>, String> {
+        payload
+            .content(&self.source, blob)
+            .map_err(|e| e.to_string())
+    }
+}
