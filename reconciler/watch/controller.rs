@@ -418,16 +418,27 @@ fn announce(metrics: &Metrics, notices: &[Notice]) {
 /// * anything else: 2 s doubling, capped at the interval (and at 5
 ///   minutes), so a broken site is retried but never hammered.
 pub fn error_policy(error: &ApplyError, failures: u32, interval: Duration) -> Action {
-    let base = Duration::from_secs(2);
     if error.is_busy() {
-        return Action::Requeue(base);
+        return Action::Requeue(BACKOFF_BASE);
     }
-    let cap = interval.min(Duration::from_secs(300)).max(base);
     if error.class() == ErrorClass::Input {
-        return Action::Requeue(cap);
+        return Action::Requeue(backoff_cap(interval));
     }
-    let backoff = base.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    Action::Requeue(backoff.min(cap))
+    Action::Requeue(backoff(failures, interval))
+}
+
+/// The first backoff after a failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+
+/// The longest backoff: the interval, at most 5 minutes.
+fn backoff_cap(interval: Duration) -> Duration {
+    interval.min(Duration::from_secs(300)).max(BACKOFF_BASE)
+}
+
+/// The wait after `failures` failures in a row: 2 s doubling, capped.
+fn backoff(failures: u32, interval: Duration) -> Duration {
+    let doubled = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(backoff_cap(interval))
 }
 
 /// A failing site's backoff: no trigger but a plan-changing commit or an
@@ -528,6 +539,11 @@ pub struct Daemon {
     /// When to publish the opted-in status reports next (SPEC §7).
     publish_at: Option<Instant>,
     publishing: bool,
+    /// Publishes that failed in a row, and when the next may start: a
+    /// report repository that is down is retried with a backoff, like a
+    /// failing site, not at every fleet reload.
+    publish_failures: u32,
+    publish_not_before: Option<Instant>,
     after_reload: Vec<Trigger>,
     files: Files,
 }
@@ -595,6 +611,8 @@ impl Daemon {
             reload_again: false,
             publish_at: None,
             publishing: false,
+            publish_failures: 0,
+            publish_not_before: None,
             after_reload: Vec::new(),
             files,
         };
@@ -613,7 +631,7 @@ impl Daemon {
         let jobs = Arc::new(Semaphore::new(daemon.config.jobs.max(1)));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (reload_tx, mut reloads) = mpsc::unbounded_channel();
-        let (published_tx, mut published) = mpsc::unbounded_channel::<()>();
+        let (published_tx, mut published) = mpsc::unbounded_channel::<bool>();
         let mut next_reload = from_now(jittered(daemon.config.interval));
         loop {
             shared
@@ -629,7 +647,7 @@ impl Daemon {
                 .min()
                 .unwrap_or(next_reload)
                 .min(next_reload)
-                .min(daemon.publish_at.unwrap_or(next_reload))
+                .min(daemon.publish_due().unwrap_or(next_reload))
                 // Keep the heartbeat fresh even when nothing is due.
                 .min(Instant::now() + Duration::from_secs(30));
             tokio::select! {
@@ -641,7 +659,7 @@ impl Daemon {
                 }
                 Some(t) = triggers.recv() => daemon.trigger(t, &reload_tx),
                 Some(done) = done_rx.recv() => daemon.finished(done),
-                Some(()) = published.recv() => daemon.publishing = false,
+                Some(ok) = published.recv() => daemon.published(ok),
                 Some((reason, loaded)) = reloads.recv() => daemon.reloaded(reason, loaded, &reload_tx),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reading the fleet again");
@@ -679,8 +697,8 @@ impl Daemon {
 
     /// Publishes the opted-in sites' status reports when due, on a
     /// blocking thread (git may take its time); one publish at a time.
-    fn publish(&mut self, published: &mpsc::UnboundedSender<()>) {
-        if self.publishing || self.publish_at.is_none_or(|at| at > Instant::now()) {
+    fn publish(&mut self, published: &mpsc::UnboundedSender<bool>) {
+        if self.publishing || self.publish_due().is_none_or(|at| at > Instant::now()) {
             return;
         }
         self.publish_at = None;
@@ -701,15 +719,44 @@ impl Daemon {
                         .map(|st| (s.site.to_string(), st))
                 })
                 .collect();
-            match crate::apply::report::publish_for_fleet(&fleet, &state_dir, &statuses) {
+            let ok = match crate::apply::report::publish_for_fleet(&fleet, &state_dir, &statuses) {
                 Ok(Some(p)) if p.commit.is_some() => {
-                    tracing::info!(commit = ?p.commit, sites = ?p.changed, "status reports published")
+                    tracing::info!(commit = ?p.commit, sites = ?p.changed, "status reports published");
+                    true
                 }
-                Ok(_) => tracing::debug!("status reports unchanged, or no site opted in"),
-                Err(e) => tracing::warn!(error = %e, "publishing status reports failed"),
-            }
-            let _ = done.send(());
+                Ok(_) => {
+                    tracing::debug!("status reports unchanged, or no site opted in");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publishing status reports failed");
+                    false
+                }
+            };
+            let _ = done.send(ok);
         });
+    }
+
+    /// When the next publish is due: when one was asked for, but not
+    /// before the backoff of failed ones has passed.
+    fn publish_due(&self) -> Option<Instant> {
+        let at = self.publish_at?;
+        Some(self.publish_not_before.map_or(at, |nb| at.max(nb)))
+    }
+
+    /// A publish finished: a failure backs the next one off (2 s doubling,
+    /// capped like a site's), and asks for it again then.
+    fn published(&mut self, ok: bool) {
+        self.publishing = false;
+        if ok {
+            self.publish_failures = 0;
+            self.publish_not_before = None;
+            return;
+        }
+        self.publish_failures = self.publish_failures.saturating_add(1);
+        let at = from_now(backoff(self.publish_failures, self.config.interval));
+        self.publish_not_before = Some(at);
+        self.publish_at = Some(self.publish_at.map_or(at, |p| p.min(at)));
     }
 
     /// Moves `site`'s next look to `at` if that is earlier.
