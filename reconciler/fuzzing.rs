@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::apply::status::{HeldWhy, Upgrade};
+use crate::observe::status::{HeldWhy, Upgrade};
 use crate::fixops::{self, FileState};
 use crate::load::{self, LoadOptions, payload};
 use crate::model::catalog::{RegexOp, ReplaceOp};
@@ -230,7 +230,7 @@ fn plan_every_site(fleet: &load::Fleet) {
         let zero = Version(semver::Version::new(0, 0, 0));
         let installs = std::iter::once(&zero).chain(releases.iter().take(3).map(|r| &r.version));
         for installed in installs {
-            let mut notices = crate::apply::notices::NoticeState::default();
+            let mut notices = crate::watch::publish::notices::NoticeState::default();
             for now in clocks(&releases) {
                 let gates = choose::Gates {
                     effective: &effective,
@@ -258,7 +258,7 @@ fn plan_every_site(fleet: &load::Fleet) {
                     })
                     .collect();
                 // The daemon's notices, remembered from clock to clock.
-                let _ = crate::apply::notices::due(
+                let _ = crate::watch::publish::notices::due(
                     site.site.as_str(),
                     &installed.to_string(),
                     &upgrades,

@@ -8,9 +8,10 @@
 //!
 //! | module | role | may use |
 //! | --- | --- | --- |
-//! | [`cli`] | clap commands; the only place that prints or knows exit codes | all |
-//! | [`watch`] | the daemon: triggers, requeue and backoff, file watching, the HTTP endpoints; the only owner of tokio | `apply` and below |
-//! | [`apply`] | gathers a site's observed state, trust verdict (signatures, no downgrade) and preflight; adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health; upgrade notices (`notices.json`); opt-in status reports pushed to the fleet's report repo | all below |
+//! | [`cli`] | clap commands; the only place that prints or knows exit codes | all (only `apply`, `rollback`, `adopt` and `status`'s recovery reach [`apply`]) |
+//! | [`watch`] | the daemon: triggers, requeue and backoff (`error_policy`), file watching, the HTTP endpoints, and what only the daemon publishes (`watch::publish`: upgrade notices, opt-in status reports); the only owner of tokio | `apply` and below |
+//! | [`apply`] | changing a site: adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health checks; `ApplyError` | `observe` and below |
+//! | [`observe`] | reading a site: its gathered state for the planner, the trust verdict (signatures, no downgrade), the preflight, and its status; read-only commands stop here | `store` and below |
 //! | [`store`] | the state dir: flock, ledger, rollback points in `points.git`, `quarantine.json`; the one durable writer | `model`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
@@ -44,6 +45,7 @@ pub mod fuzzing;
 pub mod inventory;
 pub mod load;
 pub mod model;
+pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod store;

@@ -92,7 +92,7 @@ fn two_hundred_sites_in_three_states_render_as_three_plan_classes() {
     for name in &names {
         let site = fleet.site(name).unwrap();
         let ctx =
-            sitekeeper::apply::SiteContext::gather(&fleet, site, &d.join("state"), None).unwrap();
+            sitekeeper::observe::SiteContext::gather(&fleet, site, &d.join("state"), None).unwrap();
         sitekeeper::apply::adopt::adopt(&ctx, &version, now, "cli").unwrap();
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sitekeeper::apply::SiteContext;
+use sitekeeper::observe::SiteContext;
 use sitekeeper::apply::adopt::adopt;
 use sitekeeper::load::{LoadOptions, load};
 

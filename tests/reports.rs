@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use serde_json::{Value, json};
-use sitekeeper::apply::report::{
+use sitekeeper::watch::publish::report::{
     Committer, Published, ReportError, SiteStatus, publish, publish_for_fleet,
 };
 use sitekeeper::load::{Fleet, LoadOptions, load};

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::SiteContext;
+use crate::observe::SiteContext;
 use crate::model::values::{Timestamp, Version};
 use crate::store::{
     By, LedgerKind, LedgerResult, PointKind, PointMeta, PointResult, Record, Snapshot,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::SiteContext;
+use crate::observe::SiteContext;
 use super::fsops::Steps;
 use super::hooks::{HookEnv, run as run_hook};
 use super::swap::{self, Swap};
@@ -505,8 +505,8 @@ fn record(
 }
 
 /// Why a site's state could not be gathered, as an [`ApplyError`].
-pub fn context_error(site: &str, e: super::ContextError) -> ApplyError {
-    use super::ContextError as C;
+pub fn context_error(site: &str, e: crate::observe::ContextError) -> ApplyError {
+    use crate::observe::ContextError as C;
     let (site, detail) = (site.to_owned(), e.to_string());
     match e {
         C::NoRoot(_) | C::NoCatalog(_) | C::Policy(_) => ApplyError::Invalid { site, detail },

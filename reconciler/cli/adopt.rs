@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Global, Printer, exit, load_clean};
-use crate::apply::SiteContext;
+use crate::observe::SiteContext;
 use crate::apply::adopt::{AdoptError, adopt};
 use crate::model::values::Version;
 use crate::store::SiteState;

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::context::{now, select, state_dir};
 use super::{CliError, Format, Global, Printer};
-use crate::apply::SiteContext;
+use crate::observe::SiteContext;
 use crate::load::{self, Diagnostic, Fleet, Location, source};
 use crate::model::values::{Digest, Timestamp};
 use crate::model::{Approval, Approvals};

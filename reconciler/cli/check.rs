@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
-use crate::apply::SiteContext;
-use crate::apply::status::{self, Upgrade};
+use crate::observe::SiteContext;
+use crate::observe::status::{self, Upgrade};
 use crate::plan::choose::Class;
 
 /// One site in `check --format json`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
-use crate::apply::SiteContext;
+use crate::observe::SiteContext;
 use crate::load::{self, Fleet, Loaded, changes};
 use crate::model::Site;
 use crate::plan::{Plan, render};

@@ -3,7 +3,7 @@
 
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
-use crate::apply::SiteContext;
+use crate::observe::SiteContext;
 
 pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
@@ -40,7 +40,7 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
             }
         };
         let plan = ctx.plan(at, None);
-        match crate::apply::status::of(&ctx, &plan) {
+        match crate::observe::status::of(&ctx, &plan) {
             Ok(status) => out.push(status),
             Err(e) => failures.push(e.to_string()),
         }

@@ -23,9 +23,10 @@ use super::files::Files;
 use super::metrics::{ClassLabels, KindLabels, Metrics, ProductLabel, ResultLabels, SiteLabel};
 use super::{Config, WatchError};
 use crate::apply::converge::{self, ApplyError, ErrorClass, Options, Outcome};
-use crate::apply::notices::{self, Notice, Notices};
-use crate::apply::status::{self, SiteStatus, Upgrade};
-use crate::apply::{SiteContext, txn};
+use crate::watch::publish::notices::{self, Notice, Notices};
+use crate::observe::status::{self, SiteStatus, Upgrade};
+use crate::apply::txn;
+use crate::observe::SiteContext;
 use crate::load::{self, Diagnostic, Fleet, LoadOptions, Trust};
 use crate::plan::choose::Class;
 use crate::plan::{Held, HeldCode};
@@ -710,16 +711,16 @@ impl Daemon {
         let state_dir = self.shared.state_dir.clone();
         let done = published.clone();
         tokio::task::spawn_blocking(move || {
-            let statuses: BTreeMap<String, crate::apply::report::SiteStatus> = fleet
+            let statuses: BTreeMap<String, crate::watch::publish::report::SiteStatus> = fleet
                 .sites
                 .iter()
                 .filter_map(|s| {
-                    crate::apply::report::SiteStatus::read(&state_dir, s.site.as_str())
+                    crate::watch::publish::report::SiteStatus::read(&state_dir, s.site.as_str())
                         .ok()
                         .map(|st| (s.site.to_string(), st))
                 })
                 .collect();
-            let ok = match crate::apply::report::publish_for_fleet(&fleet, &state_dir, &statuses) {
+            let ok = match crate::watch::publish::report::publish_for_fleet(&fleet, &state_dir, &statuses) {
                 Ok(Some(p)) if p.commit.is_some() => {
                     tracing::info!(commit = ?p.commit, sites = ?p.changed, "status reports published");
                     true

@@ -13,6 +13,7 @@ pub mod controller;
 mod files;
 pub mod http;
 pub mod metrics;
+pub mod publish;
 
 use std::net::SocketAddr;
 use std::time::Duration;
