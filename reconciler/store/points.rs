@@ -130,7 +130,7 @@ impl PointMeta {
     /// The point's health verdict: the newest `health` ledger record about
     /// it, else what an older sitekeeper wrote into the point, else
     /// `skipped` (no check ran).
-    pub fn health(&self, verdicts: &super::ledger::Verdicts) -> Health {
+    pub fn health(&self, verdicts: &BTreeMap<u64, Health>) -> Health {
         verdicts
             .get(&self.point)
             .copied()
