@@ -8,7 +8,7 @@
 //!
 //! | module | role | may use |
 //! | --- | --- | --- |
-//! | [`cli`] | clap commands; the only place that prints or knows exit codes | all (only `apply`, `rollback`, `adopt` and `status`'s recovery reach [`apply`]) |
+//! | [`cli`] | clap commands; the only place that prints or knows exit codes | all (only the changing commands, `apply`, `rollback` and `adopt`, reach [`apply`]; `status` recovers an interrupted change through them) |
 //! | [`watch`] | the daemon: triggers, requeue and backoff (`error_policy`), file watching, the HTTP endpoints, and what only the daemon publishes (`watch::publish`: upgrade notices, opt-in status reports); the only owner of tokio | `apply` and below |
 //! | [`apply`] | changing a site: adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health checks; `ApplyError` | `observe` and below |
 //! | [`observe`] | reading a site: its gathered state for the planner, the trust verdict (signatures, no downgrade), the preflight, and its status; read-only commands stop here | `store` and below |

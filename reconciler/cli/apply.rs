@@ -172,3 +172,30 @@ pub(super) fn rollback(
         )],
     )
 }
+
+/// Finishes or undoes an interrupted change on `site` before a command
+/// reads it, unless someone is at work on it right now (its lock is held:
+/// then the reader only looks). `Some` names a recovery that failed.
+pub(super) fn recover_unless_busy(
+    fleet: &crate::load::Fleet,
+    site: &crate::load::Loaded<crate::model::fleet::Site>,
+    state_dir: &std::path::Path,
+    now: jiff::Timestamp,
+) -> Option<String> {
+    let opts = Options {
+        via: "cli",
+        wait: false,
+        saved: None,
+        forced: None,
+        forced_fix: None,
+        now,
+        state_dir,
+        progress: None,
+        cancel: None,
+    };
+    match converge::recover_site(fleet, site, &opts) {
+        Ok(()) => None,
+        Err(e) if e.is_refusal() => None,
+        Err(e) => Some(e.to_string()),
+    }
+}

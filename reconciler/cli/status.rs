@@ -13,23 +13,11 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
     let mut out = Vec::new();
     let mut failures = Vec::new();
     for site in sites {
-        // Finish or undo an interrupted change first, unless someone is at
-        // work on the site right now (then its lock is held and we only look).
-        let opts = crate::apply::converge::Options {
-            via: "cli",
-            wait: false,
-            saved: None,
-            forced: None,
-            forced_fix: None,
-            now: at,
-            state_dir: &state,
-            progress: None,
-            cancel: None,
-        };
-        match crate::apply::converge::recover_site(&fleet, site, &opts) {
-            Ok(()) => {}
-            Err(e) if e.is_refusal() => {}
-            Err(e) => failures.push(e.to_string()),
+        // The site as it is: an interrupted change finished or undone
+        // first (SPEC §6.1, "the next command"), the one change `status`
+        // makes, through the changing commands' module.
+        if let Some(e) = super::apply::recover_unless_busy(&fleet, site, &state, at) {
+            failures.push(e);
         }
         let progress = ScanProgress::new(site.site.as_str(), global.quiet);
         let ctx = match SiteContext::gather(&fleet, site, &state, Some(&progress)) {
