@@ -3,7 +3,9 @@
 //! code (`tests/fuzz_corpus.rs`) and the targets cannot rot without nightly.
 //!
 //! Each harness takes raw fuzzer bytes and checks invariants with `assert!`:
-//! a panic here *is* the finding. Not part of the supported API.
+//! a panic here *is* the finding. Not part of the supported API, and built
+//! only with the `fuzzing` feature (the fuzz targets and `cargo test` turn
+//! it on; see Cargo.toml).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::observe::status::{HeldWhy, Upgrade};
 use crate::fixops::{self, FileState};
 use crate::load::{self, LoadOptions, payload};
 use crate::model::catalog::{RegexOp, ReplaceOp};
@@ -21,6 +22,7 @@ use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::{Glob, Pattern, Version};
 use crate::model::words::{Expect, Whitespace};
 use crate::model::{Fix, Release};
+use crate::observe::status::{HeldWhy, Upgrade};
 use crate::plan::{
     self, Action, ActionKind, FileChange, FileData, FileOp, Held, HeldCode, Plan, SitePlan, choose,
     render,
