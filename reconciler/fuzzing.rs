@@ -3,7 +3,9 @@
 //! code (`tests/fuzz_corpus.rs`) and the targets cannot rot without nightly.
 //!
 //! Each harness takes raw fuzzer bytes and checks invariants with `assert!`:
-//! a panic here *is* the finding. Not part of the supported API.
+//! a panic here *is* the finding. Not part of the supported API, and built
+//! only with the `fuzzing` feature (the fuzz targets and `cargo test` turn
+//! it on; see Cargo.toml).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

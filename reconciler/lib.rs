@@ -40,6 +40,7 @@ pub mod cli;
 pub mod confined;
 pub mod durability;
 pub mod fixops;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inventory;

@@ -37,12 +37,41 @@ fn every_subcommand_has_help() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = run_in(&repo_root(), &["frobnicate"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run_in(&repo_root(), &["explain"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run_in(&repo_root(), &["validate", "--format", "yaml"]);
-    assert_eq!(out.status.code(), Some(2));
+    // Each usage error names what was wrong (and, where it helps, what is
+    // allowed) on stderr, prints nothing on stdout, and exits 2.
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["frobnicate"],
+            &[
+                "error: unrecognized subcommand 'frobnicate'",
+                "Usage: sitekeeper",
+            ],
+        ),
+        (
+            &["explain"],
+            &[
+                "error: the following required arguments were not provided",
+                "  <SITE>",
+                "Usage: sitekeeper explain ",
+            ],
+        ),
+        (
+            &["validate", "--format", "yaml"],
+            &[
+                "error: invalid value 'yaml' for '--format <FORMAT>'",
+                "[possible values: human, json, markdown]",
+            ],
+        ),
+    ];
+    for (args, says) in cases {
+        let out = run_in(&repo_root(), args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for part in says {
+            assert!(err.contains(part), "{args:?} does not say {part:?}:\n{err}");
+        }
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
 }
 
 #[test]

@@ -33,14 +33,14 @@ fn quoted(args: &str) -> Vec<String> {
 
 #[test]
 fn every_rename_is_fsynced_before_and_its_directory_after_and_the_ledger_is_last() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: strace is not installed (.ci/run installs it)");
-        return;
-    }
+    // No strace is a failure, not a skip: a test that passes without
+    // looking would hide a broken fsync order.
+    let version = std::process::Command::new("strace").arg("-V").output();
+    assert!(
+        version.as_ref().is_ok_and(|v| v.status.success()),
+        "this test needs strace on the PATH ({version:?}); install it \
+         (`apt-get install strace`, as .ci/run does)"
+    );
     let dir = fleet_with(&[(
         "sites/s.yaml",
         "site: s\nroot: ../site\nproduct: acme\nchannel: stable\nopt_in: {upgrades: patch}\n",

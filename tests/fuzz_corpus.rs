@@ -2,6 +2,8 @@
 //! crash found so far (`fuzz/regressions/<target>/`) through the harnesses
 //! the cargo-fuzz targets run (`sitekeeper::fuzzing`), so that the targets
 //! keep building and every fixed crash stays fixed, without nightly.
+//! `sitekeeper::fuzzing` exists only with the `fuzzing` feature, which the
+//! package's dev-dependency on itself turns on for `cargo test`.
 
 use std::path::Path;
 

@@ -2,11 +2,24 @@
 //!
 //! Diagnostics always go to stderr in their `file:line:col: message (hint: …)`
 //! form; reports go to stdout in the chosen `--format`.
+//!
+//! Styles are `anstyle` values, written only to a stream whose colour is on;
+//! with colour off nothing is added or taken away (no stripping pass over
+//! what is printed, which may hold a site's bytes).
 
 use std::io::{IsTerminal, Write};
 
+use anstyle::{AnsiColor, Style};
+
 use super::{ColorChoice, Format, Global};
 use crate::load::Diagnostic;
+
+const BOLD: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+const HINT: Style = AnsiColor::Cyan.on_default();
+const ERROR: Style = AnsiColor::Red.on_default().bold();
+const WARNING: Style = AnsiColor::Yellow.on_default().bold();
 
 /// Prints results and errors according to the global options.
 #[derive(Debug, Clone)]
@@ -20,6 +33,10 @@ pub struct Printer {
 
 impl Printer {
     /// A printer for these options and the current terminal and environment.
+    ///
+    /// `auto` means a terminal and no `NO_COLOR`, as documented for
+    /// `--color`; anstream's own detection (which also reads `CLICOLOR`,
+    /// `CLICOLOR_FORCE` and `TERM`) would decide differently.
     pub fn new(global: &Global) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let decide = |tty: bool| match global.color {
@@ -35,9 +52,9 @@ impl Printer {
         }
     }
 
-    fn paint(on: bool, code: &str, text: &str) -> String {
+    fn paint(on: bool, style: Style, text: &str) -> String {
         if on {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{style}{text}{style:#}")
         } else {
             text.to_owned()
         }
@@ -45,17 +62,17 @@ impl Printer {
 
     /// `text` in bold on stdout, when colour is on.
     pub fn bold(&self, text: &str) -> String {
-        Self::paint(self.color_out, "1", text)
+        Self::paint(self.color_out, BOLD, text)
     }
 
     /// `text` dimmed on stdout, when colour is on.
     pub fn dim(&self, text: &str) -> String {
-        Self::paint(self.color_out, "2", text)
+        Self::paint(self.color_out, DIM, text)
     }
 
     /// `text` in yellow on stdout, when colour is on.
     pub fn warn(&self, text: &str) -> String {
-        Self::paint(self.color_out, "33", text)
+        Self::paint(self.color_out, YELLOW, text)
     }
 
     /// Every diagnostic on stderr, then a count.
@@ -64,13 +81,13 @@ impl Printer {
         for d in diags {
             let mut line = format!(
                 "{}: {}",
-                Self::paint(self.color_err, "1", &d.at.to_string()),
+                Self::paint(self.color_err, BOLD, &d.at.to_string()),
                 d.message
             );
             if let Some(hint) = &d.hint {
                 line.push_str(&Self::paint(
                     self.color_err,
-                    "36",
+                    HINT,
                     &format!(" (hint: {hint})"),
                 ));
             }
@@ -86,7 +103,7 @@ impl Printer {
         let _ = writeln!(
             std::io::stderr().lock(),
             "{}: {message}",
-            Self::paint(self.color_err, "31;1", "error")
+            Self::paint(self.color_err, ERROR, "error")
         );
     }
 
@@ -95,7 +112,7 @@ impl Printer {
         let _ = writeln!(
             std::io::stderr().lock(),
             "{}: {message}",
-            Self::paint(self.color_err, "33;1", "warning")
+            Self::paint(self.color_err, WARNING, "warning")
         );
     }
 

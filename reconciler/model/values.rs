@@ -861,11 +861,36 @@ mod tests {
 
     #[test]
     fn windows_and_zones_parse() {
-        assert!("02:00".parse::<TimeOfDay>().is_ok());
-        assert!("24:00".parse::<TimeOfDay>().is_err());
-        assert!("2:00".parse::<TimeOfDay>().is_err());
-        assert!("Europe/Berlin".parse::<TimeZoneName>().is_ok());
-        assert!("Mars/Olympus".parse::<TimeZoneName>().is_err());
+        for (text, hour, minute) in [("02:00", 2, 0), ("00:00", 0, 0), ("23:59", 23, 59)] {
+            let t: TimeOfDay = text.parse().unwrap();
+            assert_eq!(t.0, jiff::civil::Time::new(hour, minute, 0, 0).unwrap());
+            assert_eq!(t.to_string(), text);
+        }
+        for bad in ["24:00", "2:00", "12:60", "12:5", "ab:cd", "1200"] {
+            let err = bad.parse::<TimeOfDay>().unwrap_err();
+            assert!(err.contains("write HH:MM"), "{bad:?}: {err}");
+        }
+
+        // The zone is the named one: Berlin is an hour ahead of UTC in
+        // winter and two in summer.
+        let berlin: TimeZoneName = "Europe/Berlin".parse().unwrap();
+        assert_eq!(berlin.to_string(), "Europe/Berlin");
+        assert_eq!(berlin.zone().iana_name(), Some("Europe/Berlin"));
+        for (instant, hours) in [("2024-01-15T12:00:00Z", 1), ("2024-07-15T12:00:00Z", 2)] {
+            let instant: jiff::Timestamp = instant.parse().unwrap();
+            assert_eq!(
+                berlin.zone().to_offset(instant),
+                jiff::tz::Offset::constant(hours),
+                "{instant}"
+            );
+        }
+        let utc: TimeZoneName = "UTC".parse().unwrap();
+        assert_eq!(
+            utc.zone().to_offset(jiff::Timestamp::UNIX_EPOCH),
+            jiff::tz::Offset::UTC
+        );
+        let err = "Mars/Olympus".parse::<TimeZoneName>().unwrap_err();
+        assert!(err.contains("not a known time zone"), "{err}");
     }
 
     #[test]
