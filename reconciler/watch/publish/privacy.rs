@@ -1,0 +1,260 @@
+//! The privacy rules of status reports (SPEC §7): what one site's report
+//! may contain, given its opt-ins. Pure: no I/O, no git; the publisher
+//! ([`super::report`]) sends only what [`body`] returns, and nothing for a
+//! site that did not opt in.
+//!
+//! # What a report holds
+//!
+//! [`body`] is a pure function of the site file, its effective settings
+//! ([`crate::policy::resolve`], so a policy ceiling beats the site's own
+//! opt-in) and its [`SiteStatus`]:
+//!
+//! * nothing at all (`None`) unless `opt_in.status_reports` is effectively on;
+//! * then always `site`, `version`, `fixes` and `health` (`null` where the
+//!   state dir knows nothing yet, e.g. a site not adopted);
+//! * `error` only with `opt_in.error_reports` and only when there is an error
+//!   (the last ledger record failed or was rolled back), cut at
+//!   [`MAX_ERROR_CHARS`] characters;
+//! * `url` only with `opt_in.public_listing` and only when a public URL is
+//!   known ([`site_url`]).
+//!
+//! `error_reports` and `public_listing` only add to a status report; on
+//! their own they send nothing.
+//!
+//! # Where a site's URL comes from
+//!
+//! A site file has no URL field. [`site_url`] takes the label `url` when the
+//! site has one (the owner wrote it down for people to see, so it is sent as
+//! written, minus any `user:password@`). Otherwise it takes the scheme, host
+//! and port of the `health.http` URL, but only when that host looks public:
+//! health checks usually probe `127.0.0.1`, a private address or a cluster
+//! name without a dot, which would name nothing to the outside and tell it
+//! about the inside. The health URL's path (`/healthz`), query and
+//! credentials are never sent. No public URL known: no `url` key.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::report::SiteStatus;
+use crate::load::Fleet;
+use crate::model::Site;
+use crate::policy::{self, Effective};
+
+/// Error text longer than this is cut (with `…`): a report is a status,
+/// not a log, and a long error is more likely to carry local details.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// The reports of every site of `fleet` that has an entry in `statuses`,
+/// for those that effectively opted in. A site whose policy chain does not
+/// resolve (which `validate` reports) has not provably opted in, so it
+/// sends nothing.
+pub fn bodies_for_fleet(
+    fleet: &Fleet,
+    statuses: &BTreeMap<String, SiteStatus>,
+) -> Vec<(String, Value)> {
+    fleet
+        .sites
+        .iter()
+        .filter_map(|site| {
+            let status = statuses.get(site.site.as_str())?;
+            let effective = policy::resolve(fleet, site).ok()?;
+            body(site, &effective, status).map(|b| (site.site.to_string(), b))
+        })
+        .collect()
+}
+
+/// The report of one site, or `None` when it did not (effectively) opt in
+/// to status reports. Pure; see the module doc for what goes in.
+pub fn body(site: &Site, effective: &Effective, status: &SiteStatus) -> Option<Value> {
+    if !effective.status_reports.value {
+        return None;
+    }
+    let mut map = Map::new();
+    map.insert("site".into(), site.site.as_str().into());
+    map.insert("version".into(), status.version.clone().into());
+    map.insert("fixes".into(), status.fixes.clone().into());
+    map.insert("health".into(), status.health.clone().into());
+    if effective.error_reports.value
+        && let Some(error) = &status.error
+    {
+        map.insert("error".into(), cut(error).into());
+    }
+    if effective.public_listing.value
+        && let Some(url) = site_url(site)
+    {
+        map.insert("url".into(), url.into());
+    }
+    Some(Value::Object(map))
+}
+
+/// `error` cut at [`MAX_ERROR_CHARS`] characters.
+fn cut(error: &str) -> String {
+    match error.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => format!("{}…", &error[..at]),
+        None => error.to_owned(),
+    }
+}
+
+/// The URL a public listing shows for `site`: its `url` label, else the
+/// origin of a public `health.http` URL (module doc). `None` when neither
+/// gives one.
+pub fn site_url(site: &Site) -> Option<String> {
+    if let Some(label) = site.labels.get("url") {
+        // The owner's explicit choice: a label that is no http(s) URL sends
+        // nothing rather than falling back to a URL they did not choose.
+        let url = HttpParts::parse(label)?;
+        return Some(format!("{}://{}{}", url.scheme, url.host_port, url.rest));
+    }
+    let health = site.health.as_ref()?.http.as_ref()?;
+    let url = HttpParts::parse(health.as_str())?;
+    if url.is_local() {
+        return None;
+    }
+    Some(format!("{}://{}/", url.scheme, url.host_port))
+}
+
+/// An http(s) URL split just enough to drop credentials and judge the host.
+struct HttpParts<'a> {
+    scheme: &'static str,
+    /// `host` or `host:port` (`[v6]:port`), without `user:pass@`.
+    host_port: &'a str,
+    /// The host alone (brackets stripped).
+    host: &'a str,
+    /// Path, query and fragment, as written.
+    rest: &'a str,
+}
+
+impl<'a> HttpParts<'a> {
+    fn parse(url: &'a str) -> Option<Self> {
+        if url.contains(char::is_whitespace) {
+            return None;
+        }
+        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+        let (scheme, after) = if lower.starts_with("https://") {
+            ("https", &url[8..])
+        } else if lower.starts_with("http://") {
+            ("http", &url[7..])
+        } else {
+            return None;
+        };
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let (authority, rest) = after.split_at(end);
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split_once(']')?.0
+        } else {
+            host_port.split_once(':').map_or(host_port, |(h, _)| h)
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self {
+            scheme,
+            host_port,
+            host,
+            rest,
+        })
+    }
+
+    /// Whether the host can only mean something inside the machine or its
+    /// network: loopback, private and link-local addresses, `localhost`,
+    /// and names without a dot (container and cluster names).
+    fn is_local(&self) -> bool {
+        let host = self.host.to_ascii_lowercase();
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => {
+                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+            }
+            Ok(std::net::IpAddr::V6(ip)) => {
+                let first = ip.segments()[0];
+                ip.is_loopback()
+                    || ip.is_unspecified()
+                    || first & 0xfe00 == 0xfc00 // unique local fc00::/7
+                    || first & 0xffc0 == 0xfe80 // link local fe80::/10
+            }
+            Err(_) => {
+                host == "localhost"
+                    || host.ends_with(".localhost")
+                    || host.ends_with(".local")
+                    || host.ends_with(".internal")
+                    || !host.trim_end_matches('.').contains('.')
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(yaml_labels: &[(&str, &str)], health: Option<&str>) -> Site {
+        let mut site: Site = serde_json::from_value(serde_json::json!({
+            "site": "shop",
+            "root": "/srv/shop",
+            "product": "acme",
+            "channel": "stable",
+        }))
+        .unwrap();
+        for (k, v) in yaml_labels {
+            site.labels.insert((*k).into(), (*v).into());
+        }
+        if let Some(url) = health {
+            site.health = Some(crate::model::Health {
+                command: None,
+                http: Some(url.parse().unwrap()),
+                timeout: None,
+            });
+        }
+        site
+    }
+
+    #[test]
+    fn the_url_label_wins_and_loses_its_credentials() {
+        let s = site(
+            &[("url", "https://bob:pw@shop.example.com/en/")],
+            Some("https://shop.example.com/healthz"),
+        );
+        assert_eq!(
+            site_url(&s).as_deref(),
+            Some("https://shop.example.com/en/")
+        );
+        let bad = site(&[("url", "shop.example.com")], Some("https://x.example/h"));
+        assert_eq!(site_url(&bad), None, "a bad label does not fall back");
+    }
+
+    #[test]
+    fn a_public_health_url_gives_its_origin_only() {
+        let s = site(&[], Some("https://u:p@shop.example.com:8443/healthz?k=v"));
+        assert_eq!(
+            site_url(&s).as_deref(),
+            Some("https://shop.example.com:8443/")
+        );
+    }
+
+    #[test]
+    fn inside_health_urls_name_nothing() {
+        for url in [
+            "http://127.0.0.1:8080/healthz",
+            "http://localhost/healthz",
+            "http://10.1.2.3/h",
+            "http://192.168.0.9/h",
+            "http://[::1]:8080/h",
+            "http://[fd00::1]/h",
+            "http://web:8080/healthz",
+            "http://shop.svc.internal/h",
+        ] {
+            assert_eq!(site_url(&site(&[], Some(url))), None, "{url}");
+        }
+        assert_eq!(site_url(&site(&[], None)), None);
+    }
+
+    #[test]
+    fn long_errors_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_ERROR_CHARS + 10);
+        let c = cut(&long);
+        assert_eq!(c.chars().count(), MAX_ERROR_CHARS + 1);
+        assert!(c.ends_with('…'));
+        assert_eq!(cut("short"), "short");
+    }
+}
