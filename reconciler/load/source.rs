@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use sha2::{Digest as _, Sha256};
 
 use crate::confined::{Kind, Root};
+use crate::git::{Cache, GitAccess, GitError, ORIGIN};
+// Where `load`'s callers have always found it.
+pub use crate::git::is_url;
 use crate::model::hash::BlobId;
 
 /// What a path in a source is.
@@ -145,18 +148,6 @@ impl std::fmt::Debug for Source {
     }
 }
 
-/// Whether `spec` names a remote git repository rather than a local path.
-pub fn is_url(spec: &str) -> bool {
-    if spec.contains("://") {
-        return true;
-    }
-    // scp-like `user@host:path`, as git itself accepts.
-    match (spec.find('@'), spec.find(':'), spec.find('/')) {
-        (Some(at), Some(colon), slash) => at < colon && slash.is_none_or(|s| colon < s),
-        _ => false,
-    }
-}
-
 impl Source {
     /// A plain directory. `label` prefixes paths in messages (e.g. `../catalog/`).
     pub fn dir(path: &Path, label: impl Into<String>) -> Result<Self, SourceError> {
@@ -205,62 +196,27 @@ impl Source {
     }
 
     /// The tree of `git_ref` in the repository at `url`, fetched into a bare
-    /// cache repository under `cache_dir` (reused by later fetches).
+    /// cache repository under `cache_dir` (reused by later fetches) through
+    /// [`crate::git`].
     pub fn git_remote(
         url: &str,
         git_ref: &str,
         cache_dir: &Path,
         label: impl Into<String>,
     ) -> Result<Self, SourceError> {
-        let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
-        let path = cache_dir.join(format!("{name}.git"));
-        std::fs::create_dir_all(cache_dir).map_err(|source| SourceError::Io {
-            path: cache_dir.display().to_string(),
-            source,
-        })?;
-        let repo = match git2::Repository::open_bare(&path) {
-            Ok(repo) => repo,
-            Err(_) => git2::Repository::init_bare(&path)
-                .map_err(git(format!("{}: cannot create cache", path.display())))?,
-        };
-        {
-            let mut remote = repo
-                .remote_anonymous(url)
-                .map_err(git(format!("{url}: not a git URL")))?;
-            let mut callbacks = git2::RemoteCallbacks::new();
-            callbacks.credentials(|_url, username, allowed| {
-                if allowed.contains(git2::CredentialType::SSH_KEY) {
-                    git2::Cred::ssh_key_from_agent(username.unwrap_or("git"))
-                } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-                    let config = git2::Config::open_default()?;
-                    git2::Cred::credential_helper(&config, _url, username)
-                } else {
-                    git2::Cred::default()
-                }
-            });
-            let mut options = git2::FetchOptions::new();
-            options.remote_callbacks(callbacks);
-            options.download_tags(git2::AutotagOption::None);
-            let refspecs = [
-                "+HEAD:refs/sitekeeper/HEAD",
-                "+refs/heads/*:refs/remotes/origin/*",
-                "+refs/tags/*:refs/tags/*",
-            ];
-            remote
-                .fetch(&refspecs, Some(&mut options), None)
-                .map_err(git(format!("{url}: fetch failed")))?;
-        }
-        let candidates = [
-            format!("refs/remotes/origin/{git_ref}"),
-            format!("refs/tags/{git_ref}"),
-            if git_ref == "HEAD" {
-                "refs/sitekeeper/HEAD".to_owned()
-            } else {
-                git_ref.to_owned()
-            },
-        ];
-        let commit = resolve(&repo, git_ref, &candidates, url)?;
-        Self::from_commit(repo, commit, label)
+        // The `--git-*` options of SPEC §3 are not read yet: the defaults.
+        let cache =
+            Cache::open(cache_dir, url, &GitAccess::default()).map_err(|e| fetch_failed(url, e))?;
+        let commit = cache
+            .fetch_ref(git_ref)
+            .map_err(|e| fetch_failed(url, e))?
+            .ok_or_else(|| SourceError::NoSuchRef {
+                source_name: url.to_owned(),
+                git_ref: git_ref.to_owned(),
+            })?;
+        // The lock is released here: the commit is resolved, and reading
+        // its objects needs no lock.
+        Self::from_commit(cache.into_repo(), commit, label)
     }
 
     fn from_commit(
@@ -310,7 +266,7 @@ impl Source {
     pub fn at_rev(&self, rev: &str, label: impl Into<String>) -> Result<Self, SourceError> {
         let candidates = [
             rev.to_owned(),
-            format!("refs/remotes/origin/{rev}"),
+            format!("{ORIGIN}{rev}"),
             format!("refs/tags/{rev}"),
         ];
         match &self.inner {
@@ -821,23 +777,34 @@ fn mode_kind(mode: i32) -> EntryKind {
     }
 }
 
+/// The commit the first of `candidates` names, or [`SourceError::NoSuchRef`].
 fn resolve(
     repo: &git2::Repository,
     git_ref: &str,
     candidates: &[String],
     source_name: &str,
 ) -> Result<git2::Oid, SourceError> {
-    for candidate in candidates {
-        if let Ok(object) = repo.revparse_single(candidate)
-            && let Ok(commit) = object.peel_to_commit()
-        {
-            return Ok(commit.id());
-        }
-    }
-    Err(SourceError::NoSuchRef {
+    crate::git::resolve(repo, candidates).ok_or_else(|| SourceError::NoSuchRef {
         source_name: source_name.to_owned(),
         git_ref: git_ref.to_owned(),
     })
+}
+
+/// A failed fetch of a source, worded as it always was for fleets and catalogs.
+fn fetch_failed(url: &str, e: GitError) -> SourceError {
+    match e {
+        GitError::Io { path, source } => SourceError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        GitError::Init { path, source } => {
+            git(format!("{}: cannot create cache", path.display()))(source)
+        }
+        GitError::Url(source) => git(format!("{url}: not a git URL"))(source),
+        GitError::Fetch(source) | GitError::List(source) => {
+            git(format!("{url}: fetch failed"))(source)
+        }
+    }
 }
 
 /// The repository of a git source. A poisoned lock only means another
@@ -845,18 +812,4 @@ fn resolve(
 fn lock(repo: &std::sync::Mutex<git2::Repository>) -> std::sync::MutexGuard<'_, git2::Repository> {
     repo.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_and_paths_are_told_apart() {
-        assert!(is_url("file:///srv/catalog.git"));
-        assert!(is_url("https://git.example.com/acme/catalog.git"));
-        assert!(is_url("git@github.com:acme/catalog.git"));
-        assert!(!is_url("../catalog"));
-        assert!(!is_url("/srv/cat@log/x:y"));
-    }
 }

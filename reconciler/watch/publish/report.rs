@@ -6,8 +6,9 @@
 //! # Publishing
 //!
 //! [`publish`] keeps a bare clone of the report repository under
-//! `<state_dir>/cache/reports/<sha256 of the URL, 24 hex>.git` (guarded by a
-//! lock file beside it, so two processes of one host do not interleave),
+//! `<state_dir>/cache/reports/<sha256 of the URL, 24 hex>.git` (a
+//! [`crate::git::Cache`], guarded by a lock file beside it, so two processes
+//! of one host do not interleave),
 //! fetches the branch, writes `status/<site>.json` (pretty JSON, keys sorted,
 //! trailing newline) for each report straight into git objects (nothing is
 //! checked out), commits only when some file changed, and pushes. Several
@@ -25,12 +26,8 @@
 //! * `git://`, `http(s)://` and `ssh://` / `user@host:path`: `git2`
 //!   `Remote::push` with the refspec `refs/heads/B:refs/heads/B` (never
 //!   forced); a rejection reported by the server counts as a lost race when
-//!   its message says so, else it is an error. Credentials: SSH keys from the
-//!   ssh agent (`SSH_AUTH_SOCK`); HTTPS user and password from the git
-//!   credential helper configured for the user running sitekeeper; else
-//!   libgit2's default credentials. After three refused credentials it
-//!   stops asking instead of looping. Host keys are checked by libgit2's
-//!   defaults (`known_hosts`).
+//!   its message says so, else it is an error. Credentials and host keys
+//!   are those of every fetch, from [`crate::git`].
 //!
 //! Commits are made by [`Committer::default`] (`sitekeeper
 //! <sitekeeper@localhost>`): a host or user name in commit metadata would
@@ -42,16 +39,14 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use super::privacy::bodies_for_fleet;
+use crate::git::{Cache, GitAccess, GitError, is_url};
 use crate::load::Fleet;
-use crate::load::source::is_url;
 use crate::model::fleet::Reports;
 use crate::model::values::SiteName;
 use crate::store::{LedgerResult, SiteState, StoreError};
@@ -288,7 +283,7 @@ pub fn publish(
         });
     }
     let files = render(bodies)?;
-    let cache = Cache::open(state_dir, url)?;
+    let cache = ReportCache::open(state_dir, url, branch)?;
     let target = Target::of(url);
     let mut attempt = 0;
     loop {
@@ -311,7 +306,7 @@ pub fn publish(
             Ok(()) => {
                 // Remember the new tip so the next fetch negotiates from it.
                 cache
-                    .repo
+                    .repo()
                     .reference(&tracking(branch), commit, true, "sitekeeper: pushed")
                     .map_err(cache.git("cannot record the pushed commit"))?;
                 return Ok(Published {
@@ -432,53 +427,30 @@ enum Push {
     Failed(ReportError),
 }
 
-/// The bare clone of the report repository, held under its lock.
-struct Cache {
-    repo: git2::Repository,
-    url: String,
-    /// Held for as long as the cache is in use; released on drop.
-    _lock: File,
+/// The bare clone of the report repository, held under its lock (the
+/// shared [`crate::git::Cache`]), and the steps of one publish on it.
+struct ReportCache {
+    cache: Cache,
 }
 
-impl Cache {
-    fn open(state_dir: &Path, url: &str) -> Result<Self, ReportError> {
-        let dir = state_dir.join("cache/reports");
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ReportError::Io {
-                url: url.to_owned(),
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
-        let lock_path = dir.join(format!("{name}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
-        let path = dir.join(format!("{name}.git"));
-        let repo = match git2::Repository::open_bare(&path) {
-            Ok(repo) => repo,
-            Err(_) => git2::Repository::init_bare(&path).map_err(|source| ReportError::Git {
-                url: url.to_owned(),
-                what: format!("cannot create the report cache {}", path.display()),
-                source,
-            })?,
-        };
-        Ok(Self {
-            repo,
-            url: url.to_owned(),
-            _lock: lock,
-        })
+impl ReportCache {
+    fn open(state_dir: &Path, url: &str, branch: &str) -> Result<Self, ReportError> {
+        // The `--git-*` options of SPEC §3 are not read yet: the defaults.
+        let cache = Cache::open(&state_dir.join("cache/reports"), url, &GitAccess::default())
+            .map_err(|e| cache_error(url, branch, e))?;
+        Ok(Self { cache })
+    }
+
+    fn repo(&self) -> &git2::Repository {
+        self.cache.repo()
+    }
+
+    fn url(&self) -> &str {
+        self.cache.url()
     }
 
     fn git(&self, what: &str) -> impl FnOnce(git2::Error) -> ReportError + use<> {
-        let (url, what) = (self.url.clone(), what.to_owned());
+        let (url, what) = (self.url().to_owned(), what.to_owned());
         move |source| ReportError::Git { url, what, source }
     }
 
@@ -486,38 +458,24 @@ impl Cache {
     /// report repository has no such branch yet.
     fn fetch(&self, branch: &str) -> Result<Option<git2::Oid>, ReportError> {
         let head = format!("refs/heads/{branch}");
-        let mut remote = self
-            .repo
-            .remote_anonymous(&self.url)
-            .map_err(self.git("not a git URL"))?;
-        let mut options = git2::FetchOptions::new();
-        options.remote_callbacks(callbacks());
-        options.download_tags(git2::AutotagOption::None);
-        remote
-            .fetch(
-                &[format!("+{head}:{}", tracking(branch))],
-                Some(&mut options),
-                None,
-            )
-            .map_err(self.git(&format!("cannot fetch branch {branch}")))?;
-        // The list stays available after the fetch disconnects; it is what
-        // the repository advertised in the same conversation.
-        let tip = remote
-            .list()
-            .map_err(self.git("cannot list the branches"))?
-            .iter()
-            .find(|h| h.name() == head)
-            .map(|h| h.oid());
+        let advertised = self
+            .cache
+            .fetch(&[format!("+{head}:{}", tracking(branch))])
+            .map_err(|e| cache_error(self.url(), branch, e))?;
+        let tip = advertised
+            .into_iter()
+            .find(|(name, _)| *name == head)
+            .map(|(_, oid)| oid);
         match tip {
             Some(oid) => {
-                self.repo
+                self.repo()
                     .reference(&tracking(branch), oid, true, "sitekeeper: fetched")
                     .map_err(self.git("cannot record the fetched branch"))?;
             }
             None => {
                 // The branch is gone (or never was): start it afresh rather
                 // than build on a tip nobody else can see.
-                if let Ok(mut stale) = self.repo.find_reference(&tracking(branch)) {
+                if let Ok(mut stale) = self.repo().find_reference(&tracking(branch)) {
                     stale
                         .delete()
                         .map_err(self.git("cannot forget the old branch"))?;
@@ -536,17 +494,17 @@ impl Cache {
     ) -> Result<(git2::Oid, Vec<String>), ReportError> {
         let base = match parent {
             Some(p) => self
-                .repo
+                .repo()
                 .find_commit(p)
                 .and_then(|c| c.tree())
                 .map_err(self.git("cannot read the branch tip"))?,
             None => {
                 let empty = self
-                    .repo
+                    .repo()
                     .treebuilder(None)
                     .and_then(|b| b.write())
                     .map_err(self.git("cannot write a tree"))?;
-                self.repo
+                self.repo()
                     .find_tree(empty)
                     .map_err(self.git("cannot read a tree"))?
             }
@@ -555,7 +513,7 @@ impl Cache {
         let mut changed = Vec::new();
         for file in files {
             let blob = self
-                .repo
+                .repo()
                 .blob(&file.bytes)
                 .map_err(self.git("cannot write a report"))?;
             let same = base
@@ -570,7 +528,7 @@ impl Cache {
             return Ok((base.id(), changed));
         }
         let tree = update
-            .create_updated(&self.repo, &base)
+            .create_updated(self.repo(), &base)
             .map_err(self.git("cannot write a tree"))?;
         Ok((tree, changed))
     }
@@ -585,11 +543,11 @@ impl Cache {
         let sig = git2::Signature::now(&by.name, &by.email)
             .map_err(self.git("the committer name is not valid"))?;
         let tree = self
-            .repo
+            .repo()
             .find_tree(tree)
             .map_err(self.git("cannot read a tree"))?;
         let parents = parent
-            .map(|p| self.repo.find_commit(p))
+            .map(|p| self.repo().find_commit(p))
             .transpose()
             .map_err(self.git("cannot read the branch tip"))?;
         let parents: Vec<&git2::Commit> = parents.iter().collect();
@@ -602,7 +560,7 @@ impl Cache {
                 changed.join("\n")
             )
         };
-        self.repo
+        self.repo()
             .commit(None, &sig, &sig, &message, &tree, &parents)
             .map_err(self.git("cannot commit the reports"))
     }
@@ -623,10 +581,10 @@ impl Cache {
         let target = git2::Repository::open(path).map_err(fail("cannot open the repository"))?;
         if !target.is_bare() {
             return Err(Push::Failed(ReportError::NotBare {
-                url: self.url.clone(),
+                url: self.url().to_owned(),
             }));
         }
-        copy_objects(&self.repo, &target, commit).map_err(fail("cannot copy the commit"))?;
+        copy_objects(self.repo(), &target, commit).map_err(fail("cannot copy the commit"))?;
         let name = format!("refs/heads/{branch}");
         let message = "sitekeeper: status reports";
         let updated = match expected {
@@ -654,16 +612,16 @@ impl Cache {
             move |e| Push::Failed(f(e))
         };
         let local = format!("refs/heads/{branch}");
-        self.repo
+        self.repo()
             .reference(&local, commit, true, "sitekeeper: to push")
             .map_err(fail("cannot prepare the push"))?;
         let mut remote = self
-            .repo
-            .remote_anonymous(&self.url)
+            .repo()
+            .remote_anonymous(self.url())
             .map_err(fail("not a git URL"))?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let result = {
-            let mut cbs = callbacks();
+            let mut cbs = self.cache.callbacks();
             // A server refusal arrives here, not as an error of push().
             cbs.push_update_reference(|_, status| {
                 if let Some(message) = status {
@@ -686,7 +644,7 @@ impl Cache {
                 None => Ok(()),
                 Some(message) if lost_race(&message) => Err(Push::Moved(message)),
                 Some(message) => Err(Push::Failed(ReportError::Rejected {
-                    url: self.url.clone(),
+                    url: self.url().to_owned(),
                     branch: branch.to_owned(),
                     message,
                 })),
@@ -752,31 +710,27 @@ fn copy_objects(
     copy(&src, &dst, commit)
 }
 
-/// Credentials for fetch and push (module doc), giving up after three
-/// refusals: libgit2 asks again for as long as the callback answers.
-fn callbacks<'a>() -> git2::RemoteCallbacks<'a> {
-    let mut callbacks = git2::RemoteCallbacks::new();
-    let mut asked = 0;
-    callbacks.credentials(move |url, username, allowed| {
-        asked += 1;
-        if asked > 3 {
-            return Err(git2::Error::from_str(
-                "no credential was accepted (hint: load the deploy key into ssh-agent, or configure a git credential helper for this URL)",
-            ));
-        }
-        let user = username.unwrap_or("git");
-        if allowed.contains(git2::CredentialType::SSH_KEY) {
-            git2::Cred::ssh_key_from_agent(user)
-        } else if allowed.contains(git2::CredentialType::USERNAME) {
-            git2::Cred::username(user)
-        } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            let config = git2::Config::open_default()?;
-            git2::Cred::credential_helper(&config, url, username)
-        } else {
-            git2::Cred::default()
-        }
-    });
-    callbacks
+/// A failure of the shared git cache, worded for the report repository.
+fn cache_error(url: &str, branch: &str, e: GitError) -> ReportError {
+    let git = |what: String, source| ReportError::Git {
+        url: url.to_owned(),
+        what,
+        source,
+    };
+    match e {
+        GitError::Io { path, source } => ReportError::Io {
+            url: url.to_owned(),
+            path,
+            source,
+        },
+        GitError::Init { path, source } => git(
+            format!("cannot create the report cache {}", path.display()),
+            source,
+        ),
+        GitError::Url(source) => git("not a git URL".to_owned(), source),
+        GitError::Fetch(source) => git(format!("cannot fetch branch {branch}"), source),
+        GitError::List(source) => git("cannot list the branches".to_owned(), source),
+    }
 }
 
 #[cfg(test)]
