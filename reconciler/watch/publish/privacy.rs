@@ -34,7 +34,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde::Serialize;
 
 use super::report::SiteStatus;
 use crate::load::Fleet;
@@ -52,7 +52,7 @@ pub const MAX_ERROR_CHARS: usize = 2000;
 pub fn bodies_for_fleet(
     fleet: &Fleet,
     statuses: &BTreeMap<String, SiteStatus>,
-) -> Vec<(String, Value)> {
+) -> Vec<(String, ReportBody)> {
     fleet
         .sites
         .iter()
@@ -64,28 +64,53 @@ pub fn bodies_for_fleet(
         .collect()
 }
 
+/// One site's report, as `status/<site>.json` holds it.
+///
+/// The fields are declared in alphabetical order because serde writes
+/// them in declaration order: the file's keys come out sorted, so the same
+/// status gives the same bytes (and blob) on every host and run. `error`
+/// and `url` are left out when absent; `version` and `health` are `null`
+/// when the state dir knows nothing yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportBody {
+    /// The last change's error, cut; only with `error_reports`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Applied fixes, in order.
+    pub fixes: Vec<String>,
+    /// `passed`, `failed` or `skipped`.
+    pub health: Option<String>,
+    /// The site's name.
+    pub site: String,
+    /// The site's public URL; only with `public_listing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The installed release.
+    pub version: Option<String>,
+}
+
 /// The report of one site, or `None` when it did not (effectively) opt in
 /// to status reports. Pure; see the module doc for what goes in.
-pub fn body(site: &Site, effective: &Effective, status: &SiteStatus) -> Option<Value> {
+pub fn body(site: &Site, effective: &Effective, status: &SiteStatus) -> Option<ReportBody> {
     if !effective.status_reports.value {
         return None;
     }
-    let mut map = Map::new();
-    map.insert("site".into(), site.site.as_str().into());
-    map.insert("version".into(), status.version.clone().into());
-    map.insert("fixes".into(), status.fixes.clone().into());
-    map.insert("health".into(), status.health.clone().into());
-    if effective.error_reports.value
-        && let Some(error) = &status.error
-    {
-        map.insert("error".into(), cut(error).into());
-    }
-    if effective.public_listing.value
-        && let Some(url) = site_url(site)
-    {
-        map.insert("url".into(), url.into());
-    }
-    Some(Value::Object(map))
+    Some(ReportBody {
+        error: status
+            .error
+            .as_deref()
+            .filter(|_| effective.error_reports.value)
+            .map(cut),
+        fixes: status.fixes.clone(),
+        health: status.health.clone(),
+        site: site.site.to_string(),
+        url: effective
+            .public_listing
+            .value
+            .then(|| site_url(site))
+            .flatten(),
+        version: status.version.clone(),
+    })
 }
 
 /// `error` cut at [`MAX_ERROR_CHARS`] characters.
@@ -256,5 +281,32 @@ mod tests {
         assert_eq!(c.chars().count(), MAX_ERROR_CHARS + 1);
         assert!(c.ends_with('…'));
         assert_eq!(cut("short"), "short");
+    }
+
+    #[test]
+    fn a_report_has_its_keys_sorted_and_leaves_out_what_is_absent() {
+        let full = ReportBody {
+            error: Some("boom".into()),
+            fixes: vec!["f1".into()],
+            health: Some("failed".into()),
+            site: "shop".into(),
+            url: Some("https://shop.example.com/".into()),
+            version: Some("1.0.0".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&full).unwrap(),
+            r#"{"error":"boom","fixes":["f1"],"health":"failed","site":"shop","url":"https://shop.example.com/","version":"1.0.0"}"#
+        );
+        let bare = ReportBody {
+            error: None,
+            url: None,
+            health: None,
+            version: None,
+            ..full
+        };
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"fixes":["f1"],"health":null,"site":"shop","version":null}"#
+        );
     }
 }

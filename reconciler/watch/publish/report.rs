@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde_json::Value;
+use serde::Serialize;
 
 use super::privacy::bodies_for_fleet;
 use crate::git::{Cache, GitAccess, GitError, is_url};
@@ -260,12 +260,13 @@ pub fn publish_for_fleet(
     publish(&reports, &bodies, state_dir, &Committer::default()).map(Some)
 }
 
-/// Publishes `bodies` (site name, report) to `reports` as
-/// `status/<site>.json` on its branch; see the module doc. With no bodies
+/// Publishes `bodies` (site name, report: a
+/// [`ReportBody`](super::privacy::ReportBody) from the privacy rules) to
+/// `reports` as `status/<site>.json` on its branch; see the module doc. With no bodies
 /// it returns at once without touching the cache or the network.
 pub fn publish(
     reports: &Reports,
-    bodies: &[(String, Value)],
+    bodies: &[(String, impl Serialize)],
     state_dir: &Path,
     by: &Committer,
 ) -> Result<Published, ReportError> {
@@ -346,7 +347,13 @@ struct ReportFile {
 /// Renders each body as `status/<site>.json`: pretty, keys sorted, with a
 /// trailing newline, so the same status gives the same bytes (and blob) on
 /// every host and run.
-fn render(bodies: &[(String, Value)]) -> Result<Vec<ReportFile>, ReportError> {
+///
+/// Nothing here sorts: a [`ReportBody`](super::privacy::ReportBody)
+/// declares its fields in sorted order, and a `serde_json::Value` (a caller
+/// may pass one) keeps object keys in a `BTreeMap` as long as serde_json's
+/// `preserve_order` feature is off in the build, which the unit test
+/// `rendering_sorts_keys_and_ends_with_a_newline` checks.
+fn render(bodies: &[(String, impl Serialize)]) -> Result<Vec<ReportFile>, ReportError> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (site, body) in bodies {
@@ -361,11 +368,10 @@ fn render(bodies: &[(String, Value)]) -> Result<Vec<ReportFile>, ReportError> {
                 message: "given twice in one publish".into(),
             });
         }
-        let mut text =
-            serde_json::to_string_pretty(&sorted(body)).map_err(|e| ReportError::Site {
-                site: site.clone(),
-                message: e.to_string(),
-            })?;
+        let mut text = serde_json::to_string_pretty(body).map_err(|e| ReportError::Site {
+            site: site.clone(),
+            message: e.to_string(),
+        })?;
         text.push('\n');
         out.push(ReportFile {
             site: name.to_string(),
@@ -374,25 +380,6 @@ fn render(bodies: &[(String, Value)]) -> Result<Vec<ReportFile>, ReportError> {
         });
     }
     Ok(out)
-}
-
-/// `value` with every object's keys inserted in sorted order, so the output
-/// is sorted whether or not serde_json keeps insertion order (its
-/// `preserve_order` feature may be switched on by any crate in the build).
-fn sorted(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), sorted(&map[k])))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
 }
 
 fn tracking(branch: &str) -> String {
@@ -736,6 +723,7 @@ fn cache_error(url: &str, branch: &str, e: GitError) -> ReportError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn rendering_sorts_keys_and_ends_with_a_newline() {
