@@ -24,17 +24,20 @@
 //! # Where a site's URL comes from
 //!
 //! A site file has no URL field. [`site_url`] takes the label `url` when the
-//! site has one (the owner wrote it down for people to see, so it is sent as
-//! written, minus any `user:password@`). Otherwise it takes the scheme, host
-//! and port of the `health.http` URL, but only when that host looks public:
-//! health checks usually probe `127.0.0.1`, a private address or a cluster
-//! name without a dot, which would name nothing to the outside and tell it
-//! about the inside. The health URL's path (`/healthz`), query and
-//! credentials are never sent. No public URL known: no `url` key.
+//! site has one (the owner wrote it down for people to see, so it is sent
+//! minus any `user:password@`, in the normal form `url::Url` writes: host in
+//! lower case, default port dropped, an empty path as `/`). Otherwise it
+//! takes the scheme, host and port of the `health.http` URL, but only when
+//! that host looks public: health checks usually probe `127.0.0.1`, a
+//! private address or a cluster name without a dot, which would name
+//! nothing to the outside and tell it about the inside. The health URL's
+//! path (`/healthz`), query and credentials are never sent. No public URL
+//! known: no `url` key.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use url::{Host, Url};
 
 use super::report::SiteStatus;
 use crate::load::Fleet;
@@ -128,83 +131,60 @@ pub fn site_url(site: &Site) -> Option<String> {
     if let Some(label) = site.labels.get("url") {
         // The owner's explicit choice: a label that is no http(s) URL sends
         // nothing rather than falling back to a URL they did not choose.
-        let url = HttpParts::parse(label)?;
-        return Some(format!("{}://{}{}", url.scheme, url.host_port, url.rest));
+        let mut url = http_url(label)?;
+        // Cannot fail on an http(s) URL, which always has a host.
+        url.set_username("").ok()?;
+        url.set_password(None).ok()?;
+        return Some(url.into());
     }
     let health = site.health.as_ref()?.http.as_ref()?;
-    let url = HttpParts::parse(health.as_str())?;
-    if url.is_local() {
+    let url = http_url(health.as_str())?;
+    if is_local(url.host()?) {
         return None;
     }
-    Some(format!("{}://{}/", url.scheme, url.host_port))
+    // The origin is scheme, host and port: no credentials, path or query.
+    Some(format!("{}/", url.origin().ascii_serialization()))
 }
 
-/// An http(s) URL split just enough to drop credentials and judge the host.
-struct HttpParts<'a> {
-    scheme: &'static str,
-    /// `host` or `host:port` (`[v6]:port`), without `user:pass@`.
-    host_port: &'a str,
-    /// The host alone (brackets stripped).
-    host: &'a str,
-    /// Path, query and fragment, as written.
-    rest: &'a str,
-}
-
-impl<'a> HttpParts<'a> {
-    fn parse(url: &'a str) -> Option<Self> {
-        if url.contains(char::is_whitespace) {
-            return None;
-        }
-        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-        let (scheme, after) = if lower.starts_with("https://") {
-            ("https", &url[8..])
-        } else if lower.starts_with("http://") {
-            ("http", &url[7..])
-        } else {
-            return None;
-        };
-        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
-        let (authority, rest) = after.split_at(end);
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = if let Some(v6) = host_port.strip_prefix('[') {
-            v6.split_once(']')?.0
-        } else {
-            host_port.split_once(':').map_or(host_port, |(h, _)| h)
-        };
-        if host.is_empty() {
-            return None;
-        }
-        Some(Self {
-            scheme,
-            host_port,
-            host,
-            rest,
-        })
+/// `text` as an http(s) URL, if it is spelled out as one: `http://` or
+/// `https://` (any case), a host, and no whitespace. `url::Url` alone is
+/// more forgiving than that (it takes `http:host`, `http:///host` and
+/// `http:\\host`, and drops tabs and newlines), and a URL that goes out to
+/// the world should be one a person would recognise as written.
+fn http_url(text: &str) -> Option<Url> {
+    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+    let after = ["https://", "http://"]
+        .into_iter()
+        .find(|scheme| lower.starts_with(scheme))
+        .map(|scheme| &text[scheme.len()..])?;
+    if text.contains(char::is_whitespace) || after.starts_with(['/', '\\', '?', '#']) {
+        return None;
     }
+    Url::parse(text).ok()
+}
 
-    /// Whether the host can only mean something inside the machine or its
-    /// network: loopback, private and link-local addresses, `localhost`,
-    /// and names without a dot (container and cluster names).
-    fn is_local(&self) -> bool {
-        let host = self.host.to_ascii_lowercase();
-        match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(ip)) => {
-                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-            }
-            Ok(std::net::IpAddr::V6(ip)) => {
-                let first = ip.segments()[0];
-                ip.is_loopback()
-                    || ip.is_unspecified()
-                    || first & 0xfe00 == 0xfc00 // unique local fc00::/7
-                    || first & 0xffc0 == 0xfe80 // link local fe80::/10
-            }
-            Err(_) => {
-                host == "localhost"
-                    || host.ends_with(".localhost")
-                    || host.ends_with(".local")
-                    || host.ends_with(".internal")
-                    || !host.trim_end_matches('.').contains('.')
-            }
+/// Whether `host` can only mean something inside the machine or its
+/// network: loopback, private and link-local addresses, `localhost`, and
+/// names without a dot (container and cluster names).
+fn is_local(host: Host<&str>) -> bool {
+    match host {
+        Host::Ipv4(ip) => {
+            ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+        }
+        Host::Ipv6(ip) => {
+            let first = ip.segments()[0];
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || first & 0xfe00 == 0xfc00 // unique local fc00::/7
+                || first & 0xffc0 == 0xfe80 // link local fe80::/10
+        }
+        // Already lower case: url::Url lowers the host of http(s) URLs.
+        Host::Domain(name) => {
+            name == "localhost"
+                || name.ends_with(".localhost")
+                || name.ends_with(".local")
+                || name.ends_with(".internal")
+                || !name.trim_end_matches('.').contains('.')
         }
     }
 }
@@ -307,6 +287,35 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&bare).unwrap(),
             r#"{"fixes":["f1"],"health":null,"site":"shop","version":null}"#
+        );
+    }
+
+    #[test]
+    fn loopback_spelled_another_way_is_still_inside() {
+        for url in [
+            "http://127.1/healthz",
+            "http://0x7f000001/healthz",
+            "http://%31%32%37.0.0.1/healthz",
+        ] {
+            assert_eq!(site_url(&site(&[], Some(url))), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn only_a_well_formed_url_spelled_out_counts() {
+        for label in [
+            "http:shop.example.com",
+            "http:///shop.example.com/",
+            "https://shop.example.com/a b",
+            "https://shop.example.com:99999/",
+        ] {
+            assert_eq!(site_url(&site(&[("url", label)], None)), None, "{label}");
+        }
+        let s = site(&[("url", "HTTPS://Shop.Example.com:443")], None);
+        assert_eq!(
+            site_url(&s).as_deref(),
+            Some("https://shop.example.com/"),
+            "sent in its normal form"
         );
     }
 }
