@@ -515,138 +515,152 @@ impl Source {
     /// are recorded, never followed; special files are refused.
     pub fn tree(&self, rel: &str) -> Result<BTreeMap<String, TreeFile>, SourceError> {
         let rel = rel.trim_end_matches('/');
-        let mut out = BTreeMap::new();
         match &self.inner {
-            Inner::Git { repo, tree, .. } => {
-                let repo = &*lock(repo);
-                let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
-                let sub = match root.get_path(Path::new(rel)) {
-                    Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => {
-                        repo.find_tree(e.id()).map_err(git(self.display(rel)))?
-                    }
-                    _ => {
-                        return Err(SourceError::Missing {
-                            path: self.display(rel),
-                        });
-                    }
-                };
-                let mut bad = None;
-                sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-                    let Ok(name) = entry.name() else {
-                        bad = Some(format!(
-                            "{dir}{}",
-                            String::from_utf8_lossy(entry.name_bytes())
-                        ));
-                        return git2::TreeWalkResult::Abort;
-                    };
-                    let path = format!("{dir}{name}");
-                    let blob = BlobId::from_oid(entry.id());
-                    match entry.filemode() {
-                        0o100644 => out.insert(
-                            path,
-                            TreeFile {
-                                mode: 0o644,
-                                symlink: false,
-                                blob,
-                                content: None,
-                            },
-                        ),
-                        0o100755 => out.insert(
-                            path,
-                            TreeFile {
-                                mode: 0o755,
-                                symlink: false,
-                                blob,
-                                content: None,
-                            },
-                        ),
-                        0o120000 => out.insert(
-                            path,
-                            TreeFile {
-                                mode: 0o777,
-                                symlink: true,
-                                blob,
-                                content: None,
-                            },
-                        ),
-                        0o040000 => None,
-                        _ => {
-                            bad = Some(path);
-                            return git2::TreeWalkResult::Abort;
-                        }
-                    };
-                    git2::TreeWalkResult::Ok
-                })
-                .ok();
-                if let Some(path) = bad {
-                    return Err(SourceError::NotAFile {
-                        path: self.display(&join(rel, &path)),
-                        what: "a submodule or a name that is not UTF-8",
-                    });
+            Inner::Git { repo, tree, .. } => self.git_tree(&lock(repo), *tree, rel),
+            Inner::Dir(root) => self.dir_tree(root, rel),
+        }
+    }
+
+    /// [`Source::tree`] of a git source: the entries of the subtree at
+    /// `rel`, from objects alone. A submodule or a name that is not UTF-8
+    /// is refused.
+    fn git_tree(
+        &self,
+        repo: &git2::Repository,
+        tree: git2::Oid,
+        rel: &str,
+    ) -> Result<BTreeMap<String, TreeFile>, SourceError> {
+        let sub = self
+            .git_subtree(repo, tree, rel)?
+            .ok_or_else(|| SourceError::Missing {
+                path: self.display(rel),
+            })?;
+        let mut out = BTreeMap::new();
+        let mut bad = None;
+        sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let Ok(name) = entry.name() else {
+                bad = Some(format!(
+                    "{dir}{}",
+                    String::from_utf8_lossy(entry.name_bytes())
+                ));
+                return git2::TreeWalkResult::Abort;
+            };
+            let path = format!("{dir}{name}");
+            let (mode, symlink) = match entry.filemode() {
+                0o100644 => (0o644, false),
+                0o100755 => (0o755, false),
+                0o120000 => (0o777, true),
+                // A subtree: the walk goes into it by itself.
+                0o040000 => return git2::TreeWalkResult::Ok,
+                _ => {
+                    bad = Some(path);
+                    return git2::TreeWalkResult::Abort;
                 }
-            }
-            Inner::Dir(root) => {
-                let io = |path: &str| {
-                    let path = self.display(path);
-                    move |source| SourceError::Io { path, source }
-                };
-                let root = Root::open(root).map_err(io(rel))?;
-                let mut dirs = vec![String::new()];
-                while let Some(dir) = dirs.pop() {
-                    let here = if dir.is_empty() {
-                        rel.to_owned()
-                    } else {
-                        join(rel, &dir)
-                    };
-                    for (name, meta) in root.list(&here).map_err(io(&here))? {
-                        let name = name.into_string().map_err(|n| SourceError::NotAFile {
-                            path: self.display(&join(&here, &n.to_string_lossy())),
-                            what: "named in bytes that are not UTF-8",
-                        })?;
-                        let path = join(&dir, &name);
-                        let at = join(rel, &path);
-                        match meta.kind {
-                            Kind::Dir => dirs.push(path),
-                            Kind::Symlink => {
-                                let bytes =
-                                    root.read_link(&at).map_err(io(&at))?.into_encoded_bytes();
-                                out.insert(
-                                    path,
-                                    TreeFile {
-                                        mode: 0o777,
-                                        symlink: true,
-                                        blob: BlobId::of(&bytes),
-                                        content: Some(bytes),
-                                    },
-                                );
-                            }
-                            Kind::File => {
-                                let (mut file, meta) = root.open_file(&at).map_err(io(&at))?;
-                                let mut bytes = Vec::new();
-                                std::io::Read::read_to_end(&mut file, &mut bytes)
-                                    .map_err(io(&at))?;
-                                out.insert(
-                                    path,
-                                    TreeFile {
-                                        mode: meta.mode,
-                                        symlink: false,
-                                        blob: BlobId::of(&bytes),
-                                        content: Some(bytes),
-                                    },
-                                );
-                            }
-                            _ => {
-                                return Err(SourceError::NotAFile {
-                                    path: self.display(&at),
-                                    what: "a special file, not a regular file",
-                                });
-                            }
-                        }
-                    }
+            };
+            let file = TreeFile {
+                mode,
+                symlink,
+                blob: BlobId::from_oid(entry.id()),
+                content: None,
+            };
+            out.insert(path, file);
+            git2::TreeWalkResult::Ok
+        })
+        // An abort is an error of walk(); `bad` says why.
+        .ok();
+        match bad {
+            Some(path) => Err(SourceError::NotAFile {
+                path: self.display(&join(rel, &path)),
+                what: "a submodule or a name that is not UTF-8",
+            }),
+            None => Ok(out),
+        }
+    }
+
+    /// The subtree at `rel` of the git tree `tree`; `None` when `rel` is
+    /// missing or not a directory.
+    fn git_subtree<'r>(
+        &self,
+        repo: &'r git2::Repository,
+        tree: git2::Oid,
+        rel: &str,
+    ) -> Result<Option<git2::Tree<'r>>, SourceError> {
+        let root = repo.find_tree(tree).map_err(git(self.display(rel)))?;
+        match root.get_path(Path::new(rel)) {
+            Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => repo
+                .find_tree(e.id())
+                .map(Some)
+                .map_err(git(self.display(rel))),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Source::tree`] of a directory: walked through [`Root`], every
+    /// file read to find its blob id.
+    fn dir_tree(&self, root: &Path, rel: &str) -> Result<BTreeMap<String, TreeFile>, SourceError> {
+        let io = |path: &str| {
+            let path = self.display(path);
+            move |source| SourceError::Io { path, source }
+        };
+        let root = Root::open(root).map_err(io(rel))?;
+        let mut out = BTreeMap::new();
+        let mut dirs = vec![String::new()];
+        while let Some(dir) = dirs.pop() {
+            let here = if dir.is_empty() {
+                rel.to_owned()
+            } else {
+                join(rel, &dir)
+            };
+            for (name, meta) in root.list(&here).map_err(io(&here))? {
+                let name = name.into_string().map_err(|n| SourceError::NotAFile {
+                    path: self.display(&join(&here, &n.to_string_lossy())),
+                    what: "named in bytes that are not UTF-8",
+                })?;
+                let path = join(&dir, &name);
+                if meta.kind == Kind::Dir {
+                    dirs.push(path);
+                } else {
+                    let file = self.dir_file(&root, &join(rel, &path), meta.kind)?;
+                    out.insert(path, file);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The link or regular file `at` (relative to the source) of a
+    /// directory tree, read; anything else is refused.
+    fn dir_file(&self, root: &Root, at: &str, kind: Kind) -> Result<TreeFile, SourceError> {
+        let io = |source| SourceError::Io {
+            path: self.display(at),
+            source,
+        };
+        match kind {
+            Kind::Symlink => {
+                let bytes = root.read_link(at).map_err(io)?.into_encoded_bytes();
+                Ok(TreeFile {
+                    mode: 0o777,
+                    symlink: true,
+                    blob: BlobId::of(&bytes),
+                    content: Some(bytes),
+                })
+            }
+            Kind::File => {
+                let (mut file, meta) = root.open_file(at).map_err(io)?;
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io)?;
+                Ok(TreeFile {
+                    mode: meta.mode,
+                    symlink: false,
+                    blob: BlobId::of(&bytes),
+                    content: Some(bytes),
+                })
+            }
+            _ => Err(SourceError::NotAFile {
+                path: self.display(at),
+                what: "a special file, not a regular file",
+            }),
+        }
     }
 
     /// The content of a blob of a git source (`None` for directories,
@@ -688,15 +702,12 @@ impl Source {
             }
             Inner::Git { repo, tree, .. } => {
                 let repo = &*lock(repo);
-                let root = repo.find_tree(*tree).map_err(git(self.display(rel)))?;
                 let sub = if rel.is_empty() {
-                    root
+                    repo.find_tree(*tree).map_err(git(self.display(rel)))?
                 } else {
-                    match root.get_path(Path::new(rel)) {
-                        Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => {
-                            repo.find_tree(e.id()).map_err(git(self.display(rel)))?
-                        }
-                        _ => return Ok(listing),
+                    match self.git_subtree(repo, *tree, rel)? {
+                        Some(sub) => sub,
+                        None => return Ok(listing),
                     }
                 };
                 for entry in sub.iter() {
