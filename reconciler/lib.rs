@@ -15,9 +15,10 @@
 //! | [`store`] | the state dir: flock, ledger, rollback points in `points.git`, `quarantine.json`; the one durable writer | `model`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
-//! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `model` |
+//! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `git`, `model` |
 //! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model`, `cachefile` |
 //! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
+//! | [`git`] | the one fetch into a cache repository (locked per URL, credentials with a cap on retries, refs resolved to commits) for `load` and `watch::publish`; where git access options go | nothing of ours |
 //! | [`confined`] | every read of a site's files and of a directory catalog or fleet: `openat2` beneath the root, no links | `durability` |
 //! | [`cachefile`] | cache files in the state dir: versioned, checksummed, renamed into place without fsync; what a crash left of them is removed under the lock | nothing of ours |
 //! | [`durability`] | for crash tests only: what a crash could lose (unsynced data and entries), and losing it; inert otherwise | nothing of ours |
@@ -43,6 +44,7 @@ pub mod fixops;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod git;
 pub mod inventory;
 pub mod load;
 pub mod model;

@@ -1,42 +1,14 @@
-//! Opt-in status reports (SPEC §7): what one site may tell the report
-//! repository named in `fleet.yaml` `reports:`, and publishing it there
-//! through git. It must never send anything for a site that did not opt in:
-//! when no site did, it does not even connect.
-//!
-//! # What a report holds
-//!
-//! [`body`] is a pure function of the site file, its effective settings
-//! ([`crate::policy::resolve`], so a policy ceiling beats the site's own
-//! opt-in) and its [`SiteStatus`]:
-//!
-//! * nothing at all (`None`) unless `opt_in.status_reports` is effectively on;
-//! * then always `site`, `version`, `fixes` and `health` (`null` where the
-//!   state dir knows nothing yet, e.g. a site not adopted);
-//! * `error` only with `opt_in.error_reports` and only when there is an error
-//!   (the last ledger record failed or was rolled back), cut at
-//!   [`MAX_ERROR_CHARS`] characters;
-//! * `url` only with `opt_in.public_listing` and only when a public URL is
-//!   known ([`site_url`]).
-//!
-//! `error_reports` and `public_listing` only add to a status report; on
-//! their own they send nothing.
-//!
-//! # Where a site's URL comes from
-//!
-//! A site file has no URL field. [`site_url`] takes the label `url` when the
-//! site has one (the owner wrote it down for people to see, so it is sent as
-//! written, minus any `user:password@`). Otherwise it takes the scheme, host
-//! and port of the `health.http` URL, but only when that host looks public:
-//! health checks usually probe `127.0.0.1`, a private address or a cluster
-//! name without a dot, which would name nothing to the outside and tell it
-//! about the inside. The health URL's path (`/healthz`), query and
-//! credentials are never sent. No public URL known: no `url` key.
+//! Publishing opt-in status reports (SPEC §7) to the report repository
+//! named in `fleet.yaml` `reports:`, through git. What a report may say is
+//! decided by [`super::privacy`]; this module sends exactly that and nothing
+//! else, and when no site opted in it does not even connect.
 //!
 //! # Publishing
 //!
 //! [`publish`] keeps a bare clone of the report repository under
-//! `<state_dir>/cache/reports/<sha256 of the URL, 24 hex>.git` (guarded by a
-//! lock file beside it, so two processes of one host do not interleave),
+//! `<state_dir>/cache/reports/<sha256 of the URL, 24 hex>.git` (a
+//! [`crate::git::Cache`], guarded by a lock file beside it, so two processes
+//! of one host do not interleave),
 //! fetches the branch, writes `status/<site>.json` (pretty JSON, keys sorted,
 //! trailing newline) for each report straight into git objects (nothing is
 //! checked out), commits only when some file changed, and pushes. Several
@@ -54,12 +26,8 @@
 //! * `git://`, `http(s)://` and `ssh://` / `user@host:path`: `git2`
 //!   `Remote::push` with the refspec `refs/heads/B:refs/heads/B` (never
 //!   forced); a rejection reported by the server counts as a lost race when
-//!   its message says so, else it is an error. Credentials: SSH keys from the
-//!   ssh agent (`SSH_AUTH_SOCK`); HTTPS user and password from the git
-//!   credential helper configured for the user running sitekeeper; else
-//!   libgit2's default credentials. After three refused credentials it
-//!   stops asking instead of looping. Host keys are checked by libgit2's
-//!   defaults (`known_hosts`).
+//!   its message says so, else it is an error. Credentials and host keys
+//!   are those of every fetch, from [`crate::git`].
 //!
 //! Commits are made by [`Committer::default`] (`sitekeeper
 //! <sitekeeper@localhost>`): a host or user name in commit metadata would
@@ -71,19 +39,16 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
+use serde::Serialize;
 
+use super::privacy::bodies_for_fleet;
+use crate::git::{Cache, GitAccess, GitError, is_url};
 use crate::load::Fleet;
-use crate::load::source::is_url;
-use crate::model::Site;
 use crate::model::fleet::Reports;
 use crate::model::values::SiteName;
-use crate::policy::{self, Effective};
 use crate::store::{LedgerResult, SiteState, StoreError};
 
 /// The branch reports go to when `reports:` names none.
@@ -92,10 +57,6 @@ pub const DEFAULT_BRANCH: &str = "status";
 /// How many times [`publish`] fetches, commits and pushes before it gives
 /// up on a branch that other hosts keep moving.
 pub const MAX_ATTEMPTS: u32 = 8;
-
-/// Error text longer than this is cut (with `…`): a report is a status,
-/// not a log, and a long error is more likely to carry local details.
-pub const MAX_ERROR_CHARS: usize = 2000;
 
 /// Why a report could not be built or published. Each names the report
 /// repository and what failed.
@@ -239,126 +200,6 @@ impl SiteStatus {
     }
 }
 
-/// The report of one site, or `None` when it did not (effectively) opt in
-/// to status reports. Pure; see the module doc for what goes in.
-pub fn body(site: &Site, effective: &Effective, status: &SiteStatus) -> Option<Value> {
-    if !effective.status_reports.value {
-        return None;
-    }
-    let mut map = Map::new();
-    map.insert("site".into(), site.site.as_str().into());
-    map.insert("version".into(), status.version.clone().into());
-    map.insert("fixes".into(), status.fixes.clone().into());
-    map.insert("health".into(), status.health.clone().into());
-    if effective.error_reports.value
-        && let Some(error) = &status.error
-    {
-        map.insert("error".into(), cut(error).into());
-    }
-    if effective.public_listing.value
-        && let Some(url) = site_url(site)
-    {
-        map.insert("url".into(), url.into());
-    }
-    Some(Value::Object(map))
-}
-
-/// `error` cut at [`MAX_ERROR_CHARS`] characters.
-fn cut(error: &str) -> String {
-    match error.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((at, _)) => format!("{}…", &error[..at]),
-        None => error.to_owned(),
-    }
-}
-
-/// The URL a public listing shows for `site`: its `url` label, else the
-/// origin of a public `health.http` URL (module doc). `None` when neither
-/// gives one.
-pub fn site_url(site: &Site) -> Option<String> {
-    if let Some(label) = site.labels.get("url") {
-        // The owner's explicit choice: a label that is no http(s) URL sends
-        // nothing rather than falling back to a URL they did not choose.
-        let url = HttpParts::parse(label)?;
-        return Some(format!("{}://{}{}", url.scheme, url.host_port, url.rest));
-    }
-    let health = site.health.as_ref()?.http.as_ref()?;
-    let url = HttpParts::parse(health.as_str())?;
-    if url.is_local() {
-        return None;
-    }
-    Some(format!("{}://{}/", url.scheme, url.host_port))
-}
-
-/// An http(s) URL split just enough to drop credentials and judge the host.
-struct HttpParts<'a> {
-    scheme: &'static str,
-    /// `host` or `host:port` (`[v6]:port`), without `user:pass@`.
-    host_port: &'a str,
-    /// The host alone (brackets stripped).
-    host: &'a str,
-    /// Path, query and fragment, as written.
-    rest: &'a str,
-}
-
-impl<'a> HttpParts<'a> {
-    fn parse(url: &'a str) -> Option<Self> {
-        if url.contains(char::is_whitespace) {
-            return None;
-        }
-        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-        let (scheme, after) = if lower.starts_with("https://") {
-            ("https", &url[8..])
-        } else if lower.starts_with("http://") {
-            ("http", &url[7..])
-        } else {
-            return None;
-        };
-        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
-        let (authority, rest) = after.split_at(end);
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = if let Some(v6) = host_port.strip_prefix('[') {
-            v6.split_once(']')?.0
-        } else {
-            host_port.split_once(':').map_or(host_port, |(h, _)| h)
-        };
-        if host.is_empty() {
-            return None;
-        }
-        Some(Self {
-            scheme,
-            host_port,
-            host,
-            rest,
-        })
-    }
-
-    /// Whether the host can only mean something inside the machine or its
-    /// network: loopback, private and link-local addresses, `localhost`,
-    /// and names without a dot (container and cluster names).
-    fn is_local(&self) -> bool {
-        let host = self.host.to_ascii_lowercase();
-        match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(ip)) => {
-                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-            }
-            Ok(std::net::IpAddr::V6(ip)) => {
-                let first = ip.segments()[0];
-                ip.is_loopback()
-                    || ip.is_unspecified()
-                    || first & 0xfe00 == 0xfc00 // unique local fc00::/7
-                    || first & 0xffc0 == 0xfe80 // link local fe80::/10
-            }
-            Err(_) => {
-                host == "localhost"
-                    || host.ends_with(".localhost")
-                    || host.ends_with(".local")
-                    || host.ends_with(".internal")
-                    || !host.trim_end_matches('.').contains('.')
-            }
-        }
-    }
-}
-
 /// Who commits reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committer {
@@ -391,25 +232,6 @@ pub struct Published {
     pub attempts: u32,
 }
 
-/// The reports of every site of `fleet` that has an entry in `statuses`,
-/// for those that effectively opted in. A site whose policy chain does not
-/// resolve (which `validate` reports) has not provably opted in, so it
-/// sends nothing.
-pub fn bodies_for_fleet(
-    fleet: &Fleet,
-    statuses: &BTreeMap<String, SiteStatus>,
-) -> Vec<(String, Value)> {
-    fleet
-        .sites
-        .iter()
-        .filter_map(|site| {
-            let status = statuses.get(site.site.as_str())?;
-            let effective = policy::resolve(fleet, site).ok()?;
-            body(site, &effective, status).map(|b| (site.site.to_string(), b))
-        })
-        .collect()
-}
-
 /// The daemon's entry: publishes the reports of `fleet`'s opted-in sites
 /// (those with an entry in `statuses`) to `fleet.yaml` `reports:`. `None`
 /// when the fleet names no report repository. A relative local path in
@@ -438,12 +260,13 @@ pub fn publish_for_fleet(
     publish(&reports, &bodies, state_dir, &Committer::default()).map(Some)
 }
 
-/// Publishes `bodies` (site name, report) to `reports` as
-/// `status/<site>.json` on its branch; see the module doc. With no bodies
+/// Publishes `bodies` (site name, report: a
+/// [`ReportBody`](super::privacy::ReportBody) from the privacy rules) to
+/// `reports` as `status/<site>.json` on its branch; see the module doc. With no bodies
 /// it returns at once without touching the cache or the network.
 pub fn publish(
     reports: &Reports,
-    bodies: &[(String, Value)],
+    bodies: &[(String, impl Serialize)],
     state_dir: &Path,
     by: &Committer,
 ) -> Result<Published, ReportError> {
@@ -461,7 +284,7 @@ pub fn publish(
         });
     }
     let files = render(bodies)?;
-    let cache = Cache::open(state_dir, url)?;
+    let cache = ReportCache::open(state_dir, url, branch)?;
     let target = Target::of(url);
     let mut attempt = 0;
     loop {
@@ -484,7 +307,7 @@ pub fn publish(
             Ok(()) => {
                 // Remember the new tip so the next fetch negotiates from it.
                 cache
-                    .repo
+                    .repo()
                     .reference(&tracking(branch), commit, true, "sitekeeper: pushed")
                     .map_err(cache.git("cannot record the pushed commit"))?;
                 return Ok(Published {
@@ -524,7 +347,13 @@ struct ReportFile {
 /// Renders each body as `status/<site>.json`: pretty, keys sorted, with a
 /// trailing newline, so the same status gives the same bytes (and blob) on
 /// every host and run.
-fn render(bodies: &[(String, Value)]) -> Result<Vec<ReportFile>, ReportError> {
+///
+/// Nothing here sorts: a [`ReportBody`](super::privacy::ReportBody)
+/// declares its fields in sorted order, and a `serde_json::Value` (a caller
+/// may pass one) keeps object keys in a `BTreeMap` as long as serde_json's
+/// `preserve_order` feature is off in the build, which the unit test
+/// `rendering_sorts_keys_and_ends_with_a_newline` checks.
+fn render(bodies: &[(String, impl Serialize)]) -> Result<Vec<ReportFile>, ReportError> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (site, body) in bodies {
@@ -539,11 +368,10 @@ fn render(bodies: &[(String, Value)]) -> Result<Vec<ReportFile>, ReportError> {
                 message: "given twice in one publish".into(),
             });
         }
-        let mut text =
-            serde_json::to_string_pretty(&sorted(body)).map_err(|e| ReportError::Site {
-                site: site.clone(),
-                message: e.to_string(),
-            })?;
+        let mut text = serde_json::to_string_pretty(body).map_err(|e| ReportError::Site {
+            site: site.clone(),
+            message: e.to_string(),
+        })?;
         text.push('\n');
         out.push(ReportFile {
             site: name.to_string(),
@@ -552,25 +380,6 @@ fn render(bodies: &[(String, Value)]) -> Result<Vec<ReportFile>, ReportError> {
         });
     }
     Ok(out)
-}
-
-/// `value` with every object's keys inserted in sorted order, so the output
-/// is sorted whether or not serde_json keeps insertion order (its
-/// `preserve_order` feature may be switched on by any crate in the build).
-fn sorted(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), sorted(&map[k])))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        other => other.clone(),
-    }
 }
 
 fn tracking(branch: &str) -> String {
@@ -605,53 +414,30 @@ enum Push {
     Failed(ReportError),
 }
 
-/// The bare clone of the report repository, held under its lock.
-struct Cache {
-    repo: git2::Repository,
-    url: String,
-    /// Held for as long as the cache is in use; released on drop.
-    _lock: File,
+/// The bare clone of the report repository, held under its lock (the
+/// shared [`crate::git::Cache`]), and the steps of one publish on it.
+struct ReportCache {
+    cache: Cache,
 }
 
-impl Cache {
-    fn open(state_dir: &Path, url: &str) -> Result<Self, ReportError> {
-        let dir = state_dir.join("cache/reports");
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ReportError::Io {
-                url: url.to_owned(),
-                path,
-                source,
-            }
-        };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
-        let lock_path = dir.join(format!("{name}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
-        let path = dir.join(format!("{name}.git"));
-        let repo = match git2::Repository::open_bare(&path) {
-            Ok(repo) => repo,
-            Err(_) => git2::Repository::init_bare(&path).map_err(|source| ReportError::Git {
-                url: url.to_owned(),
-                what: format!("cannot create the report cache {}", path.display()),
-                source,
-            })?,
-        };
-        Ok(Self {
-            repo,
-            url: url.to_owned(),
-            _lock: lock,
-        })
+impl ReportCache {
+    fn open(state_dir: &Path, url: &str, branch: &str) -> Result<Self, ReportError> {
+        // The `--git-*` options of SPEC §3 are not read yet: the defaults.
+        let cache = Cache::open(&state_dir.join("cache/reports"), url, &GitAccess::default())
+            .map_err(|e| cache_error(url, branch, e))?;
+        Ok(Self { cache })
+    }
+
+    fn repo(&self) -> &git2::Repository {
+        self.cache.repo()
+    }
+
+    fn url(&self) -> &str {
+        self.cache.url()
     }
 
     fn git(&self, what: &str) -> impl FnOnce(git2::Error) -> ReportError + use<> {
-        let (url, what) = (self.url.clone(), what.to_owned());
+        let (url, what) = (self.url().to_owned(), what.to_owned());
         move |source| ReportError::Git { url, what, source }
     }
 
@@ -659,38 +445,24 @@ impl Cache {
     /// report repository has no such branch yet.
     fn fetch(&self, branch: &str) -> Result<Option<git2::Oid>, ReportError> {
         let head = format!("refs/heads/{branch}");
-        let mut remote = self
-            .repo
-            .remote_anonymous(&self.url)
-            .map_err(self.git("not a git URL"))?;
-        let mut options = git2::FetchOptions::new();
-        options.remote_callbacks(callbacks());
-        options.download_tags(git2::AutotagOption::None);
-        remote
-            .fetch(
-                &[format!("+{head}:{}", tracking(branch))],
-                Some(&mut options),
-                None,
-            )
-            .map_err(self.git(&format!("cannot fetch branch {branch}")))?;
-        // The list stays available after the fetch disconnects; it is what
-        // the repository advertised in the same conversation.
-        let tip = remote
-            .list()
-            .map_err(self.git("cannot list the branches"))?
-            .iter()
-            .find(|h| h.name() == head)
-            .map(|h| h.oid());
+        let advertised = self
+            .cache
+            .fetch(&[format!("+{head}:{}", tracking(branch))])
+            .map_err(|e| cache_error(self.url(), branch, e))?;
+        let tip = advertised
+            .into_iter()
+            .find(|(name, _)| *name == head)
+            .map(|(_, oid)| oid);
         match tip {
             Some(oid) => {
-                self.repo
+                self.repo()
                     .reference(&tracking(branch), oid, true, "sitekeeper: fetched")
                     .map_err(self.git("cannot record the fetched branch"))?;
             }
             None => {
                 // The branch is gone (or never was): start it afresh rather
                 // than build on a tip nobody else can see.
-                if let Ok(mut stale) = self.repo.find_reference(&tracking(branch)) {
+                if let Ok(mut stale) = self.repo().find_reference(&tracking(branch)) {
                     stale
                         .delete()
                         .map_err(self.git("cannot forget the old branch"))?;
@@ -709,17 +481,17 @@ impl Cache {
     ) -> Result<(git2::Oid, Vec<String>), ReportError> {
         let base = match parent {
             Some(p) => self
-                .repo
+                .repo()
                 .find_commit(p)
                 .and_then(|c| c.tree())
                 .map_err(self.git("cannot read the branch tip"))?,
             None => {
                 let empty = self
-                    .repo
+                    .repo()
                     .treebuilder(None)
                     .and_then(|b| b.write())
                     .map_err(self.git("cannot write a tree"))?;
-                self.repo
+                self.repo()
                     .find_tree(empty)
                     .map_err(self.git("cannot read a tree"))?
             }
@@ -728,7 +500,7 @@ impl Cache {
         let mut changed = Vec::new();
         for file in files {
             let blob = self
-                .repo
+                .repo()
                 .blob(&file.bytes)
                 .map_err(self.git("cannot write a report"))?;
             let same = base
@@ -743,7 +515,7 @@ impl Cache {
             return Ok((base.id(), changed));
         }
         let tree = update
-            .create_updated(&self.repo, &base)
+            .create_updated(self.repo(), &base)
             .map_err(self.git("cannot write a tree"))?;
         Ok((tree, changed))
     }
@@ -758,11 +530,11 @@ impl Cache {
         let sig = git2::Signature::now(&by.name, &by.email)
             .map_err(self.git("the committer name is not valid"))?;
         let tree = self
-            .repo
+            .repo()
             .find_tree(tree)
             .map_err(self.git("cannot read a tree"))?;
         let parents = parent
-            .map(|p| self.repo.find_commit(p))
+            .map(|p| self.repo().find_commit(p))
             .transpose()
             .map_err(self.git("cannot read the branch tip"))?;
         let parents: Vec<&git2::Commit> = parents.iter().collect();
@@ -775,7 +547,7 @@ impl Cache {
                 changed.join("\n")
             )
         };
-        self.repo
+        self.repo()
             .commit(None, &sig, &sig, &message, &tree, &parents)
             .map_err(self.git("cannot commit the reports"))
     }
@@ -796,10 +568,10 @@ impl Cache {
         let target = git2::Repository::open(path).map_err(fail("cannot open the repository"))?;
         if !target.is_bare() {
             return Err(Push::Failed(ReportError::NotBare {
-                url: self.url.clone(),
+                url: self.url().to_owned(),
             }));
         }
-        copy_objects(&self.repo, &target, commit).map_err(fail("cannot copy the commit"))?;
+        copy_objects(self.repo(), &target, commit).map_err(fail("cannot copy the commit"))?;
         let name = format!("refs/heads/{branch}");
         let message = "sitekeeper: status reports";
         let updated = match expected {
@@ -827,16 +599,16 @@ impl Cache {
             move |e| Push::Failed(f(e))
         };
         let local = format!("refs/heads/{branch}");
-        self.repo
+        self.repo()
             .reference(&local, commit, true, "sitekeeper: to push")
             .map_err(fail("cannot prepare the push"))?;
         let mut remote = self
-            .repo
-            .remote_anonymous(&self.url)
+            .repo()
+            .remote_anonymous(self.url())
             .map_err(fail("not a git URL"))?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let result = {
-            let mut cbs = callbacks();
+            let mut cbs = self.cache.callbacks();
             // A server refusal arrives here, not as an error of push().
             cbs.push_update_reference(|_, status| {
                 if let Some(message) = status {
@@ -859,7 +631,7 @@ impl Cache {
                 None => Ok(()),
                 Some(message) if lost_race(&message) => Err(Push::Moved(message)),
                 Some(message) => Err(Push::Failed(ReportError::Rejected {
-                    url: self.url.clone(),
+                    url: self.url().to_owned(),
                     branch: branch.to_owned(),
                     message,
                 })),
@@ -925,106 +697,33 @@ fn copy_objects(
     copy(&src, &dst, commit)
 }
 
-/// Credentials for fetch and push (module doc), giving up after three
-/// refusals: libgit2 asks again for as long as the callback answers.
-fn callbacks<'a>() -> git2::RemoteCallbacks<'a> {
-    let mut callbacks = git2::RemoteCallbacks::new();
-    let mut asked = 0;
-    callbacks.credentials(move |url, username, allowed| {
-        asked += 1;
-        if asked > 3 {
-            return Err(git2::Error::from_str(
-                "no credential was accepted (hint: load the deploy key into ssh-agent, or configure a git credential helper for this URL)",
-            ));
-        }
-        let user = username.unwrap_or("git");
-        if allowed.contains(git2::CredentialType::SSH_KEY) {
-            git2::Cred::ssh_key_from_agent(user)
-        } else if allowed.contains(git2::CredentialType::USERNAME) {
-            git2::Cred::username(user)
-        } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            let config = git2::Config::open_default()?;
-            git2::Cred::credential_helper(&config, url, username)
-        } else {
-            git2::Cred::default()
-        }
-    });
-    callbacks
+/// A failure of the shared git cache, worded for the report repository.
+fn cache_error(url: &str, branch: &str, e: GitError) -> ReportError {
+    let git = |what: String, source| ReportError::Git {
+        url: url.to_owned(),
+        what,
+        source,
+    };
+    match e {
+        GitError::Io { path, source } => ReportError::Io {
+            url: url.to_owned(),
+            path,
+            source,
+        },
+        GitError::Init { path, source } => git(
+            format!("cannot create the report cache {}", path.display()),
+            source,
+        ),
+        GitError::Url(source) => git("not a git URL".to_owned(), source),
+        GitError::Fetch(source) => git(format!("cannot fetch branch {branch}"), source),
+        GitError::List(source) => git("cannot list the branches".to_owned(), source),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn site(yaml_labels: &[(&str, &str)], health: Option<&str>) -> Site {
-        let mut site: Site = serde_json::from_value(serde_json::json!({
-            "site": "shop",
-            "root": "/srv/shop",
-            "product": "acme",
-            "channel": "stable",
-        }))
-        .unwrap();
-        for (k, v) in yaml_labels {
-            site.labels.insert((*k).into(), (*v).into());
-        }
-        if let Some(url) = health {
-            site.health = Some(crate::model::Health {
-                command: None,
-                http: Some(url.parse().unwrap()),
-                timeout: None,
-            });
-        }
-        site
-    }
-
-    #[test]
-    fn the_url_label_wins_and_loses_its_credentials() {
-        let s = site(
-            &[("url", "https://bob:pw@shop.example.com/en/")],
-            Some("https://shop.example.com/healthz"),
-        );
-        assert_eq!(
-            site_url(&s).as_deref(),
-            Some("https://shop.example.com/en/")
-        );
-        let bad = site(&[("url", "shop.example.com")], Some("https://x.example/h"));
-        assert_eq!(site_url(&bad), None, "a bad label does not fall back");
-    }
-
-    #[test]
-    fn a_public_health_url_gives_its_origin_only() {
-        let s = site(&[], Some("https://u:p@shop.example.com:8443/healthz?k=v"));
-        assert_eq!(
-            site_url(&s).as_deref(),
-            Some("https://shop.example.com:8443/")
-        );
-    }
-
-    #[test]
-    fn inside_health_urls_name_nothing() {
-        for url in [
-            "http://127.0.0.1:8080/healthz",
-            "http://localhost/healthz",
-            "http://10.1.2.3/h",
-            "http://192.168.0.9/h",
-            "http://[::1]:8080/h",
-            "http://[fd00::1]/h",
-            "http://web:8080/healthz",
-            "http://shop.svc.internal/h",
-        ] {
-            assert_eq!(site_url(&site(&[], Some(url))), None, "{url}");
-        }
-        assert_eq!(site_url(&site(&[], None)), None);
-    }
-
-    #[test]
-    fn long_errors_are_cut_on_a_character_boundary() {
-        let long = "é".repeat(MAX_ERROR_CHARS + 10);
-        let c = cut(&long);
-        assert_eq!(c.chars().count(), MAX_ERROR_CHARS + 1);
-        assert!(c.ends_with('…'));
-        assert_eq!(cut("short"), "short");
-    }
+    use serde_json::Value;
 
     #[test]
     fn rendering_sorts_keys_and_ends_with_a_newline() {
