@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::observe::status::{HeldWhy, Upgrade};
 use crate::fixops::{self, FileState};
 use crate::load::{self, LoadOptions, payload};
 use crate::model::catalog::{RegexOp, ReplaceOp};
@@ -21,6 +20,7 @@ use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::{Glob, Pattern, Version};
 use crate::model::words::{Expect, Whitespace};
 use crate::model::{Fix, Release};
+use crate::observe::status::{HeldWhy, Upgrade};
 use crate::plan::{
     self, Action, ActionKind, FileChange, FileData, FileOp, Held, HeldCode, Plan, SitePlan, choose,
     render,

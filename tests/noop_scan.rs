@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use sitekeeper::observe::SiteContext;
 use sitekeeper::apply::adopt::adopt;
 use sitekeeper::load::{LoadOptions, load};
+use sitekeeper::observe::SiteContext;
 
 use crate::support::{fleet_with, write_tree};
 

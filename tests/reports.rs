@@ -11,11 +11,11 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use serde_json::{Value, json};
+use sitekeeper::load::{Fleet, LoadOptions, load};
+use sitekeeper::model::fleet::Reports;
 use sitekeeper::watch::publish::report::{
     Committer, Published, ReportError, SiteStatus, publish, publish_for_fleet,
 };
-use sitekeeper::load::{Fleet, LoadOptions, load};
-use sitekeeper::model::fleet::Reports;
 
 use crate::support::{GitDaemon, fleet_with, git, run_fleet as run, stderr, write_tree};
 

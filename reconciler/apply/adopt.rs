@@ -4,8 +4,8 @@
 
 use std::io::Read;
 
-use crate::observe::SiteContext;
 use crate::model::values::{Timestamp, Version};
+use crate::observe::SiteContext;
 use crate::store::{
     By, LedgerKind, LedgerResult, PointKind, PointMeta, PointResult, Record, Snapshot,
     SnapshotEntry, StoreError,

@@ -5,9 +5,9 @@ use clap::Args;
 
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Global, Printer, exit, load_clean};
-use crate::observe::SiteContext;
 use crate::apply::adopt::{AdoptError, adopt};
 use crate::model::values::Version;
+use crate::observe::SiteContext;
 use crate::store::SiteState;
 
 /// Arguments of `adopt`.

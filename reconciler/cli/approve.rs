@@ -10,10 +10,10 @@ use clap::Args;
 
 use super::context::{now, select, state_dir};
 use super::{CliError, Format, Global, Printer};
-use crate::observe::SiteContext;
 use crate::load::{self, Diagnostic, Fleet, Location, source};
 use crate::model::values::{Digest, Timestamp};
 use crate::model::{Approval, Approvals};
+use crate::observe::SiteContext;
 
 /// Arguments of `approve`.
 #[derive(Debug, Args)]

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
-use crate::observe::SiteContext;
 use crate::load::{self, Fleet, Loaded, changes};
 use crate::model::Site;
+use crate::observe::SiteContext;
 use crate::plan::{Plan, render};
 
 /// Arguments of `plan`.

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::observe::status::{HeldWhy, Upgrade};
 use crate::model::values::saturating_after;
+use crate::observe::status::{HeldWhy, Upgrade};
 use crate::plan::HeldCode;
 use crate::plan::choose::Class;
 use crate::store::SiteState;
