@@ -143,18 +143,8 @@ fn report(
         "message": message,
     });
     let path = state.dir().join("status.json");
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(state.dir())?;
-        std::io::Write::write_all(
-            &mut tmp,
-            serde_json::to_string_pretty(&body)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    let _ = write();
+    let text = serde_json::to_string_pretty(&body).unwrap_or_default();
+    let _ = crate::store::atomic_write(&path, text.as_bytes(), crate::store::Durability::Cache);
 }
 
 /// Takes the host-wide lock `name` (`serialize:` of a release), reporting

@@ -19,6 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::signers::{self, AllowedSigners};
 use super::source::Source;
+use crate::atomic::{Durability, atomic_write};
 
 /// The verdict on a fleet or catalog commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -237,13 +238,9 @@ pub fn fleet_trust(
     verdict
 }
 
+/// Writes the record durably: a trust that a crash could lose would let
+/// the next head pass on first use again.
 fn write_record(path: &Path, record: &FleetRecord) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    std::io::Write::write_all(&mut tmp, &bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    atomic_write(path, &bytes, Durability::Durable)
 }

@@ -5,7 +5,6 @@
 //! for reading and `apply` for writing. Everything here is append-only or
 //! content-addressed, so a crash can lose at most the record being written.
 
-pub mod durable;
 pub mod ledger;
 pub mod listing;
 pub mod lock;
@@ -15,6 +14,11 @@ pub mod quarantine;
 
 use std::path::{Path, PathBuf};
 
+/// The one atomic writer (see [`crate::atomic`] for why it lives below
+/// `load`); the state dir's files are written through it.
+pub use crate::atomic::{
+    Durability, atomic_write, atomic_write_keep_mode, remove_durably, remove_temps,
+};
 pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
 pub use lock::SiteLock;
 pub use points::{

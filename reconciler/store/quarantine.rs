@@ -3,13 +3,13 @@
 //! the catalog changes the fix, or an operator lifts them with
 //! `apply --release V` / `apply --fix ID`.
 //!
-//! Written durably through [`super::durable`]; a file that cannot be read
+//! Written durably through [`super::atomic_write`]; a file that cannot be read
 //! is an error, never "nothing quarantined", so a damaged file can never
 //! let a failed change through again.
 
 use serde::{Deserialize, Serialize};
 
-use super::{SiteState, StoreError, durable, io};
+use super::{Durability, SiteState, StoreError, atomic_write, io};
 use crate::model::values::Timestamp;
 
 /// A release that failed on the site.
@@ -106,7 +106,7 @@ impl Quarantine {
             line: 0,
             message: e.to_string(),
         })?;
-        durable::write_atomic(&path, &bytes).map_err(io(&path))
+        atomic_write(&path, &bytes, Durability::Durable).map_err(io(&path))
     }
 
     /// Whether `version` is quarantined.
