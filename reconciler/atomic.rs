@@ -279,14 +279,14 @@ mod tests {
     fn what_a_crash_left_is_removed_by_its_level_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::write(d.join(".tmp-cache-status.json.Ab12Cd"), b"torn").unwrap();
+        std::fs::write(d.join(".tmp-cache-report.bin.Ab12Cd"), b"torn").unwrap();
         std::fs::write(d.join(".txn.json.Ef34Gh"), b"torn").unwrap();
         std::fs::write(d.join("txn.json"), b"{}").unwrap();
-        std::fs::write(d.join("status.json"), b"{}").unwrap();
+        std::fs::write(d.join("report.bin"), b"{}").unwrap();
         remove_cache_temps(d).unwrap();
-        assert_eq!(names(d), [".txn.json.Ef34Gh", "status.json", "txn.json"]);
+        assert_eq!(names(d), [".txn.json.Ef34Gh", "report.bin", "txn.json"]);
         remove_temps(&d.join("txn.json")).unwrap();
-        assert_eq!(names(d), ["status.json", "txn.json"]);
+        assert_eq!(names(d), ["report.bin", "txn.json"]);
         remove_cache_temps(&d.join("absent")).unwrap();
         remove_temps(&d.join("absent/txn.json")).unwrap();
     }

@@ -133,18 +133,16 @@ fn report(
     plan: Option<&SitePlan>,
     message: Option<&str>,
 ) {
-    let body = serde_json::json!({
-        "site": site,
-        "phase": phase,
-        "percent": percent,
-        "from_version": plan.and_then(|p| p.from_version.clone()),
-        "to_version": plan.and_then(|p| p.to_version.clone()),
-        "updated": jiff::Timestamp::now().to_string(),
-        "message": message,
-    });
-    let path = state.dir().join("status.json");
-    let text = serde_json::to_string_pretty(&body).unwrap_or_default();
-    let _ = crate::store::atomic_write(&path, text.as_bytes(), crate::store::Durability::Cache);
+    let progress = crate::store::Progress {
+        site: site.to_owned(),
+        phase: phase.to_owned(),
+        percent,
+        from_version: plan.and_then(|p| p.from_version.clone()),
+        to_version: plan.and_then(|p| p.to_version.clone()),
+        updated: jiff::Timestamp::now(),
+        message: message.map(str::to_owned),
+    };
+    let _ = progress.write(state);
 }
 
 /// Takes the host-wide lock `name` (`serialize:` of a release), reporting
@@ -156,10 +154,11 @@ fn serialize_lock(
     name: &str,
     plan: &SitePlan,
 ) -> Result<crate::store::SiteLock, ApplyError> {
-    let dir = opts.state_dir.join("locks");
+    let state_dir = crate::store::StateDir::new(opts.state_dir);
+    let dir = state_dir.locks();
     std::fs::create_dir_all(&dir)
         .map_err(|e| failed(site, format_args!("{}: {e}", dir.display())))?;
-    let path = dir.join(format!("{name}.lock"));
+    let path = state_dir.serialize_lock(name);
     if let Some(lock) = crate::store::SiteLock::acquire(&path, false)? {
         return Ok(lock);
     }

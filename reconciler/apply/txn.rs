@@ -119,7 +119,7 @@ pub enum Recovered {
 }
 
 fn journal_path(state: &SiteState) -> PathBuf {
-    state.dir().join("journal").join("txn.json")
+    state.journal_path()
 }
 
 /// The staged name of change `i`.

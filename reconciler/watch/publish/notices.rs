@@ -18,9 +18,6 @@ use crate::store::{Durability, SiteState, atomic_write};
 /// The variable that silences every notice (`SITEKEEPER_NO_NOTICES=1`).
 pub const OPT_OUT: &str = "SITEKEEPER_NO_NOTICES";
 
-/// The state file's name in a site's state dir.
-const FILE: &str = "notices.json";
-
 /// Why the notice memory cannot be kept.
 #[derive(Debug, thiserror::Error)]
 pub enum NoticeError {
@@ -194,7 +191,7 @@ pub fn record(
     if opted_out {
         return Ok(Notices::default());
     }
-    let path = state.dir().join(FILE);
+    let path = state.notices_path();
     let before: NoticeState = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
