@@ -123,9 +123,10 @@ pub struct Options<'a> {
     pub cancel: Option<&'a std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// Writes `status.json` (SPEC §5): the current phase and progress, for
-/// status pages. Only a report: failing to write it never fails a change.
-fn report(
+/// Writes the site's [`crate::store::Progress`] (`status.json`, SPEC §5):
+/// the current phase and percent, for status pages. Failing to write it
+/// never fails a change.
+fn progress(
     state: &SiteState,
     site: &str,
     phase: &str,
@@ -168,7 +169,7 @@ fn serialize_lock(
             name: name.to_owned(),
         });
     }
-    report(
+    progress(
         state,
         site,
         "waiting",
@@ -572,10 +573,10 @@ fn converge_site(
         return Err(refused);
     }
     if !plan.has_changes() {
-        report(&locked.state, &name, "unchanged", 100, Some(&plan), None);
+        progress(&locked.state, &name, "unchanged", 100, Some(&plan), None);
         return Ok(Outcome::Unchanged);
     }
-    report(&locked.state, &name, "planning", 5, Some(&plan), None);
+    progress(&locked.state, &name, "planning", 5, Some(&plan), None);
     let serialize = ctx
         .catalog
         .releases
@@ -594,7 +595,7 @@ fn converge_site(
         )?),
         None => None,
     };
-    report(&locked.state, &name, "staging", 20, Some(&plan), None);
+    progress(&locked.state, &name, "staging", 20, Some(&plan), None);
     let (changes, contents) = plan_changes(&locked.root, &plan)?;
     check_space(&locked, &contents)?;
     let points = locked.state.points()?;
@@ -732,7 +733,7 @@ fn converge_site(
         records,
         swap,
     };
-    report(&locked.state, &name, "replacing", 50, Some(&plan), None);
+    progress(&locked.state, &name, "replacing", 50, Some(&plan), None);
     let point = execute_or_undo(
         opts.progress,
         &locked,
@@ -743,7 +744,7 @@ fn converge_site(
         opts.now,
     )
     .inspect_err(|e| {
-        report(
+        progress(
             &locked.state,
             &name,
             "failed",
@@ -755,7 +756,7 @@ fn converge_site(
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
     }
-    report(&locked.state, &name, "checking", 90, Some(&plan), None);
+    progress(&locked.state, &name, "checking", 90, Some(&plan), None);
 
     // After the change: the owner's and the release's hooks, then health.
     let mut failure = None;
@@ -811,7 +812,7 @@ fn converge_site(
             &by,
             Some(&reason),
         )?;
-        report(
+        progress(
             &locked.state,
             &name,
             "rolled_back",
@@ -829,7 +830,7 @@ fn converge_site(
     txn::finish(&locked.root, &locked.state, &locked.steps)?;
     lift_quarantine(&ctx, &locked.state, &plan, opts)?;
     locked.retain(&points)?;
-    report(&locked.state, &name, "done", 100, Some(&plan), None);
+    progress(&locked.state, &name, "done", 100, Some(&plan), None);
     let files = journal.changes.len();
     Ok(Outcome::Changed {
         point,

@@ -79,13 +79,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// `status --format json`'s list, each site with the daemon's view added:
-/// its phase and percent (its [`Progress`], `status.json`), held items, the last
-/// reconcile, its reason, outcome and error.
+/// `status --format json`'s list: each site's
+/// [`SiteView`](super::controller::SiteView) (the daemon's view added to
+/// its status: held items, the last reconcile, its reason, outcome and
+/// error) with its phase and percent from its [`Progress`] (`status.json`).
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let fleet = shared.fleet();
-    let reports = shared
-        .reports
+    let views = shared
+        .views
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
@@ -97,7 +98,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let mut out = Vec::new();
     for site in &fleet.sites {
         let name = site.site.as_str();
-        let mut value = match reports.get(name) {
+        let mut value = match views.get(name) {
             Some(r) => serde_json::to_value(r).unwrap_or_default(),
             None => serde_json::json!({"site": name}),
         };

@@ -7,7 +7,7 @@
 //!
 //! [`body`] is a pure function of the site file, its effective settings
 //! ([`crate::policy::resolve`], so a policy ceiling beats the site's own
-//! opt-in) and its [`SiteStatus`]:
+//! opt-in) and its [`ReportInput`]:
 //!
 //! * nothing at all (`None`) unless `opt_in.status_reports` is effectively on;
 //! * then always `site`, `version`, `fixes` and `health` (`null` where the
@@ -184,9 +184,11 @@ pub enum ReportError {
     Store(#[from] StoreError),
 }
 
-/// What the state dir knows about a site, as far as a report may say.
+/// What the state dir knows about a site, as far as a report may say: the
+/// input of [`body`]. (Not the `status` command's `observe::status::SiteStatus`,
+/// nor the daemon's per-site `watch::controller::SiteView`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SiteStatus {
+pub struct ReportInput {
     /// The installed release; `None` before adoption.
     pub version: Option<String>,
     /// Applied fixes, in order.
@@ -197,7 +199,7 @@ pub struct SiteStatus {
     pub error: Option<String>,
 }
 
-impl SiteStatus {
+impl ReportInput {
     /// Reads `site`'s status from `state_dir` without scanning its files:
     /// version, fixes and health from the latest rollback point; when the
     /// last ledger record failed or was rolled back, its error (and, for a
@@ -205,7 +207,7 @@ impl SiteStatus {
     /// carries the health of the older change, not of the one that failed).
     pub fn read(state_dir: &Path, site: &str) -> Result<Self, ReportError> {
         let state = SiteState::new(state_dir, site);
-        let mut status = SiteStatus::default();
+        let mut status = ReportInput::default();
         let ledger = state.ledger().read()?;
         if let Some(points) = state.existing_points()?
             && let Some(n) = points.latest()?
@@ -241,7 +243,7 @@ impl SiteStatus {
 
 /// The report of one site, or `None` when it did not (effectively) opt in
 /// to status reports. Pure; see the module doc for what goes in.
-pub fn body(site: &Site, effective: &Effective, status: &SiteStatus) -> Option<Value> {
+pub fn body(site: &Site, effective: &Effective, status: &ReportInput) -> Option<Value> {
     if !effective.status_reports.value {
         return None;
     }
@@ -397,7 +399,7 @@ pub struct Published {
 /// sends nothing.
 pub fn bodies_for_fleet(
     fleet: &Fleet,
-    statuses: &BTreeMap<String, SiteStatus>,
+    statuses: &BTreeMap<String, ReportInput>,
 ) -> Vec<(String, Value)> {
     fleet
         .sites
@@ -417,7 +419,7 @@ pub fn bodies_for_fleet(
 pub fn publish_for_fleet(
     fleet: &Fleet,
     state_dir: &Path,
-    statuses: &BTreeMap<String, SiteStatus>,
+    statuses: &BTreeMap<String, ReportInput>,
 ) -> Result<Option<Published>, ReportError> {
     let Some(reports) = &fleet.config.reports else {
         return Ok(None);
