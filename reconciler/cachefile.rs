@@ -3,19 +3,17 @@
 //! caches: a missing, older, torn or damaged file reads as no cache, which
 //! costs a rehash or a tree walk, never a wrong answer.
 //!
-//! They are written by temp file and rename without fsync, since after a
-//! crash any of those outcomes is fine. The temp files have a known prefix,
-//! so the next command that takes the site's lock removes what a crash
-//! left of them ([`remove_temps`]).
+//! This is the layer of versions and checksums; the bytes are written by
+//! [`crate::atomic`] at `Durability::Cache` (temp file and rename without
+//! fsync), since after a crash any of those outcomes is fine. The next
+//! command that takes the site's lock removes what a crash left of its temp
+//! files ([`remove_temps`]).
 
-use std::io::Write;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// Every cache temp file's name starts with this, then the cache's name.
-/// (`.tmp`, like `tempfile`'s own, so any check for leftovers sees them.)
-const TEMP_PREFIX: &str = ".tmp-cache-";
+use crate::atomic::{Durability, atomic_write_parts};
 
 /// The body of the cache at `path`, if it is whole and of layout `version`.
 pub fn load(path: &Path, version: u32) -> Option<Vec<u8>> {
@@ -32,50 +30,20 @@ pub fn load(path: &Path, version: u32) -> Option<Vec<u8>> {
 /// Writes `body` as the cache at `path`, layout `version`, atomically
 /// (temp file, rename).
 pub fn save(path: &Path, version: u32, body: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{name}."))
-        .tempfile_in(dir)?;
-    let mut hash = Sha256::new();
-    for part in [&version.to_le_bytes()[..], body] {
-        hash.update(part);
-        tmp.as_file_mut().write_all(part)?;
-    }
-    tmp.as_file_mut().write_all(&hash.finalize())?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let version = version.to_le_bytes();
+    let sum = Sha256::new()
+        .chain_update(version)
+        .chain_update(body)
+        .finalize();
+    atomic_write_parts(path, &[&version, body, &sum], Durability::Cache)
 }
 
-/// Removes cache temp files a crash left in `dir`. Called under the site's
-/// lock; a reader saving a cache at that instant only loses that save.
+/// Removes what a crash left of cache temp files in `dir` (and of every
+/// other `Durability::Cache` write there, such as `status.json`'s). Called
+/// under the site's lock; a reader saving a cache at that instant only
+/// loses that save.
 pub fn remove_temps(dir: &Path) -> std::io::Result<()> {
-    remove_prefixed(dir, TEMP_PREFIX, |path| match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    })
-}
-
-/// Calls `remove` on every entry of `dir` whose name starts with `prefix`
-/// (temp files of a known name); a missing `dir` has none.
-pub fn remove_prefixed(
-    dir: &Path,
-    prefix: &str,
-    remove: impl Fn(&Path) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            remove(&entry.path())?;
-        }
-    }
-    Ok(())
+    crate::atomic::remove_cache_temps(dir)
 }
 
 #[cfg(test)]

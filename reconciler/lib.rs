@@ -12,15 +12,17 @@
 //! | [`watch`] | the daemon: triggers, requeue and backoff (`error_policy`), file watching, the HTTP endpoints, and what only the daemon publishes (`watch::publish`: upgrade notices, opt-in status reports); the only owner of tokio | `apply` and below |
 //! | [`apply`] | changing a site: adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health checks; `ApplyError` | `observe` and below |
 //! | [`observe`] | reading a site: its gathered state for the planner, the trust verdict (signatures, no downgrade), the preflight, and its status; read-only commands stop here | `store` and below |
-//! | [`store`] | the state dir: flock, ledger, rollback points in `points.git`, `quarantine.json`; the one durable writer | `model`, `durability`, `cachefile` |
+//! | [`store`] | the state dir, and the only module that names a site's state files (`SiteState`): flock, ledger, rollback points in `points.git`, `quarantine.json`, the progress report `status.json`; re-exports the one atomic writer and `StateDir` | `model`, `atomic`, `statedir`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
-//! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `git`, `model` |
+//! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `git`, `model`, `atomic` and `statedir` (the fleet's trust record, the git cache) |
 //! | [`inventory`] | scan a site root: kinds, modes, hashes, stat cache | `confined`, `model`, `cachefile` |
 //! | [`fixops`] | the fix operations as pure functions on bytes | `model` |
 //! | [`git`] | the one fetch into a cache repository (locked per URL, credentials with a cap on retries, refs resolved to commits) for `load` and `watch::publish`; where git access options go | nothing of ours |
 //! | [`confined`] | every read of a site's files and of a directory catalog or fleet: `openat2` beneath the root, no links | `durability` |
-//! | [`cachefile`] | cache files in the state dir: versioned, checksummed, renamed into place without fsync; what a crash left of them is removed under the lock | nothing of ours |
+//! | [`cachefile`] | cache files in the state dir: versioned, checksummed, written at `Durability::Cache`; what a crash left of them is removed under the lock | `atomic` |
+//! | [`statedir`] | the names of the state dir's shared entries (`locks/`, `cache/git`, `cache/reports`, `trust/`); below `load`, which keeps the git cache and trust records there | nothing of ours |
+//! | [`atomic`] | the one atomic writer, `atomic_write(path, bytes, Durability::{Cache, Durable})`; below `load`, which writes the fleet's trust record | `durability` |
 //! | [`durability`] | for crash tests only: what a crash could lose (unsynced data and entries), and losing it; inert otherwise | nothing of ours |
 //! | [`model`] | the types of every YAML file, checked as parsed; no I/O | nothing of ours |
 //!
@@ -36,6 +38,7 @@
 //!   [`model::values::Version`] is full semver, a path cannot climb out.
 
 pub mod apply;
+pub mod atomic;
 pub mod cachefile;
 pub mod cli;
 pub mod confined;
@@ -51,5 +54,6 @@ pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod statedir;
 pub mod store;
 pub mod watch;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sitekeeper::load::{Fleet, LoadOptions, load};
 use sitekeeper::model::fleet::Reports;
 use sitekeeper::watch::publish::report::{
-    Committer, Published, ReportError, SiteStatus, publish, publish_for_fleet,
+    Committer, Published, ReportError, ReportInput, publish, publish_for_fleet,
 };
 
 use crate::support::{GitDaemon, fleet_with, git, run_fleet as run, stderr, write_tree};
@@ -75,12 +75,12 @@ fn load_fleet(dir: &Path) -> Fleet {
 fn publish_fleet(dir: &Path) -> Result<Option<Published>, ReportError> {
     let fleet = load_fleet(dir);
     let state = dir.join("state");
-    let statuses: BTreeMap<String, SiteStatus> = fleet
+    let statuses: BTreeMap<String, ReportInput> = fleet
         .sites
         .iter()
         .map(|s| {
             let name = s.site.to_string();
-            (name.clone(), SiteStatus::read(&state, &name).unwrap())
+            (name.clone(), ReportInput::read(&state, &name).unwrap())
         })
         .collect();
     publish_for_fleet(&fleet, &state, &statuses)
@@ -167,7 +167,7 @@ fn error_reports_and_public_listing_alone_send_nothing() {
 fn status_reports_alone_send_site_version_fixes_and_health_only() {
     let dir = setup("opt_in: {status_reports: true}\n");
     let fleet = load_fleet(dir.path());
-    let mut status = SiteStatus::read(&dir.path().join("state"), "shop").unwrap();
+    let mut status = ReportInput::read(&dir.path().join("state"), "shop").unwrap();
     // There is an error and a URL to leak; neither may go out.
     status.error = Some("disk full at /srv/secret".into());
     let statuses = BTreeMap::from([("shop".to_owned(), status)]);

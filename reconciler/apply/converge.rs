@@ -123,9 +123,10 @@ pub struct Options<'a> {
     pub cancel: Option<&'a std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// Writes `status.json` (SPEC §5): the current phase and progress, for
-/// status pages. Only a report: failing to write it never fails a change.
-fn report(
+/// Writes the site's [`crate::store::Progress`] (`status.json`, SPEC §5):
+/// the current phase and percent, for status pages. Failing to write it
+/// never fails a change.
+fn progress(
     state: &SiteState,
     site: &str,
     phase: &str,
@@ -133,28 +134,16 @@ fn report(
     plan: Option<&SitePlan>,
     message: Option<&str>,
 ) {
-    let body = serde_json::json!({
-        "site": site,
-        "phase": phase,
-        "percent": percent,
-        "from_version": plan.and_then(|p| p.from_version.clone()),
-        "to_version": plan.and_then(|p| p.to_version.clone()),
-        "updated": jiff::Timestamp::now().to_string(),
-        "message": message,
-    });
-    let path = state.dir().join("status.json");
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(state.dir())?;
-        std::io::Write::write_all(
-            &mut tmp,
-            serde_json::to_string_pretty(&body)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
+    let progress = crate::store::Progress {
+        site: site.to_owned(),
+        phase: phase.to_owned(),
+        percent,
+        from_version: plan.and_then(|p| p.from_version.clone()),
+        to_version: plan.and_then(|p| p.to_version.clone()),
+        updated: jiff::Timestamp::now(),
+        message: message.map(str::to_owned),
     };
-    let _ = write();
+    let _ = progress.write(state);
 }
 
 /// Takes the host-wide lock `name` (`serialize:` of a release), reporting
@@ -166,10 +155,11 @@ fn serialize_lock(
     name: &str,
     plan: &SitePlan,
 ) -> Result<crate::store::SiteLock, ApplyError> {
-    let dir = opts.state_dir.join("locks");
+    let state_dir = crate::store::StateDir::new(opts.state_dir);
+    let dir = state_dir.locks();
     std::fs::create_dir_all(&dir)
         .map_err(|e| failed(site, format_args!("{}: {e}", dir.display())))?;
-    let path = dir.join(format!("{name}.lock"));
+    let path = state_dir.serialize_lock(name);
     if let Some(lock) = crate::store::SiteLock::acquire(&path, false)? {
         return Ok(lock);
     }
@@ -179,7 +169,7 @@ fn serialize_lock(
             name: name.to_owned(),
         });
     }
-    report(
+    progress(
         state,
         site,
         "waiting",
@@ -583,10 +573,10 @@ fn converge_site(
         return Err(refused);
     }
     if !plan.has_changes() {
-        report(&locked.state, &name, "unchanged", 100, Some(&plan), None);
+        progress(&locked.state, &name, "unchanged", 100, Some(&plan), None);
         return Ok(Outcome::Unchanged);
     }
-    report(&locked.state, &name, "planning", 5, Some(&plan), None);
+    progress(&locked.state, &name, "planning", 5, Some(&plan), None);
     let serialize = ctx
         .catalog
         .releases
@@ -605,7 +595,7 @@ fn converge_site(
         )?),
         None => None,
     };
-    report(&locked.state, &name, "staging", 20, Some(&plan), None);
+    progress(&locked.state, &name, "staging", 20, Some(&plan), None);
     let (changes, contents) = plan_changes(&locked.root, &plan)?;
     check_space(&locked, &contents)?;
     let points = locked.state.points()?;
@@ -743,7 +733,7 @@ fn converge_site(
         records,
         swap,
     };
-    report(&locked.state, &name, "replacing", 50, Some(&plan), None);
+    progress(&locked.state, &name, "replacing", 50, Some(&plan), None);
     let point = execute_or_undo(
         opts.progress,
         &locked,
@@ -754,7 +744,7 @@ fn converge_site(
         opts.now,
     )
     .inspect_err(|e| {
-        report(
+        progress(
             &locked.state,
             &name,
             "failed",
@@ -766,7 +756,7 @@ fn converge_site(
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
     }
-    report(&locked.state, &name, "checking", 90, Some(&plan), None);
+    progress(&locked.state, &name, "checking", 90, Some(&plan), None);
 
     // After the change: the owner's and the release's hooks, then health.
     let mut failure = None;
@@ -822,7 +812,7 @@ fn converge_site(
             &by,
             Some(&reason),
         )?;
-        report(
+        progress(
             &locked.state,
             &name,
             "rolled_back",
@@ -840,7 +830,7 @@ fn converge_site(
     txn::finish(&locked.root, &locked.state, &locked.steps)?;
     lift_quarantine(&ctx, &locked.state, &plan, opts)?;
     locked.retain(&points)?;
-    report(&locked.state, &name, "done", 100, Some(&plan), None);
+    progress(&locked.state, &name, "done", 100, Some(&plan), None);
     let files = journal.changes.len();
     Ok(Outcome::Changed {
         point,

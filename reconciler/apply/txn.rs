@@ -21,7 +21,7 @@ use crate::confined::{Kind, Root};
 use crate::inventory::STAGE_DIR;
 use crate::inventory::cache::StatCache;
 use crate::model::hash::BlobId;
-use crate::store::durable::{remove_durably, remove_temps, write_atomic};
+use crate::store::{Durability, atomic_write, remove_durably, remove_temps};
 use crate::store::{
     LedgerKind, LedgerResult, PointMeta, Points, Prepared, Record, SiteState, Snapshot,
     SnapshotEntry, StoreError,
@@ -119,7 +119,7 @@ pub enum Recovered {
 }
 
 fn journal_path(state: &SiteState) -> PathBuf {
-    state.dir().join("journal").join("txn.json")
+    state.journal_path()
 }
 
 /// The staged name of change `i`.
@@ -455,7 +455,7 @@ pub fn execute(
 fn write_journal(state: &SiteState, steps: &Steps, journal: &Journal) -> Result<(), TxnError> {
     steps.step("journal")?;
     let text = serde_json::to_vec_pretty(journal).map_err(|e| io("journal")(e.into()))?;
-    write_atomic(&journal_path(state), &text).map_err(io("write journal"))
+    atomic_write(&journal_path(state), &text, Durability::Durable).map_err(io("write journal"))
 }
 
 /// Writes the point a change will commit, without its ref.

@@ -1,9 +1,9 @@
 //! `sitekeeper approve SITE… --digest D --by NAME [--at TIME]`: list a plan
 //! digest in each named site's `approvals/<site>.yaml` (SPEC §2.1), for a
 //! pull-request branch. Writes approvals files of a fleet directory only,
-//! each atomically (temp file + rename); it never reads or writes a site.
+//! each atomically and durably ([`crate::store::atomic_write_keep_mode`]);
+//! it never reads or writes a site.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -14,6 +14,7 @@ use crate::load::{self, Diagnostic, Fleet, Location, source};
 use crate::model::values::{Digest, Timestamp};
 use crate::model::{Approval, Approvals};
 use crate::observe::SiteContext;
+use crate::store::{Durability, atomic_write_keep_mode};
 
 /// Arguments of `approve`.
 #[derive(Debug, Args)]
@@ -31,19 +32,6 @@ pub struct ApproveArgs {
     /// When, as an RFC 3339 time (default: now, or SITEKEEPER_NOW).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
-}
-
-/// Why an approvals file could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum ApproveError {
-    /// A file-system error.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
 }
 
 /// What approving did to one file.
@@ -162,7 +150,10 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
 
     for (name, rel, path, edit) in &edits {
         if let Some(text) = edit.text() {
-            write_atomic(path, text.as_bytes()).map_err(|e| CliError::Failed(e.to_string()))?;
+            // Durable: an approval is a safety record, and the user's file
+            // keeps the mode they gave it.
+            atomic_write_keep_mode(path, text.as_bytes(), Durability::Durable)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
         }
         if printer.format == Format::Human {
             printer.say(&match edit {
@@ -321,39 +312,6 @@ fn append(text: &str, new: &Approval) -> String {
     }
     out.push_str(&entry(indent, new));
     out
-}
-
-/// Writes `bytes` to `path` by a temp file in the same directory and a
-/// rename, so a reader (or a crash) sees the old file or the new one,
-/// never half of one. The mode of a file replaced is kept.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ApproveError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let io = |p: &Path| {
-        let p = p.to_owned();
-        move |source| ApproveError::Io { path: p, source }
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    // A leading dot: the loader skips such names should one be left behind.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".approve-")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    tmp.write_all(bytes).map_err(io(tmp.path()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io(path))?;
-    tmp.as_file().sync_all().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| ApproveError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    // The rename is durable once the directory is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Warns (never fails) when a site's current plan has another digest: the

@@ -8,17 +8,20 @@
 //! with the keys of the last trusted fleet commit, and its next head must
 //! descend from that commit. So a pushed commit cannot switch signing off
 //! by deleting the line, nor swap in its own keys, nor rewind the fleet.
+//! The record's path is [`StateDir::fleet_trust_record`], and it is written
+//! durably ([`crate::atomic`]): a crash must not forget a trust.
 //!
 //! This file decides and records verdicts; it never changes a site. Planning
 //! turns an untrusted verdict into `held: untrusted_source`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use super::signers::{self, AllowedSigners};
 use super::source::Source;
+use crate::atomic::{Durability, atomic_write};
+use crate::statedir::StateDir;
 
 /// The verdict on a fleet or catalog commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -132,12 +135,6 @@ struct FleetRecord {
     signers: String,
 }
 
-/// Where the record of fleet `url` lives under the state dir.
-pub fn fleet_record_path(state_dir: &Path, url: &str) -> PathBuf {
-    let name = hex::encode(&Sha256::digest(url.as_bytes())[..12]);
-    state_dir.join("trust").join(format!("fleet-{name}.json"))
-}
-
 /// The verdict on a fleet fetched from `url`, whose head names
 /// `head_signers` (its `allowed_signers` path and that file's text, if it
 /// names one and the file reads). Trust on first use: without a record, the
@@ -159,7 +156,7 @@ pub fn fleet_trust(
     let Some(head) = source.commit() else {
         return Trust::NotRequired;
     };
-    let path = fleet_record_path(state_dir, url);
+    let path = StateDir::new(state_dir).fleet_trust_record(url);
     let record: Option<FleetRecord> = match std::fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
             Ok(r) => Some(r),
@@ -237,13 +234,9 @@ pub fn fleet_trust(
     verdict
 }
 
+/// Writes the record durably: a trust that a crash could lose would let
+/// the next head pass on first use again.
 fn write_record(path: &Path, record: &FleetRecord) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    std::io::Write::write_all(&mut tmp, &bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    atomic_write(path, &bytes, Durability::Durable)
 }

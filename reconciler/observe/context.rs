@@ -205,7 +205,7 @@ impl<'f> SiteContext<'f> {
                     meta.version
                         .parse()
                         .map_err(|e: String| StoreError::Corrupt {
-                            path: ctx.state.dir().join("points.git"),
+                            path: ctx.state.points_path(),
                             line: 0,
                             message: format!("point {n} names version {:?}: {e}", meta.version),
                         })?;

@@ -3,6 +3,11 @@
 //! gathered context and its plan; and the newer releases with their class
 //! and whether they would apply automatically (`check`, notices). Shared by
 //! the commands and the daemon's `/status`; it reads state, never changes it.
+//!
+//! [`SiteStatus`] means this and nothing else: a change's phase and percent
+//! (`status.json`) is `store::Progress`, what an opt-in status report may
+//! say is `watch::publish::report::ReportInput`, and the daemon's per-site
+//! record is `watch::controller::SiteView`.
 
 use serde::Serialize;
 

@@ -1,26 +1,43 @@
-//! A site's state on disk (SPEC §5): the lock, the applied-patch ledger and
-//! the rollback points, under `<state_dir>/<site>/`.
+//! A site's state on disk (SPEC §5): the lock, the applied-patch ledger,
+//! the rollback points, the quarantine and the progress report, under
+//! `<state_dir>/<site>/`.
+//!
+//! The store owns the state dir: [`SiteState`] names every file of a site's
+//! state (nothing else spells `status.json` or `quarantine.json`), and
+//! [`StateDir`] the entries shared by all sites (it and the one atomic
+//! writer sit below `load`, which uses both, and are re-exported here).
 //!
 //! The store never touches the site's own files; that is [`crate::confined`]
-//! for reading and `apply` for writing. Everything here is append-only or
-//! content-addressed, so a crash can lose at most the record being written.
+//! for reading and `apply` for writing. Everything here is append-only,
+//! content-addressed or replaced atomically, so a crash can lose at most
+//! the record being written.
 
-pub mod durable;
 pub mod ledger;
 pub mod listing;
 pub mod lock;
 pub mod pack;
 pub mod points;
+pub mod progress;
 pub mod quarantine;
 
 use std::path::{Path, PathBuf};
 
+/// The one atomic writer (see [`crate::atomic`] for why it lives below
+/// `load`); the state dir's files are written through it.
+pub use crate::atomic::{
+    Durability, atomic_write, atomic_write_keep_mode, remove_durably, remove_temps,
+};
 pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
 pub use lock::SiteLock;
 pub use points::{
     Health, PointKind, PointMeta, PointResult, Points, Prepared, Snapshot, SnapshotEntry,
 };
+pub use progress::Progress;
 pub use quarantine::Quarantine;
+
+/// The state dir's shared entries (see [`crate::statedir`] for why it
+/// lives below `load`).
+pub use crate::statedir::StateDir;
 
 /// Sets libgit2's process-wide options, once; every command calls it
 /// before it touches a repository.
@@ -140,7 +157,7 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ 
     }
 }
 
-/// The state directory of one site.
+/// The state directory of one site, and the name of every file in it.
 #[derive(Debug, Clone)]
 pub struct SiteState {
     dir: PathBuf,
@@ -150,7 +167,7 @@ impl SiteState {
     /// The state of `site` under `state_dir` (nothing is created yet).
     pub fn new(state_dir: &Path, site: &str) -> Self {
         Self {
-            dir: state_dir.join(site),
+            dir: StateDir::new(state_dir).site(site),
         }
     }
 
@@ -161,7 +178,7 @@ impl SiteState {
 
     /// Whether the site has been adopted (it has a first rollback point).
     pub fn is_adopted(&self) -> bool {
-        self.dir.join("points.git").is_dir()
+        self.points_path().is_dir()
     }
 
     /// Creates the directory if needed.
@@ -184,21 +201,51 @@ impl SiteState {
     /// The rollback points, created if absent.
     pub fn points(&self) -> Result<Points, StoreError> {
         self.create()?;
-        Points::open_or_init(&self.dir.join("points.git"))
+        Points::open_or_init(&self.points_path())
     }
 
     /// The rollback points, if the site has any.
     pub fn existing_points(&self) -> Result<Option<Points>, StoreError> {
         if self.is_adopted() {
-            Points::open_or_init(&self.dir.join("points.git")).map(Some)
+            Points::open_or_init(&self.points_path()).map(Some)
         } else {
             Ok(None)
         }
     }
 
+    /// The bare repository of the rollback points (`points.git`).
+    pub fn points_path(&self) -> PathBuf {
+        self.dir.join("points.git")
+    }
+
     /// Where the inventory's stat cache lives.
     pub fn stat_cache_path(&self) -> PathBuf {
         self.dir.join("statcache.bin")
+    }
+
+    /// The journal of the change in flight (`journal/txn.json`).
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal").join("txn.json")
+    }
+
+    /// The progress report, `status.json` ([`Progress`]).
+    pub fn progress_path(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+
+    /// The quarantine, `quarantine.json` ([`Quarantine`]).
+    pub fn quarantine_path(&self) -> PathBuf {
+        self.dir.join("quarantine.json")
+    }
+
+    /// The daemon's memory of upgrade notices, `notices.json`.
+    pub fn notices_path(&self) -> PathBuf {
+        self.dir.join("notices.json")
+    }
+
+    /// The output of the site's hooks, `hooks.log`.
+    pub fn hooks_log(&self) -> PathBuf {
+        self.dir.join("hooks.log")
     }
 }
 

@@ -3,13 +3,13 @@
 //! the catalog changes the fix, or an operator lifts them with
 //! `apply --release V` / `apply --fix ID`.
 //!
-//! Written durably through [`super::durable`]; a file that cannot be read
+//! Written durably through [`super::atomic_write`]; a file that cannot be read
 //! is an error, never "nothing quarantined", so a damaged file can never
 //! let a failed change through again.
 
 use serde::{Deserialize, Serialize};
 
-use super::{SiteState, StoreError, durable, io};
+use super::{Durability, SiteState, StoreError, atomic_write, io};
 use crate::model::values::Timestamp;
 
 /// A release that failed on the site.
@@ -62,13 +62,9 @@ enum OnDisk {
 }
 
 impl Quarantine {
-    fn path(state: &SiteState) -> std::path::PathBuf {
-        state.dir().join("quarantine.json")
-    }
-
     /// Reads the site's quarantine; an absent file is an empty one.
     pub fn read(state: &SiteState) -> Result<Self, StoreError> {
-        let path = Self::path(state);
+        let path = state.quarantine_path();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
@@ -100,13 +96,13 @@ impl Quarantine {
     /// Writes it durably (temp file, fsync, rename, directory fsync).
     pub fn write(&self, state: &SiteState) -> Result<(), StoreError> {
         state.create()?;
-        let path = Self::path(state);
+        let path = state.quarantine_path();
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             line: 0,
             message: e.to_string(),
         })?;
-        durable::write_atomic(&path, &bytes).map_err(io(&path))
+        atomic_write(&path, &bytes, Durability::Durable).map_err(io(&path))
     }
 
     /// Whether `version` is quarantined.
@@ -196,7 +192,7 @@ mod tests {
         assert_eq!(Quarantine::read(&state).unwrap(), q);
         assert_eq!(q.items(), ["release 1.0.1", "fix 0001-a"]);
 
-        std::fs::write(state.dir().join("quarantine.json"), r#"["1.0.2"]"#).unwrap();
+        std::fs::write(state.quarantine_path(), r#"["1.0.2"]"#).unwrap();
         let old = Quarantine::read(&state).unwrap();
         assert!(old.has_release("1.0.2"));
     }
@@ -206,7 +202,7 @@ mod tests {
         let (_d, state) = state();
         state.create().unwrap();
         for damaged in ["", "{", "[1, 2]", r#"{"releases": 3}"#, "\u{0}\u{1}"] {
-            std::fs::write(state.dir().join("quarantine.json"), damaged).unwrap();
+            std::fs::write(state.quarantine_path(), damaged).unwrap();
             let err = Quarantine::read(&state).unwrap_err();
             assert!(
                 matches!(err, StoreError::Corrupt { .. }),

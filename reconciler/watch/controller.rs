@@ -91,9 +91,11 @@ pub enum Action {
     Requeue(Duration),
 }
 
-/// What the daemon knows about one site, served by `/status`.
+/// What the daemon knows about one site, served by `/status`: its view of
+/// the site. ("Report" is kept for the opt-in status reports,
+/// `publish::report`; "progress" for a change's `status.json`.)
 #[derive(Debug, Clone, Serialize)]
-pub struct SiteReport {
+pub struct SiteView {
     /// SPEC §3.1 `status`.
     #[serde(flatten)]
     pub status: SiteStatus,
@@ -121,7 +123,7 @@ pub struct SiteReport {
     pub notices: Vec<Notice>,
 }
 
-impl SiteReport {
+impl SiteView {
     fn new(site: &str) -> Self {
         Self {
             status: SiteStatus {
@@ -156,8 +158,8 @@ pub struct Shared {
     pub fleet: RwLock<Arc<Fleet>>,
     /// The state dir.
     pub state_dir: PathBuf,
-    /// Per-site reports.
-    pub reports: Mutex<BTreeMap<String, SiteReport>>,
+    /// Per-site views.
+    pub views: Mutex<BTreeMap<String, SiteView>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Where triggers go.
@@ -183,11 +185,11 @@ impl Shared {
         self.fixed_now.unwrap_or_else(jiff::Timestamp::now)
     }
 
-    fn report(&self, site: &str, f: impl FnOnce(&mut SiteReport)) {
-        let mut reports = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
-        f(reports
+    fn view(&self, site: &str, f: impl FnOnce(&mut SiteView)) {
+        let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+        f(views
             .entry(site.to_owned())
-            .or_insert_with(|| SiteReport::new(site)));
+            .or_insert_with(|| SiteView::new(site)));
     }
 }
 
@@ -573,7 +575,7 @@ impl Daemon {
         let shared = Arc::new(Shared {
             fleet: RwLock::new(Arc::new(fleet)),
             state_dir,
-            reports: Mutex::default(),
+            views: Mutex::default(),
             metrics: Metrics::new(),
             triggers: tx.clone(),
             heartbeat: AtomicI64::new(jiff::Timestamp::now().as_second()),
@@ -711,11 +713,11 @@ impl Daemon {
         let state_dir = self.shared.state_dir.clone();
         let done = published.clone();
         tokio::task::spawn_blocking(move || {
-            let statuses: BTreeMap<String, crate::watch::publish::report::SiteStatus> = fleet
+            let statuses: BTreeMap<String, crate::watch::publish::report::ReportInput> = fleet
                 .sites
                 .iter()
                 .filter_map(|s| {
-                    crate::watch::publish::report::SiteStatus::read(&state_dir, s.site.as_str())
+                    crate::watch::publish::report::ReportInput::read(&state_dir, s.site.as_str())
                         .ok()
                         .map(|st| (s.site.to_string(), st))
                 })
@@ -921,7 +923,7 @@ impl Daemon {
                     tracing::info!(site = %gone, "left the fleet");
                     self.due.remove(*gone);
                     self.shared
-                        .reports
+                        .views
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(*gone);
@@ -1011,7 +1013,7 @@ impl Daemon {
         // Failures in a row: a busy site is not failing, and a deferred
         // look changes nothing.
         let mut failures = 0;
-        self.shared.report(site, |r| {
+        self.shared.view(site, |r| {
             match &done.result.outcome {
                 _ if deferred => {}
                 Err(e) if e.is_busy() => {}
@@ -1060,7 +1062,7 @@ impl Daemon {
         if let Some(status) = &done.result.status {
             let previous = self
                 .shared
-                .reports
+                .views
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(site)
@@ -1170,7 +1172,7 @@ impl Daemon {
         metrics.backoff.get_or_create(&label).set(backoff);
         let at = self.shared.now().to_string();
         let result = done.result;
-        self.shared.report(site, |r| {
+        self.shared.view(site, |r| {
             if let Some(status) = result.status {
                 r.status = status;
                 r.notices = result.notices.current;

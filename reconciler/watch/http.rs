@@ -21,6 +21,7 @@ use hmac::{Hmac, Mac};
 use subtle::ConstantTimeEq;
 
 use super::controller::{Reason, Shared, Trigger};
+use crate::store::{Progress, SiteState};
 
 /// The largest webhook body accepted (GitHub's push events stay far below).
 pub const MAX_BODY: usize = 1 << 20;
@@ -78,13 +79,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// `status --format json`'s list, each site with the daemon's view added:
-/// its phase and percent (from `status.json`), held items, the last
-/// reconcile, its reason, outcome and error.
+/// `status --format json`'s list: each site's
+/// [`SiteView`](super::controller::SiteView) (the daemon's view added to
+/// its status: held items, the last reconcile, its reason, outcome and
+/// error) with its phase and percent from its [`Progress`] (`status.json`).
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let fleet = shared.fleet();
-    let reports = shared
-        .reports
+    let views = shared
+        .views
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
@@ -96,24 +98,16 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     let mut out = Vec::new();
     for site in &fleet.sites {
         let name = site.site.as_str();
-        let mut value = match reports.get(name) {
+        let mut value = match views.get(name) {
             Some(r) => serde_json::to_value(r).unwrap_or_default(),
             None => serde_json::json!({"site": name}),
         };
-        let live: serde_json::Value =
-            std::fs::read(shared.state_dir.join(name).join("status.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
+        // No change in progress (or none readable): idle, all done.
+        let (phase, percent) = Progress::read(&SiteState::new(&shared.state_dir, name))
+            .map_or(("idle".to_owned(), 100), |p| (p.phase, p.percent));
         if let Some(map) = value.as_object_mut() {
-            map.insert(
-                "phase".into(),
-                live.get("phase").cloned().unwrap_or("idle".into()),
-            );
-            map.insert(
-                "percent".into(),
-                live.get("percent").cloned().unwrap_or(100.into()),
-            );
+            map.insert("phase".into(), phase.into());
+            map.insert("percent".into(), percent.into());
             if let Some(e) = &load_error {
                 map.insert("fleet_error".into(), e.clone().into());
             }

@@ -4,7 +4,6 @@
 //! Nothing here decides what is applied.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
@@ -14,13 +13,10 @@ use crate::model::values::saturating_after;
 use crate::observe::status::{HeldWhy, Upgrade};
 use crate::plan::HeldCode;
 use crate::plan::choose::Class;
-use crate::store::SiteState;
+use crate::store::{Durability, SiteState, atomic_write};
 
 /// The variable that silences every notice (`SITEKEEPER_NO_NOTICES=1`).
 pub const OPT_OUT: &str = "SITEKEEPER_NO_NOTICES";
-
-/// The state file's name in a site's state dir.
-const FILE: &str = "notices.json";
 
 /// Why the notice memory cannot be kept.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +191,7 @@ pub fn record(
     if opted_out {
         return Ok(Notices::default());
     }
-    let path = state.dir().join(FILE);
+    let path = state.notices_path();
     let before: NoticeState = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -203,7 +199,7 @@ pub fn record(
     let mut after = before.clone();
     let new = due(site, installed, available, &mut after, now, interval, false);
     if after != before {
-        save(state, &path, &after)?;
+        save(&path, &after)?;
     }
     Ok(Notices {
         current: current(site, installed, available, &after),
@@ -211,19 +207,16 @@ pub fn record(
     })
 }
 
-/// Writes the memory beside its final name and renames it into place, so a
-/// crash leaves the old file or the new one.
-fn save(state: &SiteState, path: &std::path::Path, s: &NoticeState) -> Result<(), NoticeError> {
+/// Writes the memory atomically, so a crash leaves the old file or the new
+/// one. A cache-level write: losing the last save costs one repeated
+/// notice, which does not justify an fsync per notice.
+fn save(path: &std::path::Path, s: &NoticeState) -> Result<(), NoticeError> {
     let io = |source| NoticeError::Io {
         path: path.to_owned(),
         source,
     };
-    std::fs::create_dir_all(state.dir()).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(state.dir()).map_err(io)?;
     let bytes = serde_json::to_vec_pretty(s).map_err(|e| io(e.into()))?;
-    tmp.write_all(&bytes).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    atomic_write(path, &bytes, Durability::Cache).map_err(io)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //!
 //! [`body`] is a pure function of the site file, its effective settings
 //! ([`crate::policy::resolve`], so a policy ceiling beats the site's own
-//! opt-in) and its [`SiteStatus`]:
+//! opt-in) and its [`ReportInput`]:
 //!
 //! * nothing at all (`None`) unless `opt_in.status_reports` is effectively on;
 //! * then always `site`, `version`, `fixes` and `health` (`null` where the
@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use url::{Host, Url};
 
-use super::report::SiteStatus;
+use super::report::ReportInput;
 use crate::load::Fleet;
 use crate::model::Site;
 use crate::policy::{self, Effective};
@@ -54,7 +54,7 @@ pub const MAX_ERROR_CHARS: usize = 2000;
 /// sends nothing.
 pub fn bodies_for_fleet(
     fleet: &Fleet,
-    statuses: &BTreeMap<String, SiteStatus>,
+    statuses: &BTreeMap<String, ReportInput>,
 ) -> Vec<(String, ReportBody)> {
     fleet
         .sites
@@ -94,7 +94,7 @@ pub struct ReportBody {
 
 /// The report of one site, or `None` when it did not (effectively) opt in
 /// to status reports. Pure; see the module doc for what goes in.
-pub fn body(site: &Site, effective: &Effective, status: &SiteStatus) -> Option<ReportBody> {
+pub fn body(site: &Site, effective: &Effective, status: &ReportInput) -> Option<ReportBody> {
     if !effective.status_reports.value {
         return None;
     }

@@ -145,9 +145,11 @@ pub enum ReportError {
     Store(#[from] StoreError),
 }
 
-/// What the state dir knows about a site, as far as a report may say.
+/// What the state dir knows about a site, as far as a report may say: the
+/// input of [`body`]. (Not the `status` command's `observe::status::ReportInput`,
+/// nor the daemon's per-site `watch::controller::SiteView`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SiteStatus {
+pub struct ReportInput {
     /// The installed release; `None` before adoption.
     pub version: Option<String>,
     /// Applied fixes, in order.
@@ -158,7 +160,7 @@ pub struct SiteStatus {
     pub error: Option<String>,
 }
 
-impl SiteStatus {
+impl ReportInput {
     /// Reads `site`'s status from `state_dir` without scanning its files:
     /// version, fixes and health from the latest rollback point; when the
     /// last ledger record failed or was rolled back, its error (and, for a
@@ -166,7 +168,7 @@ impl SiteStatus {
     /// carries the health of the older change, not of the one that failed).
     pub fn read(state_dir: &Path, site: &str) -> Result<Self, ReportError> {
         let state = SiteState::new(state_dir, site);
-        let mut status = SiteStatus::default();
+        let mut status = ReportInput::default();
         let ledger = state.ledger().read()?;
         if let Some(points) = state.existing_points()?
             && let Some(n) = points.latest()?
@@ -239,7 +241,7 @@ pub struct Published {
 pub fn publish_for_fleet(
     fleet: &Fleet,
     state_dir: &Path,
-    statuses: &BTreeMap<String, SiteStatus>,
+    statuses: &BTreeMap<String, ReportInput>,
 ) -> Result<Option<Published>, ReportError> {
     let Some(reports) = &fleet.config.reports else {
         return Ok(None);
@@ -423,8 +425,12 @@ struct ReportCache {
 impl ReportCache {
     fn open(state_dir: &Path, url: &str, branch: &str) -> Result<Self, ReportError> {
         // The `--git-*` options of SPEC §3 are not read yet: the defaults.
-        let cache = Cache::open(&state_dir.join("cache/reports"), url, &GitAccess::default())
-            .map_err(|e| cache_error(url, branch, e))?;
+        let cache = Cache::open(
+            &crate::store::StateDir::new(state_dir).report_cache(),
+            url,
+            &GitAccess::default(),
+        )
+        .map_err(|e| cache_error(url, branch, e))?;
         Ok(Self { cache })
     }
 
