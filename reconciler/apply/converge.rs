@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::observe::SiteContext;
 use super::fsops::Steps;
 use super::hooks::{HookEnv, run as run_hook};
 use super::swap::{self, Swap};
@@ -18,6 +17,7 @@ use crate::model::Site;
 use crate::model::hash::BlobId;
 use crate::model::values::{Timestamp, Version};
 use crate::model::words::Layout;
+use crate::observe::SiteContext;
 use crate::plan::{ActionKind, HeldCode, Plan, SitePlan, fix_checksum};
 use crate::store::{
     By, Health, LedgerKind, LedgerResult, PointKind, PointMeta, PointResult, Points, Record,

@@ -23,14 +23,14 @@ use super::files::Files;
 use super::metrics::{ClassLabels, KindLabels, Metrics, ProductLabel, ResultLabels, SiteLabel};
 use super::{Config, WatchError};
 use crate::apply::converge::{self, ApplyError, ErrorClass, Options, Outcome};
-use crate::watch::publish::notices::{self, Notice, Notices};
-use crate::observe::status::{self, SiteStatus, Upgrade};
 use crate::apply::txn;
-use crate::observe::SiteContext;
 use crate::load::{self, Diagnostic, Fleet, LoadOptions, Trust};
+use crate::observe::SiteContext;
+use crate::observe::status::{self, SiteStatus, Upgrade};
 use crate::plan::choose::Class;
 use crate::plan::{Held, HeldCode};
 use crate::store::SiteState;
+use crate::watch::publish::notices::{self, Notice, Notices};
 
 /// Why a site is reconciled; recorded in the reconcile's tracing span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -720,7 +720,9 @@ impl Daemon {
                         .map(|st| (s.site.to_string(), st))
                 })
                 .collect();
-            let ok = match crate::watch::publish::report::publish_for_fleet(&fleet, &state_dir, &statuses) {
+            let ok = match crate::watch::publish::report::publish_for_fleet(
+                &fleet, &state_dir, &statuses,
+            ) {
                 Ok(Some(p)) if p.commit.is_some() => {
                     tracing::info!(commit = ?p.commit, sites = ?p.changed, "status reports published");
                     true
