@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::inventory::Entry;
+use crate::model::hash::BlobId;
 use crate::model::words::{HotfixLevel, Layout, UpgradeLevel};
 use crate::model::{Catalog, Channel, Release, Window};
 use crate::policy::{Effective, Provenance, Setting};
