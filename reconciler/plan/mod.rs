@@ -247,7 +247,9 @@ fn distrust(plan: &mut SitePlan, reason: &str) {
     plan.plan_digest = digest(plan);
 }
 
-/// Plans one site as if its sources were trusted.
+/// Plans one site as if its sources were trusted (SPEC §4): adoption,
+/// drift, the release, the drift revert, the fixes, and last the approval,
+/// which covers the digest of everything before it.
 fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
     let mut plan = SitePlan {
         site: input.name.to_owned(),
@@ -262,56 +264,87 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
         catalog_commit: input.catalog_commit.map(str::to_owned),
     };
     if !input.adopted {
-        let reason = match &input.detection {
-            Some(d) => format!(
-                "sitekeeper has not adopted {} yet; it {d}. Run `sitekeeper adopt {} --detect` (or --version V) before applying",
-                input.name, input.name
-            ),
-            None => format!(
-                "sitekeeper has not adopted {} and no release of the catalog resembles it",
-                input.name
-            ),
-        };
-        plan.held.push(Held {
-            item: "site".into(),
-            code: HeldCode::NotAdopted,
-            reason: reason.clone(),
-        });
-        if let Some(d) = &input.detection {
-            plan.notes.push(d.to_string());
-        }
+        not_adopted(input, &mut plan);
     }
     let Some(installed) = &input.installed else {
         plan.plan_digest = digest(&plan);
         return plan;
     };
     let mut work = Work::new(input);
+    plan.drift = drift(input, installed);
+    let drift_mode = input.effective.drift.value;
+    if drift_mode == DriftMode::Block && !plan.drift.is_empty() {
+        block_on_drift(&mut plan);
+        return plan;
+    }
+    let (version, upgrade_level) = release(input, &mut work, installed, &mut plan);
+    if drift_mode == DriftMode::Revert && !plan.drift.is_empty() {
+        revert_drift(input, &mut work, installed, &mut plan);
+    }
+    let any_fix = fixes(input, &mut work, installed, &version, &mut plan);
+    plan.to_version = Some(version.to_string());
+    plan.plan_digest = digest(&plan);
+    approval(input, &mut plan, upgrade_level, any_fix);
+    plan
+}
 
-    // Drift: managed files that differ from the last rollback point.
-    let drift: Vec<String> = installed
+/// Holds a site not adopted yet, naming the release it looks like: its
+/// plan shows what adoption would lead to, but nothing is applied.
+fn not_adopted(input: &SiteInput<'_>, plan: &mut SitePlan) {
+    let reason = match &input.detection {
+        Some(d) => format!(
+            "sitekeeper has not adopted {} yet; it {d}. Run `sitekeeper adopt {} --detect` (or --version V) before applying",
+            input.name, input.name
+        ),
+        None => format!(
+            "sitekeeper has not adopted {} and no release of the catalog resembles it",
+            input.name
+        ),
+    };
+    plan.held.push(Held {
+        item: "site".into(),
+        code: HeldCode::NotAdopted,
+        reason,
+    });
+    if let Some(d) = &input.detection {
+        plan.notes.push(d.to_string());
+    }
+}
+
+/// Drift (SPEC §4.4): managed files that differ from the last rollback point.
+fn drift(input: &SiteInput<'_>, installed: &Installed) -> Vec<String> {
+    installed
         .snapshot
         .iter()
         .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(**blob))
         .map(|(path, _)| path.clone())
-        .collect();
-    plan.drift = drift.clone();
-    let drift_mode = input.effective.drift.value;
-    if drift_mode == DriftMode::Block && !drift.is_empty() {
-        plan.held.push(Held {
-            item: "site".into(),
-            code: HeldCode::DriftBlocked,
-            reason: format!(
-                "{} managed file(s) changed locally ({}); with drift: block nothing is done until they are restored or adopted",
-                drift.len(),
-                preview(&drift)
-            ),
-        });
-        plan.to_version = plan.from_version.clone();
-        plan.plan_digest = digest(&plan);
-        return plan;
-    }
+        .collect()
+}
 
-    // The release.
+/// `drift: block` with local changes: the whole plan is held.
+fn block_on_drift(plan: &mut SitePlan) {
+    plan.held.push(Held {
+        item: "site".into(),
+        code: HeldCode::DriftBlocked,
+        reason: format!(
+            "{} managed file(s) changed locally ({}); with drift: block nothing is done until they are restored or adopted",
+            plan.drift.len(),
+            preview(&plan.drift)
+        ),
+    });
+    plan.to_version = plan.from_version.clone();
+    plan.plan_digest = digest(plan);
+}
+
+/// The target release (SPEC §4.2) and its upgrade, into `work` and `plan`.
+/// Returns the version the site will run and the upgrade's level of
+/// change, if it upgrades.
+fn release(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    plan: &mut SitePlan,
+) -> (Version, Option<ChangeLevel>) {
     let gates = choose::Gates {
         effective: input.effective,
         catalog: input.catalog,
@@ -321,76 +354,88 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
     };
     let choice = choose::choose(&installed.version, input.releases.iter(), &gates);
     plan.held.extend(choice.held);
-    let mut version = installed.version.clone();
-    let mut upgrade_level = None;
-    if let Some((target, change, _class)) = choice.target {
-        match upgrade(input, &mut work, &installed.version, &target) {
-            Ok(Some(action)) => {
-                version = target.clone();
-                upgrade_level = Some(change);
-                plan.actions.push(action);
-            }
-            Ok(None) => {
-                version = target.clone();
-                upgrade_level = Some(change);
-            }
-            Err(held) => plan.held.push(held),
+    let Some((target, change, _class)) = choice.target else {
+        return (installed.version.clone(), None);
+    };
+    match upgrade(input, work, &installed.version, &target) {
+        Ok(action) => {
+            plan.actions.extend(action);
+            (target, Some(change))
+        }
+        Err(held) => {
+            plan.held.push(held);
+            (installed.version.clone(), None)
         }
     }
+}
 
-    // Drift revert, for files the upgrade left alone.
-    if drift_mode == DriftMode::Revert && !drift.is_empty() {
-        let mut files = Vec::new();
-        for path in &drift {
-            if work.touched(path) {
-                continue;
-            }
-            let Some(blob) = installed.snapshot.get(path) else {
-                continue;
-            };
-            match input.contents.point_blob(*blob) {
-                Ok(bytes) => {
-                    let mode = input
-                        .inventory
-                        .entries
-                        .get(path)
-                        .map_or(0o644, |e| match e {
-                            crate::inventory::Entry::File { mode, .. } => *mode,
-                            crate::inventory::Entry::Symlink { .. } => 0o777,
-                        });
-                    if let Some(change) = work.set(path, Some(FileData::new(bytes, mode, false))) {
-                        files.push(change);
-                    }
+/// `drift: revert`: the drifted files the upgrade left alone go back to
+/// the last rollback point's content.
+fn revert_drift(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    plan: &mut SitePlan,
+) {
+    let mut files = Vec::new();
+    for path in &plan.drift {
+        if work.touched(path) {
+            continue;
+        }
+        let Some(blob) = installed.snapshot.get(path) else {
+            continue;
+        };
+        match input.contents.point_blob(*blob) {
+            Ok(bytes) => {
+                let mode = input
+                    .inventory
+                    .entries
+                    .get(path)
+                    .map_or(0o644, |e| match e {
+                        crate::inventory::Entry::File { mode, .. } => *mode,
+                        crate::inventory::Entry::Symlink { .. } => 0o777,
+                    });
+                if let Some(change) = work.set(path, Some(FileData::new(bytes, mode, false))) {
+                    files.push(change);
                 }
-                Err(e) => plan.notes.push(format!("cannot revert {path}: {e}")),
             }
-        }
-        if !files.is_empty() {
-            plan.actions.push(Action {
-                kind: ActionKind::RevertDrift,
-                id: "drift".into(),
-                reason: format!(
-                    "drift: revert puts {} locally changed file(s) back",
-                    files.len()
-                ),
-                files,
-            });
+            Err(e) => plan.notes.push(format!("cannot revert {path}: {e}")),
         }
     }
+    if !files.is_empty() {
+        plan.actions.push(Action {
+            kind: ActionKind::RevertDrift,
+            id: "drift".into(),
+            reason: format!(
+                "drift: revert puts {} locally changed file(s) back",
+                files.len()
+            ),
+            files,
+        });
+    }
+}
 
-    // Fixes, re-evaluated against the release the site will run.
+/// The fixes, in name order, re-evaluated against the release the site
+/// will run. Returns whether any is applied.
+fn fixes(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    version: &Version,
+    plan: &mut SitePlan,
+) -> bool {
     let mut any_fix = false;
     for (n, fix) in input.fixes.iter().enumerate() {
         let before = work.clone();
-        match plan_fix(input, &mut work, installed, &version, fix) {
+        match plan_fix(input, work, installed, version, fix) {
             FixOutcome::Skip => {}
             FixOutcome::Held(h) => plan.held.push(h),
             FixOutcome::Action(a) => {
-                match undoes(input, &work, installed, &version, &input.fixes[..n]) {
+                match undoes(input, work, installed, version, &input.fixes[..n]) {
                     // Applying both would change the files again on every run
                     // (found by the property tests): keep the earlier fix's result.
                     Some(earlier) => {
-                        work = before;
+                        *work = before;
                         plan.held.push(Held {
                         item: format!("fix {}", fix.id),
                         code: HeldCode::FixConflict,
@@ -408,11 +453,18 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
             }
         }
     }
+    any_fix
+}
 
-    plan.to_version = Some(version.to_string());
-    plan.plan_digest = digest(&plan);
-
-    // Approval: the plan's levels of change against the policy's list.
+/// Approval: the plan's levels of change against the policy's
+/// `require_approval`; a plan that needs one and whose digest the site's
+/// approvals file does not list is held.
+fn approval(
+    input: &SiteInput<'_>,
+    plan: &mut SitePlan,
+    upgrade_level: Option<ChangeLevel>,
+    any_fix: bool,
+) {
     let mut levels = BTreeSet::new();
     if let Some(l) = upgrade_level {
         levels.insert(l);
@@ -433,14 +485,13 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
         .iter()
         .any(|a| a.plan_digest.as_str() == plan.plan_digest);
     if !needed.is_empty() && plan.has_changes() && !approved {
-        let reason = approval_reason(input, &plan, &needed);
+        let reason = approval_reason(input, plan, &needed);
         plan.held.push(Held {
             item: "plan".into(),
             code: HeldCode::ApprovalRequired,
             reason,
         });
     }
-    plan
 }
 
 /// Why a plan waits for an approval: which levels need one, the digest to
