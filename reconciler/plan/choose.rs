@@ -1,17 +1,20 @@
 //! Choosing the target release (SPEC §4.2): candidates, their class
 //! (eligible, questionable, ineligible) and every gate, each refusal a
-//! [`Held`] item with a code and a sentence.
+//! [`Held`] item with a code and a sentence; and the upgrade query that
+//! `check`, `status` and the daemon's notices ask of the same gates
+//! ([`available`], [`upgrades`]).
 
 use jiff::Timestamp;
+use serde::Serialize;
 
-use super::{Held, HeldCode};
+use super::{Held, HeldCode, SitePlan};
 use crate::model::values::Version;
 use crate::model::words::{ChangeLevel, UpgradeLevel, Urgency};
 use crate::model::{Catalog, Release, Window};
 use crate::policy::{Effective, Provenance};
 
 /// SPEC §4.2's classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// Same major, major ≥ 1, neither a pre-release.
@@ -324,6 +327,143 @@ pub fn class_reason(from: &semver::Version, to: &semver::Version, class: Class) 
         }
         Class::Questionable => format!("0.x: even a patch step promises nothing{pre}"),
     }
+}
+
+/// The releases on `channel` newer than `installed` and not yanked,
+/// newest first.
+fn newer<'r>(
+    installed: &Version,
+    channel: &str,
+    releases: impl Iterator<Item = &'r Release>,
+) -> Vec<&'r Release> {
+    let mut out: Vec<&Release> = releases
+        .filter(|r| !r.yanked && r.version > *installed)
+        .filter(|r| r.channels.iter().any(|c| c == channel))
+        .collect();
+    out.sort_by(|a, b| b.version.cmp(&a.version));
+    out
+}
+
+/// The releases on `channel` newer than `installed` (not yanked), each
+/// with its SPEC §4.2 class, newest first. `prereleases` is the policy's
+/// setting; the catalog says whether the channel offers them.
+pub fn available<'r>(
+    installed: &Version,
+    channel: &str,
+    releases: impl Iterator<Item = &'r Release>,
+    catalog: &Catalog,
+    prereleases: bool,
+) -> Vec<(Version, Class)> {
+    let channel_pre = catalog.channels.get(channel).is_some_and(|c| c.prerelease);
+    newer(installed, channel, releases)
+        .into_iter()
+        .map(|r| {
+            let class = classify(&installed.0, &r.version.0, channel_pre, prereleases);
+            (r.version.clone(), class)
+        })
+        .collect()
+}
+
+/// Why an available release is not applied automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldWhy {
+    /// SPEC §3.1 `held[].code`.
+    pub code: HeldCode,
+    /// In a sentence.
+    pub reason: String,
+}
+
+/// A newer release on the site's channel, as `check` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upgrade {
+    /// The release.
+    pub version: String,
+    /// Its SPEC §4.2 class.
+    pub class: Class,
+    /// The class in words.
+    pub reason: String,
+    /// Whether the policy lets it apply automatically now.
+    pub automatic: bool,
+    /// If not, the first gate that holds it.
+    pub held: Option<HeldWhy>,
+}
+
+/// The releases on `channel` newer than `installed` (not yanked), newest
+/// first, each judged by the planner's own gates ([`assess`]); `plan`
+/// (the site's plan under the same gates) decides the gates that depend
+/// on the whole plan: approval, drift blocking and trust.
+pub fn upgrades<'r>(
+    installed: &Version,
+    channel: &str,
+    releases: impl Iterator<Item = &'r Release>,
+    gates: &Gates<'_>,
+    plan: &SitePlan,
+) -> Vec<Upgrade> {
+    // A hold on the whole plan (untrusted source, drift: block) stops every
+    // release, however good.
+    let site_hold = plan
+        .held
+        .iter()
+        .find(|h| matches!(h.code, HeldCode::UntrustedSource | HeldCode::DriftBlocked));
+    newer(installed, channel, releases)
+        .into_iter()
+        .map(|r| {
+            let a = assess(installed, r, gates);
+            let version = r.version.to_string();
+            let held = a
+                .held
+                .into_iter()
+                .next()
+                .map(|h| HeldWhy {
+                    code: h.code,
+                    reason: h.reason,
+                })
+                .or_else(|| site_hold.map(held_why))
+                .or_else(|| {
+                    gates
+                        .effective
+                        .require_approval
+                        .value
+                        .contains(&a.change)
+                        .then(|| approval_hold(plan, &version, a.change))
+                        .flatten()
+                });
+            Upgrade {
+                reason: class_reason(&installed.0, &r.version.0, a.class),
+                class: a.class,
+                automatic: held.is_none(),
+                held,
+                version,
+            }
+        })
+        .collect()
+}
+
+fn held_why(h: &Held) -> HeldWhy {
+    HeldWhy {
+        code: h.code,
+        reason: h.reason.clone(),
+    }
+}
+
+/// What holds an upgrade to `version` whose level of change needs an
+/// approval. Approval covers a plan digest, so only the plan that upgrades
+/// to this very release can carry it: that plan's own hold, if it waits;
+/// any other release waits for a plan of its own.
+fn approval_hold(plan: &SitePlan, version: &str, change: ChangeLevel) -> Option<HeldWhy> {
+    if plan.to_version.as_deref() != Some(version) {
+        return Some(HeldWhy {
+            code: HeldCode::ApprovalRequired,
+            reason: format!(
+                "the policy requires an approved plan for {} changes",
+                change.as_str()
+            ),
+        });
+    }
+    plan.held
+        .iter()
+        .find(|h| h.code == HeldCode::ApprovalRequired)
+        .map(held_why)
 }
 
 /// A pin matches pre-releases of versions it names as well (semver's own

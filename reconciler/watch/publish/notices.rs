@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::observe::status::{HeldWhy, Upgrade};
+use crate::plan::choose::{HeldWhy, Upgrade};
 use crate::model::values::saturating_after;
 use crate::plan::HeldCode;
 use crate::plan::choose::Class;
