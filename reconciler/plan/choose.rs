@@ -173,42 +173,65 @@ pub fn assess(installed: &Version, r: &Release, gates: &Gates<'_>) -> Assessment
         .channels
         .get(e.channel.value.as_str())
         .is_some_and(|c| c.prerelease);
-    let item = format!("release {}", r.version);
-    let hold = |code, reason: String| Held {
-        item: item.clone(),
-        code,
-        reason,
-    };
-    let v = &r.version.0;
-    let from = &installed.0;
+    let (from, v) = (&installed.0, &r.version.0);
     let class = classify(from, v, channel_pre, e.prereleases.value);
     let change = level(from, v);
-    let security = r.urgency == Urgency::Security && e.urgent_bypass.value;
+    let mut reasons = offered(installed, r, gates, class);
+    reasons.extend(opted_in(installed, r, e, class, change));
+    // A security release skips the waits where the policy lets urgent
+    // changes through.
+    if !(r.urgency == Urgency::Security && e.urgent_bypass.value) {
+        reasons.extend(due(r, gates));
+    }
+    let item = format!("release {}", r.version);
+    Assessment {
+        class,
+        change,
+        held: reasons
+            .into_iter()
+            .map(|(code, reason)| Held {
+                item: item.clone(),
+                code,
+                reason,
+            })
+            .collect(),
+    }
+}
+
+/// Whether the release is offered to this site at all: within its version
+/// pin, not withdrawn, not quarantined here, reachable from the installed
+/// version, and not a pre-release it does not take.
+fn offered(
+    installed: &Version,
+    r: &Release,
+    gates: &Gates<'_>,
+    class: Class,
+) -> Vec<(HeldCode, String)> {
     let mut reasons = Vec::new();
-    if let Some(pin) = &e.version.value
+    if let Some(pin) = &gates.effective.version.value
         && !pin_matches(pin, &r.version)
     {
-        reasons.push(hold(
+        reasons.push((
             HeldCode::Pinned,
             format!("{} is outside the site's version pin {pin}", r.version),
         ));
     }
     if r.yanked {
-        reasons.push(hold(
+        reasons.push((
             HeldCode::Yanked,
             format!("{} was withdrawn by the vendor", r.version),
         ));
     }
     if gates.quarantined.contains(&r.version) && gates.forced != Some(&r.version) {
-        reasons.push(hold(
+        reasons.push((
             HeldCode::Quarantined,
             format!("{} failed its health check on this site and was rolled back; run `sitekeeper apply --release {}` to try it again", r.version, r.version),
         ));
     }
     if let Some(from_req) = &r.upgrade_from
-        && !from_req.0.matches(from)
+        && !from_req.0.matches(&installed.0)
     {
-        reasons.push(hold(
+        reasons.push((
             HeldCode::UpgradePath,
             format!(
                 "{} can be reached only from {from_req}; upgrade to an intermediate release first",
@@ -217,7 +240,7 @@ pub fn assess(installed: &Version, r: &Release, gates: &Gates<'_>) -> Assessment
         ));
     }
     if class == Class::Ineligible {
-        reasons.push(hold(
+        reasons.push((
             HeldCode::Prerelease,
             format!(
                 "{} is a pre-release; the channel or the policy does not offer pre-releases",
@@ -225,80 +248,97 @@ pub fn assess(installed: &Version, r: &Release, gates: &Gates<'_>) -> Assessment
             ),
         ));
     }
+    reasons
+}
+
+/// Whether the site takes this level of change automatically
+/// (`opt_in.upgrades`, capped by the policy ceiling), and if not, why in
+/// the words that fit: the ceiling, a 0.x step, a new major, or the site's
+/// own choice.
+fn opted_in(
+    installed: &Version,
+    r: &Release,
+    e: &Effective,
+    class: Class,
+    change: ChangeLevel,
+) -> Option<(HeldCode, String)> {
     let allowed = e.upgrades.value;
-    if !allowed.allows(change) {
-        let wanted = upgrade_word(change);
-        let code =
-            if e.upgrades.note.is_some() && matches!(e.upgrades.from, Provenance::Policy { .. }) {
-                HeldCode::PolicyCeiling
-            } else if class == Class::Questionable && from.major == 0 && v.major == 0 {
-                HeldCode::ZeroMajor
-            } else if class == Class::Questionable {
-                HeldCode::MajorUpgrade
-            } else {
-                HeldCode::NotOptedIn
-            };
-        let why = match code {
-            HeldCode::PolicyCeiling => format!(
-                "{} is a {wanted} upgrade; the policy caps automatic upgrades at {allowed}",
-                r.version
-            ),
-            HeldCode::ZeroMajor => format!(
-                "{} changes the minor version of a 0.x release, which may break anything; it needs upgrades: major",
-                r.version
-            ),
-            HeldCode::MajorUpgrade => format!(
-                "{} is a new major version, which may need changes to the site; it needs upgrades: major",
-                r.version
-            ),
-            _ => format!(
-                "{} is a {wanted} upgrade and the site takes {allowed} upgrades automatically",
-                r.version
-            ),
-        };
-        reasons.push(hold(code, why));
+    if allowed.allows(change) {
+        return None;
     }
-    if !security {
-        // Saturating: a release dated near the end of the clock (year 9999)
-        // is due "never"; jiff's `+` would panic on the overflow.
-        let released = r.released.0;
-        if let Some(delay) = gates.catalog.rings.get(&e.ring.value) {
-            let due = delay.after(released);
-            if gates.now < due {
-                reasons.push(hold(
-                    HeldCode::RingDelay,
-                    format!(
-                        "ring {} takes {} {delay} after its release (due {due})",
-                        e.ring.value, r.version
-                    ),
-                ));
-            }
-        }
-        let soak = e.min_release_age.value;
-        let due = soak.after(released);
+    let (from, v) = (&installed.0, &r.version.0);
+    let wanted = upgrade_word(change);
+    let code = if e.upgrades.note.is_some() && matches!(e.upgrades.from, Provenance::Policy { .. })
+    {
+        HeldCode::PolicyCeiling
+    } else if class == Class::Questionable && from.major == 0 && v.major == 0 {
+        HeldCode::ZeroMajor
+    } else if class == Class::Questionable {
+        HeldCode::MajorUpgrade
+    } else {
+        HeldCode::NotOptedIn
+    };
+    let why = match code {
+        HeldCode::PolicyCeiling => format!(
+            "{} is a {wanted} upgrade; the policy caps automatic upgrades at {allowed}",
+            r.version
+        ),
+        HeldCode::ZeroMajor => format!(
+            "{} changes the minor version of a 0.x release, which may break anything; it needs upgrades: major",
+            r.version
+        ),
+        HeldCode::MajorUpgrade => format!(
+            "{} is a new major version, which may need changes to the site; it needs upgrades: major",
+            r.version
+        ),
+        _ => format!(
+            "{} is a {wanted} upgrade and the site takes {allowed} upgrades automatically",
+            r.version
+        ),
+    };
+    Some((code, why))
+}
+
+/// Whether the release is due on this site now: its ring's delay and
+/// `min_release_age` have passed, and the maintenance window is open.
+fn due(r: &Release, gates: &Gates<'_>) -> Vec<(HeldCode, String)> {
+    let e = gates.effective;
+    let mut reasons = Vec::new();
+    // Saturating: a release dated near the end of the clock (year 9999)
+    // is due "never"; jiff's `+` would panic on the overflow.
+    let released = r.released.0;
+    if let Some(delay) = gates.catalog.rings.get(&e.ring.value) {
+        let due = delay.after(released);
         if gates.now < due {
-            reasons.push(hold(
-                HeldCode::SoakTime,
+            reasons.push((
+                HeldCode::RingDelay,
                 format!(
-                    "{} must be out for {soak} before an automatic upgrade (due {due})",
-                    r.version
+                    "ring {} takes {} {delay} after its release (due {due})",
+                    e.ring.value, r.version
                 ),
             ));
         }
-        if let Some(w) = &e.window.value
-            && !in_window(w, gates.now)
-        {
-            reasons.push(hold(
-                HeldCode::OutsideWindow,
-                format!("{} waits for the maintenance window ({w})", r.version),
-            ));
-        }
     }
-    Assessment {
-        class,
-        change,
-        held: reasons,
+    let soak = e.min_release_age.value;
+    let due = soak.after(released);
+    if gates.now < due {
+        reasons.push((
+            HeldCode::SoakTime,
+            format!(
+                "{} must be out for {soak} before an automatic upgrade (due {due})",
+                r.version
+            ),
+        ));
     }
+    if let Some(w) = &e.window.value
+        && !in_window(w, gates.now)
+    {
+        reasons.push((
+            HeldCode::OutsideWindow,
+            format!("{} waits for the maintenance window ({w})", r.version),
+        ));
+    }
+    reasons
 }
 
 /// The class of an upgrade in words, for `check` and notices: what kind of
