@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::context::{ScanProgress, now, select, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::observe::SiteContext;
-use crate::observe::status::{self, Upgrade};
-use crate::plan::choose::Class;
+use crate::observe::status;
+use crate::plan::choose::{Class, Upgrade};
 
 /// One site in `check --format json`.
 #[derive(Debug, Serialize)]

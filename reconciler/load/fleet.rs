@@ -126,7 +126,9 @@ pub enum ChainError {
 fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
     let spec = options.fleet.as_str();
     let opened = if source::is_url(spec) {
-        let cache = super::state_dir(options.state_dir.as_deref(), None).join("cache/git");
+        let cache =
+            crate::statedir::StateDir::new(super::state_dir(options.state_dir.as_deref(), None))
+                .git_cache();
         Source::git_remote(spec, "HEAD", &cache, format!("{spec}:"))
     } else {
         let label = if spec == "." || spec.is_empty() {
@@ -144,12 +146,17 @@ fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
     })
 }
 
+/// The fleet `--fleet` names: its own files, the verdict on its commit,
+/// and every catalog it names.
 pub(super) fn load_fleet(
     options: &LoadOptions,
     diags: &mut Diagnostics,
 ) -> Result<Fleet, Diagnostic> {
     let source = open_fleet(options)?;
-    Ok(read_fleet(source, Some(options), diags))
+    let (mut fleet, signers) = read_fleet(source, diags);
+    fleet.trust = fleet_trust(&fleet, options, &signers);
+    fleet.catalogs = open_catalogs(&fleet, options, &signers, diags);
+    Ok(fleet)
 }
 
 /// Reads the fleet repo's own files (`fleet.yaml`, sites, policies,
@@ -161,15 +168,54 @@ pub(super) fn load_fleet(
 /// opening catalogs there would fetch, and fail on relative catalog paths
 /// of a fleet read from git.
 pub(super) fn load_fleet_files(source: Source, diags: &mut Diagnostics) -> Fleet {
-    read_fleet(source, None, diags)
+    read_fleet(source, diags).0
 }
 
-/// The fleet in `source`; its trust verdict and catalogs only with the
-/// `options` it was opened with.
-fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnostics) -> Fleet {
+/// Every allowed signers file the fleet names, by path: its text and keys
+/// when it is usable (see [`read_signers`]).
+type SignerFiles = BTreeMap<String, Option<(String, AllowedSigners)>>;
+
+/// The fleet's own files in `source`, with no catalogs and no trust
+/// verdict yet, and the signers files they name.
+fn read_fleet(source: Source, diags: &mut Diagnostics) -> (Fleet, SignerFiles) {
     let mut unreadable = BTreeSet::new();
+    let config = read_config(&source, &mut unreadable, diags);
+    let mut sites = Vec::new();
+    for (_, rel) in yaml_files(&source, "sites", diags) {
+        load_site_file(&source, &rel, diags, &mut sites);
+    }
+    let policies = read_policies(&source, &mut unreadable, diags);
+    let stock_policies = read_stock_policies(diags);
+    let mut approvals = BTreeMap::new();
+    for (stem, rel) in yaml_files(&source, "approvals", diags) {
+        if let Some((value, origin)) = read_doc::<Approvals>(&source, &rel, diags) {
+            approvals.insert(stem, Loaded { value, origin });
+        }
+    }
+    let signers = read_signer_files(&source, &config, diags);
+    let fleet = Fleet {
+        source,
+        config,
+        sites,
+        policies,
+        stock_policies,
+        approvals,
+        catalogs: BTreeMap::new(),
+        unreadable,
+        trust: Trust::NotRequired,
+    };
+    (fleet, signers)
+}
+
+/// `fleet.yaml`, or the defaults when the file is absent. A file that is
+/// there but does not read is `unreadable` (and defaults stand in).
+fn read_config(
+    source: &Source,
+    unreadable: &mut BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Loaded<FleetConfig> {
     let config = if source.kind("fleet.yaml").is_some() {
-        let config = read_doc::<FleetConfig>(&source, "fleet.yaml", diags)
+        let config = read_doc::<FleetConfig>(source, "fleet.yaml", diags)
             .map(|(value, origin)| Loaded { value, origin });
         if config.is_none() {
             unreadable.insert("fleet.yaml".to_owned());
@@ -178,39 +224,43 @@ fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnos
     } else {
         None
     };
-    let config = config.unwrap_or_else(|| Loaded {
+    config.unwrap_or_else(|| Loaded {
         value: FleetConfig::default(),
         origin: Origin::new(source.display("fleet.yaml"), yaml::SpanIndex::default()),
-    });
+    })
+}
 
-    let mut sites = Vec::new();
-    for (_, rel) in yaml_files(&source, "sites", diags) {
-        load_site_file(&source, &rel, diags, &mut sites);
-    }
-
+/// The fleet's own policies by name, each checked, and named after its file.
+fn read_policies(
+    source: &Source,
+    unreadable: &mut BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Loaded<Policy>> {
     let mut policies = BTreeMap::new();
-    for (stem, rel) in yaml_files(&source, "policies", diags) {
-        let Some((value, origin)) = read_doc::<Policy>(&source, &rel, diags) else {
+    for (stem, rel) in yaml_files(source, "policies", diags) {
+        let Some((value, origin)) = read_doc::<Policy>(source, &rel, diags) else {
             unreadable.insert(format!("policies/{stem}"));
             continue;
         };
-        {
-            for p in value.problems() {
-                diags.push(origin.problem(&p));
-            }
-            if value.policy != stem {
-                diags.push(origin.diag(
-                    "policy",
-                    format!(
-                        "the policy is named {:?} but its file is {stem}.yaml (hint: name the file after the policy)",
-                        value.policy
-                    ),
-                ));
-            }
-            policies.insert(stem, Loaded { value, origin });
+        for p in value.problems() {
+            diags.push(origin.problem(&p));
         }
+        if value.policy != stem {
+            diags.push(origin.diag(
+                "policy",
+                format!(
+                    "the policy is named {:?} but its file is {stem}.yaml (hint: name the file after the policy)",
+                    value.policy
+                ),
+            ));
+        }
+        policies.insert(stem, Loaded { value, origin });
     }
+    policies
+}
 
+/// The stock policies embedded in the binary, by name.
+fn read_stock_policies(diags: &mut Diagnostics) -> BTreeMap<String, Loaded<Policy>> {
     let mut stock_policies = BTreeMap::new();
     for (name, text) in STOCK_POLICIES {
         match yaml::parse::<Policy>(&stock_file(name), text.as_bytes()) {
@@ -221,16 +271,17 @@ fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnos
             Err(d) => diags.push(d),
         }
     }
+    stock_policies
+}
 
-    let mut approvals = BTreeMap::new();
-    for (stem, rel) in yaml_files(&source, "approvals", diags) {
-        if let Some((value, origin)) = read_doc::<Approvals>(&source, &rel, diags) {
-            approvals.insert(stem, Loaded { value, origin });
-        }
-    }
-
-    // Every signers file is read and checked once, however many name it.
-    let mut signer_files: BTreeMap<String, Option<(String, AllowedSigners)>> = BTreeMap::new();
+/// Every signers file `fleet.yaml` names, for the fleet or a catalog, read
+/// and checked once however many name it.
+fn read_signer_files(
+    source: &Source,
+    config: &FleetConfig,
+    diags: &mut Diagnostics,
+) -> SignerFiles {
+    let mut signer_files = SignerFiles::new();
     let named = config.allowed_signers.iter().chain(
         config
             .catalogs
@@ -240,56 +291,50 @@ fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnos
     for rel in named {
         signer_files
             .entry(rel.as_str().to_owned())
-            .or_insert_with(|| read_signers(&source, rel.as_str(), diags));
+            .or_insert_with(|| read_signers(source, rel.as_str(), diags));
     }
+    signer_files
+}
 
-    let Some(options) = options else {
-        return Fleet {
-            source,
-            config,
-            sites,
-            policies,
-            stock_policies,
-            approvals,
-            catalogs: BTreeMap::new(),
-            unreadable,
-            trust: Trust::NotRequired,
-        };
-    };
-    let trust = if source::is_url(&options.fleet) {
-        let head = config.allowed_signers.as_ref().and_then(|rel| {
-            signer_files
-                .get(rel.as_str())
-                .and_then(Option::as_ref)
-                .map(|(text, _)| (rel.as_str(), text.as_str()))
-        });
-        // Unreadable or broken signers at the head: keep requiring them
-        // (validate reports why), rather than fall back to no signatures.
-        let head = match (&config.allowed_signers, head) {
-            (Some(rel), None) => Some((rel.as_str(), "")),
-            (_, head) => head,
-        };
-        let record_dir = super::state_dir(options.state_dir.as_deref(), None);
-        trust::fleet_trust(&source, &options.fleet, &record_dir, head)
-    } else {
+/// The verdict on the fleet repo's own commit (SPEC §7): required only of
+/// a fleet fetched from a git URL, against the signers file at its head.
+fn fleet_trust(fleet: &Fleet, options: &LoadOptions, signer_files: &SignerFiles) -> Trust {
+    if !source::is_url(&options.fleet) {
         // A directory is what the person running sitekeeper has in hand:
         // there is no fetched commit to check. Its signers file is still
-        // checked above, so that CI catches a broken one before it is pushed.
-        Trust::NotRequired
+        // checked when it is read, so that CI catches a broken one before
+        // it is pushed.
+        return Trust::NotRequired;
+    }
+    let config = &fleet.config;
+    let head = config.allowed_signers.as_ref().and_then(|rel| {
+        signer_files
+            .get(rel.as_str())
+            .and_then(Option::as_ref)
+            .map(|(text, _)| (rel.as_str(), text.as_str()))
+    });
+    // Unreadable or broken signers at the head: keep requiring them
+    // (validate reports why), rather than fall back to no signatures.
+    let head = match (&config.allowed_signers, head) {
+        (Some(rel), None) => Some((rel.as_str(), "")),
+        (_, head) => head,
     };
+    let record_dir = super::state_dir(options.state_dir.as_deref(), None);
+    trust::fleet_trust(&fleet.source, &options.fleet, &record_dir, head)
+}
 
-    let mut fleet = Fleet {
-        source,
-        config,
-        sites,
-        policies,
-        stock_policies,
-        approvals,
-        catalogs: BTreeMap::new(),
-        unreadable,
-        trust,
-    };
-    let cache = super::state_dir(options.state_dir.as_deref(), Some(&fleet)).join("cache/git");
+/// Opens every catalog `fleet.yaml` names, each with its trust verdict
+/// where it names allowed signers; one that fails to open is reported at
+/// its `source` field and left out.
+fn open_catalogs(
+    fleet: &Fleet,
+    options: &LoadOptions,
+    signer_files: &SignerFiles,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, LoadedCatalog> {
+    let cache =
+        crate::statedir::StateDir::new(super::state_dir(options.state_dir.as_deref(), Some(fleet)))
+            .git_cache();
     let mut catalogs = BTreeMap::new();
     for (product, spec) in &fleet.config.catalogs {
         let path = format!("catalogs.{product}.source");
@@ -318,8 +363,7 @@ fn read_fleet(source: Source, options: Option<&LoadOptions>, diags: &mut Diagnos
             Err(message) => diags.push(fleet.config.origin.diag(&path, message)),
         }
     }
-    fleet.catalogs = catalogs;
-    fleet
+    catalogs
 }
 
 /// Reads and checks the allowed signers file `rel` of the fleet repo,

@@ -214,6 +214,28 @@ impl Op {
             Op::Delete(_) => "delete",
         }
     }
+
+    /// The globs a `replace`, `regex` or `delete` op works on; none for
+    /// `write` and `add`, which name one `path` instead.
+    pub fn files(&self) -> &[Glob] {
+        match self {
+            Op::Replace(r) => &r.files,
+            Op::Regex(r) => &r.files,
+            Op::Delete(d) => &d.files,
+            Op::Write(_) | Op::Add(_) => &[],
+        }
+    }
+
+    /// How many files must be applicable or applied for the op to hold.
+    /// Only the text ops can be told; a whole-file op or a delete takes
+    /// whatever it finds.
+    pub fn expect(&self) -> Expect {
+        match self {
+            Op::Replace(r) => r.expect,
+            Op::Regex(r) => r.expect,
+            Op::Write(_) | Op::Add(_) | Op::Delete(_) => Expect::Any,
+        }
+    }
 }
 
 impl Release {

@@ -1,7 +1,8 @@
 //! A site's status (SPEC §3.1 `status`): the installed version, applied
 //! fixes, rollback point, drift, pending items and the last result, from a
 //! gathered context and its plan; and the newer releases with their class
-//! and whether they would apply automatically (`check`, notices). Shared by
+//! and whether they would apply automatically (`check`, notices), asked of
+//! the planner's gates in [`choose`] with this context's values. Shared by
 //! the commands and the daemon's `/status`; it reads state, never changes it.
 //!
 //! [`SiteStatus`] means this and nothing else: a change's phase and percent
@@ -13,9 +14,13 @@ use serde::Serialize;
 
 use super::SiteContext;
 use crate::load::Trust;
-use crate::plan::choose::{self, Class, Gates, classify};
-use crate::plan::{HeldCode, SitePlan};
+use crate::plan::SitePlan;
+use crate::plan::choose::{self, Class, Gates};
 use crate::store::StoreError;
+
+// The upgrade query's values live with its gates in `plan::choose`; this
+// path stays for `fuzzing.rs`, which still names them by their old home.
+pub use crate::plan::choose::{HeldWhy, Upgrade};
 
 /// One site's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,66 +89,24 @@ pub fn of(ctx: &SiteContext<'_>, plan: &SitePlan) -> Result<SiteStatus, StoreErr
 }
 
 /// The releases on the site's channel newer than the installed one (not
-/// yanked), each with its SPEC §4.2 class, newest first.
+/// yanked), each with its SPEC §4.2 class, newest first
+/// ([`choose::available`] on the context's values).
 pub fn available(ctx: &SiteContext<'_>) -> Vec<(crate::model::values::Version, Class)> {
     let Some(installed) = &ctx.installed else {
         return Vec::new();
     };
-    let channel = ctx.site.channel.as_str();
-    let channel_pre = ctx
-        .catalog
-        .catalog
-        .channels
-        .get(channel)
-        .is_some_and(|c| c.prerelease);
-    let mut out: Vec<_> = ctx
-        .catalog
-        .releases
-        .iter()
-        .filter(|r| !r.yanked && r.version > installed.version)
-        .filter(|r| r.channels.iter().any(|c| c == channel))
-        .map(|r| {
-            let class = classify(
-                &installed.version.0,
-                &r.version.0,
-                channel_pre,
-                ctx.effective.prereleases.value,
-            );
-            (r.version.clone(), class)
-        })
-        .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
-    out
+    choose::available(
+        &installed.version,
+        ctx.site.channel.as_str(),
+        ctx.catalog.releases.iter().map(|r| &r.value),
+        &ctx.catalog.catalog,
+        ctx.effective.prereleases.value,
+    )
 }
 
-/// Why an available release is not applied automatically.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeldWhy {
-    /// SPEC §3.1 `held[].code`.
-    pub code: HeldCode,
-    /// In a sentence.
-    pub reason: String,
-}
-
-/// A newer release on the site's channel, as `check` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Upgrade {
-    /// The release.
-    pub version: String,
-    /// Its SPEC §4.2 class.
-    pub class: Class,
-    /// The class in words.
-    pub reason: String,
-    /// Whether the policy lets it apply automatically now.
-    pub automatic: bool,
-    /// If not, the first gate that holds it.
-    pub held: Option<HeldWhy>,
-}
-
-/// The newer releases on an adopted site's channel (not yanked), newest
-/// first, each judged by the planner's own gates ([`choose::assess`]) at
-/// `now`; `plan` (made from the same context) decides the gates that
-/// depend on the whole plan: approval, drift blocking and trust.
+/// The newer releases on an adopted site's channel, newest first, each
+/// judged by the planner's own gates at `now` ([`choose::upgrades`] on the
+/// context's values); `plan` is the plan made from the same context.
 pub fn upgrades(ctx: &SiteContext<'_>, plan: &SitePlan, now: jiff::Timestamp) -> Vec<Upgrade> {
     let Some(installed) = ctx.installed.as_ref().filter(|_| ctx.adopted()) else {
         return Vec::new();
@@ -155,73 +118,11 @@ pub fn upgrades(ctx: &SiteContext<'_>, plan: &SitePlan, now: jiff::Timestamp) ->
         quarantined: &ctx.quarantined,
         forced: None,
     };
-    let channel = ctx.site.channel.as_str();
-    let mut releases: Vec<&crate::model::Release> = ctx
-        .catalog
-        .releases
-        .iter()
-        .map(|r| &r.value)
-        .filter(|r| !r.yanked && r.version > installed.version)
-        .filter(|r| r.channels.iter().any(|c| c == channel))
-        .collect();
-    releases.sort_by(|a, b| b.version.cmp(&a.version));
-    // A hold on the whole plan (untrusted source, drift: block) stops every
-    // release, however good.
-    let site_hold = plan
-        .held
-        .iter()
-        .find(|h| matches!(h.code, HeldCode::UntrustedSource | HeldCode::DriftBlocked));
-    releases
-        .into_iter()
-        .map(|r| {
-            let a = choose::assess(&installed.version, r, &gates);
-            let version = r.version.to_string();
-            let mut held = a.held.into_iter().next().map(|h| HeldWhy {
-                code: h.code,
-                reason: h.reason,
-            });
-            if held.is_none()
-                && let Some(h) = site_hold
-            {
-                held = Some(HeldWhy {
-                    code: h.code,
-                    reason: h.reason.clone(),
-                });
-            }
-            // Approval covers a plan digest, so only the plan that upgrades
-            // to this very release can carry it.
-            if held.is_none() && ctx.effective.require_approval.value.contains(&a.change) {
-                let planned = plan.to_version.as_deref() == Some(version.as_str());
-                let waiting = plan
-                    .held
-                    .iter()
-                    .find(|h| h.code == HeldCode::ApprovalRequired);
-                match (planned, waiting) {
-                    (true, None) => {}
-                    (true, Some(h)) => {
-                        held = Some(HeldWhy {
-                            code: h.code,
-                            reason: h.reason.clone(),
-                        })
-                    }
-                    (false, _) => {
-                        held = Some(HeldWhy {
-                            code: HeldCode::ApprovalRequired,
-                            reason: format!(
-                                "the policy requires an approved plan for {} changes",
-                                a.change.as_str()
-                            ),
-                        })
-                    }
-                }
-            }
-            Upgrade {
-                reason: choose::class_reason(&installed.version.0, &r.version.0, a.class),
-                class: a.class,
-                automatic: held.is_none(),
-                held,
-                version,
-            }
-        })
-        .collect()
+    choose::upgrades(
+        &installed.version,
+        ctx.site.channel.as_str(),
+        ctx.catalog.releases.iter().map(|r| &r.value),
+        &gates,
+        plan,
+    )
 }

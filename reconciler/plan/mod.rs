@@ -7,99 +7,30 @@
 //! [`render`]; nothing here writes anywhere.
 
 pub mod choose;
+mod fix;
 pub mod render;
+mod types;
 mod work;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::fixops::{self, FileState};
 use crate::inventory::Inventory;
 
-use crate::load::Trust;
 use crate::load::payload::Payload;
-use crate::model::hash::{BlobId, ContentHash};
-use crate::model::values::{Glob, Version};
-use crate::model::words::{ChangeLevel, DriftMode, Expect, FixKind, HotfixLevel, Severity};
-use crate::model::{Approval, Catalog, Fix, Op, Release};
-use crate::policy::{Effective, Provenance};
+use crate::model::Fix;
+use crate::model::hash::ContentHash;
+use crate::model::values::Version;
+use crate::model::words::{ChangeLevel, DriftMode};
+use fix::{FixOutcome, plan_fix, undoes};
+pub use types::{
+    Action, ActionKind, Contents, Detection, FileChange, FileOp, Held, HeldCode, Installed, Need,
+    PREFLIGHT_WAITS, Plan, PreflightFailure, SiteInput, SitePlan, Space,
+};
 use work::Work;
 pub use work::{Body, FileData};
-
-/// Why an item is not done (SPEC §3.1 `held[].code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeldCode {
-    /// The policy caps the opt-in below what this needs.
-    PolicyCeiling,
-    /// The site did not opt in.
-    NotOptedIn,
-    /// Outside the maintenance window.
-    OutsideWindow,
-    /// The release is too new (`min_release_age`).
-    SoakTime,
-    /// The site's ring is not due yet.
-    RingDelay,
-    /// An approved plan digest is needed.
-    ApprovalRequired,
-    /// A pre-release not offered to this site.
-    Prerelease,
-    /// A new major version.
-    MajorUpgrade,
-    /// A minor change of a 0.x release.
-    ZeroMajor,
-    /// Withdrawn by the vendor.
-    Yanked,
-    /// Failed its health check on this site.
-    Quarantined,
-    /// Not reachable directly from the installed version.
-    UpgradePath,
-    /// A file is customised where the change needs it unchanged.
-    FixConflict,
-    /// A fix's target files do not exist.
-    FixTargetMissing,
-    /// Local changes and `drift: block`.
-    DriftBlocked,
-    /// The catalog commit is not trusted.
-    UntrustedSource,
-    /// The site has not been adopted.
-    NotAdopted,
-    /// Outside the site's `version` pin (only `check` reports it: the
-    /// planner never considers such a release at all).
-    Pinned,
-    /// A preflight check failed (SPEC §6.7): the change could not be
-    /// carried out or judged.
-    Preflight,
-}
-
-/// Free space where a change is staged and recorded (SPEC §6.1), read
-/// before planning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Space {
-    /// Bytes free to this user on the site's file system.
-    pub site_bytes: u64,
-    /// Inodes free there; `None` where the file system does not count them.
-    pub site_inodes: Option<u64>,
-    /// Bytes free on the state dir's file system.
-    pub state_bytes: u64,
-}
-
-/// What a change needs to be staged and recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Need {
-    /// New contents, in bytes.
-    pub contents: u64,
-    /// New files.
-    pub files: u64,
-    /// For the `symlink` layout, the release directory copied whole:
-    /// its bytes and entries (0 in place).
-    pub tree_bytes: u64,
-    /// …and its entries.
-    pub tree_entries: u64,
-}
 
 /// Why `need` does not fit in `space`, if it does not: the `space`
 /// preflight check, shared by the planner and by `apply`, which measures
@@ -133,195 +64,6 @@ pub fn shortfall(need: Need, space: Space) -> Option<String> {
         ));
     }
     None
-}
-
-/// The reason of an action held by a failed preflight check (the checks
-/// themselves are held items of their own, with their reasons).
-pub const PREFLIGHT_WAITS: &str = "waits for the preflight checks to pass";
-
-/// A preflight check that failed (SPEC §6.7), gathered before planning.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreflightFailure {
-    /// Which check (`health.command`, `hooks.post_apply[0]`, `root`, `space`).
-    pub check: String,
-    /// Why, with a hint.
-    pub reason: String,
-    /// For a release's own hooks: the release; the check matters only to
-    /// a change that upgrades to it.
-    #[serde(skip)]
-    pub release: Option<Version>,
-}
-
-/// An item the plan does not do, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Held {
-    /// What (`release 5.0.0`, `fix 0007-escape-search`, `site`).
-    pub item: String,
-    /// Why, as a code.
-    pub code: HeldCode,
-    /// Why, in a sentence.
-    pub reason: String,
-}
-
-/// What an action is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionKind {
-    /// A release upgrade.
-    Upgrade,
-    /// A hot fix.
-    Fix,
-    /// Local changes put back to the last rollback point.
-    RevertDrift,
-    /// A fix undone.
-    RemoveFix,
-}
-
-/// What happens to one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileOp {
-    /// Created.
-    Add,
-    /// Changed.
-    Modify,
-    /// Removed.
-    Delete,
-}
-
-/// One file of an action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileChange {
-    /// Relative to the site root.
-    pub path: String,
-    /// What happens.
-    pub op: FileOp,
-    /// Content hash before (`null` when absent).
-    pub before: Option<ContentHash>,
-    /// Content hash after (`null` when deleted).
-    pub after: Option<ContentHash>,
-    /// Contents, for diffs and for applying; not part of the JSON.
-    #[serde(skip)]
-    pub old: Option<Arc<FileData>>,
-    /// The new content and mode.
-    #[serde(skip)]
-    pub new: Option<Arc<FileData>>,
-}
-
-/// One thing the plan does.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Action {
-    /// What kind.
-    pub kind: ActionKind,
-    /// The release version or fix id.
-    pub id: String,
-    /// Why, for people.
-    pub reason: String,
-    /// The files.
-    pub files: Vec<FileChange>,
-}
-
-/// A site's plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SitePlan {
-    /// The site.
-    pub site: String,
-    /// Hash of what the plan does (not of the site's name or root).
-    pub plan_digest: String,
-    /// Installed (or detected) version.
-    pub from_version: Option<String>,
-    /// Version after the plan.
-    pub to_version: Option<String>,
-    /// What it does.
-    pub actions: Vec<Action>,
-    /// What it does not do, and why.
-    pub held: Vec<Held>,
-    /// Whether the site is adopted (a plan of a site that is not cannot be applied).
-    pub adopted: bool,
-    /// Managed files that differ from the last rollback point.
-    pub drift: Vec<String>,
-    /// Other facts for people (the release a non-adopted site looks like).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-    /// The catalog commit planned against.
-    pub catalog_commit: Option<String>,
-}
-
-impl SitePlan {
-    /// Whether the plan changes anything.
-    pub fn has_changes(&self) -> bool {
-        self.actions.iter().any(|a| !a.files.is_empty())
-    }
-
-    /// The preflight checks that hold this plan (SPEC §6.7), without the
-    /// actions they hold.
-    pub fn preflight_failures(&self) -> Vec<PreflightFailure> {
-        self.held
-            .iter()
-            .filter(|h| h.code == HeldCode::Preflight && h.reason != PREFLIGHT_WAITS)
-            .map(|h| PreflightFailure {
-                check: h.item.clone(),
-                reason: h.reason.clone(),
-                release: None,
-            })
-            .collect()
-    }
-}
-
-/// The plan of a fleet (SPEC §3.1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
-    /// Hash of every site's name and digest.
-    pub plan_id: String,
-    /// The catalog commit (the first product's, where there are several).
-    pub catalog_commit: Option<String>,
-    /// One plan per site, in name order.
-    pub sites: Vec<SitePlan>,
-}
-
-impl Plan {
-    /// A fleet plan from site plans.
-    pub fn new(mut sites: Vec<SitePlan>) -> Self {
-        sites.sort_by(|a, b| a.site.cmp(&b.site));
-        let mut h = Sha256::new();
-        for s in &sites {
-            h.update(s.site.as_bytes());
-            h.update(b"\0");
-            h.update(s.plan_digest.as_bytes());
-            h.update(b"\n");
-        }
-        let catalog_commit = sites.iter().find_map(|s| s.catalog_commit.clone());
-        Plan {
-            plan_id: format!("sha256:{}", hex::encode(h.finalize())),
-            catalog_commit,
-            sites,
-        }
-    }
-}
-
-/// A release a tree looks like.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Detection {
-    /// The closest release.
-    pub version: Version,
-    /// Its files found with equal content.
-    pub matching: usize,
-    /// Its files in all.
-    pub total: usize,
-}
-
-impl std::fmt::Display for Detection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let differ = self.total - self.matching;
-        write!(
-            f,
-            "looks like {}: {} of {} files match; {} differ",
-            self.version,
-            thousands(self.matching),
-            thousands(self.total),
-            thousands(differ)
-        )
-    }
 }
 
 /// `6690` → `6,690`.
@@ -369,89 +111,6 @@ pub fn detect<'a>(
                 .then(a.matching.cmp(&b.matching))
                 .then(a.version.cmp(&b.version))
         })
-}
-
-/// Where the planner gets contents it needs: files on disk, release
-/// payloads, fix sources and rollback points. Implementations do the I/O;
-/// tests give them from memory.
-pub trait Contents {
-    /// A file of the site, as it is now.
-    fn disk(&self, path: &str) -> Result<Vec<u8>, String>;
-    /// A release's payload.
-    fn payload(&self, version: &Version) -> Result<Arc<Payload>, String>;
-    /// A blob of a release's payload.
-    fn payload_blob(&self, version: &Version, blob: BlobId) -> Result<Vec<u8>, String>;
-    /// A fix's `source:` file (relative to the catalog's `fixes/`).
-    fn fix_source(&self, rel: &str) -> Result<Vec<u8>, String>;
-    /// A blob of the last rollback point.
-    fn point_blob(&self, blob: BlobId) -> Result<Vec<u8>, String>;
-}
-
-/// What the site has installed, per its last rollback point.
-#[derive(Debug, Clone)]
-pub struct Installed {
-    /// The release.
-    pub version: Version,
-    /// The last point's files (path → blob and mode), or for a site that
-    /// is not adopted, its current files at the detected release's paths.
-    pub snapshot: BTreeMap<String, BlobId>,
-    /// Fixes applied since the last upgrade, with their checksums.
-    pub fixes: BTreeMap<String, String>,
-}
-
-/// Everything the planner needs about one site.
-pub struct SiteInput<'a> {
-    /// The site's name.
-    pub name: &'a str,
-    /// Its labels.
-    pub labels: &'a BTreeMap<String, String>,
-    /// Paths never read, written or snapshotted.
-    pub preserve: &'a [Glob],
-    /// Effective settings.
-    pub effective: &'a Effective,
-    /// The catalog of its product.
-    pub catalog: &'a Catalog,
-    /// Its releases.
-    pub releases: &'a [Release],
-    /// Its fixes, in name order.
-    pub fixes: &'a [Fix],
-    /// The catalog commit planned against (git catalogs).
-    pub catalog_commit: Option<&'a str>,
-    /// Whether the fleet and catalog commits may be acted on (SPEC §7);
-    /// when not, the plan holds everything with `untrusted_source`.
-    pub trust: &'a Trust,
-    /// What is installed; `None` when not adopted and no release matches.
-    pub installed: Option<Installed>,
-    /// Whether the site is adopted.
-    pub adopted: bool,
-    /// For a site that is not adopted: the release it looks like.
-    pub detection: Option<Detection>,
-    /// The files on disk.
-    pub inventory: &'a Inventory,
-    /// Releases quarantined on this site.
-    pub quarantined: &'a [Version],
-    /// Fixes quarantined on this site: id → checksum when they failed.
-    pub quarantined_fixes: &'a BTreeMap<String, String>,
-    /// `apply --release V`.
-    pub forced: Option<&'a Version>,
-    /// `apply --fix ID`: lifts that fix's quarantine.
-    pub forced_fix: Option<&'a str>,
-    /// Preflight checks that failed (SPEC §6.7).
-    pub preflight: &'a [PreflightFailure],
-    /// Free space for the `space` check; `None` when it could not be read
-    /// (then `apply` still measures before it writes).
-    pub space: Option<Space>,
-    /// The site's approvals file (`approvals/<site>.yaml`), oldest first;
-    /// empty when it has none.
-    pub approved: &'a [Approval],
-    /// Now.
-    pub now: jiff::Timestamp,
-    /// Contents.
-    pub contents: &'a dyn Contents,
-    /// Whether each changed file keeps its old content, for diffs. `apply`
-    /// renders none, so it plans without: the reads, and the memory of
-    /// every changed file's old bytes, are saved. Nothing else differs.
-    pub diffs: bool,
 }
 
 /// The checksum of a fix as written: its canonical JSON, so any change to
@@ -588,7 +247,9 @@ fn distrust(plan: &mut SitePlan, reason: &str) {
     plan.plan_digest = digest(plan);
 }
 
-/// Plans one site as if its sources were trusted.
+/// Plans one site as if its sources were trusted (SPEC §4): adoption,
+/// drift, the release, the drift revert, the fixes, and last the approval,
+/// which covers the digest of everything before it.
 fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
     let mut plan = SitePlan {
         site: input.name.to_owned(),
@@ -603,56 +264,87 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
         catalog_commit: input.catalog_commit.map(str::to_owned),
     };
     if !input.adopted {
-        let reason = match &input.detection {
-            Some(d) => format!(
-                "sitekeeper has not adopted {} yet; it {d}. Run `sitekeeper adopt {} --detect` (or --version V) before applying",
-                input.name, input.name
-            ),
-            None => format!(
-                "sitekeeper has not adopted {} and no release of the catalog resembles it",
-                input.name
-            ),
-        };
-        plan.held.push(Held {
-            item: "site".into(),
-            code: HeldCode::NotAdopted,
-            reason: reason.clone(),
-        });
-        if let Some(d) = &input.detection {
-            plan.notes.push(d.to_string());
-        }
+        not_adopted(input, &mut plan);
     }
     let Some(installed) = &input.installed else {
         plan.plan_digest = digest(&plan);
         return plan;
     };
     let mut work = Work::new(input);
+    plan.drift = drift(input, installed);
+    let drift_mode = input.effective.drift.value;
+    if drift_mode == DriftMode::Block && !plan.drift.is_empty() {
+        block_on_drift(&mut plan);
+        return plan;
+    }
+    let (version, upgrade_level) = release(input, &mut work, installed, &mut plan);
+    if drift_mode == DriftMode::Revert && !plan.drift.is_empty() {
+        revert_drift(input, &mut work, installed, &mut plan);
+    }
+    let any_fix = fixes(input, &mut work, installed, &version, &mut plan);
+    plan.to_version = Some(version.to_string());
+    plan.plan_digest = digest(&plan);
+    approval(input, &mut plan, upgrade_level, any_fix);
+    plan
+}
 
-    // Drift: managed files that differ from the last rollback point.
-    let drift: Vec<String> = installed
+/// Holds a site not adopted yet, naming the release it looks like: its
+/// plan shows what adoption would lead to, but nothing is applied.
+fn not_adopted(input: &SiteInput<'_>, plan: &mut SitePlan) {
+    let reason = match &input.detection {
+        Some(d) => format!(
+            "sitekeeper has not adopted {} yet; it {d}. Run `sitekeeper adopt {} --detect` (or --version V) before applying",
+            input.name, input.name
+        ),
+        None => format!(
+            "sitekeeper has not adopted {} and no release of the catalog resembles it",
+            input.name
+        ),
+    };
+    plan.held.push(Held {
+        item: "site".into(),
+        code: HeldCode::NotAdopted,
+        reason,
+    });
+    if let Some(d) = &input.detection {
+        plan.notes.push(d.to_string());
+    }
+}
+
+/// Drift (SPEC §4.4): managed files that differ from the last rollback point.
+fn drift(input: &SiteInput<'_>, installed: &Installed) -> Vec<String> {
+    installed
         .snapshot
         .iter()
         .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(**blob))
         .map(|(path, _)| path.clone())
-        .collect();
-    plan.drift = drift.clone();
-    let drift_mode = input.effective.drift.value;
-    if drift_mode == DriftMode::Block && !drift.is_empty() {
-        plan.held.push(Held {
-            item: "site".into(),
-            code: HeldCode::DriftBlocked,
-            reason: format!(
-                "{} managed file(s) changed locally ({}); with drift: block nothing is done until they are restored or adopted",
-                drift.len(),
-                preview(&drift)
-            ),
-        });
-        plan.to_version = plan.from_version.clone();
-        plan.plan_digest = digest(&plan);
-        return plan;
-    }
+        .collect()
+}
 
-    // The release.
+/// `drift: block` with local changes: the whole plan is held.
+fn block_on_drift(plan: &mut SitePlan) {
+    plan.held.push(Held {
+        item: "site".into(),
+        code: HeldCode::DriftBlocked,
+        reason: format!(
+            "{} managed file(s) changed locally ({}); with drift: block nothing is done until they are restored or adopted",
+            plan.drift.len(),
+            preview(&plan.drift)
+        ),
+    });
+    plan.to_version = plan.from_version.clone();
+    plan.plan_digest = digest(plan);
+}
+
+/// The target release (SPEC §4.2) and its upgrade, into `work` and `plan`.
+/// Returns the version the site will run and the upgrade's level of
+/// change, if it upgrades.
+fn release(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    plan: &mut SitePlan,
+) -> (Version, Option<ChangeLevel>) {
     let gates = choose::Gates {
         effective: input.effective,
         catalog: input.catalog,
@@ -662,76 +354,88 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
     };
     let choice = choose::choose(&installed.version, input.releases.iter(), &gates);
     plan.held.extend(choice.held);
-    let mut version = installed.version.clone();
-    let mut upgrade_level = None;
-    if let Some((target, change, _class)) = choice.target {
-        match upgrade(input, &mut work, &installed.version, &target) {
-            Ok(Some(action)) => {
-                version = target.clone();
-                upgrade_level = Some(change);
-                plan.actions.push(action);
-            }
-            Ok(None) => {
-                version = target.clone();
-                upgrade_level = Some(change);
-            }
-            Err(held) => plan.held.push(held),
+    let Some((target, change, _class)) = choice.target else {
+        return (installed.version.clone(), None);
+    };
+    match upgrade(input, work, &installed.version, &target) {
+        Ok(action) => {
+            plan.actions.extend(action);
+            (target, Some(change))
+        }
+        Err(held) => {
+            plan.held.push(held);
+            (installed.version.clone(), None)
         }
     }
+}
 
-    // Drift revert, for files the upgrade left alone.
-    if drift_mode == DriftMode::Revert && !drift.is_empty() {
-        let mut files = Vec::new();
-        for path in &drift {
-            if work.touched(path) {
-                continue;
-            }
-            let Some(blob) = installed.snapshot.get(path) else {
-                continue;
-            };
-            match input.contents.point_blob(*blob) {
-                Ok(bytes) => {
-                    let mode = input
-                        .inventory
-                        .entries
-                        .get(path)
-                        .map_or(0o644, |e| match e {
-                            crate::inventory::Entry::File { mode, .. } => *mode,
-                            crate::inventory::Entry::Symlink { .. } => 0o777,
-                        });
-                    if let Some(change) = work.set(path, Some(FileData::new(bytes, mode, false))) {
-                        files.push(change);
-                    }
+/// `drift: revert`: the drifted files the upgrade left alone go back to
+/// the last rollback point's content.
+fn revert_drift(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    plan: &mut SitePlan,
+) {
+    let mut files = Vec::new();
+    for path in &plan.drift {
+        if work.touched(path) {
+            continue;
+        }
+        let Some(blob) = installed.snapshot.get(path) else {
+            continue;
+        };
+        match input.contents.point_blob(*blob) {
+            Ok(bytes) => {
+                let mode = input
+                    .inventory
+                    .entries
+                    .get(path)
+                    .map_or(0o644, |e| match e {
+                        crate::inventory::Entry::File { mode, .. } => *mode,
+                        crate::inventory::Entry::Symlink { .. } => 0o777,
+                    });
+                if let Some(change) = work.set(path, Some(FileData::new(bytes, mode, false))) {
+                    files.push(change);
                 }
-                Err(e) => plan.notes.push(format!("cannot revert {path}: {e}")),
             }
-        }
-        if !files.is_empty() {
-            plan.actions.push(Action {
-                kind: ActionKind::RevertDrift,
-                id: "drift".into(),
-                reason: format!(
-                    "drift: revert puts {} locally changed file(s) back",
-                    files.len()
-                ),
-                files,
-            });
+            Err(e) => plan.notes.push(format!("cannot revert {path}: {e}")),
         }
     }
+    if !files.is_empty() {
+        plan.actions.push(Action {
+            kind: ActionKind::RevertDrift,
+            id: "drift".into(),
+            reason: format!(
+                "drift: revert puts {} locally changed file(s) back",
+                files.len()
+            ),
+            files,
+        });
+    }
+}
 
-    // Fixes, re-evaluated against the release the site will run.
+/// The fixes, in name order, re-evaluated against the release the site
+/// will run. Returns whether any is applied.
+fn fixes(
+    input: &SiteInput<'_>,
+    work: &mut Work<'_>,
+    installed: &Installed,
+    version: &Version,
+    plan: &mut SitePlan,
+) -> bool {
     let mut any_fix = false;
     for (n, fix) in input.fixes.iter().enumerate() {
         let before = work.clone();
-        match plan_fix(input, &mut work, installed, &version, fix) {
+        match plan_fix(input, work, installed, version, fix) {
             FixOutcome::Skip => {}
             FixOutcome::Held(h) => plan.held.push(h),
             FixOutcome::Action(a) => {
-                match undoes(input, &work, installed, &version, &input.fixes[..n]) {
+                match undoes(input, work, installed, version, &input.fixes[..n]) {
                     // Applying both would change the files again on every run
                     // (found by the property tests): keep the earlier fix's result.
                     Some(earlier) => {
-                        work = before;
+                        *work = before;
                         plan.held.push(Held {
                         item: format!("fix {}", fix.id),
                         code: HeldCode::FixConflict,
@@ -749,11 +453,18 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
             }
         }
     }
+    any_fix
+}
 
-    plan.to_version = Some(version.to_string());
-    plan.plan_digest = digest(&plan);
-
-    // Approval: the plan's levels of change against the policy's list.
+/// Approval: the plan's levels of change against the policy's
+/// `require_approval`; a plan that needs one and whose digest the site's
+/// approvals file does not list is held.
+fn approval(
+    input: &SiteInput<'_>,
+    plan: &mut SitePlan,
+    upgrade_level: Option<ChangeLevel>,
+    any_fix: bool,
+) {
     let mut levels = BTreeSet::new();
     if let Some(l) = upgrade_level {
         levels.insert(l);
@@ -774,14 +485,13 @@ fn plan_trusted(input: &SiteInput<'_>) -> SitePlan {
         .iter()
         .any(|a| a.plan_digest.as_str() == plan.plan_digest);
     if !needed.is_empty() && plan.has_changes() && !approved {
-        let reason = approval_reason(input, &plan, &needed);
+        let reason = approval_reason(input, plan, &needed);
         plan.held.push(Held {
             item: "plan".into(),
             code: HeldCode::ApprovalRequired,
             reason,
         });
     }
-    plan
 }
 
 /// Why a plan waits for an approval: which levels need one, the digest to
@@ -931,350 +641,6 @@ fn upgrade(
         reason,
         files,
     }))
-}
-
-enum FixOutcome {
-    Skip,
-    Held(Held),
-    Action(Action),
-}
-
-/// A fix held because a content it needs cannot be read.
-fn unreadable(item: String, error: &str) -> FixOutcome {
-    FixOutcome::Held(Held {
-        item,
-        code: HeldCode::FixTargetMissing,
-        reason: format!("its content cannot be read: {error}"),
-    })
-}
-
-/// Whether the site takes this fix at all, or the held item saying why not.
-fn fix_opt_in(e: &Effective, fix: &Fix) -> Result<(), (HeldCode, String)> {
-    let capped = |from: &Provenance, note: &Option<String>| {
-        note.is_some() && matches!(from, Provenance::Policy { .. })
-    };
-    let wanted = match fix.severity {
-        Severity::Critical => HotfixLevel::Critical,
-        Severity::Normal => HotfixLevel::All,
-    };
-    if e.hotfixes.value < wanted {
-        let code = if capped(&e.hotfixes.from, &e.hotfixes.note) {
-            HeldCode::PolicyCeiling
-        } else {
-            HeldCode::NotOptedIn
-        };
-        return Err((
-            code,
-            format!(
-                "a {} fix; the site takes hot fixes: {}",
-                fix.severity, e.hotfixes.value
-            ),
-        ));
-    }
-    let (needed, setting) = match fix.kind {
-        FixKind::Fix => return Ok(()),
-        FixKind::Diagnostic => ("diagnostics", &e.diagnostics),
-        FixKind::Access => ("vendor_access", &e.vendor_access),
-    };
-    if !setting.value {
-        let code = if capped(&setting.from, &setting.note) {
-            HeldCode::PolicyCeiling
-        } else {
-            HeldCode::NotOptedIn
-        };
-        return Err((
-            code,
-            format!("a {} fix needs opt_in.{needed}: true", fix.kind),
-        ));
-    }
-    Ok(())
-}
-
-fn plan_fix(
-    input: &SiteInput<'_>,
-    work: &mut Work<'_>,
-    installed: &Installed,
-    version: &Version,
-    fix: &Fix,
-) -> FixOutcome {
-    if !fix.applies_to.matches(version) || fix.fixed_in.as_ref().is_some_and(|f| f <= version) {
-        return FixOutcome::Skip;
-    }
-    if !fix
-        .selector
-        .iter()
-        .all(|(k, v)| input.labels.get(k) == Some(v))
-    {
-        return FixOutcome::Skip;
-    }
-    let item = format!("fix {}", fix.id);
-    if let Err((code, why)) = fix_opt_in(input.effective, fix) {
-        return FixOutcome::Held(Held {
-            item,
-            code,
-            reason: format!("{}: {why}", fix.title),
-        });
-    }
-    // The window holds fixes too, except critical ones where the policy
-    // lets urgent changes through.
-    if let Some(w) = &input.effective.window.value
-        && !choose::in_window(w, input.now)
-        && !(fix.severity == Severity::Critical && input.effective.urgent_bypass.value)
-    {
-        return FixOutcome::Held(Held {
-            item,
-            code: HeldCode::OutsideWindow,
-            reason: format!("{} waits for the maintenance window ({w})", fix.title),
-        });
-    }
-    let checksum = fix_checksum(fix);
-    if input.quarantined_fixes.get(&fix.id) == Some(&checksum)
-        && input.forced_fix != Some(fix.id.as_str())
-    {
-        return FixOutcome::Held(Held {
-            item,
-            code: HeldCode::Quarantined,
-            reason: format!(
-                "{} failed on this site and was rolled back; it waits for the catalog to change it, or run `sitekeeper apply --fix {}` to try it again",
-                fix.title, fix.id
-            ),
-        });
-    }
-    if let Some(applied) = installed.fixes.get(&fix.id)
-        && applied != &checksum
-    {
-        return FixOutcome::Held(Held {
-            item,
-            code: HeldCode::FixConflict,
-            reason: format!(
-                "{} changed in the catalog after it was applied; it is not applied again by itself",
-                fix.id
-            ),
-        });
-    }
-    let previously_applied = installed.fixes.contains_key(&fix.id);
-
-    // Evaluate every op on a copy of the working tree: a fix lands whole or not at all.
-    let mut trial = work.clone();
-    let mut changes: BTreeMap<String, FileChange> = BTreeMap::new();
-    let mut binaries: Vec<String> = Vec::new();
-    for (n, op) in fix.ops.iter().enumerate() {
-        let mut states: Vec<(String, FileState)> = Vec::new();
-        let expect = match op {
-            Op::Replace(r) => r.expect,
-            Op::Regex(r) => r.expect,
-            _ => Expect::Any,
-        };
-        match op {
-            Op::Replace(_) | Op::Regex(_) | Op::Delete(_) => {
-                let globs = match op {
-                    Op::Replace(r) => &r.files,
-                    Op::Regex(r) => &r.files,
-                    Op::Delete(d) => &d.files,
-                    _ => unreachable_globs(),
-                };
-                let targets = trial.matching(globs);
-                if targets.is_empty() {
-                    for g in globs {
-                        states.push((g.to_string(), FileState::Missing));
-                    }
-                }
-                for path in targets {
-                    if let Op::Delete(_) = op {
-                        if let Some(c) = trial.set(&path, None) {
-                            changes.entry(path.clone()).or_insert(c);
-                        }
-                        states.push((path, FileState::Applicable));
-                        continue;
-                    }
-                    let current = match trial.content(&path) {
-                        Ok(Some(current)) => current,
-                        Ok(None) => {
-                            states.push((path, FileState::Missing));
-                            continue;
-                        }
-                        Err(e) => return unreadable(item, &e),
-                    };
-                    // A link's "content" is its target: text ops never edit it.
-                    if current.symlink {
-                        continue;
-                    }
-                    let outcome = match op {
-                        Op::Replace(r) => fixops::replace(current.bytes().unwrap_or_default(), r),
-                        Op::Regex(r) => fixops::regex(current.bytes().unwrap_or_default(), r),
-                        _ => continue,
-                    };
-                    let state = match outcome.state {
-                        FileState::Conflict if previously_applied && matches!(op, Op::Regex(_)) => {
-                            FileState::Applied
-                        }
-                        s => s,
-                    };
-                    if let Some(bytes) = outcome.content
-                        && let Some(c) = trial.set(
-                            &path,
-                            Some(FileData::new(bytes, current.mode, current.symlink)),
-                        )
-                    {
-                        merge_change(&mut changes, c);
-                    }
-                    states.push((path, state));
-                }
-            }
-            Op::Write(w) | Op::Add(w) => {
-                let path = w.path.to_string();
-                if crate::inventory::is_preserved(input.preserve, &path) {
-                    continue;
-                }
-                if let Some(link) = through_link(input.inventory, &path) {
-                    return FixOutcome::Held(Held {
-                        item,
-                        code: HeldCode::FixConflict,
-                        reason: format!(
-                            "{}: {path} lies under {link}, which is a symbolic link on this site; sitekeeper never writes through links",
-                            fix.title
-                        ),
-                    });
-                }
-                let new = match (&w.content, &w.source) {
-                    (Some(text), _) => Ok(text.clone().into_bytes()),
-                    (None, Some(src)) => input.contents.fix_source(src.as_str()),
-                    (None, None) => Err("no content".to_owned()),
-                };
-                let new = match new {
-                    Ok(n) => n,
-                    Err(e) => return unreadable(item, &e),
-                };
-                let current = match trial.content(&path) {
-                    Ok(c) => c,
-                    Err(e) => return unreadable(item, &e),
-                };
-                let now = current.as_ref().and_then(|c| c.bytes());
-                let state = if let Op::Add(_) = op {
-                    fixops::add(now)
-                } else {
-                    fixops::write(now, &new)
-                };
-                if state == FileState::Applicable {
-                    // A link's 0o777 is no file mode: a file written in
-                    // place of a link gets the mode of a new file, never a
-                    // world-writable one.
-                    let mode = current
-                        .as_ref()
-                        .filter(|c| !c.symlink)
-                        .map_or(0o644, |c| c.mode);
-                    if let Some(c) = trial.set(&path, Some(FileData::new(new, mode, false))) {
-                        merge_change(&mut changes, c);
-                    }
-                }
-                states.push((path, state));
-            }
-        }
-        binaries.extend(
-            states
-                .iter()
-                .filter(|(_, s)| *s == FileState::Binary)
-                .map(|(p, _)| p.clone()),
-        );
-        let only: Vec<FileState> = states.iter().map(|(_, s)| *s).collect();
-        if !fixops::expect_met(expect, &only) {
-            let conflicts: Vec<String> = states
-                .iter()
-                .filter(|(_, s)| *s == FileState::Conflict)
-                .map(|(p, _)| p.clone())
-                .collect();
-            let (code, why) = if conflicts.is_empty() {
-                let missing: Vec<String> = states.iter().map(|(p, _)| p.clone()).collect();
-                (
-                    HeldCode::FixTargetMissing,
-                    format!(
-                        "op {} ({}) finds no file to change ({})",
-                        n + 1,
-                        op.name(),
-                        preview(&missing)
-                    ),
-                )
-            } else {
-                (
-                    HeldCode::FixConflict,
-                    format!(
-                        "op {} ({}) does not match customised file(s) {}",
-                        n + 1,
-                        op.name(),
-                        preview(&conflicts)
-                    ),
-                )
-            };
-            return FixOutcome::Held(Held {
-                item,
-                code,
-                reason: format!("{}: {why}", fix.title),
-            });
-        }
-    }
-    *work = trial;
-    let files: Vec<FileChange> = changes
-        .into_values()
-        .filter(|c| c.before != c.after)
-        .collect();
-    if files.is_empty() {
-        return FixOutcome::Skip;
-    }
-    let mut reason = fix.reason.clone();
-    if !binaries.is_empty() {
-        reason.push_str(&format!(
-            " (binary files left alone: {})",
-            preview(&binaries)
-        ));
-    }
-    FixOutcome::Action(Action {
-        kind: ActionKind::Fix,
-        id: fix.id.clone(),
-        reason,
-        files,
-    })
-}
-
-/// The first of `earlier` fixes that would change `work` again: what a
-/// fix just applied to `work` undid. Each is tried on a copy.
-fn undoes<'a>(
-    input: &SiteInput<'_>,
-    work: &Work<'_>,
-    installed: &Installed,
-    version: &Version,
-    earlier: &'a [Fix],
-) -> Option<&'a str> {
-    earlier.iter().find_map(|e| {
-        let mut probe = work.clone();
-        matches!(
-            plan_fix(input, &mut probe, installed, version, e),
-            FixOutcome::Action(_)
-        )
-        .then_some(e.id.as_str())
-    })
-}
-
-fn unreachable_globs() -> &'static Vec<Glob> {
-    static EMPTY: Vec<Glob> = Vec::new();
-    &EMPTY
-}
-
-/// Two edits of one file within a fix are one change: first before, last after.
-fn merge_change(changes: &mut BTreeMap<String, FileChange>, c: FileChange) {
-    match changes.get_mut(&c.path) {
-        Some(existing) => {
-            existing.after = c.after;
-            existing.new = c.new;
-            existing.op = match (existing.before, existing.after) {
-                (None, _) => FileOp::Add,
-                (_, None) => FileOp::Delete,
-                _ => FileOp::Modify,
-            };
-        }
-        None => {
-            changes.insert(c.path.clone(), c);
-        }
-    }
 }
 
 /// The digest of what a plan does (SPEC §4.1): versions, actions, paths and

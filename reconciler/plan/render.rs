@@ -226,104 +226,161 @@ pub fn markdown(plan: &Plan) -> String {
     } else {
         summary_by_class(&mut out, &classes);
     }
-    let budget = MARKDOWN_LIMIT - FOOTER;
-    // Room is kept for a summary line of every file not yet rendered, so
-    // diffs shown early never crowd later files out of the comment.
-    let mut reserve: usize = classes
-        .iter()
-        .flat_map(|(_, sites)| sites[0].actions.iter())
-        .flat_map(|a| a.files.iter())
-        .map(|f| file_line(f).len())
-        .sum();
-    let (mut summarized, mut left_out) = (0usize, 0usize);
+    let mut page = Page::new(out, &classes);
     for (digest, sites) in &classes {
-        let first = sites[0];
-        let what = if first.has_changes() {
-            versions(first)
-        } else {
-            format!("{}, no changes", versions(first))
-        };
-        let mut section = format!(
-            "<details><summary>{} site{}: same plan ({what})</summary>\n\n{}\n\n",
-            sites.len(),
-            if sites.len() == 1 { "" } else { "s" },
-            site_names(sites)
-        );
-        if first.has_changes() {
-            let _ = writeln!(section, "Plan digest to approve: `{digest}`\n");
-        }
-        let mut held: Vec<String> = Vec::new();
-        for s in sites {
-            for h in &s.held {
-                let line = format!("- **{}** `{}`: {}", h.item, code_word(h.code), h.reason);
-                if !held.contains(&line) {
-                    held.push(line);
-                }
-            }
-        }
-        if !held.is_empty() {
-            let _ = writeln!(section, "**Held**\n\n{}\n", held.join("\n"));
-        }
-        // The section's frame must fit whole; its diffs fit as they can.
-        let close = "</details>\n\n";
-        if out.len() + section.len() + close.len() > budget {
-            for f in first.actions.iter().flat_map(|a| a.files.iter()) {
-                reserve = reserve.saturating_sub(file_line(f).len());
-                left_out += 1;
-            }
-            continue;
-        }
-        out.push_str(&section);
-        for a in &first.actions {
-            let title = format!(
-                "#### {} ({})\n\n{}\n\n",
-                action_title(a),
-                files_word(a.files.len()),
-                a.reason
-            );
-            if out.len() + title.len() + close.len() > budget {
-                for f in &a.files {
-                    reserve = reserve.saturating_sub(file_line(f).len());
-                    left_out += 1;
-                }
-                continue;
-            }
-            out.push_str(&title);
-            for f in &a.files {
-                let diff = file_diff(f);
-                let line = file_line(f);
-                reserve = reserve.saturating_sub(line.len());
-                if out.len() + diff.len() + reserve + close.len() <= budget {
-                    out.push_str(&diff);
-                } else if out.len() + line.len() + close.len() <= budget {
-                    out.push_str(&line);
-                    summarized += 1;
-                } else {
-                    left_out += 1;
-                }
-            }
-            out.push('\n');
-        }
-        out.push_str(close);
+        page.class(digest, sites);
     }
-    if summarized + left_out > 0 {
+    page.finish()
+}
+
+/// Closes a class's collapsible section.
+const CLOSE: &str = "</details>\n\n";
+
+/// The comment as it is written, against its size budget, and what the
+/// budget has cost so far.
+struct Page {
+    out: String,
+    budget: usize,
+    /// Room kept for a summary line of every file not yet rendered, so
+    /// diffs shown early never crowd later files out of the comment.
+    reserve: usize,
+    /// Files shown as one-line summaries.
+    summarized: usize,
+    /// Files left out.
+    left_out: usize,
+}
+
+impl Page {
+    fn new(out: String, classes: &[(&str, Vec<&SitePlan>)]) -> Self {
+        let reserve = classes
+            .iter()
+            .flat_map(|(_, sites)| sites[0].actions.iter())
+            .flat_map(|a| a.files.iter())
+            .map(|f| file_line(f).len())
+            .sum();
+        Page {
+            out,
+            budget: MARKDOWN_LIMIT - FOOTER,
+            reserve,
+            summarized: 0,
+            left_out: 0,
+        }
+    }
+
+    /// Whether `len` more bytes, and the section's close, still fit.
+    fn fits(&self, len: usize) -> bool {
+        self.out.len() + len + CLOSE.len() <= self.budget
+    }
+
+    /// Counts files that are not rendered at all.
+    fn leave_out<'f>(&mut self, files: impl Iterator<Item = &'f FileChange>) {
+        for f in files {
+            self.reserve = self.reserve.saturating_sub(file_line(f).len());
+            self.left_out += 1;
+        }
+    }
+
+    /// One plan class: its frame must fit whole; its diffs fit as they can.
+    fn class(&mut self, digest: &str, sites: &[&SitePlan]) {
+        let first = sites[0];
+        let section = class_head(digest, sites);
+        if !self.fits(section.len()) {
+            self.leave_out(first.actions.iter().flat_map(|a| a.files.iter()));
+            return;
+        }
+        self.out.push_str(&section);
+        for a in &first.actions {
+            self.action(a);
+        }
+        self.out.push_str(CLOSE);
+    }
+
+    /// One action: its title, then each file's diff, or its summary line
+    /// when the diff does not fit, or nothing when neither does.
+    fn action(&mut self, a: &Action) {
+        let title = format!(
+            "#### {} ({})\n\n{}\n\n",
+            action_title(a),
+            files_word(a.files.len()),
+            a.reason
+        );
+        if !self.fits(title.len()) {
+            self.leave_out(a.files.iter());
+            return;
+        }
+        self.out.push_str(&title);
+        for f in &a.files {
+            let diff = file_diff(f);
+            let line = file_line(f);
+            self.reserve = self.reserve.saturating_sub(line.len());
+            if self.fits(diff.len() + self.reserve) {
+                self.out.push_str(&diff);
+            } else if self.fits(line.len()) {
+                self.out.push_str(&line);
+                self.summarized += 1;
+            } else {
+                self.left_out += 1;
+            }
+        }
+        self.out.push('\n');
+    }
+
+    /// The comment, with a closing note of what the limit cost, if anything.
+    fn finish(mut self) -> String {
+        if self.summarized + self.left_out == 0 {
+            return self.out;
+        }
         let mut parts = Vec::new();
-        if summarized > 0 {
+        if self.summarized > 0 {
             parts.push(format!(
                 "{} shown as one-line summaries",
-                files_word(summarized)
+                files_word(self.summarized)
             ));
         }
-        if left_out > 0 {
-            parts.push(format!("{} left out", files_word(left_out)));
+        if self.left_out > 0 {
+            parts.push(format!("{} left out", files_word(self.left_out)));
         }
         let _ = writeln!(
-            out,
+            self.out,
             "_To stay under the comment size limit, {}; `sitekeeper plan --format json` has every file._",
             parts.join(" and ")
         );
+        self.out
     }
-    out
+}
+
+/// The head of a plan class's section: how many sites share the plan and
+/// which, the digest to approve (when it changes anything), and every
+/// distinct held item of its sites.
+fn class_head(digest: &str, sites: &[&SitePlan]) -> String {
+    let first = sites[0];
+    let what = if first.has_changes() {
+        versions(first)
+    } else {
+        format!("{}, no changes", versions(first))
+    };
+    let mut section = format!(
+        "<details><summary>{} site{}: same plan ({what})</summary>\n\n{}\n\n",
+        sites.len(),
+        if sites.len() == 1 { "" } else { "s" },
+        site_names(sites)
+    );
+    if first.has_changes() {
+        let _ = writeln!(section, "Plan digest to approve: `{digest}`\n");
+    }
+    let mut held: Vec<String> = Vec::new();
+    for s in sites {
+        for h in &s.held {
+            let line = format!("- **{}** `{}`: {}", h.item, code_word(h.code), h.reason);
+            if !held.contains(&line) {
+                held.push(line);
+            }
+        }
+    }
+    if !held.is_empty() {
+        let _ = writeln!(section, "**Held**\n\n{}\n", held.join("\n"));
+    }
+    section
 }
 
 /// Sites grouped by plan digest, largest class first (then by first site).

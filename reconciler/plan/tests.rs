@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use super::*;
 use crate::inventory::Entry;
-use crate::model::words::{Layout, UpgradeLevel};
+use crate::model::hash::BlobId;
+use crate::model::words::{HotfixLevel, Layout, UpgradeLevel};
 use crate::model::{Catalog, Channel, Release, Window};
-use crate::policy::{Effective, Setting};
+use crate::policy::{Effective, Provenance, Setting};
 
 fn builtin<T>(v: T) -> Setting<T> {
     Setting::new(v, Provenance::Builtin)

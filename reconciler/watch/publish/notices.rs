@@ -10,9 +10,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::model::values::saturating_after;
-use crate::observe::status::{HeldWhy, Upgrade};
 use crate::plan::HeldCode;
 use crate::plan::choose::Class;
+use crate::plan::choose::{HeldWhy, Upgrade};
 use crate::store::{Durability, SiteState, atomic_write};
 
 /// The variable that silences every notice (`SITEKEEPER_NO_NOTICES=1`).

@@ -1,0 +1,134 @@
+//! What runs around a change and judges it (SPEC §6.2, §6.4): the pre and
+//! post hooks (the owner's, and the release's where the policy allows
+//! them), the health check before and after, and the verdict they give.
+//! Runs the site's commands; writes nothing but `hooks.log`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ApplyError, failed, record};
+use crate::apply::health;
+use crate::apply::hooks::{HookEnv, run as run_hook};
+use crate::model::fleet::Health;
+use crate::model::values::Command;
+use crate::plan::SitePlan;
+use crate::store::{By, LedgerKind, LedgerResult, Record};
+
+/// The commands around one change, and what each is told.
+pub(super) struct Hooks<'a> {
+    /// Before the files change: the owner's, then the release's.
+    pub(super) pre: Vec<&'a Command>,
+    /// After: the release's, then the owner's.
+    pub(super) post: Vec<&'a Command>,
+    /// Each hook's time limit.
+    pub(super) timeout: Duration,
+    /// The site's health check, if it has one.
+    pub(super) health: Option<&'a Health>,
+    /// The site, for `SITEKEEPER_SITE`.
+    pub(super) site: &'a str,
+    /// The root the commands run in, as it was before the change.
+    pub(super) root: PathBuf,
+    /// `SITEKEEPER_VERSION_FROM` and `_TO`.
+    pub(super) from: String,
+    pub(super) to: String,
+    /// `hooks.log`.
+    pub(super) log: PathBuf,
+}
+
+impl Hooks<'_> {
+    fn env(&self) -> HookEnv<'_> {
+        HookEnv {
+            site: self.site,
+            root: &self.root,
+            from: &self.from,
+            to: &self.to,
+            log: &self.log,
+        }
+    }
+
+    /// The check before the change: a check that already fails is
+    /// reported but cannot blame the change, so a broken site still
+    /// receives the fix that may repair it. `None`: the site has no check.
+    pub(super) fn health_before(&self) -> Option<Result<(), String>> {
+        self.health.map(|check| health::run(check, &self.env()))
+    }
+
+    /// The pre hooks, in order; the first that fails cancels the change
+    /// before anything is written.
+    pub(super) fn run_pre(&self) -> Result<(), ApplyError> {
+        let env = self.env();
+        for cmd in &self.pre {
+            run_hook(&cmd.0, &env, self.timeout).map_err(|e| {
+                failed(
+                    self.site,
+                    format!("pre_apply hook: {e}; nothing was changed"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After the change: the post hooks, then the health check. Only a
+    /// hook, or a check that passed `before`, can blame the change.
+    /// `None`: nothing judged it (no hooks failed and the site has no check).
+    pub(super) fn judge_after(&self, before: Option<Result<(), String>>) -> Option<Verdict> {
+        let env = self.env();
+        let mut failure = None;
+        for cmd in &self.post {
+            if let Err(e) = run_hook(&cmd.0, &env, self.timeout) {
+                failure = Some(format!("post_apply hook: {e}"));
+                break;
+            }
+        }
+        match (failure, self.health, before) {
+            (Some(reason), _, _) => Some(Verdict::Blamed(reason)),
+            (None, Some(check), Some(before)) => Some(match (before, health::run(check, &env)) {
+                (_, Ok(())) => Verdict::Passed,
+                (Ok(()), Err(e)) => Verdict::Blamed(format!("health check: {e}")),
+                (Err(was), Err(e)) => Verdict::NotBlamed(format!(
+                    "health check: {e}; it failed before the change too ({was}), so the change is kept"
+                )),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the check after a change found.
+pub(super) enum Verdict {
+    /// It passed.
+    Passed,
+    /// A hook, or a check that passed before, failed: the change is undone.
+    Blamed(String),
+    /// The check failed, but it failed before the change too.
+    NotBlamed(String),
+}
+
+impl Verdict {
+    /// The `health` ledger record of `point` (SPEC §5).
+    pub(super) fn record(
+        &self,
+        point: u64,
+        plan: Option<&SitePlan>,
+        by: &By,
+        now: jiff::Timestamp,
+    ) -> Record {
+        let (word, result, error) = match self {
+            Verdict::Passed => ("passed", LedgerResult::Ok, None),
+            Verdict::Blamed(e) => ("failed", LedgerResult::RolledBack, Some(e.clone())),
+            Verdict::NotBlamed(e) => ("failed", LedgerResult::Failed, Some(e.clone())),
+        };
+        let mut r = record(
+            LedgerKind::Health,
+            Some(word.to_owned()),
+            plan,
+            Vec::new(),
+            by,
+            now,
+        );
+        r.point = Some(point);
+        r.result = result;
+        r.error = error;
+        r
+    }
+}
