@@ -22,7 +22,7 @@ use crate::model::hash::{BlobId, ContentHash};
 use crate::model::values::{Glob, Pattern, Version};
 use crate::model::words::{Expect, Whitespace};
 use crate::model::{Fix, Release};
-use crate::observe::status::{HeldWhy, Upgrade};
+use crate::plan::choose::{HeldWhy, Upgrade};
 use crate::plan::{
     self, Action, ActionKind, FileChange, FileData, FileOp, Held, HeldCode, Plan, SitePlan, choose,
     render,

@@ -124,28 +124,7 @@ impl<'f> SiteContext<'f> {
         })?;
         let state = SiteState::new(state_dir, &name);
 
-        let cache_path = state.stat_cache_path();
-        let cache = StatCache::load(&cache_path);
-        let (inventory, next_cache) =
-            inventory::scan(&root, &site.paths.preserve, &cache, progress)
-                .map_err(|e| ContextError::Scan(e, name.clone()))?;
-        // Only a cache: a state dir that cannot be written costs speed, not
-        // correctness. A scan that changed nothing writes nothing, so a
-        // converged site's plan stays read-only.
-        // Every file the cache vouched for is in the new one unchanged, so
-        // it changed only if a file was hashed or one went away.
-        if inventory.stats.hashed > 0 || next_cache.len() != cache.len() {
-            let _ = state.create().and_then(|()| {
-                next_cache.save(&cache_path).map_err(|e| StoreError::Io {
-                    path: cache_path.clone(),
-                    source: e,
-                })
-            });
-        }
-        // Both caches are large for a large site, and done with: freed
-        // before the point's snapshot is read, so the two never add up.
-        drop((cache, next_cache));
-
+        let inventory = scan(site, &root, &state, progress)?;
         let points = state.existing_points()?;
         let point = match &points {
             Some(p) => p.latest()?,
@@ -155,16 +134,7 @@ impl<'f> SiteContext<'f> {
         // A damaged quarantine is an error: reading it as empty would let
         // a change that failed through again (SPEC §6.2).
         let quarantine = crate::store::Quarantine::read(&state)?;
-        let quarantined = quarantine
-            .releases
-            .iter()
-            .filter_map(|r| r.version.parse().ok())
-            .collect();
-        let quarantined_fixes = quarantine
-            .fixes
-            .iter()
-            .map(|f| (f.id.clone(), f.checksum.clone()))
-            .collect();
+        let (quarantined, quarantined_fixes) = quarantined(&quarantine);
         let releases: Vec<crate::model::Release> =
             catalog.releases.iter().map(|r| r.value.clone()).collect();
         let preflight = super::preflight::gather(site, &effective, &releases, &root_path);
@@ -197,7 +167,16 @@ impl<'f> SiteContext<'f> {
             releases,
             fixes: catalog.fixes.iter().map(|f| f.value.clone()).collect(),
         };
-        ctx.installed = match (&ctx.points, ctx.point) {
+        ctx.installed = ctx.installed()?;
+        Ok(ctx)
+    }
+
+    /// What is installed: the latest point's release, files and fixes; for
+    /// a site not adopted, the release its files look like (its detection
+    /// is kept on the context too).
+    fn installed(&mut self) -> Result<Option<Installed>, ContextError> {
+        let ctx = self;
+        Ok(match (&ctx.points, ctx.point) {
             (Some(points), Some(n)) => {
                 let meta = points.meta(n)?;
                 let snapshot = points.blobs(n)?;
@@ -239,8 +218,7 @@ impl<'f> SiteContext<'f> {
                     }
                 })
             }
-        };
-        Ok(ctx)
+        })
     }
 
     /// Whether the site has been adopted.
@@ -373,6 +351,52 @@ impl Contents for SiteContext<'_> {
             None => Err("the site has no rollback points".into()),
         }
     }
+}
+
+/// Scans the site's files, with the stat cache vouching for the unchanged
+/// ones, and saves the cache when the scan changed it.
+fn scan(
+    site: &Site,
+    root: &Root,
+    state: &SiteState,
+    progress: Option<&dyn Progress>,
+) -> Result<Inventory, ContextError> {
+    let cache_path = state.stat_cache_path();
+    let cache = StatCache::load(&cache_path);
+    let (inventory, next_cache) = inventory::scan(root, &site.paths.preserve, &cache, progress)
+        .map_err(|e| ContextError::Scan(e, site.site.to_string()))?;
+    // Only a cache: a state dir that cannot be written costs speed, not
+    // correctness. A scan that changed nothing writes nothing, so a
+    // converged site's plan stays read-only.
+    // Every file the cache vouched for is in the new one unchanged, so
+    // it changed only if a file was hashed or one went away.
+    if inventory.stats.hashed > 0 || next_cache.len() != cache.len() {
+        let _ = state.create().and_then(|()| {
+            next_cache.save(&cache_path).map_err(|e| StoreError::Io {
+                path: cache_path.clone(),
+                source: e,
+            })
+        });
+    }
+    // Both caches are large for a large site, and done with: freed before
+    // the point's snapshot is read, so the two never add up.
+    drop((cache, next_cache));
+    Ok(inventory)
+}
+
+/// The quarantined releases as versions, and the fixes as id → checksum,
+/// as the planner takes them.
+fn quarantined(q: &crate::store::Quarantine) -> (Vec<Version>, BTreeMap<String, String>) {
+    (
+        q.releases
+            .iter()
+            .filter_map(|r| r.version.parse().ok())
+            .collect(),
+        q.fixes
+            .iter()
+            .map(|f| (f.id.clone(), f.checksum.clone()))
+            .collect(),
+    )
 }
 
 /// The fixes in the site's files now (`fixes`, as the latest point names

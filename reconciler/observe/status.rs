@@ -18,9 +18,7 @@ use crate::plan::SitePlan;
 use crate::plan::choose::{self, Class, Gates};
 use crate::store::StoreError;
 
-// The upgrade query's values live with its gates in `plan::choose`; this
-// path stays for `fuzzing.rs`, which still names them by their old home.
-pub use crate::plan::choose::{HeldWhy, Upgrade};
+use crate::plan::choose::Upgrade;
 
 /// One site's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
