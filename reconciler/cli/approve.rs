@@ -70,6 +70,26 @@ impl Edit {
 pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Result<(), CliError> {
     // Every input is checked before any file is written: exit 2 means
     // nothing changed, for every site named.
+    let approval = approval(args)?;
+    if source::is_url(&global.fleet) {
+        return Err(not_a_directory(&global.fleet).into());
+    }
+    let (fleet, diags) = load::load(&super::load_options(global))?;
+    let Some(dir) = fleet.source.dir_path().map(Path::to_owned) else {
+        return Err(not_a_directory(&global.fleet).into());
+    };
+    let edits = plan_edits(&fleet, &diags, &dir, &args.sites, &approval)?;
+    write_and_say(printer, &edits, &approval)?;
+    warn_if_not_current(global, printer, &fleet, &edits, &approval);
+    Ok(())
+}
+
+/// One site's edit: its name, the approvals file relative to the fleet
+/// and on disk, and what changes in it.
+type SiteEdit = (String, String, std::path::PathBuf, Edit);
+
+/// The approval the arguments describe, checked.
+fn approval(args: &ApproveArgs) -> Result<Approval, CliError> {
     let digest: Digest = args
         .digest
         .parse()
@@ -93,14 +113,23 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
                 .map_err(|e| CliError::Failed(format!("the clock is out of range: {e}")))?,
         ),
     };
-    if source::is_url(&global.fleet) {
-        return Err(not_a_directory(&global.fleet).into());
-    }
-    let (fleet, diags) = load::load(&super::load_options(global))?;
-    let Some(dir) = fleet.source.dir_path().map(Path::to_owned) else {
-        return Err(not_a_directory(&global.fleet).into());
-    };
-    let sites = match select(&fleet, &args.sites) {
+    Ok(Approval {
+        plan_digest: digest,
+        by: by.to_owned(),
+        at,
+    })
+}
+
+/// The edit of each named site's approvals file, every one checked before
+/// any is written.
+fn plan_edits(
+    fleet: &load::Fleet,
+    diags: &[Diagnostic],
+    dir: &Path,
+    names: &[String],
+    approval: &Approval,
+) -> Result<Vec<SiteEdit>, CliError> {
+    let sites = match select(fleet, names) {
         Ok(sites) => sites,
         // A site whose file does not load is "unknown" too: show why,
         // from the site files only (not, say, an unreachable catalog).
@@ -116,12 +145,6 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
         }
         Err(e) => return Err(e),
     };
-    let approval = Approval {
-        plan_digest: digest,
-        by: by.to_owned(),
-        at,
-    };
-
     let mut edits = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for site in sites {
@@ -129,7 +152,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
         if !seen.insert(name.clone()) {
             continue;
         }
-        let rel = approvals_file(&dir, &name);
+        let rel = approvals_file(dir, &name);
         let shown = fleet.source.display(&rel);
         // A broken approvals file is not appended to (that could hide what
         // was wrong with it); other problems of the fleet (an unreachable
@@ -144,11 +167,19 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
         }
         let path = dir.join(&rel);
         let existing = read_existing(&path, &shown)?;
-        let edit = edit(&shown, existing.as_deref(), &approval)?;
+        let edit = edit(&shown, existing.as_deref(), approval)?;
         edits.push((name, rel, path, edit));
     }
+    Ok(edits)
+}
 
-    for (name, rel, path, edit) in &edits {
+/// Writes each changed approvals file and says what became of each site.
+fn write_and_say(
+    printer: &Printer,
+    edits: &[SiteEdit],
+    approval: &Approval,
+) -> Result<(), CliError> {
+    for (name, rel, path, edit) in edits {
         if let Some(text) = edit.text() {
             // Durable: an approval is a safety record, and the user's file
             // keeps the mode they gave it.
@@ -188,7 +219,6 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
             serde_json::to_string_pretty(&rows).map_err(|e| CliError::Failed(e.to_string()))?;
         printer.report(&text);
     }
-    warn_if_not_current(global, printer, &fleet, &edits, &approval);
     Ok(())
 }
 
@@ -323,7 +353,7 @@ fn warn_if_not_current(
     global: &Global,
     printer: &Printer,
     fleet: &Fleet,
-    edits: &[(String, String, PathBuf, Edit)],
+    edits: &[SiteEdit],
     approval: &Approval,
 ) {
     let Ok(at) = now() else { return };
