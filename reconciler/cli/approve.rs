@@ -4,7 +4,7 @@
 //! each atomically and durably ([`crate::store::atomic_write_keep_mode`]);
 //! it never reads or writes a site.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::Args;
 
