@@ -346,11 +346,8 @@ fn look(
     // A plan `apply` would refuse (approval missing, untrusted source,
     // drift blocked) is reported, not retried every few seconds; one
     // held by its preflight is an error of the site, which backs off.
-    let refusal = converge::refusal(name, &plan);
-    let preflight = refusal
-        .as_ref()
-        .is_some_and(|e| matches!(e, ApplyError::Preflight { .. }))
-        .then(|| refusal.expect("checked just above"));
+    let preflight =
+        converge::refusal(name, &plan).filter(|e| matches!(e, ApplyError::Preflight { .. }));
     let refused = plan.held.iter().any(|h| {
         matches!(
             h.code,
