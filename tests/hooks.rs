@@ -33,6 +33,7 @@ impl Site {
             from: "1.0.0",
             to: "1.0.1",
             log: &self.log,
+            data_file: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod judge;
 mod locked;
 mod quarantine;
 mod rollback;
+mod settle;
 mod stage;
 
 use std::path::Path;
@@ -24,11 +25,14 @@ use crate::model::words::Layout;
 use crate::model::{Release, Site};
 use crate::observe::SiteContext;
 use crate::plan::{HeldCode, Plan, SitePlan};
-use crate::store::{By, LedgerKind, LedgerResult, Points, Record, SiteState, StoreError};
+use crate::store::{
+    By, ChangePhase, LedgerKind, LedgerResult, Points, Record, SiteState, StoreError,
+};
 use judge::{Hooks, Verdict};
 use locked::{Locked, lock_and_recover};
 use quarantine::{lift_quarantine, quarantine_plan};
 use rollback::{roll_back, rollback_to};
+use settle::ChangeData;
 use stage::{check_space, plan_changes, record_prestate, store_blobs};
 
 /// How `apply` or `rollback` ended for a site.
@@ -44,6 +48,9 @@ pub enum Outcome {
         files: usize,
         /// The version now.
         version: String,
+        /// Something the operator should know about it (a rollback that
+        /// left the data as it is).
+        note: Option<String>,
     },
 }
 
@@ -86,6 +93,7 @@ impl ApplyError {
             | ApplyError::Untrusted { site, .. }
             | ApplyError::DriftBlocked { site, .. }
             | ApplyError::Preflight { site, .. }
+            | ApplyError::FailureMarker { site, .. }
             | ApplyError::NoPoint { site, .. }
             | ApplyError::RolledBack { site, .. }
             | ApplyError::StorageFull { site, .. }
@@ -245,6 +253,7 @@ pub fn refusal(site: &str, plan: &SitePlan) -> Option<ApplyError> {
         match h.code {
             HeldCode::UntrustedSource => return Some(ApplyError::Untrusted { site, reason }),
             HeldCode::DriftBlocked => return Some(ApplyError::DriftBlocked { site, reason }),
+            HeldCode::FailureMarker => return Some(ApplyError::FailureMarker { site, reason }),
             HeldCode::ApprovalRequired => {
                 return Some(ApplyError::ApprovalMissing { site, reason });
             }
@@ -356,13 +365,21 @@ impl<'a> Applying<'a> {
             )?),
             None => None,
         };
-        progress(&locked.state, name, "staging", 20, Some(plan), None);
-        let (changes, points) = self.stage(locked)?;
         let hooks = self.hooks(locked, release);
+        let migrations = self.migrations(release);
+        let runs_commands = !migrations.is_empty() || hooks.runs_any();
+        progress(&locked.state, name, "staging", 20, Some(plan), None);
+        let (changes, points) = self.stage(locked, runs_commands)?;
         let before = hooks.health_before();
         let base = self.record_state_before(locked, &points, &changes)?;
-        hooks.run_pre()?;
-        let journal = self.journal(locked, changes, base)?;
+        let txn = txn_id(self.opts.now);
+        let mut data = self.capture_data(locked, base, &txn, runs_commands, !migrations.is_empty())?;
+        if let Err(e) = hooks.run_pre() {
+            data.close(&locked.state)?;
+            return Err(e);
+        }
+        let journal = self.journal(locked, changes, base, txn)?;
+        data.enter(ChangePhase::Files, &locked.state)?;
         progress(&locked.state, name, "replacing", 50, Some(plan), None);
         let point = execute_or_undo(
             self.opts.progress,
@@ -374,6 +391,11 @@ impl<'a> Applying<'a> {
             self.opts.now,
         )
         .inspect_err(|e| {
+            // Undone at once: the data was never touched. An undo that
+            // failed leaves the record to the next command's recovery.
+            if !txn::pending(&locked.state) {
+                let _ = data.close(&locked.state);
+            }
             progress(
                 &locked.state,
                 name,
@@ -386,21 +408,47 @@ impl<'a> Applying<'a> {
         if locked.layout == Layout::Symlink {
             locked.reopen()?;
         }
-        progress(&locked.state, name, "checking", 90, Some(plan), None);
-        let verdict = hooks.judge_after(before);
+        let verdict = self.judge(locked, &hooks, before, release, &migrations, &mut data, point)?;
         if let Some(v) = &verdict {
             self.record_verdict(locked, v, point)?;
         }
         if let Some(Verdict::Blamed(reason)) = verdict {
-            return Err(self.roll_back(locked, &points, base, reason)?);
+            return Err(self.roll_back(locked, &points, base, reason, &mut data)?);
         }
+        data.close(&locked.state)?;
         self.finish(locked, &points)?;
         progress(&locked.state, name, "done", 100, Some(plan), None);
         Ok(Outcome::Changed {
             point,
             files: journal.changes.len(),
             version: plan.to_version.clone().unwrap_or_default(),
+            note: None,
         })
+    }
+
+    /// Steps 4 and 5 of SPEC §6.6: the migrations, then the post hooks and
+    /// the health check. A failed migration blames the change without
+    /// running the rest.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        locked: &Locked,
+        hooks: &Hooks<'_>,
+        before: Option<Result<(), String>>,
+        release: Option<&Release>,
+        migrations: &[&Command],
+        data: &mut ChangeData,
+        point: u64,
+    ) -> Result<Option<Verdict>, ApplyError> {
+        if !migrations.is_empty() {
+            data.enter(ChangePhase::Migrating, &locked.state)?;
+            if let Err(reason) = self.migrate(locked, release, migrations, point)? {
+                return Ok(Some(Verdict::Blamed(reason)));
+            }
+        }
+        data.enter(ChangePhase::Judging, &locked.state)?;
+        progress(&locked.state, self.name, "checking", 90, Some(self.plan), None);
+        Ok(hooks.judge_after(before))
     }
 
     /// The release the change upgrades to, if it upgrades.
@@ -420,9 +468,14 @@ impl<'a> Applying<'a> {
     /// Stages the change (SPEC §6.1): the final state of every path, each
     /// checked against disk; the free space it needs; and every old and
     /// new content stored in `points.git` before anything changes.
-    fn stage(&self, locked: &Locked) -> Result<(Vec<Change>, Points), ApplyError> {
+    fn stage(
+        &self,
+        locked: &Locked,
+        runs_commands: bool,
+    ) -> Result<(Vec<Change>, Points), ApplyError> {
         let (changes, contents) = plan_changes(&locked.root, self.plan)?;
-        check_space(locked, &contents)?;
+        let snapshot = self.snapshot_estimate(locked, runs_commands);
+        check_space(locked, &contents, snapshot)?;
         let points = locked.state.points()?;
         store_blobs(&locked.root, &points, &changes, &contents, self.ctx)?;
         Ok((changes, points))
@@ -514,6 +567,7 @@ impl<'a> Applying<'a> {
         points: &Points,
         base: Option<u64>,
         reason: String,
+        data: &mut ChangeData,
     ) -> Result<ApplyError, ApplyError> {
         let to = base.ok_or_else(|| {
             failed(
@@ -537,6 +591,8 @@ impl<'a> Applying<'a> {
             &self.by,
             Some(&reason),
         )?;
+        // The files are back; now the data they go with (SPEC §6.6).
+        self.restore_data(locked, data, &reason)?;
         progress(
             &locked.state,
             self.name,
@@ -601,13 +657,42 @@ fn txn_id(now: jiff::Timestamp) -> String {
     format!("{}-{}", now.as_nanosecond(), std::process::id())
 }
 
-/// `rollback SITE [--to POINT]`.
+/// `resolve SITE --by NAME` (SPEC §6.6): under the lock, removes the
+/// site's failure marker and records who cleared it (`kind: resolve`).
+/// Returns the marker that was cleared; `None` when there was none.
+pub fn resolve_site(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    by_name: &str,
+    opts: &Options<'_>,
+) -> Result<Option<crate::store::FailureMarker>, ApplyError> {
+    let name = site.site.to_string();
+    let resolve = || -> Result<_, ApplyError> {
+        let locked = lock_and_recover(fleet, site, opts)?;
+        let Some(marker) = crate::store::FailureMarker::read(&locked.state)? else {
+            return Ok(None);
+        };
+        let mut by = By::here(opts.via);
+        by.user = by_name.to_owned();
+        let mut r = record(LedgerKind::Resolve, None, None, Vec::new(), &by, opts.now);
+        r.point = marker.point;
+        r.error = Some(format!("cleared: {}: {}", marker.what, marker.error));
+        locked.state.ledger().append(r)?;
+        crate::store::FailureMarker::remove(&locked.state)?;
+        Ok(Some(marker))
+    };
+    resolve().map_err(|e| e.at(&name))
+}
+
+/// `rollback SITE [--to POINT] [--data]`: `data` also restores the data
+/// snapshot of the point (SPEC §6.6); without it data is never touched.
 pub fn rollback_site(
     fleet: &Fleet,
     site: &Loaded<Site>,
     to: Option<u64>,
+    data: bool,
     opts: &Options<'_>,
 ) -> Result<Outcome, ApplyError> {
     let name = site.site.to_string();
-    roll_back(fleet, site, to, opts).map_err(|e| e.at(&name))
+    roll_back(fleet, site, to, data, opts).map_err(|e| e.at(&name))
 }

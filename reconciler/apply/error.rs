@@ -90,6 +90,15 @@ pub enum ApplyError {
         /// The checks that failed.
         checks: Vec<PreflightFailure>,
     },
+    /// The site has a failure marker (SPEC §6.6): nothing changes it until
+    /// an operator has repaired it and run `resolve`.
+    #[error("{site}: {reason}")]
+    FailureMarker {
+        /// The site.
+        site: String,
+        /// What failed, and how to clear it.
+        reason: String,
+    },
     /// A rollback point was asked for that cannot be used.
     #[error("{site}: {detail}")]
     NoPoint {
@@ -179,6 +188,7 @@ impl ApplyError {
             ApplyError::Untrusted { .. } => "untrusted_source",
             ApplyError::DriftBlocked { .. } => "drift_blocked",
             ApplyError::Preflight { .. } => "preflight",
+            ApplyError::FailureMarker { .. } => "failure_marker",
             ApplyError::NoPoint { .. } => "no_point",
             ApplyError::RolledBack { .. } => "rolled_back",
             ApplyError::StorageFull { .. } => "storage_full",
@@ -201,6 +211,7 @@ impl ApplyError {
             | ApplyError::Untrusted { .. }
             | ApplyError::DriftBlocked { .. }
             | ApplyError::Preflight { .. }
+            | ApplyError::FailureMarker { .. }
             | ApplyError::NoPoint { .. }
             | ApplyError::RolledBack { .. }
             | ApplyError::StorageFull { .. }
@@ -233,6 +244,7 @@ impl ApplyError {
                 | ApplyError::Untrusted { .. }
                 | ApplyError::DriftBlocked { .. }
                 | ApplyError::Preflight { .. }
+                | ApplyError::FailureMarker { .. }
                 | ApplyError::NoPoint { .. }
         )
     }

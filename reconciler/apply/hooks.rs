@@ -47,6 +47,9 @@ pub struct HookEnv<'a> {
     pub to: &'a str,
     /// Where every run's command, result and output are appended.
     pub log: &'a Path,
+    /// `SITEKEEPER_DATA_FILE`, for a data `snapshot` or `restore` command
+    /// (SPEC §6.6).
+    pub data_file: Option<&'a Path>,
 }
 
 /// Why a command did not succeed. `output` is stdout then stderr, each cut
@@ -201,7 +204,18 @@ fn log(env: &HookEnv<'_>, argv: &[String], result: &Result<String, HookError>) {
 
 /// Runs `argv` like `run_unlogged` and appends it to the hook log.
 pub fn run(argv: &[String], env: &HookEnv<'_>, timeout: Duration) -> Result<String, HookError> {
-    let result = run_unlogged(argv, env, timeout);
+    run_counting(argv, env, timeout, &|_| {})
+}
+
+/// [`run`], telling `lines` how many lines of output the command has
+/// printed so far each time that grows (a migration's progress, SPEC §6.6).
+pub fn run_counting(
+    argv: &[String],
+    env: &HookEnv<'_>,
+    timeout: Duration,
+    lines: &dyn Fn(u64),
+) -> Result<String, HookError> {
+    let result = run_unlogged(argv, env, timeout, lines);
     log(env, argv, &result);
     result
 }
@@ -217,19 +231,25 @@ fn run_unlogged(
     argv: &[String],
     env: &HookEnv<'_>,
     timeout: Duration,
+    lines: &dyn Fn(u64),
 ) -> Result<String, HookError> {
     let started = Instant::now();
     let Some((program, args)) = argv.split_first() else {
         return Err(HookError::Empty);
     };
     let command = argv.join(" ");
-    let mut child = Command::new(program)
+    let mut command_line = Command::new(program);
+    command_line
         .args(args)
         .current_dir(env.root)
         .env("SITEKEEPER_SITE", env.site)
         .env("SITEKEEPER_ROOT", env.root)
         .env("SITEKEEPER_VERSION_FROM", env.from)
-        .env("SITEKEEPER_VERSION_TO", env.to)
+        .env("SITEKEEPER_VERSION_TO", env.to);
+    if let Some(file) = env.data_file {
+        command_line.env("SITEKEEPER_DATA_FILE", file);
+    }
+    let mut child = command_line
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -248,7 +268,7 @@ fn run_unlogged(
     ];
     let mut running = Running::new(child);
     let mut streams = streams.map(Stream::new);
-    let ended = supervise(&mut running, &mut streams, started + timeout);
+    let ended = supervise(&mut running, &mut streams, started + timeout, lines);
     // Our ends close here: a process that escaped the group (setsid) and
     // still writes gets EPIPE instead of filling a pipe nobody reads.
     let [out, err] = streams.map(|s| s.tail);
@@ -294,9 +314,11 @@ fn supervise(
     running: &mut Running,
     streams: &mut [Stream; 2],
     deadline: Instant,
+    lines: &dyn Fn(u64),
 ) -> io::Result<Ended> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut exited = false;
+    let mut lines_told = 0;
     loop {
         if !exited {
             exited = running.has_exited()?;
@@ -345,6 +367,11 @@ fn supervise(
                 s.read_some(&mut buf);
             }
         }
+        let printed = streams.iter().map(|s| s.tail.lines).sum();
+        if printed != lines_told {
+            lines_told = printed;
+            lines(printed);
+        }
     }
 }
 
@@ -382,10 +409,13 @@ impl Stream {
 struct Tail {
     buf: Vec<u8>,
     cut: u64,
+    /// Lines seen in all, kept and cut.
+    lines: u64,
 }
 
 impl Tail {
     fn push(&mut self, bytes: &[u8]) {
+        self.lines += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
         self.buf.extend_from_slice(bytes);
         // Trimmed only once it is twice the limit, so the copying costs
         // O(1) per byte however much arrives.

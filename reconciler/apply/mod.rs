@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod converge;
+pub mod data;
 pub mod error;
 pub mod fsops;
 pub mod health;

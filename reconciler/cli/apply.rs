@@ -66,9 +66,15 @@ fn report(
                 point,
                 files,
                 version,
-            }) => printer.say(&format!(
-                "{site}: {version}, {files} file(s) changed, point {point}"
-            )),
+                note,
+            }) => {
+                printer.say(&format!(
+                    "{site}: {version}, {files} file(s) changed, point {point}"
+                ));
+                if let Some(note) = note {
+                    printer.say(&format!("{site}: {note}"));
+                }
+            }
             Err(e) => {
                 let this = exit_code(&e);
                 if e.is_refusal() {
@@ -147,6 +153,7 @@ pub(super) fn rollback(
     printer: &Printer,
     site: &str,
     to: Option<u64>,
+    data: bool,
     no_wait: bool,
 ) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
@@ -168,7 +175,7 @@ pub(super) fn rollback(
         printer,
         vec![(
             site.site.to_string(),
-            converge::rollback_site(&fleet, site, to, &opts),
+            converge::rollback_site(&fleet, site, to, data, &opts),
         )],
     )
 }

@@ -19,6 +19,8 @@ struct Entry {
     plan_digest: Option<String>,
     health: crate::store::Health,
     result: String,
+    /// Whether a data snapshot belongs to the point (SPEC §6.6).
+    data: bool,
 }
 
 /// The snake_case word serde writes for an enum value.
@@ -46,6 +48,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
         })
         .filter_map(|r| r.point)
         .collect();
+    let snapshots = state.data();
     let mut entries = Vec::new();
     if let Some(points) = state.existing_points().map_err(failed)? {
         for n in points.list().map_err(failed)?.into_iter().rev() {
@@ -65,6 +68,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 } else {
                     m.result.as_str().to_owned()
                 },
+                data: snapshots.has(n),
             });
         }
     }
@@ -80,7 +84,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
             }
             for e in &entries {
                 t.push_str(&format!(
-                    "point {:<3} {}  {:<8} {}  fixes [{}]  health {}  {}  {}\n",
+                    "point {:<3} {}  {:<8} {}  fixes [{}]  health {}  {}  {}{}\n",
                     e.point,
                     e.at,
                     word(&e.kind),
@@ -88,7 +92,8 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                     e.fixes.join(", "),
                     e.health.as_str(),
                     e.result,
-                    &e.commit[..12]
+                    &e.commit[..12],
+                    if e.data { "  data" } else { "" }
                 ));
             }
             if !ledger.is_empty() {

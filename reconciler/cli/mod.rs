@@ -13,6 +13,7 @@ mod explain;
 mod history;
 mod output;
 mod plan;
+mod resolve;
 mod schema;
 mod status;
 mod validate;
@@ -123,10 +124,16 @@ pub enum Command {
         /// The point (default: the one before the latest).
         #[arg(long, value_name = "POINT")]
         to: Option<u64>,
+        /// Also restore the data snapshot taken with that point (without
+        /// it, data is never touched).
+        #[arg(long)]
+        data: bool,
         /// Refuse (exit 3) instead of waiting when the site is locked.
         #[arg(long)]
         no_wait: bool,
     },
+    /// Clear a site's failure marker once an operator has repaired it.
+    Resolve(resolve::ResolveArgs),
     /// Show a site's rollback points and ledger entries.
     History {
         /// The site.
@@ -200,8 +207,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Schema { out } => schema::run(&printer, out.as_deref()),
         Command::Plan(args) => plan::run(&cli.global, &printer, args),
         Command::Apply(args) => apply::run(&cli.global, &printer, args),
-        Command::Rollback { site, to, no_wait } => {
-            apply::rollback(&cli.global, &printer, site, *to, *no_wait)
+        Command::Resolve(args) => resolve::run(&cli.global, &printer, args),
+        Command::Rollback {
+            site,
+            to,
+            data,
+            no_wait,
+        } => {
+            apply::rollback(&cli.global, &printer, site, *to, *data, *no_wait)
         }
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
         Command::Status { sites } => status::run(&cli.global, &printer, sites),

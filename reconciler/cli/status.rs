@@ -56,6 +56,9 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
                     t.push_str(&format!("  quarantined [{}]", s.quarantined.join(", ")));
                 }
                 t.push('\n');
+                if let Some(f) = &s.failure {
+                    t.push_str(&format!("  FAILURE MARKER: {}\n", f.summary(&s.site)));
+                }
                 for p in &s.preflight {
                     t.push_str(&format!("  preflight {}: {}\n", p.check, p.reason));
                 }

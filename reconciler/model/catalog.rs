@@ -59,6 +59,12 @@ pub struct Release {
     /// Commands shipped with the release; run only if policy allows.
     #[serde(default)]
     pub hooks: ReleaseHooks,
+    /// Data migrations, run in order after the files change (SPEC §6.6);
+    /// run only if policy allows release hooks.
+    #[serde(default)]
+    pub migrate: Vec<Command>,
+    /// Output lines a full migration prints, for a progress percent.
+    pub migrate_lines: Option<u64>,
     /// Host-wide lock name: sites take this release one at a time.
     pub serialize: Option<String>,
     /// Shown to operators.

@@ -13,7 +13,7 @@ use super::values::{
     Command, Digest, Duration, Glob, HttpUrl, RelPath, SiteName, TimeOfDay, TimeZoneName,
     Timestamp, VersionReq,
 };
-use super::words::{DriftMode, HotfixLevel, Layout, UpgradeLevel, Weekday};
+use super::words::{DataWhen, DriftMode, HotfixLevel, Layout, UpgradeLevel, Weekday};
 
 /// `fleet.yaml`: where the catalogs come from and fleet-wide settings.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -91,6 +91,8 @@ pub struct Site {
     pub window: Option<Window>,
     /// Run after every change; a failure rolls the change back.
     pub health: Option<Health>,
+    /// The site's data, captured with rollback points (SPEC §6.6).
+    pub data: Option<Data>,
     /// The owner's commands around a change.
     #[serde(default)]
     pub hooks: Hooks,
@@ -169,6 +171,64 @@ pub struct Health {
     pub http: Option<HttpUrl>,
     /// How long the check may take (default: 30s).
     pub timeout: Option<Duration>,
+}
+
+/// A site's data (SPEC §6.6): what a data snapshot captures before a
+/// change, and how it is put back when the change fails.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    /// SQLite databases under the root, copied through SQLite's online
+    /// backup API; each must also be a preserved path.
+    #[serde(default)]
+    pub sqlite: Vec<RelPath>,
+    /// A command that writes the site's data to `$SITEKEEPER_DATA_FILE`
+    /// (`pg_dump`, `mysqldump`, …).
+    pub snapshot: Option<Command>,
+    /// A command that puts back the data `snapshot` wrote, read from
+    /// `$SITEKEEPER_DATA_FILE`.
+    pub restore: Option<Command>,
+    /// `migrations` (default): before changes that run migrations or
+    /// hooks; `always`: before every change.
+    pub when: Option<DataWhen>,
+}
+
+impl Data {
+    /// `data:` checks (SPEC §6.6): something to capture; a `snapshot`
+    /// with the `restore` that puts it back; every database a preserved
+    /// path, so that no change of the site's files ever writes it.
+    fn problems(&self, preserve: &[Glob]) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.sqlite.is_empty() && self.snapshot.is_none() {
+            out.push(Problem::at(
+                "data",
+                "data names nothing to capture (hint: list SQLite files under `sqlite`, or give a `snapshot` and a `restore` command)",
+            ));
+        }
+        match (&self.snapshot, &self.restore) {
+            (Some(_), None) => out.push(Problem::at(
+                "data.snapshot",
+                "data has a `snapshot` command but no `restore` command, so a snapshot could never be put back (hint: add `restore`, reading $SITEKEEPER_DATA_FILE)",
+            )),
+            (None, Some(_)) => out.push(Problem::at(
+                "data.restore",
+                "data has a `restore` command but no `snapshot` command to write what it reads (hint: add `snapshot`, writing $SITEKEEPER_DATA_FILE)",
+            )),
+            _ => {}
+        }
+        for (n, path) in self.sqlite.iter().enumerate() {
+            if !preserve.iter().any(|g| g.is_match(path.as_str())) {
+                out.push(Problem::at(
+                    format!("data.sqlite.{n}"),
+                    format!(
+                        "{path:?} is not a preserved path, so a release could overwrite the live database (hint: add it, or a glob such as \"db/**\", to paths.preserve)",
+                        path = path.as_str()
+                    ),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// The site owner's commands around a change.
@@ -254,6 +314,9 @@ impl Site {
                 "window.end",
                 "the window closes when it opens, so it is never open (hint: make start and end differ)",
             ));
+        }
+        if let Some(data) = &self.data {
+            out.extend(data.problems(&self.paths.preserve));
         }
         for (key, value) in &self.labels {
             if key.is_empty() || value.is_empty() {

@@ -115,6 +115,11 @@ words! {
 }
 
 words! {
+    /// When a site's data is captured before a change (SPEC §6.6).
+    DataWhen { Migrations = "migrations", Always = "always" }
+}
+
+words! {
     /// A release's urgency; `security` may bypass windows and soak times.
     Urgency { Normal = "normal", Security = "security" }
 }

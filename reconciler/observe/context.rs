@@ -82,6 +82,10 @@ pub struct SiteContext<'f> {
     pub quarantined: Vec<Version>,
     /// The quarantined fixes: id → checksum when they failed.
     pub quarantined_fixes: BTreeMap<String, String>,
+    /// The failure marker (SPEC §6.6), if the site has one.
+    pub failure: Option<crate::store::FailureMarker>,
+    /// …and the line the plan holds everything with.
+    pub failure_summary: Option<String>,
     /// Preflight checks that fail now (SPEC §6.7).
     pub preflight: Vec<crate::plan::PreflightFailure>,
     /// Free space on the root's and the state dir's file systems, for the
@@ -135,6 +139,9 @@ impl<'f> SiteContext<'f> {
         // a change that failed through again (SPEC §6.2).
         let quarantine = crate::store::Quarantine::read(&state)?;
         let (quarantined, quarantined_fixes) = quarantined(&quarantine);
+        // Likewise the failure marker (SPEC §6.6): damaged is an error.
+        let failure = crate::store::FailureMarker::read(&state)?;
+        let failure_summary = failure.as_ref().map(|f| f.summary(&name));
         let releases: Vec<crate::model::Release> =
             catalog.releases.iter().map(|r| r.value.clone()).collect();
         let preflight = super::preflight::gather(site, &effective, &releases, &root_path);
@@ -159,6 +166,8 @@ impl<'f> SiteContext<'f> {
             quarantine,
             quarantined,
             quarantined_fixes,
+            failure,
+            failure_summary,
             preflight,
             space,
             approved,
@@ -310,6 +319,7 @@ impl<'f> SiteContext<'f> {
             forced,
             forced_fix,
             preflight: &self.preflight,
+            failure_marker: self.failure_summary.as_deref(),
             space: self.space,
             approved: &self.approved,
             now,

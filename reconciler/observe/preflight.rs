@@ -1,7 +1,7 @@
 //! Preflight (SPEC §6.7): before anything is written, can the change be
 //! carried out and judged? Every command it may run names a program that
-//! exists, and the site's root can be written. Gathered with the site's
-//! state, before planning, so `plan`, `status` and `apply` hold the same
+//! exists (hooks, health, `data` and `migrate`), and the site's root can
+//! be written. Gathered with the site's state, before planning, so `plan`, `status` and `apply` hold the same
 //! plan with `preflight`; free space, which depends on the plan, is
 //! checked by `apply` once the plan is known.
 //!
@@ -43,6 +43,14 @@ pub fn gather(
     for (n, cmd) in site.hooks.post_apply.iter().enumerate() {
         command(format!("hooks.post_apply[{n}]"), &cmd.0, None);
     }
+    if let Some(data) = &site.data {
+        if let Some(cmd) = &data.snapshot {
+            command("data.snapshot".into(), &cmd.0, None);
+        }
+        if let Some(cmd) = &data.restore {
+            command("data.restore".into(), &cmd.0, None);
+        }
+    }
     // Release hooks run only where the policy allows them; they matter
     // only to a change that upgrades to their release (the planner picks).
     if effective.allow_release_hooks.value {
@@ -54,6 +62,15 @@ pub fn gather(
             for (n, cmd) in r.hooks.post_apply.iter().enumerate() {
                 let check = format!("release {} hooks.post_apply[{n}]", r.version);
                 command(check, &cmd.0, Some(r));
+            }
+            // A migration runs in the new release's files, so a program it
+            // names by path (`./bin/migrate`) may arrive with the change:
+            // only programs found on PATH can be checked beforehand.
+            for (n, cmd) in r.migrate.iter().enumerate() {
+                if cmd.0.first().is_some_and(|p| !p.contains('/')) {
+                    let check = format!("release {} migrate[{n}]", r.version);
+                    command(check, &cmd.0, Some(r));
+                }
             }
         }
     }

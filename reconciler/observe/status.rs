@@ -47,6 +47,9 @@ pub struct SiteStatus {
     pub quarantined: Vec<String>,
     /// The preflight checks that hold the plan (SPEC §6.7).
     pub preflight: Vec<crate::plan::PreflightFailure>,
+    /// The failure marker (SPEC §6.6): while it is set nothing changes
+    /// the site.
+    pub failure: Option<crate::store::FailureMarker>,
 }
 
 /// The status of `ctx`'s site, given the plan made from it.
@@ -83,6 +86,7 @@ pub fn of(ctx: &SiteContext<'_>, plan: &SitePlan) -> Result<SiteStatus, StoreErr
         fleet_trust: ctx.fleet.trust.clone(),
         quarantined: ctx.quarantine.items(),
         preflight: plan.preflight_failures(),
+        failure: ctx.failure.clone(),
     })
 }
 

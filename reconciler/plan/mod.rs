@@ -57,9 +57,15 @@ pub fn shortfall(need: Need, space: Space) -> Option<String> {
             "the site's file system has {inodes} free inodes; the change needs about {files} to stage its files (hint: remove files on it, or give it more inodes, then run the command again)"
         ));
     }
-    if space.state_bytes < changed {
+    let recorded = changed.saturating_add(need.snapshot);
+    if space.state_bytes < recorded {
+        let what = if need.snapshot > 0 {
+            "the rollback point and its data snapshot need"
+        } else {
+            "the rollback point needs"
+        };
         return Some(format!(
-            "the state dir has {} bytes free; the rollback point needs up to {changed} (hint: free space on it, then run the command again)",
+            "the state dir has {} bytes free; {what} up to {recorded} (hint: free space on it, then run the command again)",
             space.state_bytes
         ));
     }
@@ -125,6 +131,8 @@ pub fn plan_site(input: &SiteInput<'_>) -> SitePlan {
     let mut plan = plan_trusted(input);
     if let Some(reason) = input.trust.untrusted() {
         distrust(&mut plan, reason);
+    } else if let Some(reason) = input.failure_marker {
+        hold_for_failure(&mut plan, reason);
     } else if input.adopted {
         let mut failures = input.preflight.to_vec();
         if let Some(space) = input.space
@@ -169,8 +177,46 @@ fn need(input: &SiteInput<'_>, plan: &SitePlan) -> Need {
         files: contents.len() as u64,
         tree_bytes,
         tree_entries,
+        snapshot: 0,
     }
 }
+
+/// Holds everything while the site has a failure marker (SPEC §6.6): one
+/// held item says what failed and how to clear it, each action waits. Held
+/// even when nothing else would change, so `plan` says why the site is
+/// frozen.
+fn hold_for_failure(plan: &mut SitePlan, reason: &str) {
+    let mut items = vec![Held {
+        item: "failure marker".to_owned(),
+        code: HeldCode::FailureMarker,
+        reason: reason.to_owned(),
+    }];
+    for action in plan.actions.drain(..) {
+        items.push(Held {
+            item: action_item(&action),
+            code: HeldCode::FailureMarker,
+            reason: FAILURE_MARKER_WAITS.to_owned(),
+        });
+    }
+    plan.held.retain(|h| h.code != HeldCode::ApprovalRequired);
+    items.append(&mut plan.held);
+    plan.held = items;
+    plan.to_version = plan.from_version.clone();
+    plan.plan_digest = digest(plan);
+}
+
+/// How a held action is named: `release 4.2.16`, `fix 0007-…`.
+fn action_item(action: &Action) -> String {
+    match action.kind {
+        ActionKind::Upgrade => format!("release {}", action.id),
+        ActionKind::Fix => format!("fix {}", action.id),
+        ActionKind::RemoveFix => format!("removal of fix {}", action.id),
+        ActionKind::RevertDrift => "drift revert".to_owned(),
+    }
+}
+
+/// The reason of an action held by a failure marker.
+const FAILURE_MARKER_WAITS: &str = "waits until the failure marker is resolved";
 
 /// Holds a plan with changes whose preflight failed (SPEC §6.7): one held
 /// item per failing check, and each action as a held item, so `plan`,
@@ -203,12 +249,7 @@ fn preflight(plan: &mut SitePlan, failures: &[PreflightFailure]) {
     let why = PREFLIGHT_WAITS.to_owned();
     for action in plan.actions.drain(..) {
         items.push(Held {
-            item: match action.kind {
-                ActionKind::Upgrade => format!("release {}", action.id),
-                ActionKind::Fix => format!("fix {}", action.id),
-                ActionKind::RemoveFix => format!("removal of fix {}", action.id),
-                ActionKind::RevertDrift => "drift revert".to_owned(),
-            },
+            item: action_item(&action),
             code: HeldCode::Preflight,
             reason: why.clone(),
         });

@@ -64,6 +64,9 @@ pub enum HeldCode {
     /// A preflight check failed (SPEC §6.7): the change could not be
     /// carried out or judged.
     Preflight,
+    /// The site has a failure marker (SPEC §6.6): nothing changes it until
+    /// an operator resolves it.
+    FailureMarker,
 }
 
 /// Free space where a change is staged and recorded (SPEC §6.1), read
@@ -90,6 +93,9 @@ pub struct Need {
     pub tree_bytes: u64,
     /// …and its entries.
     pub tree_entries: u64,
+    /// The data snapshot taken before the change (SPEC §6.6), as large as
+    /// the last one or, for a first, as the databases are; 0 without one.
+    pub snapshot: u64,
 }
 
 /// The reason of an action held by a failed preflight check (the checks
@@ -348,6 +354,9 @@ pub struct SiteInput<'a> {
     pub forced_fix: Option<&'a str>,
     /// Preflight checks that failed (SPEC §6.7).
     pub preflight: &'a [PreflightFailure],
+    /// The site's failure marker, as one line (SPEC §6.6): while it is
+    /// there, everything is held.
+    pub failure_marker: Option<&'a str>,
     /// Free space for the `space` check; `None` when it could not be read
     /// (then `apply` still measures before it writes).
     pub space: Option<Space>,

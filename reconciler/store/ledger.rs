@@ -30,6 +30,16 @@ pub enum LedgerKind {
     /// The verdict of the health check after a change (its `point`):
     /// `result: ok` passed, `failed` failed; `error` says why.
     Health,
+    /// A data snapshot taken before a change (SPEC §6.6); `point` is the
+    /// point it belongs to.
+    Snapshot,
+    /// One of a release's `migrate` commands; `id` is
+    /// `<version>/migrate/<n>`, `error` the tail of its output on failure.
+    Migrate,
+    /// Data restored from a snapshot.
+    Restore,
+    /// A failure marker cleared by an operator (`sitekeeper resolve`).
+    Resolve,
 }
 
 /// Health verdicts by point, from the ledger's `health` records.

@@ -12,6 +12,9 @@
 //! content-addressed or replaced atomically, so a crash can lose at most
 //! the record being written.
 
+pub mod data;
+pub mod failure;
+pub mod incomplete;
 pub mod ledger;
 pub mod listing;
 pub mod lock;
@@ -28,6 +31,9 @@ pub use crate::atomic::{
     Durability, atomic_write, atomic_write_keep_mode, remove_durably, remove_temps,
 };
 pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
+pub use data::{DataSnapshots, Manifest};
+pub use failure::FailureMarker;
+pub use incomplete::{ChangePhase, IncompleteChange};
 pub use lock::SiteLock;
 pub use points::{
     Health, PointKind, PointMeta, PointResult, Points, Prepared, Snapshot, SnapshotEntry,
@@ -247,6 +253,57 @@ impl SiteState {
     pub fn hooks_log(&self) -> PathBuf {
         self.dir.join("hooks.log")
     }
+
+    /// The failure marker, `failure.json` ([`FailureMarker`]).
+    pub fn failure_path(&self) -> PathBuf {
+        self.dir.join("failure.json")
+    }
+
+    /// The record of a change that runs migrations, `journal/change.json`
+    /// ([`IncompleteChange`]).
+    pub fn incomplete_path(&self) -> PathBuf {
+        self.dir.join("journal").join("change.json")
+    }
+
+    /// The data snapshots, `data/` ([`DataSnapshots`]).
+    pub fn data(&self) -> DataSnapshots {
+        DataSnapshots::new(self.dir.join("data"))
+    }
+}
+
+/// Reads a JSON record written by [`write_record`]: absent is `None`; a
+/// file that cannot be read or parsed is an error, never "absent", since
+/// each such record stops something unsafe from happening.
+fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_owned(),
+            line: e.line(),
+            message: format!("damaged: {e} (hint: it was not written by sitekeeper; restore it from a backup or remove it once you know the site is sound)"),
+        })
+}
+
+/// Writes a JSON record durably (file fsync, rename, directory fsync).
+fn write_record<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        line: 0,
+        message: e.to_string(),
+    })?;
+    atomic_write(path, &text, Durability::Durable).map_err(io(path))
+}
+
+/// Removes a record durably; `false` when there was none.
+fn remove_record(path: &Path) -> Result<bool, StoreError> {
+    let existed = path.exists();
+    remove_durably(path).map_err(io(path))?;
+    Ok(existed)
 }
 
 /// Runs the `git` binary in `dir` for a test, asserting success; returns

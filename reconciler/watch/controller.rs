@@ -144,6 +144,7 @@ impl SiteView {
                 fleet_trust: Trust::NotRequired,
                 quarantined: Vec::new(),
                 preflight: Vec::new(),
+                failure: None,
             },
             held: Vec::new(),
             last_reconcile: None,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::locked::Locked;
-use super::{Applying, record, txn_id};
+use super::{Applying, record};
 use crate::apply::error::ApplyError;
 use crate::apply::txn::{self, Change, Journal};
 use crate::model::values::Timestamp;
@@ -21,11 +21,11 @@ impl Applying<'_> {
         locked: &Locked,
         changes: Vec<Change>,
         base: Option<u64>,
+        id: String,
     ) -> Result<Journal, ApplyError> {
         let plan = self.plan;
         let records = self.records();
         let created_dirs = txn::dirs_to_create(&locked.root, &changes);
-        let id = txn_id(self.opts.now);
         let swap = locked.swap(plan.to_version.as_deref().unwrap_or_default(), &id)?;
         let meta = PointMeta {
             point: 0,

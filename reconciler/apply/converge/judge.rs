@@ -36,6 +36,12 @@ pub(super) struct Hooks<'a> {
 }
 
 impl Hooks<'_> {
+    /// Whether the change runs any hook (a data snapshot is taken first
+    /// where the site has `data:`, SPEC §6.6).
+    pub(super) fn runs_any(&self) -> bool {
+        !self.pre.is_empty() || !self.post.is_empty()
+    }
+
     fn env(&self) -> HookEnv<'_> {
         HookEnv {
             site: self.site,
@@ -43,6 +49,7 @@ impl Hooks<'_> {
             from: &self.from,
             to: &self.to,
             log: &self.log,
+            data_file: None,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::load::{Fleet, Loaded};
 use crate::model::Site;
 use crate::model::values::Timestamp;
 use crate::model::words::Layout;
-use crate::store::{By, Health, PointResult, Points, SiteState, Verdicts};
+use crate::store::{By, DataSnapshots, Health, PointResult, Points, SiteState, Verdicts};
 
 /// A site locked, recovered and ready.
 pub(super) struct Locked {
@@ -66,7 +66,7 @@ impl Locked {
     /// release directories no retained point names.
     pub(super) fn retain(&self, points: &Points) -> Result<(), ApplyError> {
         let verdicts = crate::store::verdicts(&self.state.ledger().read()?);
-        prune(points, self.keep, &verdicts)?;
+        prune(points, self.keep, &verdicts, &self.state.data())?;
         if self.layout == Layout::Symlink {
             swap::prune(&self.root_path, &self.site, points)?;
         }
@@ -142,7 +142,8 @@ pub(super) fn lock_and_recover(
     } else {
         root
     };
-    Ok(Locked {
+    state.data().remove_temps()?;
+    let mut locked = Locked {
         root,
         root_path,
         layout,
@@ -151,16 +152,29 @@ pub(super) fn lock_and_recover(
         state,
         _lock: lock,
         steps,
-    })
+    };
+    // A change that runs migrations and was interrupted before it was
+    // complete is a failed change: rolled back, its data restored.
+    super::settle::recover_incomplete(&mut locked, site, opts)?;
+    Ok(locked)
 }
 
 /// Drops the oldest point refs beyond `keep`, never the newest healthy one
-/// (health `passed` or `skipped`, by the ledger's verdicts: SPEC §6.2).
-fn prune(points: &Points, keep: u32, verdicts: &Verdicts) -> Result<(), ApplyError> {
+/// (health `passed` or `skipped`, by the ledger's verdicts: SPEC §6.2) nor
+/// the one holding the newest data snapshot; a dropped point's data
+/// snapshot goes with it.
+fn prune(
+    points: &Points,
+    keep: u32,
+    verdicts: &Verdicts,
+    data: &DataSnapshots,
+) -> Result<(), ApplyError> {
     let list = points.list()?;
     if list.len() <= keep.max(1) as usize {
         return Ok(());
     }
+    let snapshots = data.points()?;
+    let newest_data = snapshots.last().copied();
     let newest_healthy = list.iter().rev().copied().find(|n| {
         points.meta(*n).is_ok_and(|m| {
             m.health(verdicts) != Health::Failed
@@ -169,8 +183,11 @@ fn prune(points: &Points, keep: u32, verdicts: &Verdicts) -> Result<(), ApplyErr
     });
     let excess = list.len() - keep.max(1) as usize;
     for n in list.into_iter().take(excess) {
-        if Some(n) != newest_healthy {
+        if Some(n) != newest_healthy && Some(n) != newest_data {
             points.drop_point(n)?;
+            if snapshots.contains(&n) {
+                data.remove(n)?;
+            }
         }
     }
     Ok(())

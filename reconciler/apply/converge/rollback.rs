@@ -125,10 +125,19 @@ pub(super) fn roll_back(
     fleet: &Fleet,
     site: &Loaded<Site>,
     to: Option<u64>,
+    data: bool,
     opts: &Options<'_>,
 ) -> Result<Outcome, ApplyError> {
     let name = site.site.to_string();
     let mut locked = lock_and_recover(fleet, site, opts)?;
+    // While the failure marker is there, nothing changes the site (SPEC
+    // §6.6), an operator's rollback included: `resolve` comes first.
+    if let Some(marker) = crate::store::FailureMarker::read(&locked.state)? {
+        return Err(ApplyError::FailureMarker {
+            site: name.clone(),
+            reason: marker.summary(&name),
+        });
+    }
     // The failpoints count this rollback's steps; the struct keeps none.
     let steps = std::mem::replace(&mut locked.steps, Steps::none());
     let no_point = |detail: String| ApplyError::NoPoint {
@@ -157,21 +166,42 @@ pub(super) fn roll_back(
         },
     };
     let by = By::here(opts.via);
+    let snapshots = locked.state.data();
+    if data && !snapshots.has(to) {
+        return Err(no_point(format!(
+            "point {to} has no data snapshot, so --data has nothing to restore (hint: `sitekeeper history {name}` shows `data: true` on the points that have one)"
+        )));
+    }
     let changes = rollback_changes(&locked, &points, to)?;
-    if changes.is_empty() {
+    if changes.is_empty() && !data {
         return Ok(Outcome::Unchanged);
     }
     let from = points.meta(points.latest()?.unwrap_or(to))?.version;
-    let (point, files, version) = rollback_to(
-        &mut locked,
-        &points,
-        to,
-        Some(changes),
-        &steps,
-        opts,
-        &by,
-        None,
-    )?;
+    let (point, files, version) = if changes.is_empty() {
+        // Only the data is asked for: the files are already the point's.
+        (points.latest()?.unwrap_or(to), 0, from.clone())
+    } else {
+        rollback_to(
+            &mut locked,
+            &points,
+            to,
+            Some(changes),
+            &steps,
+            opts,
+            &by,
+            None,
+        )?
+    };
+    let note = if data {
+        super::settle::restore_point(&locked, site, to, (&from, &version), &by, opts.now)?;
+        Some(format!("its data was restored from point {to}'s snapshot"))
+    } else if snapshots.has(to) {
+        Some(format!(
+            "its data was left as it is; point {to} has a data snapshot, which `rollback --to {to} --data` restores"
+        ))
+    } else {
+        None
+    };
     // An operator's rollback is judged like any change, so `history`
     // says how the site is after it; a failing check does not undo it
     // (there is nothing better to return to), it is recorded.
@@ -184,6 +214,7 @@ pub(super) fn roll_back(
             from: &from,
             to: &version,
             log: &log,
+            data_file: None,
         };
         let verdict = match crate::apply::health::run(check, &env) {
             Ok(()) => Verdict::Passed,
@@ -198,5 +229,6 @@ pub(super) fn roll_back(
         point,
         files,
         version,
+        note,
     })
 }

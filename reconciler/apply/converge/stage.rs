@@ -129,7 +129,11 @@ pub(super) fn store_blobs(
 /// Refuses a change that would not fit: staged contents on the site's file
 /// system, and snapshots in the state dir.
 /// A shortfall is a preflight failure (SPEC §6.7), named `space`.
-pub(super) fn check_space(locked: &Locked, contents: &Contents) -> Result<(), ApplyError> {
+pub(super) fn check_space(
+    locked: &Locked,
+    contents: &Contents,
+    snapshot: u64,
+) -> Result<(), ApplyError> {
     let short = |reason: String| ApplyError::Preflight {
         site: locked.site.clone(),
         checks: vec![crate::plan::PreflightFailure {
@@ -149,6 +153,7 @@ pub(super) fn check_space(locked: &Locked, contents: &Contents) -> Result<(), Ap
         files: contents.len() as u64,
         tree_bytes,
         tree_entries,
+        snapshot,
     };
     let state = rustix::fs::statvfs(locked.state.dir()).map_err(|e| failed(e.into()))?;
     let space = crate::plan::Space {

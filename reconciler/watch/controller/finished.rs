@@ -127,6 +127,7 @@ impl Daemon {
                 point,
                 files,
                 version,
+                ..
             }) => {
                 tracing::info!(site, reason = reason.as_str(), version = %version, files, point, "converged");
                 // A symlink-layout site now lives in another directory.
