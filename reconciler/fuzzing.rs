@@ -293,6 +293,7 @@ fn plan_every_site(fleet: &load::Fleet) {
                     forced_fix: None,
                     space: None,
                     preflight: &[],
+                    failure_marker: None,
                     approved: &approved,
                     now,
                     contents: &contents,

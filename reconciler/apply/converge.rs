@@ -128,8 +128,9 @@ pub struct Options<'a> {
     pub forced: Option<&'a Version>,
     /// `apply --fix ID`: lifts that fix's quarantine.
     pub forced_fix: Option<&'a str>,
-    /// Now.
-    pub now: jiff::Timestamp,
+    /// The command's start, which it plans against, and the time each
+    /// record it writes is made.
+    pub clock: crate::apply::clock::Clock,
     /// The state dir.
     pub state_dir: &'a Path,
     /// Draws staging and replacing (a bar on a terminal).
@@ -292,7 +293,7 @@ fn converge_site(
     if !ctx.adopted() {
         return Err(ApplyError::NotAdopted { site: name });
     }
-    let plan = ctx.plan_to_apply(opts.now, opts.forced, opts.forced_fix);
+    let plan = ctx.plan_to_apply(opts.clock.start(), opts.forced, opts.forced_fix);
     check_saved(opts.saved, &name, &plan)?;
     if let Some(refused) = refusal(&name, &plan) {
         return Err(refused);
@@ -372,14 +373,15 @@ impl<'a> Applying<'a> {
         let (changes, points) = self.stage(locked, runs_commands)?;
         let before = hooks.health_before();
         let base = self.record_state_before(locked, &points, &changes)?;
-        let txn = txn_id(self.opts.now);
-        let mut data = self.capture_data(locked, base, &txn, runs_commands, !migrations.is_empty())?;
+        let txn = txn_id(self.opts.clock.now());
+        let mut data =
+            self.capture_data(locked, base, &txn, runs_commands, !migrations.is_empty())?;
         if let Err(e) = hooks.run_pre() {
-            data.close(&locked.state)?;
+            data.close(locked)?;
             return Err(e);
         }
         let journal = self.journal(locked, changes, base, txn)?;
-        data.enter(ChangePhase::Files, &locked.state)?;
+        data.enter(ChangePhase::Files, locked)?;
         progress(&locked.state, name, "replacing", 50, Some(plan), None);
         let point = execute_or_undo(
             self.opts.progress,
@@ -388,13 +390,13 @@ impl<'a> Applying<'a> {
             &locked.steps,
             &journal,
             &self.by,
-            self.opts.now,
+            self.opts.clock.now(),
         )
         .inspect_err(|e| {
             // Undone at once: the data was never touched. An undo that
             // failed leaves the record to the next command's recovery.
             if !txn::pending(&locked.state) {
-                let _ = data.close(&locked.state);
+                let _ = data.close(locked);
             }
             progress(
                 &locked.state,
@@ -408,14 +410,22 @@ impl<'a> Applying<'a> {
         if locked.layout == Layout::Symlink {
             locked.reopen()?;
         }
-        let verdict = self.judge(locked, &hooks, before, release, &migrations, &mut data, point)?;
+        let verdict = self.judge(
+            locked,
+            &hooks,
+            before,
+            release,
+            &migrations,
+            &mut data,
+            point,
+        )?;
         if let Some(v) = &verdict {
             self.record_verdict(locked, v, point)?;
         }
         if let Some(Verdict::Blamed(reason)) = verdict {
             return Err(self.roll_back(locked, &points, base, reason, &mut data)?);
         }
-        data.close(&locked.state)?;
+        data.close(locked)?;
         self.finish(locked, &points)?;
         progress(&locked.state, name, "done", 100, Some(plan), None);
         Ok(Outcome::Changed {
@@ -441,13 +451,20 @@ impl<'a> Applying<'a> {
         point: u64,
     ) -> Result<Option<Verdict>, ApplyError> {
         if !migrations.is_empty() {
-            data.enter(ChangePhase::Migrating, &locked.state)?;
+            data.enter(ChangePhase::Migrating, locked)?;
             if let Err(reason) = self.migrate(locked, release, migrations, point)? {
                 return Ok(Some(Verdict::Blamed(reason)));
             }
         }
-        data.enter(ChangePhase::Judging, &locked.state)?;
-        progress(&locked.state, self.name, "checking", 90, Some(self.plan), None);
+        data.enter(ChangePhase::Judging, locked)?;
+        progress(
+            &locked.state,
+            self.name,
+            "checking",
+            90,
+            Some(self.plan),
+            None,
+        );
         Ok(hooks.judge_after(before))
     }
 
@@ -549,7 +566,7 @@ impl<'a> Applying<'a> {
             point,
             Some(self.plan),
             &self.by,
-            self.opts.now,
+            self.opts.clock.now(),
         ))?;
         if let Verdict::NotBlamed(reason) = verdict {
             tracing::warn!(site = %self.name, %reason, "the site is unhealthy, as it was before the change");
@@ -577,8 +594,13 @@ impl<'a> Applying<'a> {
         })?;
         // Quarantined before the rollback, so that a crash during it can
         // never let the same change be tried again by itself.
-        let quarantined =
-            quarantine_plan(self.ctx, &locked.state, self.plan, &reason, self.opts.now)?;
+        let quarantined = quarantine_plan(
+            self.ctx,
+            &locked.state,
+            self.plan,
+            &reason,
+            self.opts.clock.now(),
+        )?;
         // Numbered on from the apply's steps, so a crash test reaches them.
         let undo = locked.steps.undoing();
         let (rolled, _, _) = rollback_to(
@@ -674,7 +696,14 @@ pub fn resolve_site(
         };
         let mut by = By::here(opts.via);
         by.user = by_name.to_owned();
-        let mut r = record(LedgerKind::Resolve, None, None, Vec::new(), &by, opts.now);
+        let mut r = record(
+            LedgerKind::Resolve,
+            None,
+            None,
+            Vec::new(),
+            &by,
+            opts.clock.now(),
+        );
         r.point = marker.point;
         r.error = Some(format!("cleared: {}: {}", marker.what, marker.error));
         locked.state.ledger().append(r)?;

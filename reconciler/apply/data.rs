@@ -205,8 +205,8 @@ impl DataRun<'_> {
             path: rel.to_owned(),
             source,
         };
-        let copy = Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(sqlite)?;
+        let copy =
+            Connection::open_with_flags(from, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
         let backup = Backup::new(&copy, &mut live).map_err(sqlite)?;
         self.run_backup(rel, &backup)
     }
@@ -252,7 +252,12 @@ impl DataRun<'_> {
         };
         match self.root.metadata(rel) {
             Ok(m) if m.kind == crate::confined::Kind::File => {}
-            Ok(m) => return Err(not(format!("is {}, not a database file", m.kind.describe()))),
+            Ok(m) => {
+                return Err(not(format!(
+                    "is {}, not a database file",
+                    m.kind.describe()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(not(
                     "does not exist (hint: create the database, or remove it from data.sqlite)"
@@ -266,7 +271,10 @@ impl DataRun<'_> {
             .root
             .dir(parent)
             .map_err(|e| not(format!("its directory: {e}")))?;
-        let path = format!("/proc/self/fd/{}/{name}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+        let path = format!(
+            "/proc/self/fd/{}/{name}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        );
         let conn = Connection::open_with_flags(&path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|source| DataError::Sqlite {
                 path: rel.to_owned(),
@@ -298,7 +306,8 @@ fn store(raw: &Path, source: DataSource) -> Result<DataFile, DataError> {
         zstd::stream::copy_encode(input, output, 3).map_err(io(&packed))?;
     }
     let packed_bytes = std::fs::metadata(&packed).map_err(io(&packed))?.len();
-    let pays = packed_bytes.saturating_mul(100) <= raw_bytes.saturating_mul(100 - WORTH_COMPRESSING);
+    let pays =
+        packed_bytes.saturating_mul(100) <= raw_bytes.saturating_mul(100 - WORTH_COMPRESSING);
     let (path, bytes, compression) = if pays {
         std::fs::remove_file(raw).map_err(io(raw))?;
         (packed, packed_bytes, Compression::Zstd)

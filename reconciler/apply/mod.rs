@@ -5,6 +5,7 @@
 //! read-only commands never import this module.
 
 pub mod adopt;
+pub mod clock;
 pub mod converge;
 pub mod data;
 pub mod error;

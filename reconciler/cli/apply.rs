@@ -2,6 +2,7 @@
 //! one to a rollback point. Exit 1 when a change failed (and was undone),
 //! 3 when one was refused before anything was written.
 
+use crate::apply::clock::Clock;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -126,7 +127,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
             saved: saved.as_ref(),
             forced: forced.as_ref(),
             forced_fix: args.fix.as_deref(),
-            now: at,
+            clock: Clock::starting(at),
             state_dir: &state,
             progress: Some(&bar),
             cancel: None,
@@ -166,7 +167,7 @@ pub(super) fn rollback(
         saved: None,
         forced: None,
         forced_fix: None,
-        now: now()?,
+        clock: Clock::starting(now()?),
         state_dir: &state,
         progress: Some(&bar),
         cancel: None,
@@ -195,7 +196,7 @@ pub(super) fn recover_unless_busy(
         saved: None,
         forced: None,
         forced_fix: None,
-        now,
+        clock: Clock::starting(now),
         state_dir,
         progress: None,
         cancel: None,

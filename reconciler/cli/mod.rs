@@ -213,9 +213,7 @@ pub fn run(cli: Cli) -> ExitCode {
             to,
             data,
             no_wait,
-        } => {
-            apply::rollback(&cli.global, &printer, site, *to, *data, *no_wait)
-        }
+        } => apply::rollback(&cli.global, &printer, site, *to, *data, *no_wait),
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
         Command::Status { sites } => status::run(&cli.global, &printer, sites),
         Command::History { site } => history::run(&cli.global, &printer, site),

@@ -2,6 +2,7 @@
 //! (SPEC §6.6) once an operator has repaired the site by hand, so that
 //! changes may reach it again. Recorded in the ledger (`kind: resolve`).
 
+use crate::apply::clock::Clock;
 use clap::Args;
 
 use super::apply::exit_code;
@@ -34,7 +35,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ResolveArgs) -> Res
         saved: None,
         forced: None,
         forced_fix: None,
-        now: now()?,
+        clock: Clock::starting(now()?),
         state_dir: &state,
         progress: None,
         cancel: None,

@@ -219,7 +219,7 @@ impl Data {
         for (n, path) in self.sqlite.iter().enumerate() {
             if !preserve.iter().any(|g| g.is_match(path.as_str())) {
                 out.push(Problem::at(
-                    format!("data.sqlite.{n}"),
+                    format!("data.sqlite[{n}]"),
                     format!(
                         "{path:?} is not a preserved path, so a release could overwrite the live database (hint: add it, or a glob such as \"db/**\", to paths.preserve)",
                         path = path.as_str()

@@ -679,6 +679,7 @@ impl World {
             forced_fix: self.forced_fix.as_deref(),
             space: None,
             preflight: &self.preflight,
+            failure_marker: None,
             approved: &self.approved,
             now: now(),
             contents: &self.mem,

@@ -341,6 +341,9 @@ mod tests {
         assert!(data.points().unwrap().is_empty());
         assert!(!data.has(1));
         data.remove_temps().unwrap();
-        assert_eq!(std::fs::read_dir(tmp.path().join("data")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("data")).unwrap().count(),
+            0
+        );
     }
 }

@@ -30,10 +30,10 @@ use std::path::{Path, PathBuf};
 pub use crate::atomic::{
     Durability, atomic_write, atomic_write_keep_mode, remove_durably, remove_temps,
 };
-pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
 pub use data::{DataSnapshots, Manifest};
 pub use failure::FailureMarker;
 pub use incomplete::{ChangePhase, IncompleteChange};
+pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
 pub use lock::SiteLock;
 pub use points::{
     Health, PointKind, PointMeta, PointResult, Points, Prepared, Snapshot, SnapshotEntry,

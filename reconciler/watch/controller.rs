@@ -17,6 +17,7 @@
 mod daemon;
 mod finished;
 
+use crate::apply::clock::Clock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -266,7 +267,7 @@ pub fn reconcile(
         saved: None,
         forced: None,
         forced_fix: None,
-        now,
+        clock: Clock::starting(now),
         state_dir: &shared.state_dir,
         progress: None,
         cancel: Some(&shared.cancel),

@@ -30,7 +30,7 @@ impl Applying<'_> {
         let meta = PointMeta {
             point: 0,
             kind: PointKind::Apply,
-            at: Timestamp(self.opts.now),
+            at: Timestamp(self.opts.clock.now()),
             version: plan.to_version.clone().unwrap_or_default(),
             fixes: self.fixes_after(),
             plan_digest: Some(plan.plan_digest.clone()),
@@ -90,7 +90,7 @@ impl Applying<'_> {
                     }
                     ActionKind::RevertDrift => (LedgerKind::DriftRevert, None),
                 };
-                let mut r = record(kind, id, Some(plan), files, &self.by, self.opts.now);
+                let mut r = record(kind, id, Some(plan), files, &self.by, self.opts.clock.now());
                 if a.kind == ActionKind::Fix {
                     r.checksum = self.ctx.fixes_by_id(&a.id).map(fix_checksum);
                 }

@@ -125,7 +125,7 @@ pub(super) fn lock_and_recover(
         &state,
         &steps,
         By::here(opts.via),
-        Timestamp(opts.now),
+        Timestamp(opts.clock.now()),
     )
     .map_err(|e| {
         let full = crate::apply::error::is_disk_full(&e);

@@ -70,11 +70,11 @@ pub(super) fn rollback_to(
     }
     let version = meta.version.clone();
     meta.kind = PointKind::Rollback;
-    meta.at = Timestamp(opts.now);
+    meta.at = Timestamp(opts.clock.now());
     meta.txn = None;
     meta.result = PointResult::Ok;
     meta.legacy_health = None;
-    let id = txn_id(opts.now) + if error.is_some() { "-auto" } else { "" };
+    let id = txn_id(opts.clock.now()) + if error.is_some() { "-auto" } else { "" };
     let swap = locked.swap(&version, &id)?;
     meta.release_dir = swap
         .as_ref()
@@ -85,7 +85,7 @@ pub(super) fn rollback_to(
         None,
         changes.iter().map(|c| c.path.clone()).collect(),
         by,
-        opts.now,
+        opts.clock.now(),
     );
     r.version_before = points.meta(latest).ok().map(|m| m.version);
     r.version_after = Some(version.clone());
@@ -104,14 +104,22 @@ pub(super) fn rollback_to(
         created_dirs,
         swap,
     };
-    let point = execute_or_undo(opts.progress, locked, points, steps, &journal, by, opts.now)
-        .map_err(|e| match e {
-            ApplyError::StorageFull { site, detail } => ApplyError::StorageFull {
-                site,
-                detail: format!("rolling back to point {to}: {detail}"),
-            },
-            e => failed(&locked.site, format!("rolling back to point {to}: {e}")),
-        })?;
+    let point = execute_or_undo(
+        opts.progress,
+        locked,
+        points,
+        steps,
+        &journal,
+        by,
+        opts.clock.now(),
+    )
+    .map_err(|e| match e {
+        ApplyError::StorageFull { site, detail } => ApplyError::StorageFull {
+            site,
+            detail: format!("rolling back to point {to}: {detail}"),
+        },
+        e => failed(&locked.site, format!("rolling back to point {to}: {e}")),
+    })?;
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
     }
@@ -193,7 +201,7 @@ pub(super) fn roll_back(
         )?
     };
     let note = if data {
-        super::settle::restore_point(&locked, site, to, (&from, &version), &by, opts.now)?;
+        super::settle::restore_point(&locked, site, to, (&from, &version), &by, opts.clock.now())?;
         Some(format!("its data was restored from point {to}'s snapshot"))
     } else if snapshots.has(to) {
         Some(format!(
@@ -220,7 +228,7 @@ pub(super) fn roll_back(
             Ok(()) => Verdict::Passed,
             Err(e) => Verdict::NotBlamed(format!("health check after the rollback: {e}")),
         };
-        let mut r = verdict.record(point, None, &by, opts.now);
+        let mut r = verdict.record(point, None, &by, opts.clock.now());
         r.version_before = Some(from);
         r.version_after = Some(version.clone());
         locked.state.ledger().append(r)?;

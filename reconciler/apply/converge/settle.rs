@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use super::locked::Locked;
 use super::rollback::rollback_to;
-use super::{Applying, ApplyError, Options, failed, progress, record};
+use super::{ApplyError, Applying, Options, failed, progress, record};
 use crate::apply::data::{DataRun, wanted};
 use crate::apply::hooks::{self, HookEnv};
 use crate::model::fleet::Data;
 use crate::model::values::{Command, Timestamp};
 use crate::model::{Release, Site};
 use crate::store::{
-    By, ChangePhase, FailureMarker, IncompleteChange, LedgerKind, LedgerResult, Points, SiteState,
+    By, ChangePhase, FailureMarker, IncompleteChange, LedgerKind, LedgerResult, Points,
 };
 
 /// How long a data command or backup may take when the site's hooks do
@@ -37,21 +37,32 @@ pub(super) struct ChangeData {
 
 impl ChangeData {
     /// Moves the open record, if any, to `phase` before the phase starts.
-    pub(super) fn enter(&mut self, phase: ChangePhase, state: &SiteState) -> Result<(), ApplyError> {
+    pub(super) fn enter(&mut self, phase: ChangePhase, locked: &Locked) -> Result<(), ApplyError> {
         if let Some(open) = &mut self.open {
-            open.enter(phase, state)?;
+            step(locked, "change record")?;
+            open.enter(phase, &locked.state)?;
         }
         Ok(())
     }
 
     /// The change is complete, or was cancelled before its data was
     /// touched: the open record goes.
-    pub(super) fn close(&self, state: &SiteState) -> Result<(), ApplyError> {
+    pub(super) fn close(&self, locked: &Locked) -> Result<(), ApplyError> {
         if self.open.is_some() {
-            IncompleteChange::remove(state)?;
+            step(locked, "change record")?;
+            IncompleteChange::remove(&locked.state)?;
         }
         Ok(())
     }
+}
+
+/// A numbered step of the change (failpoints, SPEC §6.1's crash tests),
+/// failing as a plain error of the change.
+fn step(locked: &Locked, what: &str) -> Result<(), ApplyError> {
+    locked
+        .steps
+        .step(what)
+        .map_err(|e| failed(&locked.site, format!("{what}: {e}")))
 }
 
 /// The site's commands' time limit for data: the hooks' own when set.
@@ -97,7 +108,12 @@ impl Applying<'_> {
     /// the newest snapshot took, else the databases' sizes as they are
     /// (a command's dump is unknown until it has run once).
     pub(super) fn snapshot_estimate(&self, locked: &Locked, runs_commands: bool) -> u64 {
-        let Some(data) = self.site.data.as_ref().filter(|_| wanted(self.site.data.as_ref(), runs_commands)) else {
+        let Some(data) = self
+            .site
+            .data
+            .as_ref()
+            .filter(|_| wanted(self.site.data.as_ref(), runs_commands))
+        else {
             return 0;
         };
         let snapshots = locked.state.data();
@@ -149,29 +165,42 @@ impl Applying<'_> {
                 version_to: to.clone(),
                 phase: ChangePhase::Snapshot,
             };
+            step(locked, "change record")?;
             open.write(&locked.state)?;
             change.open = Some(open);
         }
         let Some(data) = self.site.data.as_ref().filter(|_| take) else {
             return Ok(change);
         };
-        progress(&locked.state, self.name, "snapshot", 30, Some(self.plan), None);
+        progress(
+            &locked.state,
+            self.name,
+            "snapshot",
+            30,
+            Some(self.plan),
+            None,
+        );
         let (root, log) = (locked.root.path().to_owned(), locked.state.hooks_log());
         let run = data_run(locked, self.site, data, &root, &log, (&from, &to));
-        let manifest = run.capture(&locked.state.data(), base).map_err(|e| {
-            let _ = change.close(&locked.state);
-            failed(
-                self.name,
-                format!("taking the data snapshot failed: {e}; nothing was changed"),
-            )
-        })?;
+        let manifest = step(locked, "snapshot")
+            .and_then(|()| {
+                run.capture(&locked.state.data(), base)
+                    .map_err(|e| failed(self.name, e))
+            })
+            .map_err(|e| {
+                let _ = change.close(locked);
+                failed(
+                    self.name,
+                    format!("taking the data snapshot failed: {e}; nothing was changed"),
+                )
+            })?;
         let mut r = record(
             LedgerKind::Snapshot,
             None,
             Some(self.plan),
             manifest.files.iter().map(|f| f.name.clone()).collect(),
             &self.by,
-            self.opts.now,
+            self.opts.clock.now(),
         );
         r.point = Some(base);
         locked.state.ledger().append(r)?;
@@ -212,7 +241,14 @@ impl Applying<'_> {
         let shown = std::cell::Cell::new((u8::MAX, 0u64));
         for (n, cmd) in commands.iter().enumerate() {
             let what = format!("migration {} of {total}", n + 1);
-            progress(&locked.state, self.name, "migrating", 0, Some(self.plan), Some(&what));
+            progress(
+                &locked.state,
+                self.name,
+                "migrating",
+                0,
+                Some(self.plan),
+                Some(&what),
+            );
             let on_lines = |lines: u64| {
                 let done = printed_before.get() + lines;
                 let percent = match expected {
@@ -226,11 +262,23 @@ impl Applying<'_> {
                     }
                 }
                 if percent != last_percent {
-                    progress(&locked.state, self.name, "migrating", percent, Some(self.plan), Some(&what));
+                    progress(
+                        &locked.state,
+                        self.name,
+                        "migrating",
+                        percent,
+                        Some(self.plan),
+                        Some(&what),
+                    );
                 }
                 shown.set((percent, done));
             };
-            let result = hooks::run_counting(&cmd.0, &env, timeout, &on_lines);
+            let result = match step(locked, "migrate") {
+                Ok(()) => {
+                    hooks::run_counting(&cmd.0, &env, timeout, &on_lines).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
             let output_lines = result
                 .as_ref()
                 .map_or(0, |out| out.bytes().filter(|b| *b == b'\n').count() as u64);
@@ -241,12 +289,12 @@ impl Applying<'_> {
                 Some(self.plan),
                 Vec::new(),
                 &self.by,
-                jiff::Timestamp::now().max(self.opts.now),
+                jiff::Timestamp::now().max(self.opts.clock.now()),
             );
             r.point = Some(point);
             if let Err(e) = &result {
                 r.result = LedgerResult::Failed;
-                r.error = Some(e.to_string());
+                r.error = Some(e.clone());
             }
             locked.state.ledger().append(r)?;
             if let Err(e) = result {
@@ -272,7 +320,7 @@ impl Applying<'_> {
         change: &mut ChangeData,
         reason: &str,
     ) -> Result<(), ApplyError> {
-        change.enter(ChangePhase::Restoring, &locked.state)?;
+        change.enter(ChangePhase::Restoring, locked)?;
         let versions = (
             self.plan.to_version.clone().unwrap_or_default(),
             self.plan.from_version.clone().unwrap_or_default(),
@@ -284,10 +332,10 @@ impl Applying<'_> {
             change.open.is_some(),
             (&versions.0, &versions.1),
             &self.by,
-            self.opts.now,
+            self.opts.clock.now(),
             reason,
         );
-        change.close(&locked.state)?;
+        change.close(locked)?;
         outcome
     }
 }
@@ -313,9 +361,7 @@ fn restore(
         let marker = FailureMarker {
             what: "a failed change's migrations ran without a data snapshot to restore".into(),
             at: Timestamp(now),
-            error: format!(
-                "{reason}; the site has no `data:`, so its data may be half migrated"
-            ),
+            error: format!("{reason}; the site has no `data:`, so its data may be half migrated"),
             snapshot: None,
             point: None,
             by: by.clone(),
@@ -323,12 +369,29 @@ fn restore(
         marker.write(&locked.state)?;
         return Err(failed(&locked.site, marker.summary(&locked.site)));
     };
-    progress(&locked.state, &locked.site, "restoring", 95, None, Some(reason));
+    progress(
+        &locked.state,
+        &locked.site,
+        "restoring",
+        95,
+        None,
+        Some(reason),
+    );
     let (root, log) = (locked.root.path().to_owned(), locked.state.hooks_log());
     let run = data_run(locked, site, data, &root, &log, versions);
     let snapshots = locked.state.data();
-    let result = run.restore(&snapshots, point);
-    let mut r = record(LedgerKind::Restore, Some(format!("point {point}")), None, Vec::new(), by, jiff::Timestamp::now().max(now));
+    let result = step(locked, "restore").and_then(|()| {
+        run.restore(&snapshots, point)
+            .map_err(|e| failed(&locked.site, e))
+    });
+    let mut r = record(
+        LedgerKind::Restore,
+        Some(format!("point {point}")),
+        None,
+        Vec::new(),
+        by,
+        jiff::Timestamp::now().max(now),
+    );
     r.point = Some(point);
     r.version_before = Some(versions.0.to_owned());
     r.version_after = Some(versions.1.to_owned());
@@ -407,7 +470,16 @@ pub(super) fn recover_incomplete(
     };
     if committed {
         let undo = locked.steps.undoing();
-        rollback_to(locked, &points, open.base_point, None, &undo, opts, &by, Some(&reason))?;
+        rollback_to(
+            locked,
+            &points,
+            open.base_point,
+            None,
+            &undo,
+            opts,
+            &by,
+            Some(&reason),
+        )?;
     }
     let outcome = if open.phase.data_touched() {
         restore(
@@ -417,20 +489,33 @@ pub(super) fn recover_incomplete(
             true,
             (&open.version_to, &open.version_from),
             &by,
-            opts.now,
+            opts.clock.now(),
             &reason,
         )
     } else {
         Ok(())
     };
-    let mut r = record(LedgerKind::Recovery, None, None, Vec::new(), &by, opts.now);
+    let mut r = record(
+        LedgerKind::Recovery,
+        None,
+        None,
+        Vec::new(),
+        &by,
+        opts.clock.now(),
+    );
     r.version_before = Some(open.version_to.clone());
     r.version_after = Some(open.version_from.clone());
     r.point = Some(open.base_point);
     r.result = LedgerResult::RolledBack;
     r.error = Some(match &outcome {
-        Ok(()) if open.phase.data_touched() => format!("{reason}; its files and data were returned to point {}", open.base_point),
-        Ok(()) => format!("{reason}; its files were returned to point {}, its data was never touched", open.base_point),
+        Ok(()) if open.phase.data_touched() => format!(
+            "{reason}; its files and data were returned to point {}",
+            open.base_point
+        ),
+        Ok(()) => format!(
+            "{reason}; its files were returned to point {}, its data was never touched",
+            open.base_point
+        ),
         Err(e) => format!("{reason}; {e}"),
     });
     locked.state.ledger().append(r)?;

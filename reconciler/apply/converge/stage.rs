@@ -224,7 +224,7 @@ pub(super) fn record_prestate(
     }
     let mut meta = points.meta(base)?;
     meta.kind = PointKind::Apply;
-    meta.at = Timestamp(opts.now);
+    meta.at = Timestamp(opts.clock.now());
     meta.plan_digest = None;
     meta.result = PointResult::Track;
     meta.legacy_health = None;
