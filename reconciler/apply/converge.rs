@@ -393,11 +393,6 @@ impl<'a> Applying<'a> {
             self.opts.clock.now(),
         )
         .inspect_err(|e| {
-            // Undone at once: the data was never touched. An undo that
-            // failed leaves the record to the next command's recovery.
-            if !txn::pending(&locked.state) {
-                let _ = data.close(locked);
-            }
             progress(
                 &locked.state,
                 name,
@@ -406,7 +401,11 @@ impl<'a> Applying<'a> {
                 Some(plan),
                 Some(&e.to_string()),
             );
-        })?;
+        });
+        let point = match point {
+            Ok(point) => point,
+            Err(e) => return Err(self.unfinished(locked, &data, e)),
+        };
         if locked.layout == Layout::Symlink {
             locked.reopen()?;
         }
@@ -434,6 +433,22 @@ impl<'a> Applying<'a> {
             version: plan.to_version.clone().unwrap_or_default(),
             note: None,
         })
+    }
+
+    /// A files transaction that failed: undone at once, or, when it failed
+    /// after its commit step, finished by its recovery. A change that runs
+    /// migrations is complete only once they have passed, so one finished
+    /// that way is rolled back here as a failed change (its data was never
+    /// touched). An undo that failed leaves the record to the next
+    /// command's recovery.
+    fn unfinished(&self, locked: &mut Locked, data: &ChangeData, e: ApplyError) -> ApplyError {
+        if data.open.is_none() || txn::pending(&locked.state) {
+            return e;
+        }
+        match settle::recover_incomplete(locked, self.site, self.opts) {
+            Ok(()) => e,
+            Err(undo) => failed(self.name, format!("{e}; then {undo}")),
+        }
     }
 
     /// Steps 4 and 5 of SPEC §6.6: the migrations, then the post hooks and
@@ -668,6 +683,9 @@ fn execute_or_undo(
             by.clone(),
             Timestamp(now),
         ) {
+            Ok(txn::Recovered::Forward(point)) => format!(
+                "{e}; the change had already committed, so it was completed (point {point}) without its hooks and health check"
+            ),
             Ok(_) => format!("{e}; the site was returned to its state before"),
             Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
         };
