@@ -14,6 +14,7 @@ mod cli;
 mod converge;
 mod crash;
 mod daemon_faults;
+mod data_django;
 mod examples;
 mod fsync;
 mod fuzz_corpus;
