@@ -15,6 +15,8 @@ mod converge;
 mod crash;
 mod daemon_faults;
 mod data;
+mod data_django;
+mod data_postgres;
 mod examples;
 mod fsync;
 mod fuzz_corpus;
