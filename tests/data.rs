@@ -507,3 +507,22 @@ fn every_step_of_snapshot_migrate_and_restore_failed_leaves_files_and_data_toget
     }
     eprintln!("data crash: {runs} failed runs, files and data together after each");
 }
+
+/// Real SIGKILLs at random instants of a migrating upgrade, with a small
+/// count (measure with `tests/crash/kill-loop.sh 300 SEED data`).
+#[test]
+fn real_kills_of_a_migrating_upgrade_leave_files_and_data_together() {
+    let script = crate::support::repo_root().join("tests/crash/kill-loop.sh");
+    let out = std::process::Command::new(script)
+        .args(["6", "5", "data"])
+        .env("SITEKEEPER", crate::support::bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("0 mixed"), "{text}");
+}
