@@ -11,6 +11,7 @@ use super::{CliError, Global, Printer, exit, load_clean};
 use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::model::values::Version;
 use crate::plan::Plan;
+use crate::plan::render::{failed_words, named_count};
 
 /// Arguments of `apply`.
 #[derive(Debug, Args)]
@@ -54,27 +55,40 @@ pub(super) fn exit_code(e: &ApplyError) -> u8 {
     }
 }
 
+/// Prints each site's result on its own line (an error on stderr, in its
+/// place), then a summary line that counts and names the sites that were
+/// refused or failed, and returns the exit code of the worst.
 fn report(
     printer: &Printer,
     results: Vec<(String, Result<Outcome, ApplyError>)>,
 ) -> Result<(), CliError> {
     let mut code = exit::OK;
+    let (mut changed, mut unchanged) = (0, 0);
+    let (mut refused, mut failed) = (Vec::new(), Vec::new());
     for (site, r) in results {
         match r {
-            Ok(Outcome::Unchanged) => printer.say(&format!("{site}: nothing to do")),
+            Ok(Outcome::Unchanged) => {
+                unchanged += 1;
+                printer.say(&format!("{site}: nothing to do"));
+            }
             Ok(Outcome::Changed {
                 point,
                 files,
                 version,
-            }) => printer.say(&format!(
-                "{site}: {version}, {files} file(s) changed, point {point}"
-            )),
+            }) => {
+                changed += 1;
+                printer.say(&format!(
+                    "{site}: {version}, {files} file(s) changed, point {point}"
+                ));
+            }
             Err(e) => {
                 let this = exit_code(&e);
-                if e.is_refusal() {
+                if this == exit::REFUSED {
                     printer.error(&format!("refused: {e}"));
+                    refused.push(site);
                 } else {
                     printer.error(&e.to_string());
+                    failed.push(site);
                 }
                 // A failure outranks a refusal, which outranks success;
                 // invalid input, found per site, ranks like a failure.
@@ -86,6 +100,12 @@ fn report(
             }
         }
     }
+    printer.say(&format!(
+        "{changed} site{} changed, {unchanged} unchanged, {}, {}",
+        if changed == 1 { "" } else { "s" },
+        named_count(refused.iter().map(String::as_str), "refused"),
+        failed_words(failed.iter().map(String::as_str)),
+    ));
     match code {
         exit::OK => Ok(()),
         code => Err(CliError::Exit(code)),
