@@ -46,10 +46,12 @@ fn read_plan(path: &PathBuf) -> Result<Plan, CliError> {
 }
 
 /// The exit code of a change that did not converge (SPEC §3), by its
-/// kind: the one place that decides it.
+/// kind: the one place that decides it. A rollback point that does not
+/// exist is a request that makes no sense for the site (exit 2), not a
+/// refusal: nothing could make it succeed but asking for another point.
 pub(super) fn exit_code(e: &ApplyError) -> u8 {
     match e {
-        ApplyError::Invalid { .. } => exit::INVALID,
+        ApplyError::Invalid { .. } | ApplyError::NoPoint { .. } => exit::INVALID,
         e if e.is_refusal() => exit::REFUSED,
         _ => exit::FAILED,
     }
