@@ -19,6 +19,14 @@ struct Entry {
     plan_digest: Option<String>,
     health: crate::store::Health,
     result: String,
+    /// `at` for people (JSON keeps RFC 3339 at full precision).
+    #[serde(skip)]
+    when: String,
+}
+
+/// A time for people: UTC to the second, `2026-12-06 22:16:09Z`.
+fn human_time(t: &crate::model::values::Timestamp) -> String {
+    t.0.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 /// The snake_case word serde writes for an enum value.
@@ -55,6 +63,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 point: n,
                 commit: points.commit_id(n).map_err(failed)?,
                 at: m.at.to_string(),
+                when: human_time(&m.at),
                 kind: m.kind,
                 version: m.version,
                 fixes: m.fixes,
@@ -82,7 +91,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 t.push_str(&format!(
                     "point {:<3} {}  {:<8} {}  fixes [{}]  health {}  {}  {}\n",
                     e.point,
-                    e.at,
+                    e.when,
                     word(&e.kind),
                     e.version,
                     e.fixes.join(", "),
@@ -97,7 +106,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                     t.push_str(&format!(
                         "  #{:<3} {}  {} {}  {}  by {}@{} via {}{}\n",
                         r.seq,
-                        r.at,
+                        human_time(&r.at),
                         word(&r.kind),
                         r.id.clone().unwrap_or_default(),
                         word(&r.result),
