@@ -24,9 +24,11 @@ struct Entry {
     when: String,
 }
 
-/// A time for people: UTC to the second, `2026-12-06 22:16:09Z`.
+/// A time for people: UTC to the second, `2026-12-06 22:16:09Z`. Through
+/// the fallible formatter (a `Display` that fails would panic in
+/// `to_string`); should it ever fail, RFC 3339 is still a time.
 fn human_time(t: &crate::model::values::Timestamp) -> String {
-    t.0.strftime("%Y-%m-%d %H:%M:%SZ").to_string()
+    jiff::fmt::strtime::format("%Y-%m-%d %H:%M:%SZ", t.0).unwrap_or_else(|_| t.0.to_string())
 }
 
 /// The snake_case word serde writes for an enum value.
