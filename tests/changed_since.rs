@@ -374,16 +374,19 @@ fn changed_since_works_for_a_fleet_fetched_from_a_git_url() {
     write_tree(&cat, CATALOG);
     commit_all(&cat, "catalog", true);
     let www = root.join("www");
-    write_tree(&www, &[("index.php", "<?php echo 'hi';\n")]);
+    for name in ["a", "b"] {
+        write_tree(&www.join(name), &[("index.php", "<?php echo 'hi';\n")]);
+    }
     let fleet = root.join("fleet");
     let fleet_yaml = format!(
         "catalogs:\n  acme:\n    source: {}\n    ref: main\n",
         cat.display()
     );
+    // A root each: two sites may not share one (SPEC §3).
     let site = |name: &str, extra: &str| {
         format!(
             "site: {name}\nroot: {}\nproduct: acme\nchannel: stable\n{extra}",
-            www.display()
+            www.join(name).display()
         )
     };
     write_tree(

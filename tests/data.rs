@@ -410,7 +410,7 @@ fn rollback_touches_data_only_with_data() {
     let out = s.run(&["rollback", "s", "--to", "2", "--data"]);
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(2),
         "point 2 has no snapshot: {}",
         stderr(&out)
     );

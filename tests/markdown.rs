@@ -105,7 +105,7 @@ fn two_hundred_sites_in_three_states_render_as_three_plan_classes() {
         "three plan classes:\n{md}"
     );
     assert!(
-        md.contains("**170 sites change, 30 unchanged, 110 held**"),
+        md.contains("**170 sites change, 30 unchanged, 110 held, 0 failed**"),
         "{md}"
     );
     assert!(md.contains("120 sites: same plan (1.0.0 → 1.0.1)"), "{md}");

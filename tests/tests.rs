@@ -28,6 +28,7 @@ mod invalid_corpus;
 mod layout;
 mod markdown;
 mod noop_scan;
+mod papercuts;
 mod plan_cli;
 mod planning;
 mod properties;

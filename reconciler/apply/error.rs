@@ -231,8 +231,10 @@ impl ApplyError {
         )
     }
 
-    /// Whether nothing was written: the command refused before the change
-    /// (SPEC §3 exit 3), as opposed to a change that failed (exit 1).
+    /// Whether the command refused before the change (SPEC §3 exit 3),
+    /// as opposed to a change that failed (exit 1). A point that does not
+    /// exist ([`ApplyError::NoPoint`]) writes nothing either, but is
+    /// invalid input (exit 2), not a refusal.
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -245,7 +247,6 @@ impl ApplyError {
                 | ApplyError::DriftBlocked { .. }
                 | ApplyError::Preflight { .. }
                 | ApplyError::FailureMarker { .. }
-                | ApplyError::NoPoint { .. }
         )
     }
 

@@ -12,6 +12,7 @@ use super::{CliError, Global, Printer, exit, load_clean};
 use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::model::values::Version;
 use crate::plan::Plan;
+use crate::plan::render::{failed_words, named_count};
 
 /// Arguments of `apply`.
 #[derive(Debug, Args)]
@@ -46,29 +47,40 @@ fn read_plan(path: &PathBuf) -> Result<Plan, CliError> {
 }
 
 /// The exit code of a change that did not converge (SPEC §3), by its
-/// kind: the one place that decides it.
+/// kind: the one place that decides it. A rollback point that does not
+/// exist is a request that makes no sense for the site (exit 2), not a
+/// refusal: nothing could make it succeed but asking for another point.
 pub(super) fn exit_code(e: &ApplyError) -> u8 {
     match e {
-        ApplyError::Invalid { .. } => exit::INVALID,
+        ApplyError::Invalid { .. } | ApplyError::NoPoint { .. } => exit::INVALID,
         e if e.is_refusal() => exit::REFUSED,
         _ => exit::FAILED,
     }
 }
 
+/// Prints each site's result on its own line (an error on stderr, in its
+/// place), then a summary line that counts and names the sites that were
+/// refused or failed, and returns the exit code of the worst.
 fn report(
     printer: &Printer,
     results: Vec<(String, Result<Outcome, ApplyError>)>,
 ) -> Result<(), CliError> {
     let mut code = exit::OK;
+    let (mut changed, mut unchanged) = (0, 0);
+    let (mut refused, mut failed) = (Vec::new(), Vec::new());
     for (site, r) in results {
         match r {
-            Ok(Outcome::Unchanged) => printer.say(&format!("{site}: nothing to do")),
+            Ok(Outcome::Unchanged) => {
+                unchanged += 1;
+                printer.say(&format!("{site}: nothing to do"));
+            }
             Ok(Outcome::Changed {
                 point,
                 files,
                 version,
                 note,
             }) => {
+                changed += 1;
                 printer.say(&format!(
                     "{site}: {version}, {files} file(s) changed, point {point}"
                 ));
@@ -78,10 +90,12 @@ fn report(
             }
             Err(e) => {
                 let this = exit_code(&e);
-                if e.is_refusal() {
+                if this == exit::REFUSED {
                     printer.error(&format!("refused: {e}"));
+                    refused.push(site);
                 } else {
                     printer.error(&e.to_string());
+                    failed.push(site);
                 }
                 // A failure outranks a refusal, which outranks success;
                 // invalid input, found per site, ranks like a failure.
@@ -93,6 +107,12 @@ fn report(
             }
         }
     }
+    printer.say(&format!(
+        "{changed} site{} changed, {unchanged} unchanged, {}, {}",
+        if changed == 1 { "" } else { "s" },
+        named_count(refused.iter().map(String::as_str), "refused"),
+        failed_words(failed.iter().map(String::as_str)),
+    ));
     match code {
         exit::OK => Ok(()),
         code => Err(CliError::Exit(code)),

@@ -10,6 +10,7 @@ use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::observe::SiteContext;
 use crate::observe::status;
 use crate::plan::choose::{Class, Upgrade};
+use crate::plan::render::Piece;
 
 /// One site in `check --format json`.
 #[derive(Debug, Serialize)]
@@ -28,19 +29,20 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
     // CI logs are files read later: no progress bars, no colour, even when
     // asked for (off a terminal the printer already leaves colour out).
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-    let mut out = Vec::new();
-    let mut failures = Vec::new();
+    // Each site's check, or the site and why it could not be checked,
+    // in name order.
+    let mut rows: Vec<Result<SiteCheck, (String, String)>> = Vec::new();
     for site in sites {
         let progress = ScanProgress::new(site.site.as_str(), global.quiet || ci);
         let ctx = match SiteContext::gather(&fleet, site, &state, Some(&progress)) {
             Ok(ctx) => ctx,
             Err(e) => {
-                failures.push(e.to_string());
+                rows.push(Err((site.site.to_string(), e.to_string())));
                 continue;
             }
         };
         let plan = ctx.plan(at, None);
-        out.push(SiteCheck {
+        rows.push(Ok(SiteCheck {
             site: site.site.to_string(),
             version: ctx
                 .installed
@@ -48,20 +50,43 @@ pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Resul
                 .filter(|_| ctx.adopted())
                 .map(|i| i.version.to_string()),
             available: status::upgrades(&ctx, &plan, at),
-        });
+        }));
     }
-    let text = match printer.format {
-        Format::Json => serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
-        Format::Markdown => markdown(&out),
-        Format::Human => human(&out, printer, ci),
-    };
-    printer.report(&text);
+    let out: Vec<&SiteCheck> = rows.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let failures: Vec<&String> = rows
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|(_, e)| e)
+        .collect();
+    match printer.format {
+        // Each site's error right after where its lines would be.
+        Format::Human => {
+            let mut pieces = Vec::new();
+            for row in &rows {
+                match row {
+                    Ok(s) => pieces.push(Piece::Out(human(&[s], printer, ci))),
+                    Err((site, e)) => {
+                        pieces.push(Piece::Out(format!("{site}  could not be checked\n")));
+                        pieces.push(Piece::Error(e.clone()));
+                    }
+                }
+            }
+            printer.pieces(&pieces);
+        }
+        format => {
+            let text = match format {
+                Format::Json => serde_json::to_string_pretty(&out).unwrap_or_default() + "\n",
+                _ => markdown(&out),
+            };
+            printer.report(&text);
+            for f in &failures {
+                printer.error(f);
+            }
+        }
+    }
     if failures.is_empty() {
         Ok(())
     } else {
-        for f in &failures {
-            printer.error(f);
-        }
         Err(CliError::Exit(exit::FAILED))
     }
 }
@@ -82,7 +107,7 @@ fn code_word(u: &Upgrade) -> String {
         .unwrap_or_default()
 }
 
-fn human(out: &[SiteCheck], printer: &Printer, plain: bool) -> String {
+fn human(out: &[&SiteCheck], printer: &Printer, plain: bool) -> String {
     let bold = |s: &str| if plain { s.to_owned() } else { printer.bold(s) };
     let mut t = String::new();
     for s in out {
@@ -112,7 +137,7 @@ fn human(out: &[SiteCheck], printer: &Printer, plain: bool) -> String {
     t
 }
 
-fn markdown(out: &[SiteCheck]) -> String {
+fn markdown(out: &[&SiteCheck]) -> String {
     let mut t = String::from(
         "| site | installed | release | class | why | automatic |\n| --- | --- | --- | --- | --- | --- |\n",
     );

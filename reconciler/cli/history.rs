@@ -21,6 +21,16 @@ struct Entry {
     result: String,
     /// Whether a data snapshot belongs to the point (SPEC §6.6).
     data: bool,
+    /// `at` for people (JSON keeps RFC 3339 at full precision).
+    #[serde(skip)]
+    when: String,
+}
+
+/// A time for people: UTC to the second, `2026-12-06 22:16:09Z`. Through
+/// the fallible formatter (a `Display` that fails would panic in
+/// `to_string`); should it ever fail, RFC 3339 is still a time.
+fn human_time(t: &crate::model::values::Timestamp) -> String {
+    jiff::fmt::strtime::format("%Y-%m-%d %H:%M:%SZ", t.0).unwrap_or_else(|_| t.0.to_string())
 }
 
 /// The snake_case word serde writes for an enum value.
@@ -58,6 +68,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 point: n,
                 commit: points.commit_id(n).map_err(failed)?,
                 at: m.at.to_string(),
+                when: human_time(&m.at),
                 kind: m.kind,
                 version: m.version,
                 fixes: m.fixes,
@@ -86,7 +97,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                 t.push_str(&format!(
                     "point {:<3} {}  {:<8} {}  fixes [{}]  health {}  {}  {}{}\n",
                     e.point,
-                    e.at,
+                    e.when,
                     word(&e.kind),
                     e.version,
                     e.fixes.join(", "),
@@ -102,7 +113,7 @@ pub(super) fn run(global: &Global, printer: &Printer, name: &str) -> Result<(), 
                     t.push_str(&format!(
                         "  #{:<3} {}  {} {}  {}  by {}@{} via {}{}\n",
                         r.seq,
-                        r.at,
+                        human_time(&r.at),
                         word(&r.kind),
                         r.id.clone().unwrap_or_default(),
                         word(&r.result),

@@ -1,7 +1,10 @@
 //! How results reach people: colour decisions, diagnostics, tables.
 //!
 //! Diagnostics always go to stderr in their `file:line:col: message (hint: …)`
-//! form; reports go to stdout in the chosen `--format`.
+//! form; reports go to stdout in the chosen `--format`. Whatever goes to
+//! stdout ends with a newline and is flushed before anything is written to
+//! stderr, so that on a terminal (both streams on one screen) an error
+//! never lands in the middle of a report's line.
 //!
 //! Styles are `anstyle` values, written only to a stream whose colour is on;
 //! with colour off nothing is added or taken away (no stripping pass over
@@ -13,6 +16,7 @@ use anstyle::{AnsiColor, Style};
 
 use super::{ColorChoice, Format, Global};
 use crate::load::Diagnostic;
+use crate::plan::render::Piece;
 
 const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
@@ -77,7 +81,7 @@ impl Printer {
 
     /// Every diagnostic on stderr, then a count.
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
-        let mut err = std::io::stderr().lock();
+        let mut err = Self::stderr();
         for d in diags {
             let mut line = format!(
                 "{}: {}",
@@ -98,10 +102,18 @@ impl Printer {
         }
     }
 
+    /// Stderr, once everything written to stdout so far is out: stdout
+    /// is line-buffered and stderr is not, and every stdout write here ends
+    /// with a newline, so flushing keeps the two in the order written.
+    fn stderr() -> std::io::StderrLock<'static> {
+        let _ = std::io::stdout().lock().flush();
+        std::io::stderr().lock()
+    }
+
     /// A one-line error on stderr.
     pub fn error(&self, message: &str) {
         let _ = writeln!(
-            std::io::stderr().lock(),
+            Self::stderr(),
             "{}: {message}",
             Self::paint(self.color_err, ERROR, "error")
         );
@@ -110,7 +122,7 @@ impl Printer {
     /// A one-line warning on stderr: something to look at, not a failure.
     pub fn warning(&self, message: &str) {
         let _ = writeln!(
-            std::io::stderr().lock(),
+            Self::stderr(),
             "{}: {message}",
             Self::paint(self.color_err, WARNING, "warning")
         );
@@ -119,7 +131,9 @@ impl Printer {
     /// A line on stdout, unless `-q`.
     pub fn say(&self, text: &str) {
         if !self.quiet {
-            let _ = writeln!(std::io::stdout().lock(), "{text}");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
         }
     }
 
@@ -129,6 +143,18 @@ impl Printer {
         let _ = out.write_all(text.as_bytes());
         if !text.ends_with('\n') {
             let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+    }
+
+    /// A human report whose sites' errors go to stderr each right after
+    /// its site's line, in reading order.
+    pub fn pieces(&self, pieces: &[Piece]) {
+        for piece in pieces {
+            match piece {
+                Piece::Out(text) => self.report(text),
+                Piece::Error(e) => self.error(e),
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::load::{self, Fleet, Loaded, changes};
 use crate::model::Site;
 use crate::observe::SiteContext;
-use crate::plan::{Plan, render};
+use crate::plan::{FailedSite, Plan, render};
 
 /// Arguments of `plan`.
 #[derive(Debug, Args)]
@@ -87,17 +87,26 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &PlanArgs) -> Result
         let progress = ScanProgress::new(site.site.as_str(), global.quiet);
         match SiteContext::gather(&fleet, site, &state, Some(&progress)) {
             Ok(ctx) => plans.push(ctx.plan(at, None)),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(FailedSite {
+                site: site.site.to_string(),
+                error: e.to_string(),
+            }),
         }
     }
-    let plan = Plan::new(plans);
+    let failed = !failures.is_empty();
+    let plan = Plan::new(plans).with_failed(failures);
     if let Some(out) = &args.out {
         // The file is what `apply --plan` reads: the plan alone.
         std::fs::write(out, render::json(&plan))
             .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
     }
     let text = match (printer.format, &since) {
-        (Format::Json, None) => render::json(&plan),
+        // Each site's error goes out right after its site's line.
+        (Format::Human, s) => {
+            printer.pieces(&render::human_pieces(&plan, global.verbose > 0));
+            s.as_ref().map(since_human)
+        }
+        (Format::Json, None) => Some(render::json(&plan)),
         (Format::Json, Some(s)) => {
             let wrapped = SinceJson {
                 plan: &plan,
@@ -110,27 +119,25 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &PlanArgs) -> Result
             let mut text = serde_json::to_string_pretty(&wrapped)
                 .map_err(|e| CliError::Failed(format!("cannot write the plan as JSON: {e}")))?;
             text.push('\n');
-            text
+            Some(text)
         }
         (Format::Markdown, s) => {
             let mut text = render::markdown(&plan);
             if let Some(s) = s {
                 text.push_str(&since_markdown(s));
             }
-            text
-        }
-        (Format::Human, s) => {
-            let mut text = render::human(&plan, global.verbose > 0);
-            if let Some(s) = s {
-                text.push_str(&since_human(s));
-            }
-            text
+            Some(text)
         }
     };
-    printer.report(&text);
-    if !failures.is_empty() {
-        for f in &failures {
-            printer.error(f);
+    if let Some(text) = text {
+        printer.report(&text);
+    }
+    if failed {
+        // Human output has shown each error with its site already.
+        if printer.format != Format::Human {
+            for f in &plan.failed {
+                printer.error(&f.error);
+            }
         }
         return Err(CliError::Exit(exit::FAILED));
     }

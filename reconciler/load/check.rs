@@ -1,5 +1,6 @@
-//! Checks across files: unique site names, and every reference (product,
-//! channel, ring, policy, `extends`, approvals, signers) resolving.
+//! Checks across files: unique site names, sites that would share files
+//! (their roots, in `roots`), and every reference (product, channel, ring,
+//! policy, `extends`, approvals, signers) resolving.
 //!
 //! Problems inside one file are found while parsing it; this module only
 //! looks at how loaded files fit together, and reports all it finds.
@@ -13,6 +14,7 @@ use super::{Diagnostics, Fleet};
 
 pub(super) fn check(fleet: &Fleet, diags: &mut Diagnostics) {
     check_sites(fleet, diags);
+    super::roots::check_roots(fleet, diags);
     check_policies(fleet, diags);
     check_approvals(fleet, diags);
     check_signers(fleet, diags);

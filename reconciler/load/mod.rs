@@ -11,6 +11,7 @@ mod check;
 pub mod diag;
 mod fleet;
 pub mod payload;
+mod roots;
 pub mod signers;
 pub mod source;
 pub mod stock;

@@ -26,8 +26,8 @@ use crate::model::values::Version;
 use crate::model::words::{ChangeLevel, DriftMode};
 use fix::{FixOutcome, plan_fix, undoes};
 pub use types::{
-    Action, ActionKind, Contents, Detection, FileChange, FileOp, Held, HeldCode, Installed, Need,
-    PREFLIGHT_WAITS, Plan, PreflightFailure, SiteInput, SitePlan, Space,
+    Action, ActionKind, Contents, Detection, FailedSite, FileChange, FileOp, Held, HeldCode,
+    Installed, Need, PREFLIGHT_WAITS, Plan, PreflightFailure, SiteInput, SitePlan, Space,
 };
 use work::Work;
 pub use work::{Body, FileData};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Action, ActionKind, FileChange, FileOp, Plan, SitePlan};
+use super::{Action, ActionKind, FailedSite, FileChange, FileOp, Plan, SitePlan};
 use crate::fixops::is_binary;
 
 /// The most Markdown a plan renders, below GitHub's 65,536-character
@@ -44,83 +44,160 @@ fn files_word(n: usize) -> String {
     )
 }
 
-/// Totals for the header: sites that change, that do not, held items.
+/// Names a summary line lists before "and N more".
+const SUMMARY_NAMES: usize = 10;
+
+/// The end of every summary line (SPEC §3): how many sites failed, and
+/// which: `0 failed`, or `2 failed: a, b`. Always there, so that a summary
+/// over a broken site never reads like one over a healthy fleet.
+pub fn failed_words<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    named_count(names, "failed")
+}
+
+/// `0 WORD`, or `2 WORD: a, b`, with at most [`SUMMARY_NAMES`] names.
+pub fn named_count<'a>(names: impl ExactSizeIterator<Item = &'a str>, word: &str) -> String {
+    let count = names.len();
+    if count == 0 {
+        return format!("0 {word}");
+    }
+    let shown: Vec<&str> = names.take(SUMMARY_NAMES).collect();
+    let more = count - shown.len();
+    let tail = if more > 0 {
+        format!(" and {} more", super::thousands(more))
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {word}: {}{tail}",
+        super::thousands(count),
+        shown.join(", ")
+    )
+}
+
+/// Totals for the header: sites that change, that do not, held items, and
+/// the sites that could not be planned.
 fn totals(plan: &Plan) -> String {
     let change = plan.sites.iter().filter(|s| s.has_changes()).count();
     let unchanged = plan.sites.len() - change;
     let held: usize = plan.sites.iter().map(|s| s.held.len()).sum();
     format!(
-        "{} site{} change{}, {unchanged} unchanged, {held} held",
+        "{} site{} change{}, {unchanged} unchanged, {held} held, {}",
         change,
         if change == 1 { "" } else { "s" },
-        if change == 1 { "s" } else { "" }
+        if change == 1 { "s" } else { "" },
+        failed_words(plan.failed.iter().map(|f| f.site.as_str()))
     )
 }
 
-/// Human text: a summary line per site, then its actions and held items.
-/// `verbose` lists every file.
+/// A piece of the human rendering, in the order a person reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Report text, for stdout; it ends with a newline.
+    Out(String),
+    /// A site's error, for stderr, right after that site's line.
+    Error(String),
+}
+
+/// Human text as one string, errors inline as `error: …` lines, as a
+/// terminal shows [`human_pieces`].
 pub fn human(plan: &Plan, verbose: bool) -> String {
     let mut out = String::new();
-    for s in &plan.sites {
-        let state = if s.has_changes() {
-            let files: usize = s.actions.iter().map(|a| a.files.len()).sum();
-            format!(
-                "{} action{}, {}",
-                s.actions.len(),
-                if s.actions.len() == 1 { "" } else { "s" },
-                files_word(files)
-            )
-        } else {
-            "no changes".to_owned()
-        };
-        let _ = writeln!(out, "{}  {}  ({state})", s.site, versions(s));
-        if !s.adopted {
-            let _ = writeln!(
-                out,
-                "  not adopted: nothing can be applied until `sitekeeper adopt {}`",
-                s.site
-            );
-        }
-        for note in &s.notes {
-            let _ = writeln!(out, "  note: {note}");
-        }
-        if !s.drift.is_empty() {
-            let _ = writeln!(
-                out,
-                "  drift: {} changed locally since the last rollback point",
-                files_word(s.drift.len())
-            );
-        }
-        for a in &s.actions {
-            let _ = writeln!(
-                out,
-                "  {}: {} ({})",
-                action_title(a),
-                a.reason,
-                files_word(a.files.len())
-            );
-            if verbose {
-                for f in &a.files {
-                    let _ = writeln!(out, "      {:<6} {}", op_word(f.op), f.path);
-                }
+    for piece in human_pieces(plan, verbose) {
+        match piece {
+            Piece::Out(text) => out.push_str(&text),
+            Piece::Error(e) => {
+                let _ = writeln!(out, "error: {e}");
             }
         }
-        for h in &s.held {
-            let _ = writeln!(
-                out,
-                "  held {} [{}]: {}",
-                h.item,
-                serde_json::to_value(h.code)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                h.reason
-            );
-        }
-        let _ = writeln!(out, "  plan digest {}", s.plan_digest);
-        out.push('\n');
     }
-    let _ = writeln!(out, "{}", totals(plan));
+    out
+}
+
+/// Human text: a summary line per site, then its actions and held items,
+/// with each site that could not be planned in its place among them (its
+/// line, then its error), and the totals last. `verbose` lists every file.
+pub fn human_pieces(plan: &Plan, verbose: bool) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut failed = plan.failed.iter().peekable();
+    for s in &plan.sites {
+        while let Some(f) = failed.next_if(|f| f.site < s.site) {
+            failed_site(&mut pieces, f);
+        }
+        pieces.push(Piece::Out(human_site(s, verbose)));
+    }
+    for f in failed {
+        failed_site(&mut pieces, f);
+    }
+    pieces.push(Piece::Out(format!("{}\n", totals(plan))));
+    pieces
+}
+
+fn failed_site(pieces: &mut Vec<Piece>, f: &FailedSite) {
+    pieces.push(Piece::Out(format!("{}  could not be planned\n", f.site)));
+    pieces.push(Piece::Error(f.error.clone()));
+    pieces.push(Piece::Out("\n".to_owned()));
+}
+
+/// One site's block of the human text, ending with a blank line.
+fn human_site(s: &SitePlan, verbose: bool) -> String {
+    let mut out = String::new();
+    let state = if s.has_changes() {
+        let files: usize = s.actions.iter().map(|a| a.files.len()).sum();
+        format!(
+            "{} action{}, {}",
+            s.actions.len(),
+            if s.actions.len() == 1 { "" } else { "s" },
+            files_word(files)
+        )
+    } else {
+        "no changes".to_owned()
+    };
+    let _ = writeln!(out, "{}  {}  ({state})", s.site, versions(s));
+    if !s.adopted {
+        let _ = writeln!(
+            out,
+            "  not adopted: nothing can be applied until `sitekeeper adopt {}`",
+            s.site
+        );
+    }
+    for note in &s.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    if !s.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "  drift: {} changed locally since the last rollback point",
+            files_word(s.drift.len())
+        );
+    }
+    for a in &s.actions {
+        let _ = writeln!(
+            out,
+            "  {}: {} ({})",
+            action_title(a),
+            a.reason,
+            files_word(a.files.len())
+        );
+        if verbose {
+            for f in &a.files {
+                let _ = writeln!(out, "      {:<6} {}", op_word(f.op), f.path);
+            }
+        }
+    }
+    for h in &s.held {
+        let _ = writeln!(
+            out,
+            "  held {} [{}]: {}",
+            h.item,
+            serde_json::to_value(h.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            h.reason
+        );
+    }
+    let _ = writeln!(out, "  plan digest {}", s.plan_digest);
+    out.push('\n');
     out
 }
 
@@ -224,7 +301,7 @@ pub fn markdown(plan: &Plan) -> String {
     if plan.sites.len() <= TABLE_SITES {
         summary_by_site(&mut out, plan);
     } else {
-        summary_by_class(&mut out, &classes);
+        summary_by_class(&mut out, &classes, &plan.failed);
     }
     let mut page = Page::new(out, &classes);
     for (digest, sites) in &classes {
@@ -440,10 +517,57 @@ fn summary_by_site(out: &mut String, plan: &Plan) {
             held_cell(s)
         );
     }
+    failed_rows(out, &plan.failed);
     out.push('\n');
 }
 
-fn summary_by_class(out: &mut String, classes: &[(&str, Vec<&SitePlan>)]) {
+/// Characters of a failed site's error its table row keeps.
+const REASON_CHARS: usize = 300;
+
+/// A row per site that could not be planned, with its error where the
+/// held items go; past [`TABLE_SITES`] rows, one row counts the rest.
+fn failed_rows(out: &mut String, failed: &[FailedSite]) {
+    for f in failed.iter().take(TABLE_SITES) {
+        let _ = writeln!(
+            out,
+            "| {} | **failed** | – | {} |",
+            f.site,
+            table_text(&f.error, REASON_CHARS)
+        );
+    }
+    if failed.len() > TABLE_SITES {
+        let _ = writeln!(
+            out,
+            "| {} more | **failed** | – | `sitekeeper plan --format json` lists every one |",
+            super::thousands(failed.len() - TABLE_SITES)
+        );
+    }
+}
+
+/// `text` as plain text in one table cell: on one line, cut to `limit`
+/// characters, with what Markdown would read as markup (a `|` ends the
+/// cell) escaped. An error may quote a path or a system message verbatim.
+fn table_text(text: &str, limit: usize) -> String {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == limit {
+            out.push('…');
+            break;
+        }
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            '\\' | '|' | '*' | '_' | '`' | '<' | '>' | '[' | ']' | '#' | '~' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn summary_by_class(out: &mut String, classes: &[(&str, Vec<&SitePlan>)], failed: &[FailedSite]) {
     let _ = writeln!(
         out,
         "| sites | version | fixes | held |\n| --- | --- | --- | --- |"
@@ -460,6 +584,7 @@ fn summary_by_class(out: &mut String, classes: &[(&str, Vec<&SitePlan>)]) {
             held_cell(first)
         );
     }
+    failed_rows(out, failed);
     out.push('\n');
 }
 

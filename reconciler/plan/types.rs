@@ -240,6 +240,20 @@ pub struct Plan {
     pub catalog_commit: Option<String>,
     /// One plan per site, in name order.
     pub sites: Vec<SitePlan>,
+    /// The sites that could not be planned, in name order (SPEC §3), so
+    /// that no summary reads "0 sites change" over a broken site. Not in
+    /// `plan_id`: a site that failed has no plan to pin.
+    #[serde(default)]
+    pub failed: Vec<FailedSite>,
+}
+
+/// A site that could not be planned or applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedSite {
+    /// The site.
+    pub site: String,
+    /// The error, in words.
+    pub error: String,
 }
 
 impl Plan {
@@ -258,7 +272,15 @@ impl Plan {
             plan_id: format!("sha256:{}", hex::encode(h.finalize())),
             catalog_commit,
             sites,
+            failed: Vec::new(),
         }
+    }
+
+    /// The same plan, with the sites that could not be planned.
+    pub fn with_failed(mut self, mut failed: Vec<FailedSite>) -> Self {
+        failed.sort_by(|a, b| a.site.cmp(&b.site));
+        self.failed = failed;
+        self
     }
 }
 
