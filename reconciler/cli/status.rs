@@ -1,13 +1,19 @@
 //! `sitekeeper status`: per site, the installed version, applied fixes,
 //! rollback point, drift, pending items and the last result. Read-only.
 
-use super::context::{ScanProgress, now, select, state_dir};
+use super::context::{ScanProgress, now, select_by, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
+use crate::model::Selector;
 use crate::observe::SiteContext;
 
-pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Result<(), CliError> {
+pub(super) fn run(
+    global: &Global,
+    printer: &Printer,
+    names: &[String],
+    selector: Option<&Selector>,
+) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
-    let sites = select(&fleet, names)?;
+    let sites = select_by(&fleet, names, selector)?;
     let state = state_dir(global, &fleet);
     let at = now()?;
     let mut out = Vec::new();
