@@ -403,6 +403,15 @@ pub fn resolve(repo: &git2::Repository, candidates: &[String]) -> Option<git2::O
     })
 }
 
+/// Whether `url` reaches its repository over ssh: `ssh://` (and git's
+/// `git+ssh://`, `ssh+git://`) or scp-like `user@host:path`.
+fn is_ssh(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, _)) => matches!(scheme, "ssh" | "git+ssh" | "ssh+git"),
+        None => is_url(url),
+    }
+}
+
 /// The port an ssh URL names (22 when it names none): libgit2 gives the
 /// host key check the host alone, and known_hosts names other ports.
 fn ssh_port(url: &str) -> u16 {
@@ -474,20 +483,29 @@ fn callbacks(
                 None if agent_tries >= MAX_CREDENTIAL_TRIES => refuse(Offered::Helper),
                 None => {
                     agent_tries += 1;
-                    let config = git2::Config::open_default()?;
-                    git2::Cred::credential_helper(&config, url, username)
+                    // No helper, or none with an answer: nothing to offer.
+                    git2::Config::open_default()
+                        .and_then(|config| git2::Cred::credential_helper(&config, url, username))
+                        .or_else(|_| refuse(Offered::Helper))
                 }
             }
         } else {
             git2::Cred::default()
         }
     });
+    if !is_ssh(url) {
+        // https: libgit2 verifies the certificate against the system CAs
+        // and --git-ca-file. No callback, so that an untrusted one fails
+        // with libgit2's certificate error code: a callback's passthrough
+        // turns it into a generic error.
+        return callbacks;
+    }
     let port = ssh_port(url);
     callbacks.certificate_check(move |cert, host| {
         let Some(hostkey) = cert.as_hostkey() else {
-            // A TLS certificate: libgit2 has verified it against the
-            // system CAs and --git-ca-file; keep its verdict.
-            return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+            return Err(git2::Error::from_str(
+                "an ssh connection presented a TLS certificate",
+            ));
         };
         let Some(presented) = hostkey.hostkey() else {
             return Err(git2::Error::from_str(
@@ -517,6 +535,32 @@ fn callbacks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_urls_and_their_ports() {
+        for (url, ssh, port) in [
+            ("ssh://git@example.com/a.git", true, 22),
+            ("ssh://git@127.0.0.1:2222/srv/a.git", true, 2222),
+            ("git+ssh://example.com:7999/a", true, 7999),
+            ("git@example.com:acme/a.git", true, 22),
+            ("https://example.com/a.git", false, 22),
+            ("git://127.0.0.1:9418/a.git", false, 9418),
+        ] {
+            assert_eq!(is_ssh(url), ssh, "{url}");
+            if ssh {
+                assert_eq!(ssh_port(url), port, "{url}");
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            shown_url("https://me:s3cret@example.com/a.git"),
+            "https://me:***@example.com/a.git"
+        );
+        assert_eq!(shown_url("git@example.com:a.git"), "git@example.com:a.git");
+    }
 
     #[test]
     fn urls_and_paths_are_told_apart() {
