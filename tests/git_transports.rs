@@ -1313,3 +1313,88 @@ fn a_connection_dropped_mid_fetch_or_a_silent_server_fails_the_fetch_and_fetches
         whole / 2
     );
 }
+
+#[test]
+fn watch_reads_a_rotated_token_again_on_sighup() {
+    const OLD: &str = "tok-old-5d1e9a";
+    const NEW: &str = "tok-new-77c0b2";
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let repos = d.join("repos");
+    let work = d.join("catalog-src");
+    catalog(&work, &repos.join("catalog.git"), false);
+    git(&work, &["remote", "add", "origin", "../repos/catalog.git"]);
+    let server = Https::start(&d.join("nginx"), &repos, &[("x-access-token", OLD)]);
+    let url = server.url("catalog.git");
+    fleet_dir(&d.join("fleet"), &url, &d.join("site-a"));
+    let ca = server.dir.join("ca.pem");
+    let token = d.join("token");
+    std::fs::write(&token, OLD).unwrap();
+    let access = [
+        "--git-ca-file",
+        ca.to_str().unwrap(),
+        "--git-token-file",
+        token.to_str().unwrap(),
+    ];
+    let out = run(
+        &d.join("fleet"),
+        &d.join("state"),
+        &d.join("home"),
+        &[&["adopt", "a", "--version", "1.0.0"][..], &access].concat(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let watch = Watch::start(d, &[&["--interval", "2s"][..], &access].concat());
+    let log = || watch.log();
+    until(Duration::from_secs(20), "the first look", &log, || {
+        get(&watch.url("/status")).1.contains("\"outcome\"")
+    });
+
+    // The server rotates the token (nginx reads its password file at each
+    // request) and a fix is pushed: the daemon's old token is refused.
+    std::fs::write(
+        server.dir.join("htpasswd"),
+        format!("x-access-token:{{PLAIN}}{NEW}\n"),
+    )
+    .unwrap();
+    write_tree(&work, &[FIX]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "fix"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    until(
+        Duration::from_secs(15),
+        "the refused token in /status",
+        &log,
+        || {
+            let (_, body) = get(&watch.url("/status"));
+            let status: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            status[0]["fetch_errors"][0]["kind"] == "auth"
+        },
+    );
+
+    // The new token is written and the daemon told: it reads it again and
+    // the fix lands.
+    std::fs::write(&token, format!("{NEW}\n")).unwrap();
+    let hup = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(watch.pid().unwrap() as i32).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    until(
+        Duration::from_secs(15),
+        "the fix after SIGHUP",
+        &log,
+        || std::fs::read_to_string(d.join("site-a/index.php")).is_ok_and(|t| t.contains("hello")),
+    );
+    let took = hup.elapsed();
+    let text = watch.log();
+    assert!(text.contains("git access options read again"), "{text}");
+    for secret in [OLD, NEW] {
+        assert!(!text.contains(secret), "{secret} logged");
+        assert_eq!(
+            files_containing(&d.join("state"), secret.as_bytes()),
+            Vec::<PathBuf>::new()
+        );
+    }
+    eprintln!("https token rotation: refused as auth, converged {took:?} after SIGHUP");
+}
