@@ -147,6 +147,7 @@ pub fn yaml(data: &[u8]) {
         let options = LoadOptions {
             fleet: root.join("fleet").to_string_lossy().into_owned(),
             state_dir: Some(root.join("state")),
+            git: Default::default(),
         };
         let result = load::load(&options);
         let diags = match result {

@@ -84,6 +84,7 @@ fn two_hundred_sites_in_three_states_render_as_three_plan_classes() {
     let (fleet, diags) = sitekeeper::load::load(&sitekeeper::load::LoadOptions {
         fleet: d.join("fleet").display().to_string(),
         state_dir: Some(d.join("state")),
+        git: Default::default(),
     })
     .unwrap();
     assert!(diags.is_empty(), "{diags:?}");

@@ -38,6 +38,7 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
     let options = LoadOptions {
         fleet: tmp.path().join("fleet").display().to_string(),
         state_dir: Some(tmp.path().join("state")),
+        git: Default::default(),
     };
     let (fleet, diags) = load(&options).unwrap();
     assert!(diags.is_empty(), "{diags:?}");

@@ -64,6 +64,7 @@ fn load_fleet(dir: &Path) -> Fleet {
     let (fleet, diags) = load(&LoadOptions {
         fleet: dir.join("fleet").display().to_string(),
         state_dir: Some(dir.join("state")),
+        git: Default::default(),
     })
     .unwrap();
     assert!(diags.is_empty(), "{diags:?}");
@@ -83,7 +84,7 @@ fn publish_fleet(dir: &Path) -> Result<Option<Published>, ReportError> {
             (name.clone(), ReportInput::read(&state, &name).unwrap())
         })
         .collect();
-    publish_for_fleet(&fleet, &state, &statuses)
+    publish_for_fleet(&fleet, &state, &statuses, &Default::default())
 }
 
 /// Every commit reachable from any ref of the bare repository `repo`.
@@ -171,9 +172,14 @@ fn status_reports_alone_send_site_version_fixes_and_health_only() {
     // There is an error and a URL to leak; neither may go out.
     status.error = Some("disk full at /srv/secret".into());
     let statuses = BTreeMap::from([("shop".to_owned(), status)]);
-    let published = publish_for_fleet(&fleet, &dir.path().join("state"), &statuses)
-        .unwrap()
-        .unwrap();
+    let published = publish_for_fleet(
+        &fleet,
+        &dir.path().join("state"),
+        &statuses,
+        &Default::default(),
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(published.changed, ["shop"]);
     let target = dir.path().join("target.git");
     assert_eq!(commits(&target), 1);
@@ -312,6 +318,7 @@ fn a_local_target_must_be_a_bare_repository() {
         &body,
         &tmp.path().join("state"),
         &Committer::default(),
+        &Default::default(),
     )
     .unwrap_err()
     .to_string();
@@ -345,6 +352,7 @@ fn race(url: &str, repo: &Path, state_root: &Path, hosts: usize, rounds: usize) 
                         &[(format!("site{h}"), body)],
                         &state,
                         &Committer::default(),
+                        &Default::default(),
                     )
                 })
             })
@@ -421,6 +429,7 @@ fn hosts_racing_through_git_daemon_all_land() {
         &[("site0".into(), report_json(&repo, "site0"))],
         &tmp.path().join("host0"),
         &Committer::default(),
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(again.commit, None);

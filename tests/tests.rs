@@ -21,6 +21,7 @@ mod examples;
 mod fsync;
 mod fuzz_corpus;
 mod git_sources;
+mod git_transports;
 mod hooks;
 mod hostile_corpus;
 mod hostile_sites;

@@ -20,10 +20,20 @@ pub struct Watch {
 impl Watch {
     /// Starts `watch` with the fleet in `dir/fleet` and state in `dir/state`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in(
+            &dir.join("fleet"),
+            &dir.join("state"),
+            &dir.join("watch.log"),
+            extra,
+        )
+    }
+
+    /// Starts `watch` in `cwd` with state in `state`, logging to `log`.
+    pub fn start_in(cwd: &Path, state: &Path, log: &Path, extra: &[&str]) -> Self {
         let port = free_port();
-        let log = dir.join("watch.log");
-        let child = sitekeeper(&dir.join("state"))
-            .current_dir(dir.join("fleet"))
+        let log = log.to_owned();
+        let child = sitekeeper(state)
+            .current_dir(cwd)
             .args(["watch", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .env("SITEKEEPER_LOG", "sitekeeper=debug")

@@ -74,7 +74,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApproveArgs) -> Res
     if source::is_url(&global.fleet) {
         return Err(not_a_directory(&global.fleet).into());
     }
-    let (fleet, diags) = load::load(&super::load_options(global))?;
+    let (fleet, diags) = load::load(&super::load_options(global)?)?;
     let Some(dir) = fleet.source.dir_path().map(Path::to_owned) else {
         return Err(not_a_directory(&global.fleet).into());
     };

@@ -8,13 +8,27 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{CliError, Global};
 use crate::load::{self, Diagnostic, Fleet, Loaded, Location};
-use crate::model::Site;
+use crate::model::{Selector, Site};
 
 /// The sites named on the command line (all when none), or a located
 /// error naming the unknown one.
 pub fn select<'f>(fleet: &'f Fleet, names: &[String]) -> Result<Vec<&'f Loaded<Site>>, CliError> {
+    select_by(fleet, names, None)
+}
+
+/// The sites named on the command line, or those whose labels match
+/// `selector` (`--selector`, SPEC §8), or all when neither is given.
+pub fn select_by<'f>(
+    fleet: &'f Fleet,
+    names: &[String],
+    selector: Option<&Selector>,
+) -> Result<Vec<&'f Loaded<Site>>, CliError> {
     if names.is_empty() {
-        let mut all: Vec<_> = fleet.sites.iter().collect();
+        let mut all: Vec<_> = fleet
+            .sites
+            .iter()
+            .filter(|s| selector.is_none_or(|sel| sel.matches(&s.labels)))
+            .collect();
         all.sort_by(|a, b| a.site.cmp(&b.site));
         return Ok(all);
     }

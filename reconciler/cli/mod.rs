@@ -77,6 +77,54 @@ pub struct Global {
     /// When to use colour (NO_COLOR is honoured with auto).
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// A private key (a deploy key) for ssh URLs, used instead of the ssh agent; never one with a passphrase.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SITEKEEPER_GIT_SSH_KEY",
+        help_heading = "Git access"
+    )]
+    pub git_ssh_key: Option<PathBuf>,
+    /// The ssh host keys to trust (OpenSSH known_hosts format) instead of ~/.ssh/known_hosts; an unknown or changed key is refused.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SITEKEEPER_GIT_KNOWN_HOSTS",
+        help_heading = "Git access"
+    )]
+    pub git_known_hosts: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for https besides the system's.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SITEKEEPER_GIT_CA_FILE",
+        help_heading = "Git access"
+    )]
+    pub git_ca_file: Option<PathBuf>,
+    /// A token for https: TOKEN (sent as user x-access-token) or USER:TOKEN.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "SITEKEEPER_GIT_TOKEN_FILE",
+        help_heading = "Git access"
+    )]
+    pub git_token_file: Option<PathBuf>,
+}
+
+impl Global {
+    /// The git access options as given, read by [`crate::git::GitAccess::read`].
+    pub fn git_access_options(&self) -> crate::git::AccessOptions {
+        crate::git::AccessOptions {
+            ssh_key: self.git_ssh_key.clone(),
+            known_hosts: self.git_known_hosts.clone(),
+            ca_file: self.git_ca_file.clone(),
+            token_file: self.git_token_file.clone(),
+        }
+    }
 }
 
 /// `--format`.
@@ -143,6 +191,9 @@ pub enum Command {
     Status {
         /// Sites (default: all).
         sites: Vec<String>,
+        /// Only the sites whose labels hold every KEY=VALUE pair (e.g. host=web1).
+        #[arg(long, value_name = "K=V,…", conflicts_with = "sites")]
+        selector: Option<crate::model::Selector>,
     },
     /// List available upgrades, classified eligible, questionable or ineligible, and whether each applies automatically.
     Check {
@@ -182,7 +233,7 @@ impl From<Diagnostic> for CliError {
 
 /// Reads the fleet and its catalogs, failing with every diagnostic if any.
 fn load_clean(global: &Global) -> Result<Fleet, CliError> {
-    let (fleet, diags) = load::load(&load_options(global))?;
+    let (fleet, diags) = load::load(&load_options(global)?)?;
     if diags.is_empty() {
         Ok(fleet)
     } else {
@@ -190,11 +241,16 @@ fn load_clean(global: &Global) -> Result<Fleet, CliError> {
     }
 }
 
-fn load_options(global: &Global) -> LoadOptions {
-    LoadOptions {
+/// What to load, with the git access options read (a file that cannot be
+/// used is a usage error, before anything is fetched).
+fn load_options(global: &Global) -> Result<LoadOptions, CliError> {
+    let git = crate::git::GitAccess::read(&global.git_access_options())
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(LoadOptions {
         fleet: global.fleet.clone(),
         state_dir: global.state_dir.clone(),
-    }
+        git,
+    })
 }
 
 /// Runs the command line and returns the process exit code.
@@ -215,7 +271,9 @@ pub fn run(cli: Cli) -> ExitCode {
             no_wait,
         } => apply::rollback(&cli.global, &printer, site, *to, *data, *no_wait),
         Command::Adopt(args) => adopt::run(&cli.global, &printer, args),
-        Command::Status { sites } => status::run(&cli.global, &printer, sites),
+        Command::Status { sites, selector } => {
+            status::run(&cli.global, &printer, sites, selector.as_ref())
+        }
         Command::History { site } => history::run(&cli.global, &printer, site),
         Command::Check { sites } => check::run(&cli.global, &printer, sites),
         Command::Watch(args) => watch::run(&cli.global, args),

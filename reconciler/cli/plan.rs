@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use super::context::{ScanProgress, now, select, state_dir};
+use super::context::{ScanProgress, now, select_by, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::load::{self, Fleet, Loaded, changes};
 use crate::model::Site;
@@ -44,6 +44,9 @@ pub struct PlanArgs {
     /// Exit 0 when nothing would change and 4 when something would.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Plan only the sites whose labels hold every KEY=VALUE pair (e.g. host=web1).
+    #[arg(long, value_name = "K=V,…", conflicts_with = "sites")]
+    pub selector: Option<crate::model::Selector>,
 }
 
 /// What `--changed-since` found, for the report.
@@ -74,7 +77,7 @@ struct SinceKey<'a> {
 
 pub(super) fn run(global: &Global, printer: &Printer, args: &PlanArgs) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
-    let mut sites = select(&fleet, &args.sites)?;
+    let mut sites = select_by(&fleet, &args.sites, args.selector.as_ref())?;
     let since = match &args.changed_since {
         Some(rev) => Some(narrow(&fleet, &mut sites, rev, args)?),
         None => None,

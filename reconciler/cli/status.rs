@@ -3,8 +3,9 @@
 //! summary line that counts and names the sites that could not be read.
 //! Read-only, except that it finishes or undoes an interrupted change.
 
-use super::context::{ScanProgress, now, select, state_dir};
+use super::context::{ScanProgress, now, select_by, state_dir};
 use super::{CliError, Format, Global, Printer, exit, load_clean};
+use crate::model::Selector;
 use crate::observe::SiteContext;
 use crate::observe::status::SiteStatus as Status;
 use crate::plan::render::{Piece, failed_words};
@@ -17,9 +18,14 @@ struct Row {
     errors: Vec<String>,
 }
 
-pub(super) fn run(global: &Global, printer: &Printer, names: &[String]) -> Result<(), CliError> {
+pub(super) fn run(
+    global: &Global,
+    printer: &Printer,
+    names: &[String],
+    selector: Option<&Selector>,
+) -> Result<(), CliError> {
     let fleet = load_clean(global)?;
-    let sites = select(&fleet, names)?;
+    let sites = select_by(&fleet, names, selector)?;
     let state = state_dir(global, &fleet);
     let at = now()?;
     let mut rows = Vec::new();

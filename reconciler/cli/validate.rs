@@ -59,7 +59,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 pub(super) fn run(global: &Global, printer: &Printer) -> Result<(), CliError> {
-    let (fleet, diags) = load::load(&load_options(global))?;
+    let (fleet, diags) = load::load(&load_options(global)?)?;
     let summary = summarize(&fleet);
     match printer.format {
         Format::Json => {

@@ -28,6 +28,11 @@ pub struct WatchArgs {
     /// Watch only these sites (default: every site of the fleet), so that
     /// sidecars of one fleet repo each keep their own site.
     pub sites: Vec<String>,
+    /// Watch only the sites whose labels hold every KEY=VALUE pair (e.g.
+    /// host=web1), so that hosts share one fleet repo; state is kept only
+    /// for them. Read again with the fleet, so a relabelled site moves.
+    #[arg(long, value_name = "K=V,…", conflicts_with = "sites")]
+    pub selector: Option<crate::model::Selector>,
     /// Serve /healthz, /metrics, /status and /reconcile on this address (e.g. 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -75,13 +80,15 @@ pub(super) fn run(global: &Global, args: &WatchArgs) -> Result<(), CliError> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     let config = Config {
-        load: load_options(global),
+        load: load_options(global)?,
         listen: args.listen,
         interval: args.interval.0,
         jobs,
         webhook_secret,
         fixed_now,
         sites: args.sites.clone(),
+        selector: args.selector.clone(),
+        git: global.git_access_options(),
     };
     crate::watch::run(config).map_err(|e| match e {
         WatchError::Invalid(diags) => CliError::Invalid(diags),

@@ -2,42 +2,61 @@
 //! bare cache repository per URL, used under a lock, fetched with the
 //! credentials [`GitAccess`] allows, its refs resolved to commits. Fleet and
 //! catalog sources (`load`) and the report publisher (`watch::publish`) both
-//! come through here, so an access option added to [`GitAccess`] reaches
-//! every fetch and push at once.
+//! come through here, so an access option in [`GitAccess`] reaches every
+//! fetch and push at once.
 //!
-//! Credentials, without options: SSH keys from the ssh agent
-//! (`SSH_AUTH_SOCK`); an https user and password from the git credential
-//! helper configured for the user running sitekeeper; else libgit2's default
-//! credentials. After [`MAX_CREDENTIAL_TRIES`] refused credentials it stops
-//! asking instead of looping. Host keys are checked by libgit2's defaults
-//! (`known_hosts`).
+//! Credentials (SPEC §3): `--git-ssh-key` (a deploy key, no agent), else
+//! keys from the ssh agent; `--git-token-file` for https, else the git
+//! credential helper of the user running sitekeeper. Each is offered once
+//! per connection (the agent up to [`MAX_CREDENTIAL_TRIES`] times): libgit2
+//! asks again for as long as it is given something, so a refused key or
+//! token would otherwise loop. Host keys are checked here, always, against
+//! `--git-known-hosts` or `~/.ssh/known_hosts` ([`known_hosts`]); an unknown
+//! or changed key is refused, never trusted on first use. https
+//! certificates are libgit2's to verify, against the system CAs plus
+//! `--git-ca-file`.
 //!
-//! It imports nothing of ours and never checks anything out; which directory
-//! holds the caches, and how a failure is worded, is the caller's to say.
+//! Failures come back typed ([`GitError`]): a refused host key, a refused
+//! credential, an untrusted certificate and a network failure are told
+//! apart by what the callbacks saw and by libgit2's error codes, never by
+//! the wording of a message. Secrets never reach a message, a URL stored
+//! in the cache's config (fetches use anonymous remotes), or a log.
+//!
+//! It imports nothing of ours and never checks anything out; which
+//! directory holds the caches, and how a failure is worded for a fleet, a
+//! catalog or a report, is the caller's to say.
+
+mod access;
+pub mod known_hosts;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
-/// How many times the credential callback answers before it gives up:
-/// libgit2 asks again for as long as it is given something, so a refused
-/// key or password would otherwise loop for ever.
+pub use access::{AccessError, AccessOptions, GitAccess, TOKEN_USER};
+use known_hosts::{HostKeyRefused, KnownHosts, SSH_PORT};
+
+/// How many times the credential callback answers with the ssh agent
+/// before it gives up (an agent may hold several keys; a deploy key or a
+/// token is offered once).
 pub const MAX_CREDENTIAL_TRIES: u32 = 3;
 
 /// Where [`Cache::fetch_ref`] keeps the fetched branches, as `git clone`
 /// does; other revisions of a fetched source are looked up there too.
 pub const ORIGIN: &str = "refs/remotes/origin/";
 
-/// How to reach remote repositories (SPEC §3, "Git access").
-///
-/// Empty today: every fetch and push uses what SPEC §3 names for when no
-/// option is given (keys from the ssh agent, host keys checked by libgit2
-/// against `known_hosts`, the system CAs, git's credential helper for
-/// https). `--git-ssh-key`, `--git-known-hosts`, `--git-ca-file` and
-/// `--git-token-file` become fields here, read by the credential callback.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GitAccess {}
+/// How long a connection to a git server may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a git server (`git://`, http, https) may stay silent in the
+/// middle of a fetch or push before it is given up on. A daemon must not
+/// wait for ever on a server that accepted the connection and hung; the
+/// fetch fails and is retried with a backoff. `SITEKEEPER_GIT_TIMEOUT`
+/// (seconds) overrides it. libgit2 has no such timeout for ssh.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a cache could not be opened or fetched into. Each caller words it for
 /// its own reader (a catalog or fleet source, the report repository), so
@@ -63,12 +82,142 @@ pub enum GitError {
     /// The URL is not one git can use.
     #[error("not a git URL: {0}")]
     Url(git2::Error),
-    /// The fetch failed: the network, the credentials or the server.
+    /// The ssh server's host key was refused: nothing was fetched.
+    #[error("{0}")]
+    HostKey(Box<HostKeyRefused>),
+    /// The server refused the credential offered.
+    #[error("authentication failed: the server refused {offered}{}", hint_of(*.offered))]
+    Auth {
+        /// What was offered, in words.
+        offered: Offered,
+    },
+    /// The https server's certificate is not trusted (or not valid).
+    #[error("the server's TLS certificate is not trusted: {} (hint: give the CA that signed it with --git-ca-file)", .0.message())]
+    Certificate(git2::Error),
+    /// The server did not answer in time.
+    #[error("the server did not answer in time: {}", .0.message())]
+    Timeout(git2::Error),
+    /// The fetch failed: the network or the server.
     #[error("fetch failed: {0}")]
     Fetch(git2::Error),
     /// The refs the remote advertised could not be listed.
     #[error("cannot list the branches: {0}")]
     List(git2::Error),
+}
+
+/// Which credential a server refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// The key of `--git-ssh-key`.
+    DeployKey,
+    /// The keys of the ssh agent (or there was no agent).
+    Agent,
+    /// The token of `--git-token-file`.
+    Token,
+    /// What git's credential helper gave, or nothing.
+    Helper,
+}
+
+impl std::fmt::Display for Offered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Offered::DeployKey => "the key of --git-ssh-key",
+            Offered::Agent => "the keys of the ssh agent, or there is no agent",
+            Offered::Token => "the token of --git-token-file",
+            Offered::Helper => "the credentials of git's credential helper, or there were none",
+        })
+    }
+}
+
+fn hint_of(offered: Offered) -> &'static str {
+    match offered {
+        Offered::DeployKey => " (hint: add its public key to the repository's deploy keys)",
+        Offered::Agent => {
+            " (hint: give a deploy key with --git-ssh-key, or load it into ssh-agent)"
+        }
+        Offered::Token => " (hint: check that the token is valid and may read the repository)",
+        Offered::Helper => " (hint: give a token with --git-token-file)",
+    }
+}
+
+/// What kind of failure a [`GitError`] is, for metrics and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureKind {
+    /// The network or the server: worth retrying as it is.
+    Network,
+    /// The server did not answer in time.
+    Timeout,
+    /// A host key was refused.
+    HostKey,
+    /// A credential was refused.
+    Auth,
+    /// A TLS certificate was not trusted.
+    Certificate,
+    /// The cache on this machine, or a URL git cannot use.
+    Local,
+}
+
+impl FailureKind {
+    /// The word for metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Network => "network",
+            FailureKind::Timeout => "timeout",
+            FailureKind::HostKey => "host_key",
+            FailureKind::Auth => "auth",
+            FailureKind::Certificate => "certificate",
+            FailureKind::Local => "local",
+        }
+    }
+}
+
+impl GitError {
+    /// Its kind.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            GitError::Io { .. } | GitError::Init { .. } | GitError::Url(_) => FailureKind::Local,
+            GitError::HostKey(_) => FailureKind::HostKey,
+            GitError::Auth { .. } => FailureKind::Auth,
+            GitError::Certificate(_) => FailureKind::Certificate,
+            GitError::Timeout(_) => FailureKind::Timeout,
+            GitError::Fetch(_) | GitError::List(_) => FailureKind::Network,
+        }
+    }
+}
+
+/// `url` as it may be shown: without a password, should the URL hold one
+/// (`https://user:secret@host/…`), so that it can go into messages,
+/// metrics labels and logs.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Setting a password fails only for URLs that cannot have one.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Sets libgit2's network timeouts, once per process.
+pub(crate) fn configure() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let io = std::env::var("SITEKEEPER_GIT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.trim().trim_end_matches('s').parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(IO_TIMEOUT, Duration::from_secs);
+        let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: these set two global ints that libgit2 reads when it
+        // next opens a connection; `Once` keeps two threads from racing.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(
+                CONNECT_TIMEOUT.min(io),
+            ));
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis(io));
+        }
+    });
 }
 
 /// Whether `spec` names a remote git repository rather than a local path.
@@ -88,8 +237,18 @@ pub struct Cache {
     repo: git2::Repository,
     url: String,
     access: GitAccess,
+    /// What the callbacks of the last fetch or push refused, so that its
+    /// failure is reported as that and not as libgit2's generic words.
+    refused: Arc<Mutex<Option<Refused>>>,
     /// Held for as long as the cache is in use; released on drop.
     _lock: File,
+}
+
+/// Something a callback refused during a fetch or push.
+#[derive(Debug, Clone)]
+enum Refused {
+    HostKey(HostKeyRefused),
+    Credential(Offered),
 }
 
 impl Cache {
@@ -98,6 +257,7 @@ impl Cache {
     /// lock file beside it (`….lock`): two processes of one host never
     /// fetch into, or push from, one cache at the same time.
     pub fn open(dir: &Path, url: &str, access: &GitAccess) -> Result<Self, GitError> {
+        configure();
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| GitError::Io { path, source }
@@ -124,6 +284,7 @@ impl Cache {
             repo,
             url: url.to_owned(),
             access: access.clone(),
+            refused: Arc::default(),
             _lock: lock,
         })
     }
@@ -146,9 +307,39 @@ impl Cache {
     }
 
     /// Callbacks for a fetch or push to the URL: the credentials of
-    /// [`GitAccess`]. Add a push's own callbacks to them.
+    /// [`GitAccess`] and the host key check. Add a push's own callbacks to
+    /// them, and turn its failure into a [`GitError`] with
+    /// [`Cache::transport_error`].
     pub fn callbacks(&self) -> git2::RemoteCallbacks<'static> {
-        credentials(&self.access)
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        callbacks(&self.access, &self.url, &self.refused)
+    }
+
+    /// What a failed fetch or push through [`Cache::callbacks`] means: a
+    /// refused host key or credential as the callbacks saw it, else
+    /// libgit2's error by its code.
+    pub fn transport_error(&self, e: git2::Error) -> GitError {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match refused {
+            Some(Refused::HostKey(r)) => GitError::HostKey(Box::new(r)),
+            Some(Refused::Credential(offered)) => GitError::Auth { offered },
+            None => match e.code() {
+                git2::ErrorCode::Certificate => GitError::Certificate(e),
+                git2::ErrorCode::Timeout => GitError::Timeout(e),
+                git2::ErrorCode::Auth => GitError::Auth {
+                    offered: if self.access.token.is_some() {
+                        Offered::Token
+                    } else {
+                        Offered::Helper
+                    },
+                },
+                _ => GitError::Fetch(e),
+            },
+        }
     }
 
     /// Fetches `refspecs` from the URL (no tags besides those they name) and
@@ -188,6 +379,7 @@ impl Cache {
     }
 
     fn fetch_into(&self, refspecs: &[String]) -> Result<git2::Remote<'_>, GitError> {
+        // Anonymous: the URL is never written into the cache's config.
         let mut remote = self
             .repo
             .remote_anonymous(&self.url)
@@ -197,7 +389,7 @@ impl Cache {
         options.download_tags(git2::AutotagOption::None);
         remote
             .fetch(refspecs, Some(&mut options), None)
-            .map_err(GitError::Fetch)?;
+            .map_err(|e| self.transport_error(e))?;
         Ok(remote)
     }
 }
@@ -211,31 +403,130 @@ pub fn resolve(repo: &git2::Repository, candidates: &[String]) -> Option<git2::O
     })
 }
 
-/// Credentials for `access`, giving up after [`MAX_CREDENTIAL_TRIES`].
-fn credentials(access: &GitAccess) -> git2::RemoteCallbacks<'static> {
+/// Whether `url` reaches its repository over ssh: `ssh://` (and git's
+/// `git+ssh://`, `ssh+git://`) or scp-like `user@host:path`.
+fn is_ssh(url: &str) -> bool {
+    match url.split_once("://") {
+        Some((scheme, _)) => matches!(scheme, "ssh" | "git+ssh" | "ssh+git"),
+        None => is_url(url),
+    }
+}
+
+/// The port an ssh URL names (22 when it names none): libgit2 gives the
+/// host key check the host alone, and known_hosts names other ports.
+fn ssh_port(url: &str) -> u16 {
+    if !url.contains("://") {
+        // scp-like `user@host:path` has no port.
+        return SSH_PORT;
+    }
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(SSH_PORT)
+}
+
+/// The callbacks of one fetch or push to `url` with `access`; what they
+/// refuse is left in `refused`.
+fn callbacks(
+    access: &GitAccess,
+    url: &str,
+    refused: &Arc<Mutex<Option<Refused>>>,
+) -> git2::RemoteCallbacks<'static> {
     // Spelled out so that a field added to GitAccess fails to compile here
-    // until the callback uses it: an option that is parsed but ignored
-    // would silently fall back to the agent or the credential helper.
-    let GitAccess {} = access;
+    // until the callbacks use it: an option that is parsed but ignored
+    // would silently fall back to the agent or the credential helper. The
+    // CA file is not used here: it was installed into libgit2 when read.
+    let GitAccess {
+        ssh_key,
+        known_hosts,
+        ca_file: _,
+        token,
+    } = access.clone();
     let mut callbacks = git2::RemoteCallbacks::new();
-    let mut asked = 0;
-    callbacks.credentials(move |url, username, allowed| {
-        asked += 1;
-        if asked > MAX_CREDENTIAL_TRIES {
-            return Err(git2::Error::from_str(
-                "no credential was accepted (hint: load the deploy key into ssh-agent, or configure a git credential helper for this URL)",
-            ));
+    let record = {
+        let refused = Arc::clone(refused);
+        move |r: Refused| {
+            *refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
         }
+    };
+    let record_credential = record.clone();
+    let (mut agent_tries, mut key_offered, mut token_offered) = (0, false, false);
+    callbacks.credentials(move |url, username, allowed| {
         let user = username.unwrap_or("git");
+        let refuse = |offered: Offered| {
+            record_credential(Refused::Credential(offered));
+            Err(git2::Error::from_str("the server refused the credentials"))
+        };
         if allowed.contains(git2::CredentialType::SSH_KEY) {
-            git2::Cred::ssh_key_from_agent(user)
+            match &ssh_key {
+                // Asked again: the server refused it.
+                Some(_) if key_offered => refuse(Offered::DeployKey),
+                Some(key) => {
+                    key_offered = true;
+                    git2::Cred::ssh_key_from_memory(user, key.public.as_deref(), &key.private, None)
+                }
+                None if agent_tries >= MAX_CREDENTIAL_TRIES => refuse(Offered::Agent),
+                None => {
+                    agent_tries += 1;
+                    git2::Cred::ssh_key_from_agent(user)
+                }
+            }
         } else if allowed.contains(git2::CredentialType::USERNAME) {
             git2::Cred::username(user)
         } else if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            let config = git2::Config::open_default()?;
-            git2::Cred::credential_helper(&config, url, username)
+            match &token {
+                Some(_) if token_offered => refuse(Offered::Token),
+                Some(t) => {
+                    token_offered = true;
+                    git2::Cred::userpass_plaintext(&t.user, &t.secret)
+                }
+                None if agent_tries >= MAX_CREDENTIAL_TRIES => refuse(Offered::Helper),
+                None => {
+                    agent_tries += 1;
+                    // No helper, or none with an answer: nothing to offer.
+                    git2::Config::open_default()
+                        .and_then(|config| git2::Cred::credential_helper(&config, url, username))
+                        .or_else(|_| refuse(Offered::Helper))
+                }
+            }
         } else {
             git2::Cred::default()
+        }
+    });
+    if !is_ssh(url) {
+        // https: libgit2 verifies the certificate against the system CAs
+        // and --git-ca-file. No callback, so that an untrusted one fails
+        // with libgit2's certificate error code: a callback's passthrough
+        // turns it into a generic error.
+        return callbacks;
+    }
+    let port = ssh_port(url);
+    callbacks.certificate_check(move |cert, host| {
+        let Some(hostkey) = cert.as_hostkey() else {
+            return Err(git2::Error::from_str(
+                "an ssh connection presented a TLS certificate",
+            ));
+        };
+        let Some(presented) = hostkey.hostkey() else {
+            return Err(git2::Error::from_str(
+                "the ssh server's host key cannot be read, so it cannot be checked",
+            ));
+        };
+        let checked = match &known_hosts {
+            Some(given) => given.check(host, port, presented),
+            None => KnownHosts::read_home().check(host, port, presented),
+        };
+        match checked {
+            Ok(()) => Ok(git2::CertificateCheckStatus::CertificateOk),
+            Err(refusal) => {
+                let message = refusal.to_string();
+                record(Refused::HostKey(refusal));
+                Err(git2::Error::new(
+                    git2::ErrorCode::Certificate,
+                    git2::ErrorClass::Ssh,
+                    message,
+                ))
+            }
         }
     });
     callbacks
@@ -244,6 +535,32 @@ fn credentials(access: &GitAccess) -> git2::RemoteCallbacks<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_urls_and_their_ports() {
+        for (url, ssh, port) in [
+            ("ssh://git@example.com/a.git", true, 22),
+            ("ssh://git@127.0.0.1:2222/srv/a.git", true, 2222),
+            ("git+ssh://example.com:7999/a", true, 7999),
+            ("git@example.com:acme/a.git", true, 22),
+            ("https://example.com/a.git", false, 22),
+            ("git://127.0.0.1:9418/a.git", false, 9418),
+        ] {
+            assert_eq!(is_ssh(url), ssh, "{url}");
+            if ssh {
+                assert_eq!(ssh_port(url), port, "{url}");
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            shown_url("https://me:s3cret@example.com/a.git"),
+            "https://me:***@example.com/a.git"
+        );
+        assert_eq!(shown_url("git@example.com:a.git"), "git@example.com:a.git");
+    }
 
     #[test]
     fn urls_and_paths_are_told_apart() {

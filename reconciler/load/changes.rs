@@ -250,6 +250,7 @@ mod tests {
         let options = LoadOptions {
             fleet: root.display().to_string(),
             state_dir: Some(dir.path().join("state")),
+            git: Default::default(),
         };
         let (fleet, _) = load(&options).expect("the fleet opens");
         (dir, fleet)

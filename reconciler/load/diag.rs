@@ -49,13 +49,37 @@ pub struct Diagnostic {
     pub message: String,
     /// What to do about it, where we know.
     pub hint: Option<String>,
+    /// The failed fetch behind it, if that is what it reports: the daemon
+    /// counts and retries these by repository without reading the message.
+    #[serde(skip)]
+    pub fetch: Option<FetchFailure>,
+}
+
+/// A repository that could not be fetched, and the kind of failure.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FetchFailure {
+    /// The repository's URL, as it may be shown (no password).
+    pub repo: String,
+    /// What went wrong.
+    pub kind: crate::git::FailureKind,
 }
 
 impl Diagnostic {
     /// A diagnostic from a message that may carry an inline `(hint: …)` at its end.
     pub fn new(at: Location, message: impl Into<String>) -> Self {
         let (message, hint) = split_hint(message.into());
-        Self { at, message, hint }
+        Self {
+            at,
+            message,
+            hint,
+            fetch: None,
+        }
+    }
+
+    /// Marks it as reporting the failed fetch `fetch`.
+    pub fn with_fetch(mut self, fetch: Option<FetchFailure>) -> Self {
+        self.fetch = fetch;
+        self
     }
 
     /// Adds or replaces the hint.

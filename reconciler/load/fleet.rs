@@ -129,7 +129,7 @@ fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
         let cache =
             crate::statedir::StateDir::new(super::state_dir(options.state_dir.as_deref(), None))
                 .git_cache();
-        Source::git_remote(spec, "HEAD", &cache, format!("{spec}:"))
+        Source::git_remote(spec, "HEAD", &cache, &options.git, format!("{spec}:"))
     } else {
         let label = if spec == "." || spec.is_empty() {
             String::new()
@@ -139,10 +139,18 @@ fn open_fleet(options: &LoadOptions) -> Result<Source, Diagnostic> {
         Source::dir(Path::new(spec), label)
     };
     opened.map_err(|e| {
-        let d = Diagnostic::new(Location::file(spec), format!("cannot open the fleet: {e}"));
-        d.with_hint(
-            "--fleet takes a fleet repo directory (holding fleet.yaml and sites/) or a git URL",
+        let d = Diagnostic::new(
+            Location::file(crate::git::shown_url(spec)),
+            format!("cannot open the fleet: {e}"),
         )
+        .with_fetch(e.fetch_failure());
+        match e.fetch_failure() {
+            // The message says what failed, and carries its own hint.
+            Some(_) => d,
+            None => d.with_hint(
+                "--fleet takes a fleet repo directory (holding fleet.yaml and sites/) or a git URL",
+            ),
+        }
     })
 }
 
@@ -338,7 +346,14 @@ fn open_catalogs(
     let mut catalogs = BTreeMap::new();
     for (product, spec) in &fleet.config.catalogs {
         let path = format!("catalogs.{product}.source");
-        match open_catalog(&fleet.source, &spec.source, spec.git_ref.as_deref(), &cache) {
+        let opened = open_catalog(
+            &fleet.source,
+            &spec.source,
+            spec.git_ref.as_deref(),
+            &cache,
+            &options.git,
+        );
+        match opened {
             Ok(cat_source) => {
                 if let Some(mut cat) = catalog::load_catalog(product, cat_source, diags) {
                     if let Some(rel) = &spec.allowed_signers {
@@ -360,7 +375,9 @@ fn open_catalogs(
                     catalogs.insert(product.clone(), cat);
                 }
             }
-            Err(message) => diags.push(fleet.config.origin.diag(&path, message)),
+            Err((message, fetch)) => {
+                diags.push(fleet.config.origin.diag(&path, message).with_fetch(fetch))
+            }
         }
     }
     catalogs
@@ -470,25 +487,30 @@ fn load_site_file(
     }
 }
 
-/// Opens a catalog named in `fleet.yaml`; the error is a message for the `source` field.
+/// Opens a catalog named in `fleet.yaml`; the error is a message for the
+/// `source` field, and the failed fetch it reports, if it is one.
 fn open_catalog(
     fleet: &Source,
     spec: &str,
     git_ref: Option<&str>,
     cache: &Path,
-) -> Result<Source, String> {
+    access: &crate::git::GitAccess,
+) -> Result<Source, (String, Option<super::FetchFailure>)> {
     if source::is_url(spec) {
         let r = git_ref.unwrap_or("HEAD");
-        return Source::git_remote(spec, r, cache, format!("{spec}@{r}:"))
-            .map_err(|e| format!("cannot read the catalog: {e}"));
+        return Source::git_remote(spec, r, cache, access, format!("{spec}@{r}:"))
+            .map_err(|e| (format!("cannot read the catalog: {e}"), e.fetch_failure()));
     }
     let path = Path::new(spec);
     let (path, shown) = if path.is_absolute() {
         (path.to_owned(), spec.to_owned())
     } else {
         let Some(dir) = fleet.dir_path() else {
-            return Err(format!(
-                "{spec:?} is a relative path, but the fleet was read from git (hint: use an absolute path or a git URL)"
+            return Err((
+                format!(
+                    "{spec:?} is a relative path, but the fleet was read from git (hint: use an absolute path or a git URL)"
+                ),
+                None,
             ));
         };
         (dir.join(path), normalize(&fleet.display(spec)))
@@ -502,7 +524,7 @@ fn open_catalog(
             .hint()
             .map(|h| format!(" (hint: {h})"))
             .unwrap_or_default();
-        format!("cannot read the catalog: {e}{hint}")
+        (format!("cannot read the catalog: {e}{hint}"), None)
     })
 }
 

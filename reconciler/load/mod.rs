@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use catalog::LoadedCatalog;
-pub use diag::{Diagnostic, Diagnostics, Location};
+pub use diag::{Diagnostic, Diagnostics, FetchFailure, Location};
 pub use fleet::{ChainError, Fleet};
 pub use source::{Source, SourceError};
 pub use trust::Trust;
@@ -133,6 +133,9 @@ pub struct LoadOptions {
     /// `--state-dir` or `SITEKEEPER_STATE_DIR`; git sources fetched from URLs
     /// are cached under it.
     pub state_dir: Option<PathBuf>,
+    /// How remote fleet and catalog repositories are reached (SPEC §3,
+    /// "Git access").
+    pub git: crate::git::GitAccess,
 }
 
 /// The state dir (SPEC §5): `--state-dir`, else `SITEKEEPER_STATE_DIR`

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod fleet;
 pub mod hash;
 pub mod policy;
+pub mod selector;
 pub mod values;
 pub mod words;
 
@@ -18,6 +19,7 @@ pub use fleet::{
     Approval, Approvals, CatalogSource, FleetConfig, Health, Hooks, OptIn, Site, SiteFile, Window,
 };
 pub use policy::{Ceilings, Defaults, Policy};
+pub use selector::Selector;
 
 /// A problem found by a check that spans several fields, at a value path
 /// such as `health.http` or `ops[1].write.content`, relative to its document.

@@ -180,6 +180,8 @@ pub struct Shared {
     pub cancel: Arc<AtomicBool>,
     /// The last fleet load error, if the fleet in use is an older one.
     pub load_error: Mutex<Option<String>>,
+    /// The repositories whose last fetch or push failed.
+    pub fetches: Mutex<super::fetches::Fetches>,
     fixed_now: Option<jiff::Timestamp>,
 }
 

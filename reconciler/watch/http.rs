@@ -95,6 +95,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
+    let fetch_errors = shared
+        .fetches
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .list();
     let mut out = Vec::new();
     for site in &fleet.sites {
         let name = site.site.as_str();
@@ -110,6 +115,14 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
             map.insert("percent".into(), percent.into());
             if let Some(e) = &load_error {
                 map.insert("fleet_error".into(), e.clone().into());
+            }
+            // Any failing repository may leave this site on an older commit
+            // of the fleet or its catalog: the last good one stays in use.
+            if !fetch_errors.is_empty() {
+                map.insert(
+                    "fetch_errors".into(),
+                    serde_json::to_value(&fetch_errors).unwrap_or_default(),
+                );
             }
         }
         out.push(value);

@@ -1,7 +1,7 @@
 //! The daemon's Prometheus metrics (`GET /metrics`): reconciles, failures,
 //! durations, drifted files, pending items, available upgrades by class,
-//! upgrade notices sent, and the last success per site. Only counts and
-//! gauges; it never decides anything.
+//! upgrade notices sent, the last success per site, and failed fetches
+//! per repository. Only counts and gauges; it never decides anything.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +53,13 @@ pub struct ProductLabel {
     pub product: String,
 }
 
+/// Labels naming a repository the daemon fetches from or pushes to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepoLabel {
+    /// Its URL (never a password).
+    pub repo: String,
+}
+
 /// Every metric the daemon keeps.
 pub struct Metrics {
     registry: Registry,
@@ -83,6 +90,10 @@ pub struct Metrics {
     pub catalog_trusted: Family<ProductLabel, Gauge>,
     /// Fleet loads that failed (the last good fleet stays in use).
     pub load_failures: Counter,
+    /// Fetches (and report pushes) that failed, by repository.
+    pub fetch_failures: Family<RepoLabel, Counter>,
+    /// Seconds until a failing repository is fetched again (0: not failing).
+    pub fetch_backoff: Family<RepoLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -166,6 +177,18 @@ impl Metrics {
             "Fleet loads that failed; the last good fleet stays in use",
             load_failures.clone(),
         );
+        let fetch_failures = Family::<RepoLabel, Counter>::default();
+        registry.register(
+            "fetch_failures",
+            "Fetches from (and pushes to) a git repository that failed; the last good commit stays in use",
+            fetch_failures.clone(),
+        );
+        let fetch_backoff = Family::<RepoLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "fetch_backoff_seconds",
+            "How long the daemon waits after a failed fetch before it tries the repository again (0 when it is not failing)",
+            fetch_backoff.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -181,6 +204,8 @@ impl Metrics {
             backoff,
             catalog_trusted,
             load_failures,
+            fetch_failures,
+            fetch_backoff,
         }
     }
 

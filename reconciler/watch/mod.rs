@@ -10,6 +10,7 @@
 //! and [`controller::error_policy`] turns a failure into a backoff.
 
 pub mod controller;
+pub mod fetches;
 mod files;
 pub mod http;
 pub mod metrics;
@@ -38,6 +39,12 @@ pub struct Config {
     pub fixed_now: Option<jiff::Timestamp>,
     /// Only these sites (empty: all).
     pub sites: Vec<String>,
+    /// `--selector`: only the sites whose labels match (SPEC §8); a host
+    /// keeps state only for them.
+    pub selector: Option<crate::model::Selector>,
+    /// The git access options as given: read again on SIGHUP, so that a
+    /// rotated key, token or CA file is used without a restart.
+    pub git: crate::git::AccessOptions,
 }
 
 /// Why the daemon could not run.

@@ -32,16 +32,15 @@ impl Source {
 
     /// The tree of `git_ref` in the repository at `url`, fetched into a bare
     /// cache repository under `cache_dir` (reused by later fetches) through
-    /// [`crate::git`].
+    /// [`crate::git`], with the credentials and host keys of `access`.
     pub fn git_remote(
         url: &str,
         git_ref: &str,
         cache_dir: &Path,
+        access: &GitAccess,
         label: impl Into<String>,
     ) -> Result<Self, SourceError> {
-        // The `--git-*` options of SPEC §3 are not read yet: the defaults.
-        let cache =
-            Cache::open(cache_dir, url, &GitAccess::default()).map_err(|e| fetch_failed(url, e))?;
+        let cache = Cache::open(cache_dir, url, access).map_err(|e| fetch_failed(url, e))?;
         let commit = cache
             .fetch_ref(git_ref)
             .map_err(|e| fetch_failed(url, e))?
@@ -300,19 +299,11 @@ fn resolve(
     })
 }
 
-/// A failed fetch of a source, worded as it always was for fleets and catalogs.
-fn fetch_failed(url: &str, e: GitError) -> SourceError {
-    match e {
-        GitError::Io { path, source } => SourceError::Io {
-            path: path.display().to_string(),
-            source,
-        },
-        GitError::Init { path, source } => {
-            git_error(format!("{}: cannot create cache", path.display()))(source)
-        }
-        GitError::Url(source) => git_error(format!("{url}: not a git URL"))(source),
-        GitError::Fetch(source) | GitError::List(source) => {
-            git_error(format!("{url}: fetch failed"))(source)
-        }
+/// A failed fetch of a source: its URL (never a password it may hold)
+/// and the typed cause.
+fn fetch_failed(url: &str, source: GitError) -> SourceError {
+    SourceError::Fetch {
+        url: crate::git::shown_url(url),
+        source,
     }
 }

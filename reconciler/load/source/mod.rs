@@ -62,6 +62,15 @@ pub enum SourceError {
         /// The error.
         source: git2::Error,
     },
+    /// A remote repository could not be fetched (the network, the server,
+    /// a refused host key or credential): see [`crate::git::GitError`].
+    #[error("{url}: {source}")]
+    Fetch {
+        /// The repository, as it may be shown.
+        url: String,
+        /// Why.
+        source: crate::git::GitError,
+    },
     /// The ref names nothing in the repository.
     #[error("{source_name}: no branch, tag or commit named {git_ref:?}")]
     NoSuchRef {
@@ -95,6 +104,17 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The failed fetch this is, if it is one, for those who count them.
+    pub fn fetch_failure(&self) -> Option<super::FetchFailure> {
+        match self {
+            SourceError::Fetch { url, source } => Some(super::FetchFailure {
+                repo: url.clone(),
+                kind: source.kind(),
+            }),
+            _ => None,
+        }
+    }
+
     /// A hint for the person who has to fix it.
     pub fn hint(&self) -> Option<&'static str> {
         match self {

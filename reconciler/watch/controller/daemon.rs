@@ -13,9 +13,11 @@ use tokio::time::Instant;
 
 use super::{Backoff, Reason, Reconciled, Shared, Trigger, backoff, from_now, jittered, reconcile};
 use crate::apply::converge::ApplyError;
-use crate::load::{self, Diagnostic, Fleet, LoadOptions};
+use crate::load::{self, Diagnostic, FetchFailure, Fleet, LoadOptions};
+use crate::model::Selector;
+use crate::watch::fetches::only_transient;
 use crate::watch::files::Files;
-use crate::watch::metrics::Metrics;
+use crate::watch::metrics::{Metrics, RepoLabel};
 use crate::watch::{Config, WatchError};
 
 /// The commits the fleet was read at: a change means a new commit.
@@ -27,9 +29,15 @@ fn fingerprint(fleet: &Fleet) -> Vec<(String, Option<String>)> {
     out
 }
 
-/// Loads the fleet, keeping only the `selected` sites (all when empty); a
-/// selected site that is not in the fleet is an error.
-fn load_fleet(options: &LoadOptions, selected: &[String]) -> Result<Fleet, Vec<Diagnostic>> {
+/// Loads the fleet, keeping only the `selected` sites (all when empty),
+/// or those `selector` matches; a selected site that is not in the fleet
+/// is an error. The others are dropped before anything looks at them, so
+/// this host never reads or writes state for them.
+fn load_fleet(
+    options: &LoadOptions,
+    selected: &[String],
+    selector: Option<&Selector>,
+) -> Result<Fleet, Vec<Diagnostic>> {
     let mut fleet = match load::load(options) {
         Ok((fleet, diags)) if diags.is_empty() => fleet,
         Ok((_, diags)) => return Err(diags),
@@ -54,7 +62,30 @@ fn load_fleet(options: &LoadOptions, selected: &[String]) -> Result<Fleet, Vec<D
             .sites
             .retain(|s| selected.iter().any(|n| n == s.site.as_str()));
     }
+    if let Some(selector) = selector {
+        fleet.sites.retain(|s| selector.matches(&s.labels));
+    }
     Ok(fleet)
+}
+
+/// The remote repositories a load of `fleet` with `options` fetched: the
+/// fleet's own when it is a URL, and each catalog's.
+fn fetched_repos(options: &LoadOptions, fleet: &Fleet) -> Vec<String> {
+    std::iter::once(options.fleet.as_str())
+        .chain(fleet.config.catalogs.values().map(|c| c.source.as_str()))
+        .filter(|spec| load::source::is_url(spec))
+        .map(crate::git::shown_url)
+        .collect()
+}
+
+/// What a finished publish of the status reports says back to the loop.
+pub(super) struct PublishDone {
+    /// Whether it worked.
+    ok: bool,
+    /// The report repository, when it could not be reached, and why.
+    failure: Option<(FetchFailure, String)>,
+    /// The report repository's URL, when it was reached.
+    reached: Option<String>,
 }
 
 /// A reconcile that finished.
@@ -89,6 +120,9 @@ pub struct Daemon {
     publish_not_before: Option<Instant>,
     after_reload: Vec<Trigger>,
     pub(super) files: Files,
+    /// When the fleet and catalogs are fetched next: every interval, or
+    /// sooner after a failed fetch (its backoff).
+    next_reload: Instant,
 }
 
 impl Daemon {
@@ -104,12 +138,36 @@ impl Daemon {
             sig(SignalKind::interrupt())?,
             sig(SignalKind::hangup())?,
         );
-        let options = config.load.clone();
-        let selected = config.sites.clone();
-        let fleet = tokio::task::spawn_blocking(move || load_fleet(&options, &selected))
+        // A git server that cannot be reached at start (the network not up
+        // yet at boot, a server restarting) is waited for with a backoff; a
+        // fleet that is wrong, or a refused host key or credential, is not
+        // going to get better by itself: exit 2 at once.
+        let mut tries = 0;
+        let fleet = loop {
+            let options = config.load.clone();
+            let selected = config.sites.clone();
+            let selector = config.selector.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                load_fleet(&options, &selected, selector.as_ref())
+            })
             .await
-            .map_err(|e| WatchError::Start(e.to_string()))?
-            .map_err(WatchError::Invalid)?;
+            .map_err(|e| WatchError::Start(e.to_string()))?;
+            match loaded {
+                Ok(fleet) => break fleet,
+                Err(diags) if only_transient(&diags) => {
+                    tries += 1;
+                    let wait = backoff(tries, config.interval);
+                    let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                    tracing::warn!(errors = %text.join("; "), retry_in = ?wait, "cannot fetch at start; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = term.recv() => return Ok(()),
+                        _ = int.recv() => return Ok(()),
+                    }
+                }
+                Err(diags) => return Err(WatchError::Invalid(diags)),
+            }
+        };
         let state_dir = load::state_dir(config.load.state_dir.as_deref(), Some(&fleet));
         let (tx, mut triggers) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -122,6 +180,7 @@ impl Daemon {
             webhook_secret: config.webhook_secret.clone(),
             cancel: Arc::new(AtomicBool::new(false)),
             load_error: Mutex::default(),
+            fetches: Mutex::default(),
             fixed_now: config.fixed_now,
         });
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
@@ -140,6 +199,7 @@ impl Daemon {
             }
             None => None,
         };
+        let config_interval = config.interval;
         let mut files = Files::start(tx);
         files.refresh(&shared.fleet());
         let mut daemon = Daemon {
@@ -158,14 +218,19 @@ impl Daemon {
             publish_not_before: None,
             after_reload: Vec::new(),
             files,
+            next_reload: from_now(jittered(config_interval)),
         };
         let fleet = shared.fleet();
         tracing::info!(
             sites = fleet.sites.len(),
+            selector = %daemon.config.selector.as_ref().map(ToString::to_string).unwrap_or_default(),
             interval = ?daemon.config.interval,
             jobs = daemon.config.jobs,
             "watching"
         );
+        if fleet.sites.is_empty() {
+            tracing::warn!("no site of the fleet is selected: nothing to watch until one is");
+        }
         for site in &fleet.sites {
             daemon.schedule(site.site.as_str(), Instant::now(), Reason::Startup);
         }
@@ -174,14 +239,14 @@ impl Daemon {
         let jobs = Arc::new(Semaphore::new(daemon.config.jobs.max(1)));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (reload_tx, mut reloads) = mpsc::unbounded_channel();
-        let (published_tx, mut published) = mpsc::unbounded_channel::<bool>();
-        let mut next_reload = from_now(jittered(daemon.config.interval));
+        let (published_tx, mut published) = mpsc::unbounded_channel::<PublishDone>();
         loop {
             shared
                 .heartbeat
                 .store(jiff::Timestamp::now().as_second(), Ordering::Relaxed);
             daemon.dispatch(&jobs, &done_tx);
             daemon.publish(&published_tx);
+            let next_reload = daemon.next_reload;
             let wake = daemon
                 .due
                 .iter()
@@ -195,14 +260,14 @@ impl Daemon {
                 .min(Instant::now() + Duration::from_secs(30));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= next_reload {
-                        next_reload = from_now(jittered(daemon.config.interval));
+                    if Instant::now() >= daemon.next_reload {
+                        daemon.next_reload = from_now(jittered(daemon.config.interval));
                         daemon.reload(Reason::Interval, &reload_tx);
                     }
                 }
                 Some(t) = triggers.recv() => daemon.trigger(t, &reload_tx),
                 Some(done) = done_rx.recv() => daemon.finished(done),
-                Some(ok) = published.recv() => daemon.published(ok),
+                Some(done) = published.recv() => daemon.published(done),
                 Some((reason, loaded)) = reloads.recv() => daemon.reloaded(reason, loaded, &reload_tx),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reading the fleet again");
@@ -240,7 +305,7 @@ impl Daemon {
 
     /// Publishes the opted-in sites' status reports when due, on a
     /// blocking thread (git may take its time); one publish at a time.
-    fn publish(&mut self, published: &mpsc::UnboundedSender<bool>) {
+    fn publish(&mut self, published: &mpsc::UnboundedSender<PublishDone>) {
         if self.publishing || self.publish_due().is_none_or(|at| at > Instant::now()) {
             return;
         }
@@ -252,6 +317,7 @@ impl Daemon {
         self.publishing = true;
         let state_dir = self.shared.state_dir.clone();
         let done = published.clone();
+        let access = self.config.load.git.clone();
         tokio::task::spawn_blocking(move || {
             let statuses: BTreeMap<String, crate::watch::publish::report::ReportInput> = fleet
                 .sites
@@ -262,23 +328,40 @@ impl Daemon {
                         .map(|st| (s.site.to_string(), st))
                 })
                 .collect();
-            let ok = match crate::watch::publish::report::publish_for_fleet(
-                &fleet, &state_dir, &statuses,
+            let reached = fleet
+                .config
+                .reports
+                .as_ref()
+                .map(|r| crate::git::shown_url(&r.git));
+            let result = match crate::watch::publish::report::publish_for_fleet(
+                &fleet, &state_dir, &statuses, &access,
             ) {
                 Ok(Some(p)) if p.commit.is_some() => {
                     tracing::info!(commit = ?p.commit, sites = ?p.changed, "status reports published");
-                    true
+                    PublishDone {
+                        ok: true,
+                        failure: None,
+                        reached,
+                    }
                 }
                 Ok(_) => {
                     tracing::debug!("status reports unchanged, or no site opted in");
-                    true
+                    PublishDone {
+                        ok: true,
+                        failure: None,
+                        reached,
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "publishing status reports failed");
-                    false
+                    PublishDone {
+                        ok: false,
+                        failure: e.transport_failure().map(|f| (f, e.to_string())),
+                        reached: None,
+                    }
                 }
             };
-            let _ = done.send(ok);
+            let _ = done.send(result);
         });
     }
 
@@ -291,15 +374,22 @@ impl Daemon {
 
     /// A publish finished: a failure backs the next one off (2 s doubling,
     /// capped like a site's), and asks for it again then.
-    fn published(&mut self, ok: bool) {
+    fn published(&mut self, done: PublishDone) {
         self.publishing = false;
-        if ok {
+        if let Some(repo) = &done.reached {
+            self.fetches_recovered(std::slice::from_ref(repo));
+        }
+        if done.ok {
             self.publish_failures = 0;
             self.publish_not_before = None;
             return;
         }
         self.publish_failures = self.publish_failures.saturating_add(1);
-        let at = from_now(backoff(self.publish_failures, self.config.interval));
+        let wait = backoff(self.publish_failures, self.config.interval);
+        if let Some((failure, error)) = &done.failure {
+            self.fetch_failed(failure, error, wait);
+        }
+        let at = from_now(wait);
         self.publish_not_before = Some(at);
         self.publish_at = Some(self.publish_at.map_or(at, |p| p.min(at)));
     }
@@ -426,12 +516,78 @@ impl Daemon {
             return;
         }
         self.reloading = true;
+        if reason == Reason::Reload {
+            self.reread_credentials();
+        }
         let options = self.config.load.clone();
         let selected = self.config.sites.clone();
+        let selector = self.config.selector.clone();
         let tx = reload_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send((reason, load_fleet(&options, &selected)));
+            let _ = tx.send((reason, load_fleet(&options, &selected, selector.as_ref())));
         });
+    }
+
+    /// SIGHUP: reads the git access options' files again (a rotated deploy
+    /// key, token or CA). Files that cannot be used now leave the ones read
+    /// before in use, and say so: a half-done rotation must not cut the
+    /// daemon off from its repositories.
+    fn reread_credentials(&mut self) {
+        match crate::git::GitAccess::read(&self.config.git) {
+            Ok(access) => {
+                tracing::info!("SIGHUP: git access options read again");
+                self.config.load.git = access;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: the git access options cannot be read; the ones read before stay in use"
+            ),
+        }
+    }
+
+    /// Records a failed fetch (or push) of a repository that is tried
+    /// again after `wait`.
+    fn fetch_failed(&mut self, failure: &FetchFailure, error: &str, wait: Duration) {
+        let label = RepoLabel {
+            repo: failure.repo.clone(),
+        };
+        self.shared
+            .metrics
+            .fetch_failures
+            .get_or_create(&label)
+            .inc();
+        self.shared
+            .metrics
+            .fetch_backoff
+            .get_or_create(&label)
+            .set(wait.as_secs_f64());
+        let failures = self
+            .shared
+            .fetches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failed(failure, error, wait);
+        tracing::warn!(repo = %failure.repo, kind = failure.kind.as_str(), failures, retry_in = ?wait, "fetch failed; the last good commit stays in use");
+    }
+
+    /// Records that `repos` were fetched (or pushed to) again.
+    fn fetches_recovered(&mut self, repos: &[String]) {
+        let recovered = self
+            .shared
+            .fetches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recovered(repos.iter().map(String::as_str));
+        for repo in recovered {
+            tracing::info!(repo = %repo, "fetched again");
+        }
+        for repo in repos {
+            self.shared
+                .metrics
+                .fetch_backoff
+                .get_or_create(&RepoLabel { repo: repo.clone() })
+                .set(0.0);
+        }
     }
 
     fn reloaded(
@@ -449,6 +605,8 @@ impl Daemon {
                     .load_error
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = None;
+                let repos = fetched_repos(&self.config.load, &fleet);
+                self.fetches_recovered(&repos);
                 // Explicit requests first, so a webhook's reconcile is
                 // recorded as the webhook's even when it brought a commit.
                 for t in std::mem::take(&mut self.after_reload) {
@@ -494,6 +652,26 @@ impl Daemon {
             }
             Err(diags) => {
                 self.shared.metrics.load_failures.inc();
+                // A repository that could not be fetched is tried again
+                // after a backoff (2 s doubling, capped at the interval),
+                // not only at the next interval: it comes back within one
+                // interval of the server, whatever the interval.
+                let failed: Vec<&Diagnostic> = diags.iter().filter(|d| d.fetch.is_some()).collect();
+                if !failed.is_empty() {
+                    let in_a_row = self
+                        .shared
+                        .fetches
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .most_in_a_row();
+                    let wait = backoff(in_a_row.saturating_add(1), self.config.interval);
+                    for d in failed {
+                        if let Some(f) = &d.fetch {
+                            self.fetch_failed(f, &d.to_string(), wait);
+                        }
+                    }
+                    self.next_reload = self.next_reload.min(from_now(wait));
+                }
                 let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
                 tracing::error!(
                     errors = %text.join("; "),

@@ -140,9 +140,34 @@ pub enum ReportError {
         /// The path as written.
         url: String,
     },
+    /// The report repository could not be reached: the network, the
+    /// server, a refused host key or credential (typed in `source`).
+    #[error("{url}: {what}: {source}")]
+    Transport {
+        /// The report repository, as it may be shown.
+        url: String,
+        /// What was being done.
+        what: String,
+        /// Why.
+        source: GitError,
+    },
     /// The site's state could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl ReportError {
+    /// The failed fetch or push this is, if it is one, for the daemon's
+    /// per-repository failure counts.
+    pub fn transport_failure(&self) -> Option<crate::load::FetchFailure> {
+        match self {
+            ReportError::Transport { url, source, .. } => Some(crate::load::FetchFailure {
+                repo: url.clone(),
+                kind: source.kind(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What the state dir knows about a site, as far as a report may say: the
@@ -242,6 +267,7 @@ pub fn publish_for_fleet(
     fleet: &Fleet,
     state_dir: &Path,
     statuses: &BTreeMap<String, ReportInput>,
+    access: &GitAccess,
 ) -> Result<Option<Published>, ReportError> {
     let Some(reports) = &fleet.config.reports else {
         return Ok(None);
@@ -259,18 +285,20 @@ pub fn publish_for_fleet(
         };
         reports.git = dir.join(&reports.git).display().to_string();
     }
-    publish(&reports, &bodies, state_dir, &Committer::default()).map(Some)
+    publish(&reports, &bodies, state_dir, &Committer::default(), access).map(Some)
 }
 
 /// Publishes `bodies` (site name, report: a
 /// [`ReportBody`](super::privacy::ReportBody) from the privacy rules) to
-/// `reports` as `status/<site>.json` on its branch; see the module doc. With no bodies
-/// it returns at once without touching the cache or the network.
+/// `reports` as `status/<site>.json` on its branch, reached with `access`;
+/// see the module doc. With no bodies it returns at once without touching
+/// the cache or the network.
 pub fn publish(
     reports: &Reports,
     bodies: &[(String, impl Serialize)],
     state_dir: &Path,
     by: &Committer,
+    access: &GitAccess,
 ) -> Result<Published, ReportError> {
     if bodies.is_empty() {
         // Privacy: no site opted in, so the report repository must not
@@ -286,7 +314,7 @@ pub fn publish(
         });
     }
     let files = render(bodies)?;
-    let cache = ReportCache::open(state_dir, url, branch)?;
+    let cache = ReportCache::open(state_dir, url, branch, access)?;
     let target = Target::of(url);
     let mut attempt = 0;
     loop {
@@ -423,12 +451,16 @@ struct ReportCache {
 }
 
 impl ReportCache {
-    fn open(state_dir: &Path, url: &str, branch: &str) -> Result<Self, ReportError> {
-        // The `--git-*` options of SPEC §3 are not read yet: the defaults.
+    fn open(
+        state_dir: &Path,
+        url: &str,
+        branch: &str,
+        access: &GitAccess,
+    ) -> Result<Self, ReportError> {
         let cache = Cache::open(
             &crate::store::StateDir::new(state_dir).report_cache(),
             url,
-            &GitAccess::default(),
+            access,
         )
         .map_err(|e| cache_error(url, branch, e))?;
         Ok(Self { cache })
@@ -632,7 +664,11 @@ impl ReportCache {
             Err(e) if e.code() == git2::ErrorCode::NotFastForward => {
                 Err(Push::Moved(e.message().to_owned()))
             }
-            Err(e) => Err(fail(&format!("cannot push branch {branch}"))(e)),
+            Err(e) => Err(Push::Failed(ReportError::Transport {
+                url: crate::git::shown_url(self.url()),
+                what: format!("cannot push branch {branch}"),
+                source: self.cache.transport_error(e),
+            })),
             Ok(()) => match rejected.into_inner() {
                 None => Ok(()),
                 Some(message) if lost_race(&message) => Err(Push::Moved(message)),
@@ -721,8 +757,16 @@ fn cache_error(url: &str, branch: &str, e: GitError) -> ReportError {
             source,
         ),
         GitError::Url(source) => git("not a git URL".to_owned(), source),
-        GitError::Fetch(source) => git(format!("cannot fetch branch {branch}"), source),
         GitError::List(source) => git("cannot list the branches".to_owned(), source),
+        transport @ (GitError::HostKey(_)
+        | GitError::Auth { .. }
+        | GitError::Certificate(_)
+        | GitError::Timeout(_)
+        | GitError::Fetch(_)) => ReportError::Transport {
+            url: crate::git::shown_url(url),
+            what: format!("cannot fetch branch {branch}"),
+            source: transport,
+        },
     }
 }
 
