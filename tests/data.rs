@@ -526,3 +526,42 @@ fn real_kills_of_a_migrating_upgrade_leave_files_and_data_together() {
     );
     assert!(text.contains("0 mixed"), "{text}");
 }
+
+/// The example `notes` site (examples/README.md) upgrades as documented:
+/// a snapshot of its database, the migration, the health check.
+#[test]
+fn the_example_notes_site_upgrades_with_its_migration() {
+    let dir = fast_tempdir();
+    let copy = dir.path().join("examples");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(crate::support::repo_root().join("examples"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        let out = sitekeeper(&state)
+            .current_dir(copy.join("fleet"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["adopt", "notes", "--detect"]);
+    run(&["apply", "notes"]);
+    let app = copy.join("sites/notes");
+    assert_eq!(
+        std::fs::read_to_string(app.join("VERSION")).unwrap(),
+        "1.1.0\n"
+    );
+    assert!(dump(&app.join("db/notes.sqlite3")).contains("pinned"));
+    let history: serde_json::Value =
+        serde_json::from_str(&run(&["history", "notes", "--format", "json"])).unwrap();
+    assert_eq!(history[0]["health"], "passed", "{history}");
+    assert_eq!(history[1]["data"], true, "{history}");
+    let ledger = std::fs::read_to_string(state.join("notes/ledger.jsonl")).unwrap();
+    assert!(ledger.contains("\"kind\":\"migrate\""), "{ledger}");
+}

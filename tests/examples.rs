@@ -7,7 +7,7 @@ use crate::support::{fleet_with, repo_root, run_in, stderr, stdout};
 fn the_example_fleet_validates() {
     let out = run_in(&repo_root(), &["validate", "--fleet", "examples/fleet"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    insta::assert_snapshot!(stdout(&out), @"valid: 5 sites, 1 fleet policy, 5 stock policies, 1 approvals file; catalogs: acme-cms (5 releases, 6 fixes)");
+    insta::assert_snapshot!(stdout(&out), @"valid: 6 sites, 1 fleet policy, 5 stock policies, 1 approvals file; catalogs: acme-cms (5 releases, 6 fixes), acme-notes (2 releases, 0 fixes)");
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn explain_of_an_unknown_site_lists_the_sites() {
         &["explain", "nope", "--fleet", "examples/fleet"],
     );
     assert_eq!(out.status.code(), Some(2));
-    insta::assert_snapshot!(stderr(&out), @r#"examples/fleet/sites/: there is no site named "nope" (hint: the sites are blog, intranet, shop-eu, staging-a, staging-b)"#);
+    insta::assert_snapshot!(stderr(&out), @r#"examples/fleet/sites/: there is no site named "nope" (hint: the sites are blog, intranet, notes, shop-eu, staging-a, staging-b)"#);
 }
 
 /// The CI examples are valid YAML, and the GitHub workflow uses only the
@@ -191,7 +191,14 @@ fn the_example_sites_apply_here_or_say_what_they_need() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["blog", "intranet", "shop-eu", "staging-a", "staging-b"],
+        [
+            "blog",
+            "intranet",
+            "notes",
+            "shop-eu",
+            "staging-a",
+            "staging-b"
+        ],
         "{section}"
     );
 

@@ -100,8 +100,8 @@ fn the_readme_demo_runs_and_upgrades_then_rolls_back_intranet() {
     assert_in_order(
         &text,
         &[
-            "valid: 5 sites",
-            "5 sites change, 0 unchanged, ",
+            "valid: 6 sites",
+            "6 sites change, 0 unchanged, ",
             " held, 0 failed\n",
             "adopted intranet at 4.2.0",
             "intranet  4.2.0 → 4.2.16",
