@@ -565,3 +565,40 @@ fn the_example_notes_site_upgrades_with_its_migration() {
     let ledger = std::fs::read_to_string(state.join("notes/ledger.jsonl")).unwrap();
     assert!(ledger.contains("\"kind\":\"migrate\""), "{ledger}");
 }
+
+/// Retention (SPEC §6.2) drops a data snapshot with its point, and never
+/// the newest snapshot.
+#[test]
+fn retention_removes_snapshots_with_their_points_but_never_the_newest() {
+    let s = Scenario::new(Ending::Passes, SQLITE);
+    let policy = s.root().join("fleet/policies/migrating.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, format!("{text}keep_rollback_points: 2\n")).unwrap();
+    let ok = |args: &[&str]| {
+        let out = s.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    };
+    ok(&["apply"]); // point 2; snapshot of point 1
+    ok(&["rollback", "s", "--to", "1", "--data"]); // point 3, data back
+    ok(&["apply"]); // point 4; snapshot of point 3
+    let points: Vec<u64> = serde_json::from_str::<serde_json::Value>(&stdout(
+        &s.run(&["history", "s", "--format", "json"]),
+    ))
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|p| p["point"].as_u64().unwrap())
+    .collect();
+    assert_eq!(points, vec![4, 3], "two points are kept");
+    let mut snapshots: Vec<String> = std::fs::read_dir(s.state().join("s/data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    snapshots.sort();
+    assert_eq!(
+        snapshots,
+        vec!["3".to_owned()],
+        "point 1's snapshot went with it"
+    );
+}
