@@ -93,7 +93,7 @@ const SETTLE_ROUNDS: usize = 16;
 /// `with: b` turns `aab` into `ab`), so the substitution repeats until
 /// nothing is left to replace: the result is then `applied` when planned
 /// again, and a second apply changes nothing. A result that has not
-/// settled after [`SETTLE_ROUNDS`] rounds is a conflict, since applying it
+/// settled after `SETTLE_ROUNDS` rounds is a conflict, since applying it
 /// would change the file again on every run.
 pub fn replace(content: &[u8], op: &ReplaceOp) -> Outcome {
     if is_binary(content) {

@@ -54,7 +54,7 @@ pub fn failed_words<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String
     named_count(names, "failed")
 }
 
-/// `0 WORD`, or `2 WORD: a, b`, with at most [`SUMMARY_NAMES`] names.
+/// `0 WORD`, or `2 WORD: a, b`, with at most `SUMMARY_NAMES` names.
 pub fn named_count<'a>(names: impl ExactSizeIterator<Item = &'a str>, word: &str) -> String {
     let count = names.len();
     if count == 0 {

@@ -171,7 +171,7 @@ impl ReportError {
 }
 
 /// What the state dir knows about a site, as far as a report may say: the
-/// input of [`body`]. (Not the `status` command's `observe::status::ReportInput`,
+/// input of `body`. (Not the `status` command's `observe::status::ReportInput`,
 /// nor the daemon's per-site `watch::controller::SiteView`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportInput {
