@@ -774,3 +774,31 @@ fn a_point_that_does_not_exist_is_invalid_input_with_a_hint() {
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 2, "{json}");
 }
+
+/// Issue 23, point 4: every point and record takes the time it is made,
+/// the injected `SITEKEEPER_NOW` being the start. A change whose health
+/// check takes a second, fails, and is rolled back: the rollback point is
+/// at least that second after the change's point.
+#[test]
+fn a_rollback_after_a_slow_health_check_is_later_than_its_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fleet(
+        dir,
+        "health: {command: [sh, -c, 'sleep 1; grep -q hi index.php']}\n",
+    );
+    adopt(dir);
+    let out = run_fleet(dir, &["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = run_fleet(dir, &["history", "s", "--format", "json"]);
+    let points: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let at = |i: usize| -> jiff::Timestamp { points[i]["at"].as_str().unwrap().parse().unwrap() };
+    assert_eq!(points[0]["kind"], "rollback", "{points}");
+    assert_eq!(points[1]["kind"], "apply", "{points}");
+    let gap = at(0).duration_since(at(1));
+    assert!(
+        gap >= jiff::SignedDuration::from_secs(1),
+        "the rollback is only {gap:?} after its change: {points}"
+    );
+    assert!(at(1) >= NOW.parse::<jiff::Timestamp>().unwrap(), "{points}");
+}
