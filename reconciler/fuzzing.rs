@@ -215,6 +215,36 @@ fn plan_every_site(fleet: &load::Fleet) {
         let Some(catalog) = fleet.catalogs.get(&site.product) else {
             continue;
         };
+        let bare = BareSite::new(fleet, site, &effective, catalog);
+        let plan = Plan::new(bare.plan_everywhere());
+        let _ = render::human(&plan, false);
+        let _ = render::json(&plan);
+        let _ = render::markdown(&plan);
+    }
+}
+
+/// A site of a valid fleet, adopted with nothing on disk, with what the
+/// commands read to judge and plan it: built once per site, since every
+/// installed version and clock plans from the same inputs.
+struct BareSite<'f> {
+    site: &'f load::Loaded<crate::model::Site>,
+    effective: &'f crate::policy::Effective,
+    catalog: &'f load::LoadedCatalog,
+    releases: Vec<Release>,
+    fixes: Vec<Fix>,
+    approved: Vec<crate::model::Approval>,
+    contents: FuzzContents<'f>,
+    inventory: crate::inventory::Inventory,
+    trust: load::Trust,
+}
+
+impl<'f> BareSite<'f> {
+    fn new(
+        fleet: &'f load::Fleet,
+        site: &'f load::Loaded<crate::model::Site>,
+        effective: &'f crate::policy::Effective,
+        catalog: &'f load::LoadedCatalog,
+    ) -> Self {
         let releases: Vec<Release> = catalog.releases.iter().map(|r| r.value.clone()).collect();
         let fixes: Vec<Fix> = catalog.fixes.iter().map(|f| f.value.clone()).collect();
         let approved = fleet
@@ -222,91 +252,114 @@ fn plan_every_site(fleet: &load::Fleet) {
             .get(site.site.as_str())
             .map(|a| a.approved.clone())
             .unwrap_or_default();
-        let contents = FuzzContents {
+        BareSite {
+            site,
+            effective,
             catalog,
-            payloads: RefCell::default(),
-        };
-        let inventory = crate::inventory::Inventory::default();
-        let trust = load::Trust::NotRequired;
+            releases,
+            fixes,
+            approved,
+            contents: FuzzContents {
+                catalog,
+                payloads: RefCell::default(),
+            },
+            inventory: crate::inventory::Inventory::default(),
+            trust: load::Trust::NotRequired,
+        }
+    }
+
+    /// The site judged and planned as installed at 0.0.0 and at each of the
+    /// first three releases, at every one of [`clocks`]; the daemon's
+    /// notices are remembered from clock to clock, as the daemon does, so
+    /// that their quiet-time arithmetic meets the clocks' extremes too.
+    fn plan_everywhere(&self) -> Vec<SitePlan> {
         let mut plans = Vec::new();
         // 0.0.0 first: every release is newer, so every one meets the gates.
         let zero = Version(semver::Version::new(0, 0, 0));
-        let installs = std::iter::once(&zero).chain(releases.iter().take(3).map(|r| &r.version));
+        let installs =
+            std::iter::once(&zero).chain(self.releases.iter().take(3).map(|r| &r.version));
         for installed in installs {
             let mut notices = crate::watch::publish::notices::NoticeState::default();
-            for now in clocks(&releases) {
-                let gates = choose::Gates {
-                    effective: &effective,
-                    catalog: &catalog.catalog,
-                    now,
-                    quarantined: &[],
-                    forced: None,
-                };
-                // `check` and `status`: each newer release judged alone.
-                let upgrades: Vec<Upgrade> = releases
-                    .iter()
-                    .filter(|r| r.version > *installed)
-                    .map(|r| {
-                        let a = choose::assess(installed, r, &gates);
-                        Upgrade {
-                            version: r.version.to_string(),
-                            class: a.class,
-                            reason: choose::class_reason(&installed.0, &r.version.0, a.class),
-                            automatic: a.held.is_empty(),
-                            held: a.held.into_iter().next().map(|h| HeldWhy {
-                                code: h.code,
-                                reason: h.reason,
-                            }),
-                        }
-                    })
-                    .collect();
-                // The daemon's notices, remembered from clock to clock.
+            for now in clocks(&self.releases) {
+                let upgrades = self.judge(installed, now);
                 let _ = crate::watch::publish::notices::due(
-                    site.site.as_str(),
+                    self.site.site.as_str(),
                     &installed.to_string(),
                     &upgrades,
                     &mut notices,
                     now,
-                    effective.notify_interval.value.0,
+                    self.effective.notify_interval.value.0,
                     false,
                 );
-                let input = plan::SiteInput {
-                    name: site.site.as_str(),
-                    labels: &site.labels,
-                    preserve: &site.paths.preserve,
-                    effective: &effective,
-                    catalog: &catalog.catalog,
-                    releases: &releases,
-                    fixes: &fixes,
-                    catalog_commit: None,
-                    trust: &trust,
-                    installed: Some(plan::Installed {
-                        version: installed.clone(),
-                        snapshot: BTreeMap::new(),
-                        fixes: BTreeMap::new(),
-                    }),
-                    adopted: true,
-                    detection: None,
-                    inventory: &inventory,
-                    quarantined: &[],
-                    quarantined_fixes: &BTreeMap::new(),
-                    forced: None,
-                    forced_fix: None,
-                    space: None,
-                    preflight: &[],
-                    failure_marker: None,
-                    approved: &approved,
-                    now,
-                    contents: &contents,
-                    diffs: true,
-                };
-                plans.push(plan::plan_site(&input));
+                plans.push(self.plan(installed, now));
             }
         }
-        let plan = Plan::new(plans);
-        let _ = render::human(&plan, false);
-        let _ = render::json(&plan);
-        let _ = render::markdown(&plan);
+        plans
+    }
+
+    /// What `check` and `status` show: each newer release judged alone
+    /// against the gates, as the upgrade query of [`choose`] does.
+    fn judge(&self, installed: &Version, now: jiff::Timestamp) -> Vec<Upgrade> {
+        let gates = choose::Gates {
+            effective: self.effective,
+            catalog: &self.catalog.catalog,
+            now,
+            quarantined: &[],
+            forced: None,
+        };
+        self.releases
+            .iter()
+            .filter(|r| r.version > *installed)
+            .map(|r| {
+                let a = choose::assess(installed, r, &gates);
+                Upgrade {
+                    version: r.version.to_string(),
+                    class: a.class,
+                    reason: choose::class_reason(&installed.0, &r.version.0, a.class),
+                    automatic: a.held.is_empty(),
+                    held: a.held.into_iter().next().map(|h| HeldWhy {
+                        code: h.code,
+                        reason: h.reason,
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// What `plan` computes for the site installed at `installed` at `now`,
+    /// with diffs, so that rendering meets every action's contents.
+    fn plan(&self, installed: &Version, now: jiff::Timestamp) -> SitePlan {
+        let input = plan::SiteInput {
+            name: self.site.site.as_str(),
+            labels: &self.site.labels,
+            preserve: &self.site.paths.preserve,
+            effective: self.effective,
+            catalog: &self.catalog.catalog,
+            releases: &self.releases,
+            fixes: &self.fixes,
+            catalog_commit: None,
+            trust: &self.trust,
+            installed: Some(plan::Installed {
+                version: installed.clone(),
+                snapshot: BTreeMap::new(),
+                fixes: BTreeMap::new(),
+            }),
+            adopted: true,
+            detection: None,
+            inventory: &self.inventory,
+            quarantined: &[],
+            quarantined_fixes: &BTreeMap::new(),
+            forced: None,
+            forced_fix: None,
+            space: None,
+            preflight: &[],
+            failure_marker: None,
+            approved: &self.approved,
+            now,
+            contents: &self.contents,
+            diffs: true,
+        };
+        plan::plan_site(&input)
     }
 }
 

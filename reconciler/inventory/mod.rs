@@ -161,28 +161,88 @@ fn join(dir: &str, name: &str) -> String {
 
 /// Scans the site at `root`. `cache` is the stat cache of the last scan;
 /// the returned cache is the one to keep for the next.
+///
+/// Two phases, so that a converged site reads no file contents: the tree is
+/// listed, and what the stat cache vouches for goes straight in; then only
+/// the files it could not vouch for are read and hashed, in parallel.
 pub fn scan(
     root: &Root,
     preserve: &[Glob],
     cache: &StatCache,
     progress: Option<&dyn Progress>,
 ) -> Result<(Inventory, StatCache), ScanError> {
-    let started_ns = cache::now_ns();
-    let mut inv = Inventory::default();
-    let mut files = 0;
-    let mut unknown: Vec<String> = Vec::new();
-    let mut next_cache = StatCache::default();
-    // Breadth first, each level's directories listed in parallel: listing
-    // is one stat per entry, most of a converged site's plan.
+    let mut walk = Walk::new(root, preserve, cache);
+    // Breadth first, each level's directories listed in parallel.
     let mut level = vec![String::new()];
     while !level.is_empty() {
-        let listed: Vec<(String, std::io::Result<Listing>)> = level
-            .into_par_iter()
-            .map(|dir| {
-                let listing = root.list(&dir);
-                (dir, listing)
-            })
-            .collect();
+        level = walk.take_level(list_level(root, level))?;
+    }
+    let Walk {
+        mut inv,
+        mut next_cache,
+        unknown,
+        started_ns,
+        ..
+    } = walk.finish();
+    let (hashed, bytes_read) = hash_unknown(root, unknown, progress)?;
+    inv.stats.hashed = hashed.len();
+    inv.stats.bytes_read = bytes_read;
+    for (path, meta, hit) in hashed {
+        next_cache.remember(&path, &meta, hit, started_ns);
+        inv.entries.insert(path, Entry::file(&meta, hit));
+    }
+    Ok((inv, next_cache))
+}
+
+/// Lists one level's directories in parallel: listing is one stat per
+/// entry, most of a converged site's plan.
+fn list_level(root: &Root, level: Vec<String>) -> Vec<(String, std::io::Result<Listing>)> {
+    level
+        .into_par_iter()
+        .map(|dir| {
+            let listing = root.list(&dir);
+            (dir, listing)
+        })
+        .collect()
+}
+
+/// The listing phase: what is known so far, and the files the stat cache
+/// could not vouch for, which are left for hashing.
+struct Walk<'a> {
+    root: &'a Root,
+    preserve: &'a [Glob],
+    cache: &'a StatCache,
+    /// When the scan started: a file changed later than this (or just
+    /// before) is not cached, see [`StatCache::remember`].
+    started_ns: i128,
+    inv: Inventory,
+    files: usize,
+    unknown: Vec<String>,
+    next_cache: StatCache,
+}
+
+impl<'a> Walk<'a> {
+    fn new(root: &'a Root, preserve: &'a [Glob], cache: &'a StatCache) -> Self {
+        Walk {
+            root,
+            preserve,
+            cache,
+            started_ns: cache::now_ns(),
+            inv: Inventory::default(),
+            files: 0,
+            unknown: Vec::new(),
+            next_cache: StatCache::default(),
+        }
+    }
+
+    /// Takes in the entries of one level's directories, in the order they
+    /// were listed, and returns the directories of the next level. A
+    /// directory that cannot be listed fails the scan: an inventory that
+    /// misses part of the tree would plan changes for what it missed.
+    fn take_level(
+        &mut self,
+        listed: Vec<(String, std::io::Result<Listing>)>,
+    ) -> Result<Vec<String>, ScanError> {
         let mut next = Vec::new();
         for (dir, listing) in listed {
             let listing = listing.map_err(|source| ScanError {
@@ -190,55 +250,99 @@ pub fn scan(
                 source,
             })?;
             for (name, meta) in listing {
-                let Some(name) = name.to_str() else {
-                    inv.unreadable.push(join(&dir, &name.to_string_lossy()));
-                    continue;
-                };
-                let path = join(&dir, name);
-                if path == STAGE_DIR {
-                    continue;
-                }
-                match meta.kind {
-                    Kind::Dir if !prunes(preserve, &path) => next.push(path),
-                    Kind::Dir => {}
-                    _ if is_preserved(preserve, &path) => {}
-                    Kind::File => {
-                        files += 1;
-                        // What the cache vouches for goes straight in; the
-                        // rest is hashed below, in parallel.
-                        match cache.lookup(&path, &meta) {
-                            Some(hit) => {
-                                next_cache.remember(&path, &meta, hit, started_ns);
-                                inv.entries.insert(path, Entry::file(&meta, hit));
-                            }
-                            None => unknown.push(path),
-                        }
-                    }
-                    Kind::Symlink => match root.read_link(&path) {
-                        Ok(target) => match target.into_string() {
-                            Ok(target) => {
-                                inv.entries.insert(path, Entry::Symlink { target });
-                            }
-                            Err(_) => inv.unreadable.push(path),
-                        },
-                        Err(source) => return Err(ScanError { path, source }),
-                    },
-                    kind => inv.specials.push(Special { path, kind }),
-                }
+                self.take_entry(&dir, &name, &meta, &mut next)?;
             }
         }
-        level = next;
+        Ok(next)
     }
-    inv.specials.sort_by(|a, b| a.path.cmp(&b.path));
-    inv.unreadable.sort();
-    inv.stats.files = files;
-    inv.stats.from_cache = files - unknown.len();
 
+    /// Takes in one entry: a directory to list next (unless all below it is
+    /// preserved), a file, a link, or a special file; preserved paths and
+    /// the staging area are skipped, and names that are not UTF-8 are
+    /// reported rather than guessed at.
+    fn take_entry(
+        &mut self,
+        dir: &str,
+        name: &std::ffi::OsStr,
+        meta: &Meta,
+        next: &mut Vec<String>,
+    ) -> Result<(), ScanError> {
+        let Some(name) = name.to_str() else {
+            self.inv.unreadable.push(join(dir, &name.to_string_lossy()));
+            return Ok(());
+        };
+        let path = join(dir, name);
+        if path == STAGE_DIR {
+            return Ok(());
+        }
+        match meta.kind {
+            Kind::Dir if !prunes(self.preserve, &path) => next.push(path),
+            Kind::Dir => {}
+            _ if is_preserved(self.preserve, &path) => {}
+            Kind::File => self.file(path, meta),
+            Kind::Symlink => self.symlink(path)?,
+            kind => self.inv.specials.push(Special { path, kind }),
+        }
+        Ok(())
+    }
+
+    /// A regular file: what the stat cache vouches for goes straight in,
+    /// the rest is left for hashing, which is done for all of them at once,
+    /// in parallel.
+    fn file(&mut self, path: String, meta: &Meta) {
+        self.files += 1;
+        match self.cache.lookup(&path, meta) {
+            Some(hit) => {
+                self.next_cache.remember(&path, meta, hit, self.started_ns);
+                self.inv.entries.insert(path, Entry::file(meta, hit));
+            }
+            None => self.unknown.push(path),
+        }
+    }
+
+    /// A link, recorded as its target text and never followed; a target
+    /// that is not UTF-8 is reported, like such a name.
+    fn symlink(&mut self, path: String) -> Result<(), ScanError> {
+        match self.root.read_link(&path) {
+            Ok(target) => match target.into_string() {
+                Ok(target) => {
+                    self.inv.entries.insert(path, Entry::Symlink { target });
+                }
+                Err(_) => self.inv.unreadable.push(path),
+            },
+            Err(source) => return Err(ScanError { path, source }),
+        }
+        Ok(())
+    }
+
+    /// The listing done: reports sorted (entries are sorted by their map),
+    /// and the counts of files found and vouched for.
+    fn finish(mut self) -> Self {
+        self.inv.specials.sort_by(|a, b| a.path.cmp(&b.path));
+        self.inv.unreadable.sort();
+        self.inv.stats.files = self.files;
+        self.inv.stats.from_cache = self.files - self.unknown.len();
+        self
+    }
+}
+
+/// One hashed file: its path, the metadata of the file that was read, and
+/// its hashes.
+type Hashed = (String, Meta, (ContentHash, BlobId));
+
+/// Reads and hashes the files the stat cache could not vouch for, in
+/// parallel, with progress (a first scan may read gigabytes). Returns them
+/// with the number of bytes read.
+fn hash_unknown(
+    root: &Root,
+    unknown: Vec<String>,
+    progress: Option<&dyn Progress>,
+) -> Result<(Vec<Hashed>, u64), ScanError> {
     if let Some(p) = progress {
         p.start(unknown.len() as u64);
     }
     let bytes = AtomicU64::new(0);
-    let hashed: Vec<(String, Meta, (ContentHash, BlobId))> = unknown
+    let hashed: Vec<Hashed> = unknown
         .into_par_iter()
         .map(|path| {
             let (meta, hash, n) = hash_file(root, &path).map_err(|source| ScanError {
@@ -255,13 +359,7 @@ pub fn scan(
     if let Some(p) = progress {
         p.finish();
     }
-    inv.stats.hashed = hashed.len();
-    inv.stats.bytes_read = bytes.into_inner();
-    for (path, meta, hit) in hashed {
-        next_cache.remember(&path, &meta, hit, started_ns);
-        inv.entries.insert(path, Entry::file(&meta, hit));
-    }
-    Ok((inv, next_cache))
+    Ok((hashed, bytes.into_inner()))
 }
 
 /// Reads and hashes one file; the metadata is the opened file's own, so a

@@ -148,6 +148,7 @@ fn start(span: &Span) -> (usize, usize) {
     (span.start.line(), span.start.col() + 1)
 }
 
+/// An open collection, with what its children need to be placed and sized.
 enum Frame {
     Map {
         path: String,
@@ -163,6 +164,24 @@ enum Frame {
         anchor: usize,
         nodes_at_start: usize,
     },
+}
+
+impl Frame {
+    /// The collection's anchor (0 if none) and the node count where it began.
+    fn anchor(&self) -> (usize, usize) {
+        match self {
+            Frame::Map {
+                anchor,
+                nodes_at_start,
+                ..
+            }
+            | Frame::Seq {
+                anchor,
+                nodes_at_start,
+                ..
+            } => (*anchor, *nodes_at_start),
+        }
+    }
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -181,227 +200,317 @@ fn tag_text(tag: &granit_parser::Tag) -> String {
     }
 }
 
-/// The first pass: traps and positions.
+/// The first pass: traps and positions. Each event is refused or placed in
+/// the order the traps matter: a tag before anything (serde layers drop
+/// it silently), then the document count, then the node count (an alias
+/// bomb must stop before it is walked), then the node's place in the
+/// document, which is where keys are checked, then the nesting depth.
 fn scan(file: &str, text: &str, shape: &str) -> Result<SpanIndex, Diagnostic> {
-    let mut index = SpanIndex::default();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut documents = 0usize;
-    let mut root_is_scalar = false;
-    let mut nodes = 0usize;
-    let mut anchor_sizes: HashMap<usize, usize> = HashMap::new();
-    // Open collections (flow style?, mapping?, start), to explain syntax errors.
-    let mut opens: Vec<(bool, bool, (usize, usize))> = Vec::new();
-    let fail =
-        |pos, msg: String, hint: &str| Err(Diagnostic::new(at(file, pos), msg).with_hint(hint));
-
+    let mut scanner = Scanner::new(file);
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| syntax_error(file, text, &e, &opens))?;
-        let pos = start(&span);
+        let (event, span) = event.map_err(|e| syntax_error(file, text, &e, &scanner.opens))?;
+        scanner.step(&event, &span)?;
+    }
+    scanner.finish(shape)
+}
 
-        // Tags first: they are silently dropped or reinterpreted by serde layers.
-        let (tag, anchor) = match &event {
-            Event::Scalar(_, _, anchor, tag) => (tag.as_ref(), *anchor),
-            Event::SequenceStart(_, anchor, tag) | Event::MappingStart(_, anchor, tag) => {
-                (tag.as_ref(), *anchor)
-            }
-            _ => (None, 0),
-        };
-        if let Some(tag) = tag {
-            let tag_pos = span.tag_start().map_or(pos, |m| (m.line(), m.col() + 1));
-            return fail(
-                tag_pos,
-                format!("the YAML tag `{}` is not supported", tag_text(tag)),
-                "remove the tag; sitekeeper reads plain values only, and quoting a value makes it text",
-            );
+/// What the first pass knows between two events.
+struct Scanner<'f> {
+    file: &'f str,
+    index: SpanIndex,
+    /// The collections around the next event, innermost last.
+    stack: Vec<Frame>,
+    documents: usize,
+    root_is_scalar: bool,
+    /// Nodes so far, an alias counting as the nodes it repeats.
+    nodes: usize,
+    /// How many nodes each closed anchored node holds, for its aliases.
+    anchor_sizes: HashMap<usize, usize>,
+    /// Open collections (flow style?, mapping?, start), to explain syntax errors.
+    opens: Vec<(bool, bool, (usize, usize))>,
+}
+
+impl<'f> Scanner<'f> {
+    fn new(file: &'f str) -> Self {
+        Scanner {
+            file,
+            index: SpanIndex::default(),
+            stack: Vec::new(),
+            documents: 0,
+            root_is_scalar: false,
+            nodes: 0,
+            anchor_sizes: HashMap::new(),
+            opens: Vec::new(),
         }
+    }
 
-        match &event {
-            Event::DocumentStart(..) => {
-                documents += 1;
-                if documents > 1 {
-                    return fail(
-                        pos,
-                        "this file holds more than one YAML document".into(),
-                        "keep one document per file; a site file may hold a list of sites instead",
-                    );
-                }
-                continue;
-            }
+    /// One parser event: refused, or counted and placed. Only nodes go past
+    /// the second step; the stream's and documents' other events say nothing
+    /// about the traps.
+    fn step(&mut self, event: &Event<'_>, span: &Span) -> Result<(), Diagnostic> {
+        let pos = start(span);
+        let anchor = refuse_tag(self.file, event, span, pos)?;
+        match event {
+            Event::DocumentStart(..) => return self.document_start(pos),
             Event::SequenceEnd | Event::MappingEnd => {
-                opens.pop();
-                if let Some(frame) = stack.pop() {
-                    let (anchor, nodes_at_start) = match frame {
-                        Frame::Map {
-                            anchor,
-                            nodes_at_start,
-                            ..
-                        }
-                        | Frame::Seq {
-                            anchor,
-                            nodes_at_start,
-                            ..
-                        } => (anchor, nodes_at_start),
-                    };
-                    if anchor != 0 {
-                        anchor_sizes.insert(anchor, nodes - nodes_at_start);
-                    }
-                }
-                continue;
+                self.close();
+                return Ok(());
             }
             Event::Scalar(..)
             | Event::SequenceStart(..)
             | Event::MappingStart(..)
             | Event::Alias(_) => {}
-            _ => continue,
+            _ => return Ok(()),
         }
+        let nodes_before = self.count(event, pos)?;
+        let Some(path) = self.place(event, pos)? else {
+            // A key: its value is the node that places it.
+            return Ok(());
+        };
+        match event {
+            Event::MappingStart(style, ..) | Event::SequenceStart(style, ..) => {
+                let flow = *style == granit_parser::StructureStyle::Flow;
+                let map = matches!(event, Event::MappingStart(..));
+                self.open(flow, map, path, anchor, nodes_before, pos)
+            }
+            _ => {
+                if anchor != 0 {
+                    self.anchor_sizes.insert(anchor, 1);
+                }
+                Ok(())
+            }
+        }
+    }
 
-        // Count the node, with what an alias expands to.
-        let nodes_before = nodes;
-        nodes += match &event {
-            Event::Alias(id) => match anchor_sizes.get(id) {
+    /// Refuses a second document: serde layers read only the first, so the
+    /// rest of the file would be silently ignored.
+    fn document_start(&mut self, pos: (usize, usize)) -> Result<(), Diagnostic> {
+        self.documents += 1;
+        if self.documents > 1 {
+            return Err(refuse(
+                self.file,
+                pos,
+                "this file holds more than one YAML document".into(),
+                "keep one document per file; a site file may hold a list of sites instead",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Closes the innermost collection and, if it is anchored, remembers
+    /// how many nodes it holds: an alias to it counts that many.
+    fn close(&mut self) {
+        self.opens.pop();
+        if let Some(frame) = self.stack.pop() {
+            let (anchor, nodes_at_start) = frame.anchor();
+            if anchor != 0 {
+                self.anchor_sizes
+                    .insert(anchor, self.nodes - nodes_at_start);
+            }
+        }
+    }
+
+    /// Counts the node, an alias as what it expands to, and refuses a file
+    /// past [`MAX_EXPANDED_NODES`]: a billion laughs stops here, by
+    /// arithmetic, before any layer expands it. Returns the count before
+    /// the node, where an anchored collection starts its own count.
+    fn count(&mut self, event: &Event<'_>, pos: (usize, usize)) -> Result<usize, Diagnostic> {
+        let nodes_before = self.nodes;
+        self.nodes += match event {
+            // An anchor is sized when its collection closes, so an alias
+            // to an open one is inside it.
+            Event::Alias(id) => match self.anchor_sizes.get(id) {
                 Some(size) => *size,
                 None => {
-                    return fail(
+                    return Err(refuse(
+                        self.file,
                         pos,
                         "this alias refers to a collection that contains it".into(),
                         "remove the recursive alias",
-                    );
+                    ));
                 }
             },
             _ => 1,
         };
-        if nodes > MAX_EXPANDED_NODES {
-            return fail(
+        if self.nodes > MAX_EXPANDED_NODES {
+            return Err(refuse(
+                self.file,
                 pos,
                 format!(
                     "aliases expand this file to more than {MAX_EXPANDED_NODES} values (an alias bomb?)"
                 ),
                 "write the values out, or use fewer anchors and aliases",
-            );
+            ));
         }
+        Ok(nodes_before)
+    }
 
-        // Place the node: a key, a mapping value, a sequence item, or the root.
-        let is_collection = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
-        let path = match stack.last_mut() {
-            Some(Frame::Map {
-                path, key, seen, ..
-            }) if key.is_none() => {
-                let Event::Scalar(text, style, ..) = &event else {
-                    return fail(
-                        pos,
-                        "a mapping key here is not plain text".into(),
-                        "use a plain word as the key",
-                    );
-                };
-                if *style == ScalarStyle::Plain && text == "<<" {
-                    return fail(
-                        pos,
-                        "merge keys (`<<`) are not supported".into(),
-                        "write the keys out in full; YAML merge keys are not part of YAML 1.2",
-                    );
-                }
-                if let Some(first) = seen.get(text.as_ref()) {
-                    return fail(
-                        pos,
-                        format!(
-                            "the key `{text}` appears twice (first at line {}, column {})",
-                            first.0, first.1
-                        ),
-                        "keep one of them; YAML libraries silently keep only the last",
-                    );
-                }
-                seen.insert(text.to_string(), pos);
-                *key = Some((text.to_string(), pos));
-                continue;
+    /// Places the node: a key (checked, and held for its value), a mapping
+    /// value, a sequence item, or the root. Every node but a key is indexed
+    /// by its path, which it returns.
+    fn place(
+        &mut self,
+        event: &Event<'_>,
+        pos: (usize, usize),
+    ) -> Result<Option<String>, Diagnostic> {
+        let (path, key) = match self.stack.last_mut() {
+            Some(Frame::Map { key, seen, .. }) if key.is_none() => {
+                *key = Some(admit_key(self.file, event, pos, seen)?);
+                return Ok(None);
             }
             Some(Frame::Map { path, key, .. }) => {
                 let (name, key_pos) = key.take().unwrap_or_default();
-                let child = join(path, &name);
-                index.record(
-                    child.clone(),
-                    NodePos {
-                        key: Some(key_pos),
-                        value: pos,
-                    },
-                );
-                child
+                (join(path, &name), Some(key_pos))
             }
             Some(Frame::Seq { path, next, .. }) => {
                 let child = format!("{path}[{next}]");
                 *next += 1;
-                index.record(
-                    child.clone(),
-                    NodePos {
-                        key: None,
-                        value: pos,
-                    },
-                );
-                child
+                (child, None)
             }
             None => {
-                index.root_is_sequence = matches!(event, Event::SequenceStart(..));
-                root_is_scalar = !is_collection;
-                index.record(
-                    String::new(),
-                    NodePos {
-                        key: None,
-                        value: pos,
-                    },
-                );
-                String::new()
+                self.index.root_is_sequence = matches!(event, Event::SequenceStart(..));
+                self.root_is_scalar =
+                    !matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
+                (String::new(), None)
             }
         };
+        self.index.record(path.clone(), NodePos { key, value: pos });
+        Ok(Some(path))
+    }
 
-        if is_collection {
-            if stack.len() >= MAX_DEPTH {
-                return fail(
-                    pos,
-                    format!("the values nest deeper than {MAX_DEPTH} levels"),
-                    "flatten the structure; no sitekeeper file needs this depth",
-                );
+    /// Opens a collection at `path`, refusing one past [`MAX_DEPTH`]: deep
+    /// nesting is never meant in a sitekeeper file, and it costs every layer
+    /// stack.
+    fn open(
+        &mut self,
+        flow: bool,
+        map: bool,
+        path: String,
+        anchor: usize,
+        nodes_at_start: usize,
+        pos: (usize, usize),
+    ) -> Result<(), Diagnostic> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(refuse(
+                self.file,
+                pos,
+                format!("the values nest deeper than {MAX_DEPTH} levels"),
+                "flatten the structure; no sitekeeper file needs this depth",
+            ));
+        }
+        self.opens.push((flow, map, pos));
+        self.stack.push(if map {
+            Frame::Map {
+                path,
+                key: None,
+                seen: HashMap::new(),
+                anchor,
+                nodes_at_start,
             }
-            let (flow, map) = match &event {
-                Event::MappingStart(style, ..) => {
-                    (*style == granit_parser::StructureStyle::Flow, true)
-                }
-                Event::SequenceStart(style, ..) => {
-                    (*style == granit_parser::StructureStyle::Flow, false)
-                }
-                _ => (false, false),
-            };
-            opens.push((flow, map, pos));
-            stack.push(match event {
-                Event::MappingStart(..) => Frame::Map {
-                    path,
-                    key: None,
-                    seen: HashMap::new(),
-                    anchor,
-                    nodes_at_start: nodes_before,
-                },
-                _ => Frame::Seq {
-                    path,
-                    next: 0,
-                    anchor,
-                    nodes_at_start: nodes_before,
-                },
-            });
-        } else if anchor != 0 {
-            anchor_sizes.insert(anchor, 1);
+        } else {
+            Frame::Seq {
+                path,
+                next: 0,
+                anchor,
+                nodes_at_start,
+            }
+        });
+        Ok(())
+    }
+
+    /// The index, once the whole stream was read; an empty file and a
+    /// plain value are refused here, with `shape` saying what was expected,
+    /// since serde's words for them name types, not files.
+    fn finish(self, shape: &str) -> Result<SpanIndex, Diagnostic> {
+        match self.index.get("") {
+            None => Err(refuse(
+                self.file,
+                (1, 1),
+                "the file is empty".into(),
+                &format!("it must hold {shape}"),
+            )),
+            Some(root) if self.root_is_scalar => Err(refuse(
+                self.file,
+                root.value,
+                format!("the file holds a plain value, not {shape}"),
+                "write the fields as key: value lines",
+            )),
+            Some(_) => Ok(self.index),
         }
     }
-    match index.get("") {
-        None => fail(
-            (1, 1),
-            "the file is empty".into(),
-            &format!("it must hold {shape}"),
-        ),
-        Some(root) if root_is_scalar => fail(
-            root.value,
-            format!("the file holds a plain value, not {shape}"),
-            "write the fields as key: value lines",
-        ),
-        Some(_) => Ok(index),
+}
+
+/// A refusal at `pos`, with the hint that says what to write instead.
+fn refuse(file: &str, pos: (usize, usize), message: String, hint: &str) -> Diagnostic {
+    Diagnostic::new(at(file, pos), message).with_hint(hint)
+}
+
+/// Refuses any tag, checked before anything else: serde layers drop tags
+/// silently or reinterpret the value. Returns the node's anchor (0 if none).
+fn refuse_tag(
+    file: &str,
+    event: &Event<'_>,
+    span: &Span,
+    pos: (usize, usize),
+) -> Result<usize, Diagnostic> {
+    let (tag, anchor) = match event {
+        Event::Scalar(_, _, anchor, tag) => (tag.as_ref(), *anchor),
+        Event::SequenceStart(_, anchor, tag) | Event::MappingStart(_, anchor, tag) => {
+            (tag.as_ref(), *anchor)
+        }
+        _ => (None, 0),
+    };
+    if let Some(tag) = tag {
+        let tag_pos = span.tag_start().map_or(pos, |m| (m.line(), m.col() + 1));
+        return Err(refuse(
+            file,
+            tag_pos,
+            format!("the YAML tag `{}` is not supported", tag_text(tag)),
+            "remove the tag; sitekeeper reads plain values only, and quoting a value makes it text",
+        ));
     }
+    Ok(anchor)
+}
+
+/// Checks a mapping key and returns it with its position, for its value.
+/// Refused: a key that is not text, a merge key (`<<`, which YAML 1.2
+/// dropped and serde layers do not expand), and a repeated key (libraries
+/// keep the last silently, so one of the two settings would be ignored).
+fn admit_key(
+    file: &str,
+    event: &Event<'_>,
+    pos: (usize, usize),
+    seen: &mut HashMap<String, (usize, usize)>,
+) -> Result<(String, (usize, usize)), Diagnostic> {
+    let Event::Scalar(text, style, ..) = event else {
+        return Err(refuse(
+            file,
+            pos,
+            "a mapping key here is not plain text".into(),
+            "use a plain word as the key",
+        ));
+    };
+    if *style == ScalarStyle::Plain && text == "<<" {
+        return Err(refuse(
+            file,
+            pos,
+            "merge keys (`<<`) are not supported".into(),
+            "write the keys out in full; YAML merge keys are not part of YAML 1.2",
+        ));
+    }
+    if let Some(first) = seen.get(text.as_ref()) {
+        return Err(refuse(
+            file,
+            pos,
+            format!(
+                "the key `{text}` appears twice (first at line {}, column {})",
+                first.0, first.1
+            ),
+            "keep one of them; YAML libraries silently keep only the last",
+        ));
+    }
+    seen.insert(text.to_string(), pos);
+    Ok((text.to_string(), pos))
 }
 
 /// A parser error in a site owner's words, pointing at the unclosed

@@ -238,6 +238,18 @@ impl Chain<'_> {
         self.find(path, get)
             .unwrap_or_else(|| Setting::new(builtin, Provenance::Builtin))
     }
+
+    /// The chain as `explain` shows it, most specific first.
+    fn describe(&self) -> Vec<ChainLink> {
+        self.links
+            .iter()
+            .map(|(p, stock)| ChainLink {
+                name: p.policy.clone(),
+                stock: *stock,
+                file: p.origin.file().to_owned(),
+            })
+            .collect()
+    }
 }
 
 /// The site's own value at `path`, else the chain's default, else `builtin`.
@@ -300,120 +312,222 @@ fn clamp<T: Ord + Copy + fmt::Display>(
 
 /// Resolves every setting of `site`. Fails (with a located diagnostic) only
 /// when its policy chain is broken, which `validate` also reports.
+///
+/// The steps follow SPEC §2.1: the site's policy and its `extends` chain;
+/// what only the site file says; what it says, else the chain's defaults;
+/// the opt-ins, clamped at the chain's ceilings; and what only policies say.
 pub fn resolve(fleet: &Fleet, site: &Loaded<Site>) -> Result<Effective, Diagnostic> {
-    let (policy_name, policy) = match &site.policy {
-        Some(name) => (
-            name.clone(),
-            Setting::new(
-                name.clone(),
-                Provenance::Site {
-                    at: site.origin.locate("policy"),
-                },
-            ),
-        ),
-        None => (
-            DEFAULT_POLICY.to_owned(),
-            Setting::new(DEFAULT_POLICY.to_owned(), Provenance::Builtin),
-        ),
-    };
+    let policy = named_policy(site);
     let links = fleet
-        .policy_chain(&policy_name)
+        .policy_chain(&policy.value)
         .map_err(|e| site.origin.diag("policy", e.to_string()))?;
     let chain = Chain { links };
-    let here = |path: &str| Provenance::Site {
-        at: site.origin.locate(path),
-    };
-    let o = &site.opt_in;
-
-    macro_rules! opt_in {
-        ($field:ident, $builtin:expr) => {
-            clamp(
-                site_or_default(
-                    site,
-                    concat!("opt_in.", stringify!($field)),
-                    o.$field,
-                    &chain,
-                    concat!("defaults.", stringify!($field)),
-                    |p| p.defaults.$field,
-                    $builtin,
-                ),
-                chain.find(concat!("ceilings.", stringify!($field)), |p| {
-                    p.ceilings.$field
-                }),
-            )
-        };
-    }
-
+    let own = SiteOnly::resolve(site);
+    let defaulted = Defaulted::resolve(site, &chain);
+    let opt_in = OptIns::resolve(site, &chain);
+    let rules = PolicyOnly::resolve(&chain);
     Ok(Effective {
         site: site.site.to_string(),
         file: site.origin.file().to_owned(),
-        chain: chain
-            .links
-            .iter()
-            .map(|(p, stock)| ChainLink {
-                name: p.policy.clone(),
-                stock: *stock,
-                file: p.origin.file().to_owned(),
-            })
-            .collect(),
-        product: Setting::new(site.product.clone(), here("product")),
-        channel: Setting::new(site.channel.clone(), here("channel")),
-        version: match &site.version {
-            Some(v) => Setting::new(Some(v.clone()), here("version")),
-            None => Setting::new(None, Provenance::Builtin),
-        },
-        ring: match site.ring {
-            Some(r) => Setting::new(r, here("ring")),
-            None => Setting::new(1, Provenance::Builtin),
-        },
-        layout: site_or_default(
-            site,
-            "layout",
-            site.layout,
-            &chain,
-            "defaults.layout",
-            |p| p.defaults.layout,
-            Layout::InPlace,
-        ),
-        drift: site_or_default(
-            site,
-            "drift",
-            site.drift,
-            &chain,
-            "defaults.drift",
-            |p| p.defaults.drift,
-            DriftMode::Preserve,
-        ),
-        upgrades: opt_in!(upgrades, UpgradeLevel::None),
-        hotfixes: opt_in!(hotfixes, HotfixLevel::Critical),
-        diagnostics: opt_in!(diagnostics, false),
-        vendor_access: opt_in!(vendor_access, false),
-        status_reports: opt_in!(status_reports, false),
-        error_reports: opt_in!(error_reports, false),
-        public_listing: opt_in!(public_listing, false),
-        window: match &site.window {
-            Some(w) => Setting::new(Some(w.clone()), here("window")),
-            None => Setting::new(None, Provenance::Builtin),
-        },
+        chain: chain.describe(),
+        product: own.product,
+        channel: own.channel,
+        version: own.version,
+        ring: own.ring,
+        layout: defaulted.layout,
+        drift: defaulted.drift,
+        upgrades: opt_in.upgrades,
+        hotfixes: opt_in.hotfixes,
+        diagnostics: opt_in.diagnostics,
+        vendor_access: opt_in.vendor_access,
+        status_reports: opt_in.status_reports,
+        error_reports: opt_in.error_reports,
+        public_listing: opt_in.public_listing,
+        window: own.window,
         policy,
-        prereleases: chain.setting("prereleases", |p| p.prereleases, false),
-        min_release_age: chain.setting(
-            "min_release_age",
-            |p| p.min_release_age,
-            Duration(std::time::Duration::ZERO),
-        ),
-        urgent_bypass: chain.setting("urgent_bypass", |p| p.urgent_bypass, true),
-        require_approval: chain.setting(
-            "require_approval",
-            |p| p.require_approval.clone(),
-            Vec::new(),
-        ),
-        keep_rollback_points: chain.setting("keep_rollback_points", |p| p.keep_rollback_points, 20),
-        allow_release_hooks: chain.setting("allow_release_hooks", |p| p.allow_release_hooks, false),
-        notify_interval: chain.setting(
-            "notify_interval",
-            |p| p.notify_interval,
-            Duration(std::time::Duration::from_secs(7 * 86_400)),
-        ),
+        prereleases: rules.prereleases,
+        min_release_age: rules.min_release_age,
+        urgent_bypass: rules.urgent_bypass,
+        require_approval: rules.require_approval,
+        keep_rollback_points: rules.keep_rollback_points,
+        allow_release_hooks: rules.allow_release_hooks,
+        notify_interval: rules.notify_interval,
     })
+}
+
+/// The policy the site names, else [`DEFAULT_POLICY`]: the head of the
+/// chain every other setting is looked up in.
+fn named_policy(site: &Loaded<Site>) -> Setting<String> {
+    match &site.policy {
+        Some(name) => Setting::new(
+            name.clone(),
+            Provenance::Site {
+                at: site.origin.locate("policy"),
+            },
+        ),
+        None => Setting::new(DEFAULT_POLICY.to_owned(), Provenance::Builtin),
+    }
+}
+
+/// The site's own value at `path`, else `builtin`: for the settings a
+/// policy has no say in.
+fn site_or_builtin<T>(site: &Loaded<Site>, path: &str, own: Option<T>, builtin: T) -> Setting<T> {
+    match own {
+        Some(v) => Setting::new(
+            v,
+            Provenance::Site {
+                at: site.origin.locate(path),
+            },
+        ),
+        None => Setting::new(builtin, Provenance::Builtin),
+    }
+}
+
+/// What only the site file says: which product and release it runs, its
+/// ring and its window belong to the site, not to a policy.
+struct SiteOnly {
+    product: Setting<String>,
+    channel: Setting<String>,
+    version: Setting<Option<VersionReq>>,
+    ring: Setting<u8>,
+    window: Setting<Option<Window>>,
+}
+
+impl SiteOnly {
+    fn resolve(site: &Loaded<Site>) -> Self {
+        let here = |path: &str| Provenance::Site {
+            at: site.origin.locate(path),
+        };
+        SiteOnly {
+            product: Setting::new(site.product.clone(), here("product")),
+            channel: Setting::new(site.channel.clone(), here("channel")),
+            version: site_or_builtin(site, "version", site.version.clone().map(Some), None),
+            ring: site_or_builtin(site, "ring", site.ring, 1),
+            window: site_or_builtin(site, "window", site.window.clone().map(Some), None),
+        }
+    }
+}
+
+/// What the site file says, else the chain's default ("omitted fields take
+/// the policy's default, then the built-in default"), with no ceiling.
+struct Defaulted {
+    layout: Setting<Layout>,
+    drift: Setting<DriftMode>,
+}
+
+impl Defaulted {
+    fn resolve(site: &Loaded<Site>, chain: &Chain) -> Self {
+        Defaulted {
+            layout: site_or_default(
+                site,
+                "layout",
+                site.layout,
+                chain,
+                "defaults.layout",
+                |p| p.defaults.layout,
+                Layout::InPlace,
+            ),
+            drift: site_or_default(
+                site,
+                "drift",
+                site.drift,
+                chain,
+                "defaults.drift",
+                |p| p.defaults.drift,
+                DriftMode::Preserve,
+            ),
+        }
+    }
+}
+
+/// The opt-ins: the site's, else the chain's default, else the built-in,
+/// then clamped at the chain's ceiling, since "a site can never opt in above
+/// these".
+struct OptIns {
+    upgrades: Setting<UpgradeLevel>,
+    hotfixes: Setting<HotfixLevel>,
+    diagnostics: Setting<bool>,
+    vendor_access: Setting<bool>,
+    status_reports: Setting<bool>,
+    error_reports: Setting<bool>,
+    public_listing: Setting<bool>,
+}
+
+impl OptIns {
+    fn resolve(site: &Loaded<Site>, chain: &Chain) -> Self {
+        let o = &site.opt_in;
+        macro_rules! opt_in {
+            ($field:ident, $builtin:expr) => {
+                clamp(
+                    site_or_default(
+                        site,
+                        concat!("opt_in.", stringify!($field)),
+                        o.$field,
+                        chain,
+                        concat!("defaults.", stringify!($field)),
+                        |p| p.defaults.$field,
+                        $builtin,
+                    ),
+                    chain.find(concat!("ceilings.", stringify!($field)), |p| {
+                        p.ceilings.$field
+                    }),
+                )
+            };
+        }
+        OptIns {
+            upgrades: opt_in!(upgrades, UpgradeLevel::None),
+            hotfixes: opt_in!(hotfixes, HotfixLevel::Critical),
+            diagnostics: opt_in!(diagnostics, false),
+            vendor_access: opt_in!(vendor_access, false),
+            status_reports: opt_in!(status_reports, false),
+            error_reports: opt_in!(error_reports, false),
+            public_listing: opt_in!(public_listing, false),
+        }
+    }
+}
+
+/// What only policies say: how releases are admitted and how the site's
+/// changes are kept and announced are the fleet's rules, not the site's.
+struct PolicyOnly {
+    prereleases: Setting<bool>,
+    min_release_age: Setting<Duration>,
+    urgent_bypass: Setting<bool>,
+    require_approval: Setting<Vec<ChangeLevel>>,
+    keep_rollback_points: Setting<u32>,
+    allow_release_hooks: Setting<bool>,
+    notify_interval: Setting<Duration>,
+}
+
+impl PolicyOnly {
+    fn resolve(chain: &Chain) -> Self {
+        PolicyOnly {
+            prereleases: chain.setting("prereleases", |p| p.prereleases, false),
+            min_release_age: chain.setting(
+                "min_release_age",
+                |p| p.min_release_age,
+                Duration(std::time::Duration::ZERO),
+            ),
+            urgent_bypass: chain.setting("urgent_bypass", |p| p.urgent_bypass, true),
+            require_approval: chain.setting(
+                "require_approval",
+                |p| p.require_approval.clone(),
+                Vec::new(),
+            ),
+            keep_rollback_points: chain.setting(
+                "keep_rollback_points",
+                |p| p.keep_rollback_points,
+                20,
+            ),
+            allow_release_hooks: chain.setting(
+                "allow_release_hooks",
+                |p| p.allow_release_hooks,
+                false,
+            ),
+            notify_interval: chain.setting(
+                "notify_interval",
+                |p| p.notify_interval,
+                Duration(std::time::Duration::from_secs(7 * 86_400)),
+            ),
+        }
+    }
 }
