@@ -201,7 +201,7 @@ pub(super) fn roll_back(
         )?
     };
     let note = if data {
-        super::settle::restore_point(&locked, site, to, (&from, &version), &by, opts.clock.now())?;
+        super::settle::restore_point(&locked, site, to, (&from, &version), &by, &opts.clock)?;
         Some(format!("its data was restored from point {to}'s snapshot"))
     } else if snapshots.has(to) {
         Some(format!(

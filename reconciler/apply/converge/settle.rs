@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::locked::Locked;
 use super::rollback::rollback_to;
 use super::{ApplyError, Applying, Options, failed, progress, record};
+use crate::apply::clock::Clock;
 use crate::apply::data::{DataRun, wanted};
 use crate::apply::hooks::{self, HookEnv};
 use crate::model::fleet::Data;
@@ -233,63 +234,34 @@ impl Applying<'_> {
             data_file: None,
         };
         let timeout = data_timeout(self.site);
-        let bar = self.opts.progress;
-        if let (Some(bar), Some(lines)) = (bar, expected) {
-            bar.start(lines);
-        }
-        let printed_before = std::cell::Cell::new(0u64);
-        let shown = std::cell::Cell::new((u8::MAX, 0u64));
+        let shown = MigrationProgress {
+            locked,
+            site: self.name,
+            plan: self.plan,
+            bar: self.opts.progress,
+            expected,
+            total,
+            printed: std::cell::Cell::new((0, 0)),
+            percent: std::cell::Cell::new(u8::MAX),
+        };
+        shown.start();
         for (n, cmd) in commands.iter().enumerate() {
             let what = format!("migration {} of {total}", n + 1);
-            progress(
-                &locked.state,
-                self.name,
-                "migrating",
-                0,
-                Some(self.plan),
-                Some(&what),
-            );
-            let on_lines = |lines: u64| {
-                let done = printed_before.get() + lines;
-                let percent = match expected {
-                    Some(all) => (done.saturating_mul(100) / all).min(99) as u8,
-                    None => (n * 100 / total) as u8,
-                };
-                let (last_percent, last_done) = shown.get();
-                if let Some(bar) = bar {
-                    for _ in last_done..done {
-                        bar.advance();
-                    }
-                }
-                if percent != last_percent {
-                    progress(
-                        &locked.state,
-                        self.name,
-                        "migrating",
-                        percent,
-                        Some(self.plan),
-                        Some(&what),
-                    );
-                }
-                shown.set((percent, done));
-            };
+            shown.command(n, &what);
             let result = match step(locked, "migrate") {
-                Ok(()) => {
-                    hooks::run_counting(&cmd.0, &env, timeout, &on_lines).map_err(|e| e.to_string())
-                }
+                Ok(()) => hooks::run_counting(&cmd.0, &env, timeout, &|lines| {
+                    shown.lines(n, &what, lines)
+                })
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            let output_lines = result
-                .as_ref()
-                .map_or(0, |out| out.bytes().filter(|b| *b == b'\n').count() as u64);
-            printed_before.set(printed_before.get().max(shown.get().1).max(output_lines));
             let mut r = record(
                 LedgerKind::Migrate,
                 Some(format!("{to}/migrate/{}", n + 1)),
                 Some(self.plan),
                 Vec::new(),
                 &self.by,
-                jiff::Timestamp::now().max(self.opts.clock.now()),
+                self.opts.clock.now(),
             );
             r.point = Some(point);
             if let Err(e) = &result {
@@ -298,15 +270,11 @@ impl Applying<'_> {
             }
             locked.state.ledger().append(r)?;
             if let Err(e) = result {
-                if let Some(bar) = bar {
-                    bar.finish();
-                }
+                shown.finish();
                 return Ok(Err(format!("{what} failed: {e}")));
             }
         }
-        if let Some(bar) = bar {
-            bar.finish();
-        }
+        shown.finish();
         Ok(Ok(()))
     }
 
@@ -332,11 +300,84 @@ impl Applying<'_> {
             change.open.is_some(),
             (&versions.0, &versions.1),
             &self.by,
-            self.opts.clock.now(),
+            &self.opts.clock,
             reason,
         );
         change.close(locked)?;
         outcome
+    }
+}
+
+/// What the migrations show while they run: phase `migrating` in
+/// `status.json` with a percent from the lines printed so far against the
+/// release's `migrate_lines` (else from the commands done), and the
+/// terminal's bar advanced per line. `status.json` is written only when
+/// the percent changes, not for every line.
+struct MigrationProgress<'a> {
+    locked: &'a Locked,
+    site: &'a str,
+    plan: &'a crate::plan::SitePlan,
+    bar: Option<&'a dyn crate::inventory::Progress>,
+    expected: Option<u64>,
+    total: usize,
+    /// Lines printed by the commands before this one, and in all so far.
+    printed: std::cell::Cell<(u64, u64)>,
+    /// The percent last written.
+    percent: std::cell::Cell<u8>,
+}
+
+impl MigrationProgress<'_> {
+    fn start(&self) {
+        if let (Some(bar), Some(lines)) = (self.bar, self.expected) {
+            bar.start(lines);
+        }
+    }
+
+    /// Command `n` starts: the lines so far are its predecessors'.
+    fn command(&self, n: usize, what: &str) {
+        let (_, all) = self.printed.get();
+        self.printed.set((all, all));
+        self.show(self.percent_at(n, all), what);
+    }
+
+    /// Command `n` has printed `lines` lines so far.
+    fn lines(&self, n: usize, what: &str, lines: u64) {
+        let (before, shown) = self.printed.get();
+        let all = before + lines;
+        if let Some(bar) = self.bar {
+            for _ in shown..all {
+                bar.advance();
+            }
+        }
+        self.printed.set((before, all));
+        self.show(self.percent_at(n, all), what);
+    }
+
+    fn percent_at(&self, n: usize, lines: u64) -> u8 {
+        match self.expected {
+            Some(all) => (lines.saturating_mul(100) / all).min(99) as u8,
+            None => (n * 100 / self.total.max(1)) as u8,
+        }
+    }
+
+    fn show(&self, percent: u8, what: &str) {
+        if percent != self.percent.get() {
+            self.percent.set(percent);
+            progress(
+                &self.locked.state,
+                self.site,
+                "migrating",
+                percent,
+                Some(self.plan),
+                Some(what),
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar {
+            bar.finish();
+        }
     }
 }
 
@@ -351,7 +392,7 @@ fn restore(
     migrated: bool,
     versions: (&str, &str),
     by: &By,
-    now: jiff::Timestamp,
+    clock: &Clock,
     reason: &str,
 ) -> Result<(), ApplyError> {
     let (Some(point), Some(data)) = (snapshot, site.data.as_ref()) else {
@@ -360,7 +401,7 @@ fn restore(
         }
         let marker = FailureMarker {
             what: "a failed change's migrations ran without a data snapshot to restore".into(),
-            at: Timestamp(now),
+            at: Timestamp(clock.now()),
             error: format!("{reason}; the site has no `data:`, so its data may be half migrated"),
             snapshot: None,
             point: None,
@@ -390,7 +431,7 @@ fn restore(
         None,
         Vec::new(),
         by,
-        jiff::Timestamp::now().max(now),
+        clock.now(),
     );
     r.point = Some(point);
     r.version_before = Some(versions.0.to_owned());
@@ -403,7 +444,7 @@ fn restore(
     if let Err(e) = result {
         let marker = FailureMarker {
             what: format!("restoring the data of point {point}"),
-            at: Timestamp(now),
+            at: Timestamp(clock.now()),
             error: format!("{e} (after: {reason})"),
             snapshot: Some(snapshots.path(point).display().to_string()),
             point: Some(point),
@@ -424,7 +465,7 @@ pub(super) fn restore_point(
     point: u64,
     versions: (&str, &str),
     by: &By,
-    now: jiff::Timestamp,
+    clock: &Clock,
 ) -> Result<(), ApplyError> {
     restore(
         locked,
@@ -433,7 +474,7 @@ pub(super) fn restore_point(
         false,
         versions,
         by,
-        now,
+        clock,
         &format!("an operator's rollback to point {point} with its data"),
     )
 }
@@ -489,7 +530,7 @@ pub(super) fn recover_incomplete(
             true,
             (&open.version_to, &open.version_from),
             &by,
-            opts.clock.now(),
+            &opts.clock,
             &reason,
         )
     } else {
