@@ -802,3 +802,36 @@ fn a_rollback_after_a_slow_health_check_is_later_than_its_change() {
     );
     assert!(at(1) >= NOW.parse::<jiff::Timestamp>().unwrap(), "{points}");
 }
+
+/// A catalog that cannot be reached is an operation that failed (exit 1),
+/// not invalid input: the fleet is fine, and the same command later may
+/// succeed.
+#[test]
+fn an_unreachable_catalog_fails_with_exit_1_not_2() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    write_tree(
+        &dir.path().join("fleet"),
+        &[
+            (
+                "fleet.yaml",
+                &format!("catalogs:\n  acme:\n    source: git://127.0.0.1:{port}/catalog.git\n"),
+            ),
+            ("sites/s.yaml", &site("s", "../site", "")),
+        ],
+    );
+    for args in [&["validate"][..], &["plan"], &["status"]] {
+        let out = run_fleet(dir.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot read the catalog"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

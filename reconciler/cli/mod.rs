@@ -241,6 +241,26 @@ fn load_clean(global: &Global) -> Result<Fleet, CliError> {
     }
 }
 
+/// The exit code of a fleet that could not be loaded: 2 (invalid input),
+/// unless every problem is a repository that could not be reached (the
+/// network, or a server that did not answer): then the input was fine and
+/// the operation failed, exit 1 (SPEC §3), and running it again later may
+/// succeed. A refused host key, credential or certificate stays 2: the
+/// files given to sitekeeper do not fit the server.
+fn load_exit_code(diags: &[crate::load::Diagnostic]) -> u8 {
+    use crate::git::FailureKind;
+    let unreachable = |d: &crate::load::Diagnostic| {
+        d.fetch
+            .as_ref()
+            .is_some_and(|f| matches!(f.kind, FailureKind::Network | FailureKind::Timeout))
+    };
+    if !diags.is_empty() && diags.iter().all(unreachable) {
+        exit::FAILED
+    } else {
+        exit::INVALID
+    }
+}
+
 /// What to load, with the git access options read (a file that cannot be
 /// used is a usage error, before anything is fetched).
 fn load_options(global: &Global) -> Result<LoadOptions, CliError> {
@@ -283,7 +303,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(CliError::Invalid(diags)) => {
             printer.diagnostics(&diags);
-            ExitCode::from(exit::INVALID)
+            ExitCode::from(load_exit_code(&diags))
         }
         Err(CliError::Usage(message)) => {
             printer.error(&message);
