@@ -9,10 +9,10 @@
 //! | module | role | may use |
 //! | --- | --- | --- |
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all (only the changing commands, `apply`, `rollback` and `adopt`, reach [`apply`]; `status` recovers an interrupted change through them) |
-//! | [`watch`] | the daemon: triggers, requeue and backoff (`error_policy`), the sites of its `--selector`, fetch failures per repository and their retries (`watch::fetches`), file watching, the HTTP endpoints, and what only the daemon publishes (`watch::publish`: upgrade notices, opt-in status reports); the only owner of tokio | `apply` and below |
+//! | [`watch`] | the daemon: triggers, requeue and backoff (`error_policy`), the sites of its `--selector`, fetch failures per repository and their retries (`watch::fetches`), file watching, the HTTP endpoints, what only the daemon publishes (`watch::publish`: upgrade notices, opt-in status reports), and notifications (`watch::notify`: events raised on transitions, their delivery task beside the reconciles, the senders `notify test` also uses); the only owner of tokio | `apply` and below |
 //! | [`apply`] | changing a site: adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health checks; `ApplyError` | `observe` and below |
 //! | [`observe`] | reading a site: its gathered state for the planner, the trust verdict (signatures, no downgrade), the preflight, and its status; read-only commands stop here | `store` and below |
-//! | [`store`] | the state dir, and the only module that names a site's state files (`SiteState`): flock, ledger, rollback points in `points.git`, `quarantine.json`, the progress report `status.json`; re-exports the one atomic writer and `StateDir` | `model`, `atomic`, `statedir`, `durability`, `cachefile` |
+//! | [`store`] | the state dir, and the only module that names a site's state files (`SiteState`): flock, ledger, rollback points in `points.git`, `quarantine.json`, the progress report `status.json`, the notification outbox (`store::outbox`); re-exports the one atomic writer and `StateDir` | `model`, `atomic`, `statedir`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |
 //! | [`policy`] | effective settings with provenance (`explain`) | `load`, `model` |
 //! | [`load`] | read fleet and catalogs from a directory (through `confined`: no link followed) or a git commit; strict YAML; payloads; `validate`; allowed signers and the trust verdict on each fleet and catalog commit | `confined`, `git`, `model`, `atomic` and `statedir` (the fleet's trust record, the git cache) |
@@ -21,7 +21,7 @@
 //! | [`git`] | the one fetch into a cache repository (locked per URL, refs resolved to commits) for `load` and `watch::publish`, with the git access options of SPEC §3: deploy key or agent, host keys always checked against known_hosts, extra CAs, https token; failures typed (host key, credential, certificate, network) | nothing of ours |
 //! | [`confined`] | every read of a site's files and of a directory catalog or fleet: `openat2` beneath the root, no links | `durability` |
 //! | [`cachefile`] | cache files in the state dir: versioned, checksummed, written at `Durability::Cache`; what a crash left of them is removed under the lock | `atomic` |
-//! | [`statedir`] | the names of the state dir's shared entries (`locks/`, `cache/git`, `cache/reports`, `trust/`); below `load`, which keeps the git cache and trust records there | nothing of ours |
+//! | [`statedir`] | the names of the state dir's shared entries (`locks/`, `cache/git`, `cache/reports`, `trust/`, `outbox/`); below `load`, which keeps the git cache and trust records there | nothing of ours |
 //! | [`atomic`] | the one atomic writer, `atomic_write(path, bytes, Durability::{Cache, Durable})`; below `load`, which writes the fleet's trust record | `durability` |
 //! | [`durability`] | for crash tests only: what a crash could lose (unsynced data and entries), and losing it; inert otherwise | nothing of ours |
 //! | [`model`] | the types of every YAML file, checked as parsed, and the label selector of `--selector`; no I/O | nothing of ours |
