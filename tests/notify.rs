@@ -540,3 +540,48 @@ fn a_rollback_reaches_a_real_smtp_server_as_plain_text() {
         stdout(&notify_test)
     );
 }
+
+#[test]
+fn apply_on_the_command_line_delivers_its_events_before_it_exits() {
+    let port = free_port();
+    let receiver = Receiver::start(port);
+    let dir = fleet_with_webhook(&["shop"], port, "rolled_back");
+    let d = dir.path();
+    let apply = || {
+        sitekeeper(&d.join("state"))
+            .current_dir(d.join("fleet"))
+            .args(["apply", "shop"])
+            .output()
+            .unwrap()
+    };
+    let out = apply();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("notified ops (1 event(s))"),
+        "{}",
+        stdout(&out)
+    );
+    let got = receiver.of("rolled_back");
+    assert_eq!(got.len(), 1, "delivered before the command exited");
+    assert!(got[0].signed);
+    assert_eq!(outbox_files(d), 0);
+
+    // With the receiver gone, the event stays in the outbox for later.
+    drop(receiver);
+    let out = sitekeeper(&d.join("state"))
+        .current_dir(d.join("fleet"))
+        .args(["apply", "shop", "--release", "1.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: notify ops: not delivered: cannot reach"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        outbox_files(d),
+        1,
+        "kept for the daemon or the next command"
+    );
+}

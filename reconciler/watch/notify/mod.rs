@@ -34,6 +34,9 @@ use crate::store::{Event, Outbox, Queued};
 /// several messages rather than one no one can read.
 const MAX_PER_MESSAGE: usize = 100;
 
+/// How often the outbox is read again for what other commands left.
+const RESCAN: Duration = Duration::from_secs(60);
+
 /// The first retry after a failed delivery; doubled each time, capped.
 const RETRY_BASE: Duration = Duration::from_secs(2);
 const RETRY_CAP: Duration = Duration::from_secs(300);
@@ -139,6 +142,9 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, w
             .collect()
     };
     let mut retries: BTreeMap<String, Retry> = BTreeMap::new();
+    // `apply` and `rollback` on the command line leave what they could
+    // not deliver in the outbox: looked for now and then.
+    let mut rescan_at = Instant::now() + RESCAN;
     loop {
         shared.metrics.outbox_depth.set(waiting.len() as i64);
         let wake = waiting
@@ -184,11 +190,100 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, w
                 }
                 None => return,
             },
+            () = tokio::time::sleep_until(rescan_at) => {
+                rescan_at = Instant::now() + RESCAN;
+                let o = outbox.clone();
+                let (found, _) = tokio::task::spawn_blocking(move || o.list()).await.unwrap_or_default();
+                let now = Instant::now();
+                for (path, queued) in found {
+                    if !waiting.iter().any(|w| w.path == path) {
+                        waiting.push(Waiting { path, queued, ready: now });
+                    }
+                }
+            }
             () = sleep_until(wake) => {
                 deliver_due(&shared, &outbox, &host, &mut waiting, &mut retries).await;
             }
         }
     }
+}
+
+/// A message's target and event type.
+type MessageKey = (String, String);
+
+/// An event and where the outbox keeps it (none when it could not be written).
+type Written = (Option<PathBuf>, Event);
+
+/// What one target did with the events `deliver_now` had for it.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The target.
+    pub target: String,
+    /// Its events.
+    pub events: usize,
+    /// Its answer, or why it was not asked (time ran out) or refused.
+    pub result: Result<send::Accepted, String>,
+}
+
+/// For `apply` and `rollback` on the command line: routes `events`,
+/// writes them to the outbox, and sends them at once (no aggregation
+/// window), each message of one target and one type, until `within` has
+/// passed. What is accepted leaves the outbox; the rest stays for the
+/// daemon (which reads the outbox now and then) or the next command.
+pub fn deliver_now(
+    fleet: &Fleet,
+    state_dir: &std::path::Path,
+    events: Vec<Event>,
+    within: Duration,
+) -> Vec<Delivered> {
+    let deadline = std::time::Instant::now() + within;
+    let outbox = Outbox::new(state_dir);
+    let mut groups: Vec<(MessageKey, Vec<Written>)> = Vec::new();
+    for q in route(fleet, events) {
+        let path = match outbox.put(&q) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write an event to the outbox");
+                None
+            }
+        };
+        let key = (q.target.clone(), q.event.kind.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push((path, q.event)),
+            None => groups.push((key, vec![(path, q.event)])),
+        }
+    }
+    let host = host();
+    let mut out = Vec::new();
+    for ((name, _), members) in groups {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let result = match target(fleet, &name) {
+            _ if left.is_zero() => Err("not sent in time; kept in the outbox".to_owned()),
+            None => Err("no such target".to_owned()),
+            Some(t) => {
+                let secret = t
+                    .secret_file
+                    .as_deref()
+                    .and_then(|s| fleet.notify_secret_path(s));
+                let events: Vec<Event> = members.iter().map(|(_, e)| e.clone()).collect();
+                send::send_within(t, secret.as_deref(), &events, &host, left)
+                    .map_err(|e| format!("{e}; kept in the outbox"))
+            }
+        };
+        if result.is_ok() {
+            for path in members.iter().filter_map(|(p, _)| p.as_ref()) {
+                if let Err(e) = outbox.remove(path) {
+                    tracing::error!(error = %e, "cannot remove a delivered event from the outbox");
+                }
+            }
+        }
+        out.push(Delivered {
+            target: name,
+            events: members.len(),
+            result,
+        });
+    }
+    out
 }
 
 /// Sleeps until `at`, or forever without one.

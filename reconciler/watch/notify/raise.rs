@@ -109,6 +109,33 @@ fn failure_events(e: &ApplyError, event: MakeEvent<'_>, point: Option<u64>) -> V
     out
 }
 
+/// The events of a failed `apply` or `rollback` on the command line: an
+/// operator's own command has no memory of earlier runs, so every failure
+/// is raised (the stable id lets a receiver see a repeat for what it is).
+pub fn of_cli_error(
+    site: &str,
+    labels: &BTreeMap<String, String>,
+    e: &ApplyError,
+    at: &str,
+) -> Vec<Event> {
+    if e.is_busy() {
+        return Vec::new();
+    }
+    let event = |kind: EventType, item: &str, reason: String, point: Option<u64>| {
+        Event::new(
+            kind.as_str(),
+            at.to_owned(),
+            site,
+            labels.clone(),
+            None,
+            item,
+            reason,
+            point,
+        )
+    };
+    failure_events(e, &event, None)
+}
+
 /// The events `f` raises, updating `seen`.
 pub fn raise(seen: &mut Seen, f: &Finished<'_>) -> Vec<Event> {
     let version = f.status.and_then(|s| s.version.clone());

@@ -81,6 +81,18 @@ pub fn send(
     events: &[Event],
     host: &str,
 ) -> Result<Accepted, SendError> {
+    send_within(target, secret, events, host, TIMEOUT)
+}
+
+/// [`send`], giving up after `timeout` (at most [`TIMEOUT`]).
+pub fn send_within(
+    target: &NotifyTarget,
+    secret: Option<&Path>,
+    events: &[Event],
+    host: &str,
+    timeout: Duration,
+) -> Result<Accepted, SendError> {
+    let timeout = timeout.min(TIMEOUT).max(Duration::from_millis(100));
     let key = match secret {
         Some(path) => Some(read_secret(path)?),
         None => None,
@@ -94,13 +106,13 @@ pub fn send(
         if let Some(key) = &key {
             headers.push(("X-Sitekeeper-Signature", signature(key, body.as_bytes())));
         }
-        post(url.as_str(), &headers, body.as_bytes())
+        post(url.as_str(), &headers, body.as_bytes(), timeout)
     } else if let Some(url) = &target.slack {
         let body = serde_json::json!({ "text": slack_text(events) }).to_string();
         let headers = [("Content-Type", "application/json".to_owned())];
-        post(url.as_str(), &headers, body.as_bytes())
+        post(url.as_str(), &headers, body.as_bytes(), timeout)
     } else if let Some(email) = &target.email {
-        mail(email, key.as_deref(), events, host)
+        mail(email, key.as_deref(), events, host, timeout)
     } else {
         Err(SendError::NoKind(target.name.clone()))
     }
@@ -271,11 +283,16 @@ pub fn mail_text(events: &[Event], host: &str) -> (String, String) {
 }
 
 /// POSTs `body`; 2xx is acceptance.
-fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> Result<Accepted, SendError> {
+fn post(
+    url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Accepted, SendError> {
     use ureq::tls::{RootCerts, TlsConfig, TlsProvider};
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(TIMEOUT))
+        .timeout_global(Some(timeout))
         .max_redirects(0)
         .tls_config(
             TlsConfig::builder()
@@ -319,6 +336,7 @@ fn mail(
     secret: Option<&[u8]>,
     events: &[Event],
     host: &str,
+    timeout: Duration,
 ) -> Result<Accepted, SendError> {
     use lettre::message::{Mailbox, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
@@ -355,13 +373,14 @@ fn mail(
     let mut transport = SmtpTransport::builder_dangerous(smtp_host)
         .port(port)
         .tls(Tls::Opportunistic(tls))
-        .timeout(Some(TIMEOUT));
+        .timeout(Some(timeout));
     if let Some(secret) = secret {
-        // `USER:PASSWORD`, or a password for the sender's address.
+        // `USER:PASSWORD`, or (without a colon) a password for the
+        // sender's address.
         let text = String::from_utf8_lossy(secret).into_owned();
         let (user, password) = match text.split_once(':') {
-            Some((u, p)) if !u.contains('@') || !p.is_empty() => (u.to_owned(), p.to_owned()),
-            _ => (email.from.clone(), text.clone()),
+            Some((u, p)) => (u.to_owned(), p.to_owned()),
+            None => (email.from.clone(), text.clone()),
         };
         transport = transport.credentials(Credentials::new(user, password));
     }
