@@ -129,14 +129,22 @@ fn serve(mut conn: std::net::TcpStream) -> Option<Received> {
 struct Daemon {
     child: Option<Child>,
     log: PathBuf,
+    port: u16,
 }
 
 impl Daemon {
     fn start(dir: &Path, window: Option<&str>) -> Self {
         let log = dir.join(format!("watch-{}.log", fastrand_suffix()));
+        let port = free_port();
         let mut cmd = sitekeeper(&dir.join("state"));
         cmd.current_dir(dir.join("fleet"))
-            .args(["watch", "--interval", "2s"])
+            .args([
+                "watch",
+                "--interval",
+                "2s",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .env("SITEKEEPER_LOG", "sitekeeper=debug")
             .env("SITEKEEPER_NO_NOTICES", "1")
             .stdout(Stdio::null())
@@ -144,10 +152,18 @@ impl Daemon {
         if let Some(w) = window {
             cmd.env("SITEKEEPER_NOTIFY_WINDOW", w);
         }
-        Self {
+        let daemon = Self {
             child: Some(cmd.spawn().unwrap()),
             log,
-        }
+            port,
+        };
+        wait_for_port(port, Duration::from_secs(20));
+        daemon
+    }
+
+    /// GETs an endpoint's body.
+    fn get(&self, path: &str) -> String {
+        crate::watch::get(&format!("http://127.0.0.1:{}{path}", self.port)).1
     }
 
     fn log(&self) -> String {
@@ -328,6 +344,15 @@ fn a_change_rolled_back_under_watch_is_notified_once_then_its_recovery_once() {
     );
     assert!(event["point"].as_u64().is_some(), "{event}");
     assert_eq!(outbox_files(d), 0, "delivered events leave the outbox");
+    let metrics = daemon.get("/metrics");
+    assert!(
+        metrics.contains("sitekeeper_notifications_total{target=\"ops\",result=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sitekeeper_notify_outbox_depth 0"),
+        "{metrics}"
+    );
 
     // A fix arrives: a newer release, and the cause gone.
     std::fs::remove_file(d.join("broken")).unwrap();
@@ -393,6 +418,25 @@ fn events_wait_in_the_outbox_while_the_receiver_is_down_even_across_a_restart() 
     until(Duration::from_secs(30), "a failed delivery", &first, || {
         first.log().contains("notification not delivered")
     });
+    let status: serde_json::Value = serde_json::from_str(&first.get("/status")).unwrap();
+    let error = &status[0]["notify_errors"][0];
+    assert_eq!(error["target"], "ops", "{status}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot reach"),
+        "{status}"
+    );
+    let metrics = first.get("/metrics");
+    assert!(
+        metrics.contains("sitekeeper_notify_outbox_depth 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sitekeeper_notifications_total{target=\"ops\",result=\"failed\"}"),
+        "{metrics}"
+    );
     first.stop();
     assert_eq!(outbox_files(d), 1, "kept across the stop");
 
@@ -430,7 +474,9 @@ fn notify_test_reports_acceptance_and_refusal() {
     let d = dir.path();
     add_notify(
         d,
-        &format!("  - name: gone\n    slack: http://127.0.0.1:{closed}/services/T0/B0\n"),
+        &format!(
+            "  - name: gone\n    slack: http://127.0.0.1:{closed}/services/T0/B0\n  - name: chat\n    slack: http://127.0.0.1:{port}/services/T0/B0\n"
+        ),
     );
     let run = |name: &str| {
         sitekeeper(&d.join("state"))
@@ -448,6 +494,17 @@ fn notify_test_reports_acceptance_and_refusal() {
     assert_eq!(got[0].body["type"], "dev.sitekeeper.test");
     assert_eq!(got[0].body["data"]["events"][0]["site"], "shop");
 
+    let chat = run("chat");
+    assert_eq!(chat.status.code(), Some(0), "{}", stderr(&chat));
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    let text = got[1].body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("*shop*: test notification"), "{text}");
+    assert!(
+        text.contains("a test notification sent by `sitekeeper notify test`"),
+        "{text}"
+    );
+
     let down = run("gone");
     assert_eq!(down.status.code(), Some(1));
     let err = stderr(&down);
@@ -455,7 +512,7 @@ fn notify_test_reports_acceptance_and_refusal() {
     let unknown = run("nobody");
     assert_eq!(unknown.status.code(), Some(2));
     assert!(
-        stderr(&unknown).contains("the targets are ops, gone"),
+        stderr(&unknown).contains("the targets are ops, gone, chat"),
         "{}",
         stderr(&unknown)
     );
