@@ -286,6 +286,20 @@ pub fn deliver_now(
     out
 }
 
+/// Removes delivered (or undeliverable) events from the outbox, on a
+/// blocking thread: each removal is made durable.
+async fn remove_all(outbox: &Outbox, paths: Vec<PathBuf>) {
+    let outbox = outbox.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for p in paths.iter().filter(|p| !p.as_os_str().is_empty()) {
+            if let Err(e) = outbox.remove(p) {
+                tracing::error!(error = %e, "cannot remove an event from the outbox; it may be sent again");
+            }
+        }
+    })
+    .await;
+}
+
 /// Sleeps until `at`, or forever without one.
 async fn sleep_until(at: Option<Instant>) {
     match at {
@@ -357,7 +371,11 @@ async fn deliver_due(
             continue; // failed earlier in this round
         }
         let Some(t) = target(&fleet, &name) else {
-            tracing::warn!(target = %name, "dropping events for a notify target no longer in fleet.yaml");
+            // Removed from fleet.yaml: no one to send them to, and kept
+            // they would be read again at every rescan.
+            tracing::warn!(target = %name, events = members.len(), "dropping events for a notify target no longer in fleet.yaml");
+            let paths: Vec<PathBuf> = members.iter().map(|&i| waiting[i].path.clone()).collect();
+            remove_all(outbox, paths).await;
             delivered.extend(&members);
             continue;
         };
@@ -397,15 +415,7 @@ async fn deliver_due(
                     .remove(&name);
                 let paths: Vec<PathBuf> =
                     members.iter().map(|&i| waiting[i].path.clone()).collect();
-                let outbox = outbox.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    for p in paths.iter().filter(|p| !p.as_os_str().is_empty()) {
-                        if let Err(e) = outbox.remove(p) {
-                            tracing::error!(error = %e, "cannot remove a delivered event from the outbox; it may be sent again");
-                        }
-                    }
-                })
-                .await;
+                remove_all(outbox, paths).await;
                 delivered.extend(&members);
             }
             Err(error) => {
