@@ -1,7 +1,8 @@
 //! The state dir's shared entries (SPEC §5): what lives beside the sites'
 //! own directories, `<state_dir>/locks/` (the host-wide `serialize:`
-//! locks), `cache/git` and `cache/reports` (fetched repositories) and
-//! `trust/` (fleet trust records). [`StateDir`] names each; nothing else
+//! locks), `cache/git` and `cache/reports` (fetched repositories),
+//! `trust/` (fleet trust records) and `outbox/` (notifications not yet
+//! delivered). [`StateDir`] names each; nothing else
 //! spells those paths.
 //!
 //! It sits at the bottom of the crate, with [`crate::atomic`], rather than
@@ -45,6 +46,12 @@ impl StateDir {
     /// The host-wide lock `name` (a release's `serialize:`), in [`Self::locks`].
     pub fn serialize_lock(&self, name: &str) -> PathBuf {
         self.locks().join(format!("{name}.lock"))
+    }
+
+    /// Where notifications wait until their target accepts them (SPEC §5,
+    /// §9): one file per event and target.
+    pub fn outbox(&self) -> PathBuf {
+        self.path.join("outbox")
     }
 
     /// Where fleet and catalog repositories fetched from URLs are cached.

@@ -154,7 +154,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         };
         (s.site.to_string(), converge::apply_site(&fleet, s, &opts))
     };
-    let results = if args.jobs > 1 && sites.len() > 1 {
+    let results: Vec<(String, Result<Outcome, ApplyError>)> = if args.jobs > 1 && sites.len() > 1 {
         // A pool of its own, so --jobs bounds the sites in flight; each
         // site's parallel scan runs in the same pool, so N threads in all.
         use rayon::prelude::*;
@@ -166,7 +166,47 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
     } else {
         sites.iter().map(apply_one).collect()
     };
+    notify(printer, &fleet, &state, &results);
     report(printer, results)
+}
+
+/// How long `apply` and `rollback` wait for notify targets before they
+/// exit; what is not delivered by then stays in the outbox.
+const NOTIFY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Raises the events of the sites that failed (SPEC §9) and delivers them
+/// before the command exits, within [`NOTIFY_WITHIN`]; a target that did
+/// not accept is a warning, never the command's failure.
+fn notify(
+    printer: &Printer,
+    fleet: &crate::load::Fleet,
+    state: &std::path::Path,
+    results: &[(String, Result<Outcome, ApplyError>)],
+) {
+    if fleet.config.notify.is_empty() {
+        return;
+    }
+    let at = now().unwrap_or_else(|_| jiff::Timestamp::now()).to_string();
+    let events: Vec<_> = results
+        .iter()
+        .filter_map(|(site, r)| Some((site, r.as_ref().err()?)))
+        .flat_map(|(site, e)| {
+            let labels = fleet
+                .site(site)
+                .map(|s| s.labels.clone())
+                .unwrap_or_default();
+            crate::watch::notify::raise::of_cli_error(site, &labels, e, &at)
+        })
+        .collect();
+    if events.is_empty() {
+        return;
+    }
+    for d in crate::watch::notify::deliver_now(fleet, state, events, NOTIFY_WITHIN) {
+        match d.result {
+            Ok(_) => printer.say(&format!("notified {} ({} event(s))", d.target, d.events)),
+            Err(e) => printer.warning(&format!("notify {}: not delivered: {e}", d.target)),
+        }
+    }
 }
 
 pub(super) fn rollback(
@@ -192,13 +232,12 @@ pub(super) fn rollback(
         progress: Some(&bar),
         cancel: None,
     };
-    report(
-        printer,
-        vec![(
-            site.site.to_string(),
-            converge::rollback_site(&fleet, site, to, data, &opts),
-        )],
-    )
+    let results = vec![(
+        site.site.to_string(),
+        converge::rollback_site(&fleet, site, to, data, &opts),
+    )];
+    notify(printer, &fleet, &state, &results);
+    report(printer, results)
 }
 
 /// Finishes or undoes an interrupted change on `site` before a command

@@ -11,6 +11,7 @@ mod check;
 mod context;
 mod explain;
 mod history;
+mod notify;
 mod output;
 mod plan;
 mod resolve;
@@ -204,6 +205,9 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Run as a reconciler daemon: keep every site converged from git.
     Watch(watch::WatchArgs),
+    /// Notification targets (fleet.yaml `notify:`).
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     /// Write the JSON Schemas of every file kind.
     Schema {
         /// Write one file per kind into this directory, instead of printing them.
@@ -298,6 +302,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { sites } => check::run(&cli.global, &printer, sites),
         Command::Watch(args) => watch::run(&cli.global, args),
         Command::Approve(args) => approve::run(&cli.global, &printer, args),
+        Command::Notify(cmd) => notify::run(&cli.global, &printer, cmd),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -18,6 +18,56 @@ pub(super) fn check(fleet: &Fleet, diags: &mut Diagnostics) {
     check_policies(fleet, diags);
     check_approvals(fleet, diags);
     check_signers(fleet, diags);
+    check_notify(fleet, diags);
+}
+
+/// `notify:` targets (SPEC §9): a secret file that can be read, and a
+/// `sites` selector that matches a site (else the target would never hear
+/// anything, which is surely not what was meant).
+fn check_notify(fleet: &Fleet, diags: &mut Diagnostics) {
+    let config = &fleet.config;
+    for (n, target) in config.notify.iter().enumerate() {
+        if let Some(secret) = &target.secret_file {
+            let at = format!("notify[{n}].secret_file");
+            match fleet.notify_secret_path(secret) {
+                None => diags.push(config.origin.diag(
+                    &at,
+                    format!("the secret file {secret:?} is relative, but the fleet is read from git, where secrets do not belong (hint: give an absolute path on this host)"),
+                )),
+                Some(path) => {
+                    if let Err(e) = std::fs::read(&path) {
+                        diags.push(config.origin.diag(
+                            &at,
+                            format!(
+                                "cannot read the secret file {}: {} (hint: create it, readable by the user sitekeeper runs as)",
+                                path.display(),
+                                match e.kind() {
+                                    std::io::ErrorKind::NotFound => "it does not exist".to_owned(),
+                                    std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                                    _ => e.to_string(),
+                                }
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if !target.sites.is_empty() && !fleet.sites.iter().any(|s| target.covers(&s.labels)) {
+            let pairs: Vec<String> = target
+                .sites
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            diags.push(config.origin.diag(
+                &format!("notify[{n}].sites"),
+                format!(
+                    "the selector {} matches no site of the fleet, so {:?} would never hear anything (hint: check the labels of sites/*.yaml, or remove `sites` to hear about every site)",
+                    pairs.join(","),
+                    target.name
+                ),
+            ));
+        }
+    }
 }
 
 fn check_sites(fleet: &Fleet, diags: &mut Diagnostics) {

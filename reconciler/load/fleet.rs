@@ -93,6 +93,17 @@ impl Fleet {
         Ok(chain)
     }
 
+    /// Where a `notify:` target's `secret_file` is: absolute, or relative
+    /// to the fleet repo. `None` for a relative path of a fleet read from
+    /// a URL (a secret is a file of this host, not of the repo).
+    pub fn notify_secret_path(&self, secret: &str) -> Option<PathBuf> {
+        let path = Path::new(secret);
+        if path.is_absolute() {
+            return Some(path.to_owned());
+        }
+        self.source.dir_path().map(|dir| dir.join(path))
+    }
+
     /// The site's root directory: absolute, or relative to the fleet repo.
     /// `None` for a relative root of a fleet read from a URL.
     pub fn site_root(&self, site: &Site) -> Option<PathBuf> {
@@ -225,6 +236,11 @@ fn read_config(
     let config = if source.kind("fleet.yaml").is_some() {
         let config = read_doc::<FleetConfig>(source, "fleet.yaml", diags)
             .map(|(value, origin)| Loaded { value, origin });
+        if let Some(config) = &config {
+            for p in config.problems() {
+                diags.push(config.origin.problem(&p));
+            }
+        }
         if config.is_none() {
             unreadable.insert("fleet.yaml".to_owned());
         }

@@ -13,7 +13,7 @@ use super::values::{
     Command, Digest, Duration, Glob, HttpUrl, RelPath, SiteName, TimeOfDay, TimeZoneName,
     Timestamp, VersionReq,
 };
-use super::words::{DataWhen, DriftMode, HotfixLevel, Layout, UpgradeLevel, Weekday};
+use super::words::{DataWhen, DriftMode, EventType, HotfixLevel, Layout, UpgradeLevel, Weekday};
 
 /// `fleet.yaml`: where the catalogs come from and fleet-wide settings.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -32,6 +32,146 @@ pub struct FleetConfig {
     /// URL (SPEC §7). Once a fleet URL was seen requiring signatures, they
     /// stay required: see README "Signed catalogs and fleets".
     pub allowed_signers: Option<RelPath>,
+    /// Where the operators hear about events (SPEC §9).
+    #[serde(default)]
+    pub notify: Vec<NotifyTarget>,
+}
+
+/// One `notify:` target: exactly one of `webhook`, `slack` and `email`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// The target's name, for `notify test NAME`, metrics and `/status`.
+    pub name: String,
+    /// POST each event as CloudEvents 1.0 JSON, signed with `secret_file`.
+    pub webhook: Option<HttpUrl>,
+    /// A Slack incoming-webhook URL: a readable message.
+    pub slack: Option<HttpUrl>,
+    /// A plain-text mail by SMTP.
+    pub email: Option<EmailTarget>,
+    /// The webhook's HMAC key, or the SMTP password (`USER:PASSWORD`, or
+    /// a password sent with `from` as the user). Absolute, or relative to
+    /// the fleet repo; kept out of the repo in practice.
+    pub secret_file: Option<String>,
+    /// The events this target hears about (default: all).
+    #[serde(default)]
+    pub events: Vec<EventType>,
+    /// Only sites whose labels hold every pair (default: all sites).
+    #[serde(default)]
+    pub sites: BTreeMap<String, String>,
+}
+
+/// Where `email` targets send.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailTarget {
+    /// The SMTP server, `host:port`.
+    pub smtp: String,
+    /// The sender address.
+    pub from: String,
+    /// The recipients.
+    pub to: Vec<String>,
+}
+
+impl NotifyTarget {
+    /// Whether this target hears about `event` (every event when `events` is empty).
+    pub fn wants(&self, event: EventType) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+
+    /// Whether this target hears about a site with `labels`.
+    pub fn covers(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.sites.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+impl FleetConfig {
+    /// Checks of `notify:` that need more than one field; paths are
+    /// relative to `fleet.yaml`.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (n, target) in self.notify.iter().enumerate() {
+            let at = |field: &str| format!("notify[{n}].{field}");
+            if target.name.trim().is_empty() {
+                out.push(Problem::at(
+                    at("name"),
+                    "a notify target needs a name (hint: such as ops, for `sitekeeper notify test ops`)",
+                ));
+            } else if !names.insert(target.name.as_str()) {
+                out.push(Problem::at(
+                    at("name"),
+                    format!(
+                        "the notify target name {:?} is used twice (hint: names must be unique)",
+                        target.name.as_str()
+                    ),
+                ));
+            }
+            let kinds = [
+                target.webhook.is_some(),
+                target.slack.is_some(),
+                target.email.is_some(),
+            ];
+            match kinds.iter().filter(|k| **k).count() {
+                0 => out.push(Problem::at(
+                    format!("notify[{n}]"),
+                    "a notify target needs one of `webhook`, `slack` or `email`",
+                )),
+                1 => {}
+                _ => out.push(Problem::at(
+                    format!("notify[{n}]"),
+                    "a notify target has more than one of `webhook`, `slack` and `email` (hint: make one target each)",
+                )),
+            }
+            if let Some(email) = &target.email {
+                if !valid_host_port(&email.smtp) {
+                    out.push(Problem::at(
+                        at("email.smtp"),
+                        format!(
+                            "{:?} is not host:port (hint: such as smtp.example.com:587)",
+                            email.smtp
+                        ),
+                    ));
+                }
+                if !email.from.contains('@') {
+                    out.push(Problem::at(
+                        at("email.from"),
+                        format!("{:?} is not a mail address", email.from),
+                    ));
+                }
+                if email.to.is_empty() {
+                    out.push(Problem::at(
+                        at("email.to"),
+                        "email has no recipients (hint: list addresses under `to`)",
+                    ));
+                }
+                for (i, to) in email.to.iter().enumerate() {
+                    if !to.contains('@') {
+                        out.push(Problem::at(
+                            at(&format!("email.to[{i}]")),
+                            format!("{to:?} is not a mail address"),
+                        ));
+                    }
+                }
+            }
+            if target.webhook.is_some() && target.secret_file.is_none() {
+                out.push(Problem::at(
+                    at("webhook"),
+                    "a webhook needs a `secret_file` with the key its requests are signed with (hint: the receiver checks X-Sitekeeper-Signature with it)",
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Whether `text` is `host:port` with a port number.
+fn valid_host_port(text: &str) -> bool {
+    text.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// Where a product's catalog comes from.

@@ -120,6 +120,22 @@ words! {
 }
 
 words! {
+    /// What a `notify:` target hears about (SPEC §9).
+    EventType {
+        Failed = "failed",
+        RolledBack = "rolled_back",
+        Quarantined = "quarantined",
+        Recovered = "recovered",
+        ApprovalRequired = "approval_required",
+        UpgradeAvailable = "upgrade_available",
+        Preflight = "preflight",
+        FailureMarker = "failure_marker",
+        UntrustedSource = "untrusted_source",
+        Drift = "drift",
+    }
+}
+
+words! {
     /// A release's urgency; `security` may bypass windows and soak times.
     Urgency { Normal = "normal", Security = "security" }
 }

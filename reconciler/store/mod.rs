@@ -18,6 +18,7 @@ pub mod incomplete;
 pub mod ledger;
 pub mod listing;
 pub mod lock;
+pub mod outbox;
 pub mod pack;
 pub mod points;
 pub mod progress;
@@ -35,6 +36,7 @@ pub use failure::FailureMarker;
 pub use incomplete::{ChangePhase, IncompleteChange};
 pub use ledger::{By, Ledger, LedgerKind, LedgerResult, Record, Verdicts, verdicts};
 pub use lock::SiteLock;
+pub use outbox::{Event, Outbox, Queued};
 pub use points::{
     Health, PointKind, PointMeta, PointResult, Points, Prepared, Snapshot, SnapshotEntry,
 };

@@ -182,6 +182,8 @@ pub struct Shared {
     pub load_error: Mutex<Option<String>>,
     /// The repositories whose last fetch or push failed.
     pub fetches: Mutex<super::fetches::Fetches>,
+    /// The last failed delivery of each `notify:` target still failing.
+    pub notify_errors: Mutex<BTreeMap<String, super::notify::DeliveryError>>,
     fixed_now: Option<jiff::Timestamp>,
 }
 

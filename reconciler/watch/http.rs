@@ -100,6 +100,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .list();
+    let notify_errors: Vec<crate::watch::notify::DeliveryError> = shared
+        .notify_errors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .values()
+        .cloned()
+        .collect();
     let mut out = Vec::new();
     for site in &fleet.sites {
         let name = site.site.as_str();
@@ -122,6 +129,13 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
                 map.insert(
                     "fetch_errors".into(),
                     serde_json::to_value(&fetch_errors).unwrap_or_default(),
+                );
+            }
+            // A target that is down: the operators may not hear of this site.
+            if !notify_errors.is_empty() {
+                map.insert(
+                    "notify_errors".into(),
+                    serde_json::to_value(&notify_errors).unwrap_or_default(),
                 );
             }
         }

@@ -1,7 +1,8 @@
 //! The daemon's Prometheus metrics (`GET /metrics`): reconciles, failures,
 //! durations, drifted files, pending items, available upgrades by class,
 //! upgrade notices sent, the last success per site, and failed fetches
-//! per repository. Only counts and gauges; it never decides anything.
+//! per repository, notifications by target and result and the outbox's
+//! depth. Only counts and gauges; it never decides anything.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +61,15 @@ pub struct RepoLabel {
     pub repo: String,
 }
 
+/// Labels naming a `notify:` target and a delivery result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetResultLabels {
+    /// The target's name.
+    pub target: String,
+    /// `delivered` or `failed`.
+    pub result: String,
+}
+
 /// Every metric the daemon keeps.
 pub struct Metrics {
     registry: Registry,
@@ -94,6 +104,10 @@ pub struct Metrics {
     pub fetch_failures: Family<RepoLabel, Counter>,
     /// Seconds until a failing repository is fetched again (0: not failing).
     pub fetch_backoff: Family<RepoLabel, Gauge<f64, AtomicU64>>,
+    /// Notification messages by target and result (SPEC §9).
+    pub notifications: Family<TargetResultLabels, Counter>,
+    /// Events in the outbox, waiting for their targets.
+    pub outbox_depth: Gauge,
 }
 
 impl Metrics {
@@ -189,6 +203,18 @@ impl Metrics {
             "How long the daemon waits after a failed fetch before it tries the repository again (0 when it is not failing)",
             fetch_backoff.clone(),
         );
+        let notifications = Family::<TargetResultLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification messages sent, by target and result (delivered, failed)",
+            notifications.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "notify_outbox_depth",
+            "Events in the outbox waiting for their notify targets",
+            outbox_depth.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -206,6 +232,8 @@ impl Metrics {
             load_failures,
             fetch_failures,
             fetch_backoff,
+            notifications,
+            outbox_depth,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod fetches;
 mod files;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod publish;
 
 use std::net::SocketAddr;

@@ -120,6 +120,10 @@ pub struct Daemon {
     publish_not_before: Option<Instant>,
     after_reload: Vec<Trigger>,
     pub(super) files: Files,
+    /// Where raised events go (the delivery task, `watch::notify`).
+    pub(super) notifier: crate::watch::notify::Notifier,
+    /// What was already notified of each site (transitions only).
+    pub(super) seen: HashMap<String, crate::watch::notify::raise::Seen>,
     /// When the fleet and catalogs are fetched next: every interval, or
     /// sooner after a failed fetch (its backoff).
     next_reload: Instant,
@@ -181,6 +185,7 @@ impl Daemon {
             cancel: Arc::new(AtomicBool::new(false)),
             load_error: Mutex::default(),
             fetches: Mutex::default(),
+            notify_errors: Mutex::default(),
             fixed_now: config.fixed_now,
         });
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
@@ -218,6 +223,8 @@ impl Daemon {
             publish_not_before: None,
             after_reload: Vec::new(),
             files,
+            notifier: crate::watch::notify::start(Arc::clone(&shared)),
+            seen: HashMap::new(),
             next_reload: from_now(jittered(config_interval)),
         };
         let fleet = shared.fleet();

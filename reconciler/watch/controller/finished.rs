@@ -61,6 +61,7 @@ impl Daemon {
         let ended = Ended::of(&done.result);
         count(&self.shared.metrics, site, &ended);
         let failures = self.account(site, &done.result);
+        self.notify(site, &done.result, failures);
         self.log(site, done.reason, &done.result, failures);
         if let Some(status) = &done.result.status {
             self.gauge(site, status, &done.result);
@@ -94,6 +95,33 @@ impl Daemon {
         if fleet.site(site).is_some() {
             self.schedule(site, from_now(after), reason);
         }
+    }
+
+    /// Raises the events of this reconcile's transitions (SPEC §9) and
+    /// hands them to the delivery task; never waits for a target.
+    fn notify(&mut self, site: &str, result: &Reconciled, failures: u32) {
+        let fleet = self.shared.fleet();
+        let labels = fleet
+            .site(site)
+            .map(|s| s.labels.clone())
+            .unwrap_or_default();
+        let finished = crate::watch::notify::raise::Finished {
+            site,
+            labels: &labels,
+            outcome: &result.outcome,
+            deferred: result.deferred,
+            failures,
+            held: &result.held,
+            notices: &result.notices.new,
+            status: result.status.as_ref(),
+            at: self.shared.now().to_string(),
+        };
+        let seen = self.seen.entry(site.to_owned()).or_default();
+        let events = crate::watch::notify::raise::raise(seen, &finished);
+        for e in &events {
+            tracing::info!(site, event = %e.kind, item = %e.item, "event raised");
+        }
+        self.notifier.raise(events);
     }
 
     /// Counts the site's failures in a row, and returns them: a busy site
