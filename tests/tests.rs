@@ -29,6 +29,7 @@ mod invalid_corpus;
 mod layout;
 mod markdown;
 mod noop_scan;
+mod page_checks;
 mod papercuts;
 mod plan_cli;
 mod planning;

@@ -459,7 +459,7 @@ impl<'a> Applying<'a> {
         &self,
         locked: &Locked,
         hooks: &Hooks<'_>,
-        before: Option<Result<(), String>>,
+        before: Option<crate::apply::health::Before>,
         release: Option<&Release>,
         migrations: &[&Command],
         data: &mut ChangeData,

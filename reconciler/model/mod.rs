@@ -16,7 +16,8 @@ pub use catalog::{
     Catalog, Channel, DeleteOp, Fix, Op, Payload, RegexOp, Release, ReplaceOp, WriteOp,
 };
 pub use fleet::{
-    Approval, Approvals, CatalogSource, FleetConfig, Health, Hooks, OptIn, Site, SiteFile, Window,
+    Approval, Approvals, CatalogSource, FleetConfig, Health, Hooks, OptIn, PageCheck, Site,
+    SiteFile, Window,
 };
 pub use policy::{Ceilings, Defaults, Policy};
 pub use selector::Selector;

@@ -1,0 +1,219 @@
+//! Health checks (SPEC §6.2): the site's command, run like a hook; its
+//! `http` URL, which must answer 2xx; and its `checks` of pages (`page`).
+//! Each item is run before a change ([`before`], which keeps the pages as
+//! the baseline for `similar`) and after it ([`after`], retried until
+//! `settle`). Deciding what the results blame is the caller's (`converge`);
+//! this module only runs checks and writes nothing but `hooks.log`.
+
+mod page;
+
+use std::time::{Duration, Instant};
+
+use super::hooks::{self, HookEnv, HookError};
+use crate::model::fleet::Health;
+pub use page::PageError;
+
+/// How long a check may take when the site file does not say.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first wait before a failing check is tried again within `settle`,
+/// and the longest: a site that restarts is usually back within a second
+/// or two, and a slower one is not helped by being asked more often.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LAST_RETRY: Duration = Duration::from_secs(2);
+
+/// Why one item of a site's health failed; its text is the reason the
+/// ledger, the rollback and the verdict give.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The `command` failed.
+    #[error("{0}")]
+    Command(#[from] HookError),
+    /// The `http` URL did not answer 2xx.
+    #[error("{url} answered {status}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Its status.
+        status: u16,
+    },
+    /// The `http` URL could not be fetched.
+    #[error("{url}: {detail}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why, in the HTTP client's words.
+        detail: String,
+    },
+    /// A page check failed.
+    #[error("{0}")]
+    Page(#[from] PageError),
+}
+
+/// One thing a site's health judges: its command, its URL, or a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    Command,
+    Http,
+    Page(usize),
+}
+
+/// The items of `health`, in the order they are run and reported.
+fn items(health: &Health) -> Vec<Item> {
+    let mut out = Vec::new();
+    if health.command.is_some() {
+        out.push(Item::Command);
+    }
+    if health.http.is_some() {
+        out.push(Item::Http);
+    }
+    out.extend((0..health.checks.len()).map(Item::Page));
+    out
+}
+
+/// The site's health before a change: each item's result, and each page
+/// as it was, the baseline `similar` compares against.
+pub struct Before {
+    results: Vec<(Item, Result<(), CheckError>)>,
+    pages: Vec<Option<page::Page>>,
+}
+
+impl Before {
+    /// Whether every item passed.
+    pub fn passed(&self) -> bool {
+        self.results.iter().all(|(_, r)| r.is_ok())
+    }
+}
+
+/// One item judged before and after a change.
+pub struct Judged {
+    /// What it found before.
+    pub before: Result<(), CheckError>,
+    /// What it found after (the last try, within `settle`).
+    pub after: Result<(), CheckError>,
+}
+
+impl Judged {
+    /// A check that passed before and fails after blames the change;
+    /// one that failed before blames nothing (SPEC §6.2).
+    pub fn blames(&self) -> bool {
+        self.before.is_ok() && self.after.is_err()
+    }
+}
+
+/// The site's health before a change, each item run once.
+pub fn before(health: &Health, env: &HookEnv<'_>) -> Before {
+    let timeout = timeout(health);
+    let mut pages = vec![None; health.checks.len()];
+    let results = items(health)
+        .into_iter()
+        .map(|item| {
+            let result = match item {
+                Item::Page(n) => {
+                    let (result, kept) = page::before(&health.checks[n], timeout);
+                    pages[n] = kept;
+                    result.map_err(CheckError::from)
+                }
+                other => run_item(health, other, env, timeout),
+            };
+            (item, result)
+        })
+        .collect();
+    Before { results, pages }
+}
+
+/// The site's health after a change, judged against `before`. An item
+/// that passed before and fails now is tried again, waiting 250 ms
+/// doubling to 2 s, until `settle` has passed since this call (the post
+/// hooks, which restart services, have run by then); items that failed
+/// before are not waited for, since they cannot blame the change.
+pub fn after(health: &Health, env: &HookEnv<'_>, before: Before) -> Vec<Judged> {
+    let timeout = timeout(health);
+    let deadline = health.settle.map(|s| s.0).unwrap_or_default();
+    let start = Instant::now();
+    let run = |item: Item| match item {
+        Item::Page(n) => page::after(&health.checks[n], before.pages[n].as_ref(), timeout)
+            .map_err(CheckError::from),
+        other => run_item(health, other, env, timeout),
+    };
+    let mut now: Vec<Result<(), CheckError>> =
+        before.results.iter().map(|(item, _)| run(*item)).collect();
+    let mut wait = FIRST_RETRY;
+    loop {
+        let blamed: Vec<usize> = (0..now.len())
+            .filter(|&i| before.results[i].1.is_ok() && now[i].is_err())
+            .collect();
+        let left = deadline.saturating_sub(start.elapsed());
+        if blamed.is_empty() || left.is_zero() {
+            break;
+        }
+        std::thread::sleep(wait.min(left));
+        wait = (wait * 2).min(LAST_RETRY);
+        for i in blamed {
+            now[i] = run(before.results[i].0);
+        }
+    }
+    before
+        .results
+        .into_iter()
+        .zip(now)
+        .map(|((_, before), after)| Judged { before, after })
+        .collect()
+}
+
+/// Runs the site's health once, with nothing to compare against (after an
+/// operator's rollback): `similar` is not judged. `Err` says why the site
+/// is unhealthy, every failing item's reason joined.
+pub fn run(health: &Health, env: &HookEnv<'_>) -> Result<(), String> {
+    let timeout = timeout(health);
+    let reasons: Vec<String> = items(health)
+        .into_iter()
+        .filter_map(|item| {
+            let result = match item {
+                Item::Page(n) => page::after(&health.checks[n], None, timeout).map_err(Into::into),
+                other => run_item(health, other, env, timeout),
+            };
+            result.err().map(|e| e.to_string())
+        })
+        .collect();
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons.join("; "))
+    }
+}
+
+fn timeout(health: &Health) -> Duration {
+    health.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0)
+}
+
+/// Runs the command or fetches the URL once.
+fn run_item(
+    health: &Health,
+    item: Item,
+    env: &HookEnv<'_>,
+    timeout: Duration,
+) -> Result<(), CheckError> {
+    match (item, &health.command, &health.http) {
+        (Item::Command, Some(cmd), _) => hooks::run(&cmd.0, env, timeout)
+            .map(drop)
+            .map_err(CheckError::from),
+        (Item::Http, _, Some(url)) => http(url.as_str(), timeout),
+        _ => Ok(()),
+    }
+}
+
+/// Checks that `url` answers 2xx.
+pub fn http(url: &str, timeout: Duration) -> Result<(), CheckError> {
+    match page::fetch(url, timeout) {
+        Ok(got) if (200..300).contains(&got.status) => Ok(()),
+        Ok(got) => Err(CheckError::Http {
+            url: url.to_owned(),
+            status: got.status,
+        }),
+        Err(detail) => Err(CheckError::Unreachable {
+            url: url.to_owned(),
+            detail,
+        }),
+    }
+}

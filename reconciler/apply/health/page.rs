@@ -1,0 +1,302 @@
+//! Page checks (SPEC §2.1 `health.checks`): fetch a page, and judge its
+//! status, the texts it must and must not contain, and how alike its
+//! visible text is to the same page before the change. Masks remove what
+//! changes on every request (tokens, dates) before comparing. Only reads
+//! over HTTP; never panics on what a server sends.
+
+use std::time::Duration;
+
+use similar::{Algorithm, TextDiff};
+
+use crate::model::fleet::PageCheck;
+
+/// The most of a body read: a page larger than this is not a page a
+/// smoke check is meant for, and memory stays bounded.
+const BODY_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// How long a text comparison may take: Myers' diff is quadratic at
+/// worst, and a deadline makes it approximate rather than slow.
+const DIFF_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The width text is laid out at: wide, so that lines break where the
+/// page breaks them rather than where a terminal would.
+const TEXT_WIDTH: usize = 400;
+
+/// Why a page check failed, in the words the ledger and the verdict use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PageError {
+    /// The page could not be fetched.
+    #[error("`{page}` did not answer: {detail}")]
+    Unreachable {
+        /// The page, as its path.
+        page: String,
+        /// Why, in the HTTP client's words.
+        detail: String,
+    },
+    /// The page answered another status than expected.
+    #[error("`{page}` answered {status}, expected {expected}")]
+    Status {
+        /// The page.
+        page: String,
+        /// What it answered.
+        status: u16,
+        /// What was expected (`200`, `2xx`).
+        expected: String,
+    },
+    /// The body contains a text listed in `absent`.
+    #[error("`{page}` answered {status} but contains `{text}`")]
+    Present {
+        /// The page.
+        page: String,
+        /// What it answered.
+        status: u16,
+        /// The text.
+        text: String,
+    },
+    /// The body lacks a text listed in `contains`.
+    #[error("`{page}` answered {status} but does not contain `{text}`")]
+    Missing {
+        /// The page.
+        page: String,
+        /// What it answered.
+        status: u16,
+        /// The text.
+        text: String,
+    },
+    /// The visible text is less alike to before than `similar` asks.
+    #[error("`{page}` is {}% similar to before, below {}%", percent(*.similarity, true), percent(*.least, false))]
+    Dissimilar {
+        /// The page.
+        page: String,
+        /// How alike it is (0..1).
+        similarity: f64,
+        /// How alike it must be.
+        least: f64,
+    },
+}
+
+/// A page as fetched.
+pub(super) struct Fetched {
+    /// Its HTTP status.
+    pub(super) status: u16,
+    /// Its body, at most [`BODY_LIMIT`].
+    pub(super) body: Vec<u8>,
+}
+
+/// A page as it was before the change: what `similar` compares against.
+#[derive(Debug, Clone)]
+pub(super) struct Page {
+    /// Its visible text, masked.
+    text: String,
+}
+
+/// GETs `url` within `timeout`; `Err` is the client's reason.
+pub(super) fn fetch(url: &str, timeout: Duration) -> Result<Fetched, String> {
+    // ureq adds the timeout to `Instant::now()`, which panics on overflow;
+    // the model caps every duration, and this keeps a caller's own one safe.
+    let timeout = timeout.min(crate::model::values::Duration::MAX);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(BODY_LIMIT)
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    Ok(Fetched { status, body })
+}
+
+/// The check before the change: its result, and the page kept as the
+/// baseline when it passed (a check that failed before blames nothing,
+/// so it needs nothing to compare against).
+pub(super) fn before(
+    check: &PageCheck,
+    timeout: Duration,
+) -> (Result<(), PageError>, Option<Page>) {
+    match fetch_and_judge(check, timeout) {
+        Ok(got) => (
+            Ok(()),
+            Some(Page {
+                text: text(check, &got.body),
+            }),
+        ),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// The check after the change, against the page `before` (none: the
+/// check failed before, or there was no before, so `similar` is not judged).
+pub(super) fn after(
+    check: &PageCheck,
+    before: Option<&Page>,
+    timeout: Duration,
+) -> Result<(), PageError> {
+    let got = fetch_and_judge(check, timeout)?;
+    if let (Some(least), Some(before)) = (check.similar, before) {
+        let similarity = similarity(&before.text, &text(check, &got.body));
+        if similarity < least {
+            return Err(PageError::Dissimilar {
+                page: label(check),
+                similarity,
+                least,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the page and judges its status, `contains` and `absent`.
+fn fetch_and_judge(check: &PageCheck, timeout: Duration) -> Result<Fetched, PageError> {
+    let page = || label(check);
+    let got = fetch(check.url.as_str(), timeout).map_err(|detail| PageError::Unreachable {
+        page: page(),
+        detail,
+    })?;
+    let status = got.status;
+    let expected_ok = match check.status {
+        Some(want) => status == want,
+        None => (200..300).contains(&status),
+    };
+    if !expected_ok {
+        return Err(PageError::Status {
+            page: page(),
+            status,
+            expected: check.status.map_or("2xx".to_owned(), |s| s.to_string()),
+        });
+    }
+    let body = String::from_utf8_lossy(&got.body);
+    if let Some(text) = check.absent.iter().find(|t| body.contains(t.as_str())) {
+        return Err(PageError::Present {
+            page: page(),
+            status,
+            text: text.clone(),
+        });
+    }
+    if let Some(text) = check.contains.iter().find(|t| !body.contains(t.as_str())) {
+        return Err(PageError::Missing {
+            page: page(),
+            status,
+            text: text.clone(),
+        });
+    }
+    Ok(got)
+}
+
+/// The page's visible text, as a reader sees it (no markup, scripts or
+/// styles), with the masks removed from the body first, where they may
+/// match markup (`name="csrf" value="…"`), and from the text after, where
+/// they may match what entities and tags had split.
+fn text(check: &PageCheck, body: &[u8]) -> String {
+    let mut body = body.to_vec();
+    for mask in &check.mask {
+        body = mask.0.replace_all(&body, &b""[..]).into_owned();
+    }
+    // html2text refuses only widths too narrow for a table's columns; the
+    // body as text is still a fair thing to compare then.
+    let text = html2text::config::plain_no_decorate()
+        .string_from_read(&body[..], TEXT_WIDTH)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+    let mut text = text.into_bytes();
+    for mask in &check.mask {
+        text = mask.0.replace_all(&text, &b""[..]).into_owned();
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// How alike two texts are, 0..1: the share of words the two have in
+/// common in order (`similar`'s ratio, as Python's difflib computes it).
+fn similarity(before: &str, after: &str) -> f64 {
+    let diff = TextDiff::configure()
+        .algorithm(Algorithm::Myers)
+        .timeout(DIFF_DEADLINE)
+        .diff_words(before, after);
+    f64::from(diff.ratio())
+}
+
+/// A check's page as the reasons name it: its path and query, which say
+/// which page far better than the whole URL.
+fn label(check: &PageCheck) -> String {
+    match url::Url::parse(check.url.as_str()) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        },
+        Err(_) => check.url.to_string(),
+    }
+}
+
+/// `0.41` as `41`, `0.955` as `95.5`; `down` rounds down, so a
+/// similarity just below the least one never reads as equal to it.
+fn percent(ratio: f64, down: bool) -> String {
+    let tenths = ratio * 1000.0;
+    let tenths = if down { tenths.floor() } else { tenths.round() };
+    let text = format!("{:.1}", tenths / 10.0);
+    text.strip_suffix(".0").unwrap_or(&text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> PageCheck {
+        serde_json::from_value(serde_json::from_str(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn masks_remove_tokens_from_markup_and_text() {
+        let c = check(
+            r#"{"url": "http://x/", "mask": ["name=\"csrf\" value=\"[^\"]*\"", "Request [0-9a-f]+"]}"#,
+        );
+        let a = text(
+            &c,
+            b"<html><body><form><input name=\"csrf\" value=\"abc\"></form><p>Request 1f2e</p><p>Welcome</p></body></html>",
+        );
+        let b = text(
+            &c,
+            b"<html><body><form><input name=\"csrf\" value=\"zzz\"></form><p>Request 99aa</p><p>Welcome</p></body></html>",
+        );
+        assert_eq!(a, b);
+        assert!(a.contains("Welcome"), "{a}");
+        assert!(!a.contains("Request 1f2e"), "{a}");
+    }
+
+    #[test]
+    fn scripts_and_styles_are_not_visible_text() {
+        let c = check(r#"{"url": "http://x/"}"#);
+        let t = text(
+            &c,
+            b"<html><head><style>p{color:red}</style><script>var x=1;</script></head><body><p>Hello</p></body></html>",
+        );
+        assert!(t.contains("Hello"), "{t}");
+        assert!(!t.contains("color") && !t.contains("var x"), "{t}");
+    }
+
+    #[test]
+    fn similarity_is_one_for_equal_texts_and_low_for_others() {
+        assert_eq!(similarity("a b c", "a b c"), 1.0);
+        assert!(similarity("Welcome to our shop, 12 products", "It works!") < 0.3);
+        assert_eq!(similarity("", ""), 1.0);
+    }
+
+    #[test]
+    fn percents_never_round_up_to_the_least() {
+        assert_eq!(percent(0.41, true), "41");
+        assert_eq!(percent(0.7999, true), "79.9");
+        assert_eq!(percent(0.8, false), "80");
+        assert_eq!(percent(0.955, false), "95.5");
+    }
+
+    #[test]
+    fn labels_are_the_path_and_query() {
+        assert_eq!(
+            label(&check(r#"{"url": "http://127.0.0.1:8080/cart?x=1"}"#)),
+            "/cart?x=1"
+        );
+        assert_eq!(label(&check(r#"{"url": "https://shop.example"}"#)), "/");
+    }
+}
