@@ -83,6 +83,15 @@ const HOME: &str = "<!doctype html>\n<html><head><title>Acme Shop</title></head>
 /// URL) in its site file. Returns the directory and the port the site is
 /// to be served on.
 fn setup(v100: &str, v101: &str, site_extra: &str) -> (tempfile::TempDir, u16) {
+    setup_files(&[("index.html", v100)], &[("index.html", v101)], site_extra)
+}
+
+/// [`setup`] with any files in the two releases.
+fn setup_files(
+    v100: &[(&str, &str)],
+    v101: &[(&str, &str)],
+    site_extra: &str,
+) -> (tempfile::TempDir, u16) {
     let port = free_port();
     let dir = tempfile::tempdir().expect("temp dir");
     let base = format!("http://127.0.0.1:{port}");
@@ -105,15 +114,16 @@ fn setup(v100: &str, v101: &str, site_extra: &str) -> (tempfile::TempDir, u16) {
                 "releases/1.0.0.yaml",
                 "version: 1.0.0\nchannels: [stable]\nreleased: 2026-01-01T00:00:00Z\npayload:\n  tree: releases/1.0.0/\n",
             ),
-            ("releases/1.0.0/index.html", v100),
             (
                 "releases/1.0.1.yaml",
                 "version: 1.0.1\nchannels: [stable]\nreleased: 2026-02-01T00:00:00Z\npayload:\n  tree: releases/1.0.1/\n",
             ),
-            ("releases/1.0.1/index.html", v101),
         ],
     );
-    write_tree(&dir.path().join("site"), &[("index.html", v100)]);
+    for (version, files) in [("1.0.0", v100), ("1.0.1", v101)] {
+        write_tree(&dir.path().join("catalog/releases").join(version), files);
+    }
+    write_tree(&dir.path().join("site"), v100);
     let out = run(dir.path(), &["adopt", "s", "--version", "1.0.0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     (dir, port)
@@ -269,4 +279,96 @@ fn a_site_that_answers_503_while_it_restarts_passes_within_settle() {
 fn a_site_still_answering_503_when_settle_ends_is_rolled_back() {
     let (dir, _server) = restarting_site("1s");
     assert_rolled_back(dir.path(), HOME, "`/` answered 503, expected 2xx");
+}
+
+/// A page laid out by its stylesheet: a coloured sidebar and the text.
+const LAID_OUT: &str = "<!doctype html>\n<html><head><link rel=\"stylesheet\" href=\"style.css\"></head><body>\n<div class=\"side\">Menu</div>\n<div class=\"main\"><h1>Acme Shop</h1><p>Anvils, rockets and magnets.</p></div>\n</body></html>\n";
+
+/// The stylesheet with the sidebar on the `side` given.
+fn style(side: &str) -> String {
+    format!(
+        "body {{ margin: 0; font: 16px sans-serif; background: #fff; }}\n.side {{ position: absolute; top: 0; {side}: 0; width: 240px; height: 800px; background: #2a6; }}\n.main {{ margin-{side}: 260px; padding: 20px; }}\n"
+    )
+}
+
+/// A site whose release 1.0.1 moves the sidebar from the right to the
+/// left, in its stylesheet only, judged by `visual: least`.
+fn relaid_site(least: &str) -> (tempfile::TempDir, Server) {
+    let (right, left) = (style("right"), style("left"));
+    let health = format!(
+        "health:\n  timeout: 20s\n  checks:\n    - url: {{base}}/\n      similar: 0.99\n      visual: {least}\n"
+    );
+    let (dir, port) = setup_files(
+        &[("index.html", LAID_OUT), ("style.css", &right)],
+        &[("index.html", LAID_OUT), ("style.css", &left)],
+        &health,
+    );
+    let server = Server::serve(&dir.path().join("site"), port);
+    (dir, server)
+}
+
+#[test]
+fn a_release_that_only_moves_the_layout_is_rolled_back_by_visual() {
+    let (dir, _server) = relaid_site("0.95");
+    let right = style("right");
+    let out = run(dir.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`/` looks ") && err.contains("% like before, below 95%"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("site/style.css")).unwrap(),
+        right,
+        "the stylesheet is back"
+    );
+    // The last change's screenshots are kept for whoever looks into it.
+    for stage in ["before", "after", "diff"] {
+        let shot = dir
+            .path()
+            .join(format!("state/s/health/check-0-{stage}.png"));
+        let png = std::fs::read(&shot).unwrap_or_default();
+        assert!(png.starts_with(b"\x89PNG"), "{} is no PNG", shot.display());
+    }
+    assert!(
+        err.contains("check-0-diff.png"),
+        "the reason names the picture: {err}"
+    );
+}
+
+#[test]
+fn a_release_that_only_moves_the_layout_is_kept_by_a_lenient_visual() {
+    let (dir, _server) = relaid_site("0.5");
+    let out = run(dir.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("site/style.css")).unwrap(),
+        style("left"),
+        "the release stands"
+    );
+    assert_eq!(health_records(dir.path())[0]["result"], "ok");
+}
+
+#[test]
+fn a_visual_check_without_a_browser_holds_the_plan_in_preflight() {
+    let (dir, _port) = setup(
+        HOME,
+        &HOME.replace("two days", "three days"),
+        "health:\n  checks:\n    - url: {base}/\n      visual: 0.9\n",
+    );
+    let out = crate::support::sitekeeper(&dir.path().join("state"))
+        .current_dir(dir.path().join("fleet"))
+        .env("SITEKEEPER_NOW", crate::support::NOW)
+        .env("SITEKEEPER_CHROMIUM", dir.path().join("no-such-browser"))
+        .arg("apply")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("health.checks[0].visual") && err.contains("SITEKEEPER_CHROMIUM"),
+        "{err}"
+    );
+    assert_eq!(home(dir.path()), HOME, "nothing was written");
 }

@@ -537,6 +537,7 @@ impl<'a> Applying<'a> {
             from: self.plan.from_version.clone().unwrap_or_default(),
             to: self.plan.to_version.clone().unwrap_or_default(),
             log: locked.state.hooks_log(),
+            state: locked.state.clone(),
         }
     }
 

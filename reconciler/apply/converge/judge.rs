@@ -12,7 +12,7 @@ use crate::apply::hooks::{HookEnv, run as run_hook};
 use crate::model::fleet::Health;
 use crate::model::values::Command;
 use crate::plan::SitePlan;
-use crate::store::{By, LedgerKind, LedgerResult, Record};
+use crate::store::{By, LedgerKind, LedgerResult, Record, SiteState};
 
 /// The commands around one change, and what each is told.
 pub(super) struct Hooks<'a> {
@@ -33,6 +33,8 @@ pub(super) struct Hooks<'a> {
     pub(super) to: String,
     /// `hooks.log`.
     pub(super) log: PathBuf,
+    /// The site's state, where `visual` checks keep their screenshots.
+    pub(super) state: SiteState,
 }
 
 impl Hooks<'_> {
@@ -57,7 +59,8 @@ impl Hooks<'_> {
     /// reported but cannot blame the change, so a broken site still
     /// receives the fix that may repair it. `None`: the site has no check.
     pub(super) fn health_before(&self) -> Option<health::Before> {
-        self.health.map(|check| health::before(check, &self.env()))
+        self.health
+            .map(|check| health::before(check, &self.env(), &self.state))
     }
 
     /// The pre hooks, in order; the first that fails cancels the change
@@ -89,9 +92,12 @@ impl Hooks<'_> {
         }
         match (failure, self.health, before) {
             (Some(reason), _, _) => Some(Verdict::Blamed(reason)),
-            (None, Some(check), Some(before)) => {
-                Some(Verdict::of(&health::after(check, &env, before)))
-            }
+            (None, Some(check), Some(before)) => Some(Verdict::of(&health::after(
+                check,
+                &env,
+                &self.state,
+                before,
+            ))),
             _ => None,
         }
     }

@@ -1,16 +1,19 @@
 //! Health checks (SPEC §6.2): the site's command, run like a hook; its
-//! `http` URL, which must answer 2xx; and its `checks` of pages (`page`).
-//! Each item is run before a change ([`before`], which keeps the pages as
-//! the baseline for `similar`) and after it ([`after`], retried until
-//! `settle`). Deciding what the results blame is the caller's (`converge`);
-//! this module only runs checks and writes nothing but `hooks.log`.
+//! `http` URL, which must answer 2xx; and its `checks` of pages (`page`,
+//! with screenshots in `visual`). Each item is run before a change
+//! ([`before`], which keeps the pages as the baseline for `similar` and
+//! `visual`) and after it ([`after`], retried until `settle`). Deciding
+//! what the results blame is the caller's (`converge`); this module only
+//! runs checks and writes nothing but `hooks.log` and the screenshots.
 
 mod page;
+mod visual;
 
 use std::time::{Duration, Instant};
 
 use super::hooks::{self, HookEnv, HookError};
 use crate::model::fleet::Health;
+use crate::store::SiteState;
 pub use page::PageError;
 
 /// How long a check may take when the site file does not say.
@@ -101,16 +104,24 @@ impl Judged {
     }
 }
 
-/// The site's health before a change, each item run once.
-pub fn before(health: &Health, env: &HookEnv<'_>) -> Before {
+/// The site's health before a change, each item run once; screenshots go
+/// to `state`'s `health/`, replacing the last change's.
+pub fn before(health: &Health, env: &HookEnv<'_>, state: &SiteState) -> Before {
     let timeout = timeout(health);
+    if health.checks.iter().any(|c| c.visual.is_some()) {
+        // Only this change's screenshots are kept; a missing directory is
+        // the usual case, and one that cannot be removed fails the
+        // screenshot that needs its place, with the reason.
+        let _ = std::fs::remove_dir_all(state.health_dir());
+    }
+    let shots = page::Shots { env, state };
     let mut pages = vec![None; health.checks.len()];
     let results = items(health)
         .into_iter()
         .map(|item| {
             let result = match item {
                 Item::Page(n) => {
-                    let (result, kept) = page::before(&health.checks[n], timeout);
+                    let (result, kept) = page::before(&health.checks[n], n, &shots, timeout);
                     pages[n] = kept;
                     result.map_err(CheckError::from)
                 }
@@ -127,13 +138,20 @@ pub fn before(health: &Health, env: &HookEnv<'_>) -> Before {
 /// doubling to 2 s, until `settle` has passed since this call (the post
 /// hooks, which restart services, have run by then); items that failed
 /// before are not waited for, since they cannot blame the change.
-pub fn after(health: &Health, env: &HookEnv<'_>, before: Before) -> Vec<Judged> {
+pub fn after(health: &Health, env: &HookEnv<'_>, state: &SiteState, before: Before) -> Vec<Judged> {
     let timeout = timeout(health);
+    let shots = page::Shots { env, state };
     let deadline = health.settle.map(|s| s.0).unwrap_or_default();
     let start = Instant::now();
     let run = |item: Item| match item {
-        Item::Page(n) => page::after(&health.checks[n], before.pages[n].as_ref(), timeout)
-            .map_err(CheckError::from),
+        Item::Page(n) => page::after(
+            &health.checks[n],
+            n,
+            before.pages[n].as_ref(),
+            &shots,
+            timeout,
+        )
+        .map_err(CheckError::from),
         other => run_item(health, other, env, timeout),
     };
     let mut now: Vec<Result<(), CheckError>> =
@@ -162,7 +180,7 @@ pub fn after(health: &Health, env: &HookEnv<'_>, before: Before) -> Vec<Judged> 
 }
 
 /// Runs the site's health once, with nothing to compare against (after an
-/// operator's rollback): `similar` is not judged. `Err` says why the site
+/// operator's rollback): `similar` and `visual` are not judged. `Err` says why the site
 /// is unhealthy, every failing item's reason joined.
 pub fn run(health: &Health, env: &HookEnv<'_>) -> Result<(), String> {
     let timeout = timeout(health);
@@ -170,7 +188,7 @@ pub fn run(health: &Health, env: &HookEnv<'_>) -> Result<(), String> {
         .into_iter()
         .filter_map(|item| {
             let result = match item {
-                Item::Page(n) => page::after(&health.checks[n], None, timeout).map_err(Into::into),
+                Item::Page(n) => page::judge_once(&health.checks[n], timeout).map_err(Into::into),
                 other => run_item(health, other, env, timeout),
             };
             result.err().map(|e| e.to_string())

@@ -1,14 +1,18 @@
 //! Page checks (SPEC §2.1 `health.checks`): fetch a page, and judge its
-//! status, the texts it must and must not contain, and how alike its
-//! visible text is to the same page before the change. Masks remove what
-//! changes on every request (tokens, dates) before comparing. Only reads
-//! over HTTP; never panics on what a server sends.
+//! status, the texts it must and must not contain, how alike its visible
+//! text is to the same page before the change, and how alike it looks
+//! (`visual`, screenshots). Masks remove what changes on every request
+//! (tokens, dates) before comparing. Reads over HTTP and writes only the
+//! screenshots; never panics on what a server sends.
 
 use std::time::Duration;
 
 use similar::{Algorithm, TextDiff};
 
+use super::visual;
+use crate::apply::hooks::HookEnv;
 use crate::model::fleet::PageCheck;
+use crate::store::SiteState;
 
 /// The most of a body read: a page larger than this is not a page a
 /// smoke check is meant for, and memory stays bounded.
@@ -73,6 +77,33 @@ pub enum PageError {
         /// How alike it must be.
         least: f64,
     },
+    /// The browser could not render the page.
+    #[error("`{page}` could not be rendered for `visual`: {detail}")]
+    Unrendered {
+        /// The page.
+        page: String,
+        /// Why.
+        detail: String,
+    },
+    /// The screenshot is less alike to before than `visual` asks.
+    #[error("`{page}` looks {}% like before, below {}% (the changed pixels are drawn in {})", percent(*.similarity, true), percent(*.least, false), .diff.display())]
+    Unlike {
+        /// The page.
+        page: String,
+        /// How alike it looks (0..1).
+        similarity: f64,
+        /// How alike it must look.
+        least: f64,
+        /// The picture of the changes.
+        diff: std::path::PathBuf,
+    },
+}
+
+/// What screenshots need: the site's environment to run the browser in,
+/// and its state, which names where they go.
+pub(super) struct Shots<'a> {
+    pub(super) env: &'a HookEnv<'a>,
+    pub(super) state: &'a SiteState,
 }
 
 /// A page as fetched.
@@ -83,11 +114,14 @@ pub(super) struct Fetched {
     pub(super) body: Vec<u8>,
 }
 
-/// A page as it was before the change: what `similar` compares against.
+/// A page as it was before the change: what `similar` and `visual`
+/// compare against.
 #[derive(Debug, Clone)]
 pub(super) struct Page {
     /// Its visible text, masked.
     text: String,
+    /// Its screenshot, for a `visual` check.
+    shot: Option<std::path::PathBuf>,
 }
 
 /// GETs `url` within `timeout`; `Err` is the client's reason.
@@ -111,33 +145,44 @@ pub(super) fn fetch(url: &str, timeout: Duration) -> Result<Fetched, String> {
     Ok(Fetched { status, body })
 }
 
-/// The check before the change: its result, and the page kept as the
-/// baseline when it passed (a check that failed before blames nothing,
-/// so it needs nothing to compare against).
+/// The check before the change (check `n` of the site's): its result,
+/// and the page kept as the baseline when it passed (a check that failed
+/// before blames nothing, so it needs nothing to compare against).
 pub(super) fn before(
     check: &PageCheck,
+    n: usize,
+    shots: &Shots<'_>,
     timeout: Duration,
 ) -> (Result<(), PageError>, Option<Page>) {
-    match fetch_and_judge(check, timeout) {
-        Ok(got) => (
-            Ok(()),
-            Some(Page {
-                text: text(check, &got.body),
-            }),
-        ),
-        Err(e) => (Err(e), None),
-    }
+    let got = match fetch_and_judge(check, timeout) {
+        Ok(got) => got,
+        Err(e) => return (Err(e), None),
+    };
+    let shot = match check.visual {
+        Some(_) => match render(check, n, "before", shots, timeout) {
+            Ok(path) => Some(path),
+            Err(e) => return (Err(e), None),
+        },
+        None => None,
+    };
+    let text = text(check, &got.body);
+    (Ok(()), Some(Page { text, shot }))
 }
 
 /// The check after the change, against the page `before` (none: the
-/// check failed before, or there was no before, so `similar` is not judged).
+/// check failed before, so `similar` and `visual` are not judged).
 pub(super) fn after(
     check: &PageCheck,
+    n: usize,
     before: Option<&Page>,
+    shots: &Shots<'_>,
     timeout: Duration,
 ) -> Result<(), PageError> {
     let got = fetch_and_judge(check, timeout)?;
-    if let (Some(least), Some(before)) = (check.similar, before) {
+    let Some(before) = before else {
+        return Ok(());
+    };
+    if let Some(least) = check.similar {
         let similarity = similarity(&before.text, &text(check, &got.body));
         if similarity < least {
             return Err(PageError::Dissimilar {
@@ -147,7 +192,50 @@ pub(super) fn after(
             });
         }
     }
+    if let (Some(least), Some(was)) = (check.visual, &before.shot) {
+        let now = render(check, n, "after", shots, timeout)?;
+        let diff = shots.state.health_shot(n, "diff");
+        let similarity =
+            visual::compare(was, &now, &diff).map_err(|detail| PageError::Unrendered {
+                page: label(check),
+                detail,
+            })?;
+        if similarity < least {
+            return Err(PageError::Unlike {
+                page: label(check),
+                similarity,
+                least,
+                diff,
+            });
+        }
+    }
     Ok(())
+}
+
+/// The check once, with nothing to compare against: status, `contains`
+/// and `absent` only.
+pub(super) fn judge_once(check: &PageCheck, timeout: Duration) -> Result<(), PageError> {
+    fetch_and_judge(check, timeout).map(drop)
+}
+
+/// A screenshot of check `n`'s page at `stage`, by the browser the
+/// preflight found (SPEC §6.7).
+fn render(
+    check: &PageCheck,
+    n: usize,
+    stage: &str,
+    shots: &Shots<'_>,
+    timeout: Duration,
+) -> Result<std::path::PathBuf, PageError> {
+    let unrendered = |detail| PageError::Unrendered {
+        page: label(check),
+        detail,
+    };
+    let browser = crate::observe::preflight::browser().map_err(unrendered)?;
+    let out = shots.state.health_shot(n, stage);
+    visual::screenshot(&browser, check.url.as_str(), &out, shots.env, timeout)
+        .map_err(unrendered)?;
+    Ok(out)
 }
 
 /// Fetches the page and judges its status, `contains` and `absent`.
