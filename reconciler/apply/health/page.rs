@@ -284,16 +284,91 @@ fn text(check: &PageCheck, body: &[u8]) -> String {
     for mask in &check.mask {
         body = mask.0.replace_all(&body, &b""[..]).into_owned();
     }
-    // html2text refuses only widths too narrow for a table's columns; the
-    // body as text is still a fair thing to compare then.
-    let text = html2text::config::plain_no_decorate()
-        .string_from_read(&body[..], TEXT_WIDTH)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+    // html2text takes time quadratic in how deep elements nest (ten
+    // thousand nested <div>s take seconds, a hundred thousand minutes), so
+    // a page nested deeper than any real one gets the plain reading; it
+    // also refuses widths too narrow for a table's columns.
+    let text = if nesting(&body) > MAX_NESTING {
+        plain_text(&body)
+    } else {
+        html2text::config::plain_no_decorate()
+            .string_from_read(&body[..], TEXT_WIDTH)
+            .unwrap_or_else(|_| plain_text(&body))
+    };
     let mut text = text.into_bytes();
     for mask in &check.mask {
         text = mask.0.replace_all(&text, &b""[..]).into_owned();
     }
     String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The deepest nesting [`text`] gives to html2text: real pages stay well
+/// under a hundred levels.
+const MAX_NESTING: usize = 512;
+
+/// Elements that never have an end tag, so they do not nest.
+const VOID: [&[u8]; 14] = [
+    b"area", b"base", b"br", b"col", b"embed", b"hr", b"img", b"input", b"link", b"meta", b"param",
+    b"source", b"track", b"wbr",
+];
+
+/// How deep the elements of `body` nest, counted from its tags alone (an
+/// upper bound: a `<p>` left open counts as still open).
+fn nesting(body: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut i = 0;
+    while let Some(at) = body[i..].iter().position(|&b| b == b'<') {
+        let tag = &body[i + at + 1..];
+        let end = tag.iter().position(|&b| b == b'>').unwrap_or(tag.len());
+        let inner = &tag[..end];
+        if let Some(rest) = inner.strip_prefix(b"/") {
+            if rest.first().is_some_and(u8::is_ascii_alphabetic) {
+                depth = depth.saturating_sub(1);
+            }
+        } else if inner.first().is_some_and(u8::is_ascii_alphabetic) && !inner.ends_with(b"/") {
+            let name_len = inner
+                .iter()
+                .position(|b| !b.is_ascii_alphanumeric())
+                .unwrap_or(inner.len());
+            let name = inner[..name_len].to_ascii_lowercase();
+            if !VOID.contains(&name.as_slice()) {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+        }
+        i += at + 1 + end.min(tag.len());
+    }
+    deepest
+}
+
+/// A page's text without a parser: tags dropped, and the contents of
+/// `<script>` and `<style>`, which are not visible; entities stay as
+/// written. Linear in the body.
+fn plain_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let Some(at) = text[i..].find('<') else {
+            out.push_str(&text[i..]);
+            break;
+        };
+        out.push_str(&text[i..i + at]);
+        out.push(' ');
+        let tag = i + at;
+        let close = text[tag..].find('>').map_or(text.len(), |e| tag + e + 1);
+        i = close;
+        for hidden in ["script", "style"] {
+            if lower[tag + 1..].starts_with(hidden) {
+                let end_tag = format!("</{hidden}");
+                i = lower[close..]
+                    .find(&end_tag)
+                    .map_or(text.len(), |e| close + e);
+            }
+        }
+    }
+    out
 }
 
 /// How alike two texts are, 0..1: the share of words the two have in
@@ -362,6 +437,28 @@ mod tests {
         );
         assert!(t.contains("Hello"), "{t}");
         assert!(!t.contains("color") && !t.contains("var x"), "{t}");
+    }
+
+    #[test]
+    fn pages_nested_deeper_than_any_real_one_are_read_plainly_and_quickly() {
+        let c = check(r#"{"url": "http://x/"}"#);
+        let n = 200_000;
+        let body = format!(
+            "<html><body>{}<script>var x;</script>Deep &amp; down{}</body></html>",
+            "<div>".repeat(n),
+            "</div>".repeat(n)
+        );
+        assert!(nesting(body.as_bytes()) > MAX_NESTING);
+        let start = std::time::Instant::now();
+        let t = text(&c, body.as_bytes());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(t.contains("Deep &amp; down") && !t.contains("var x"), "{t}");
+        let real = b"<html><head><meta charset=utf-8><link rel=x></head><body><p>a<br>b<img src=x><input/></p></body></html>";
+        assert_eq!(nesting(real), 3);
     }
 
     #[test]
