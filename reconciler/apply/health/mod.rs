@@ -115,22 +115,59 @@ pub fn before(health: &Health, env: &HookEnv<'_>, state: &SiteState) -> Before {
         let _ = std::fs::remove_dir_all(state.health_dir());
     }
     let shots = page::Shots { env, state };
+    let items = items(health);
+    let found = in_parallel(&items, |item| match item {
+        Item::Page(n) => {
+            let (result, kept) = page::before(&health.checks[n], n, &shots, timeout);
+            (result.map_err(CheckError::from), kept)
+        }
+        other => (run_item(health, other, env, timeout), None),
+    });
     let mut pages = vec![None; health.checks.len()];
-    let results = items(health)
-        .into_iter()
-        .map(|item| {
-            let result = match item {
-                Item::Page(n) => {
-                    let (result, kept) = page::before(&health.checks[n], n, &shots, timeout);
-                    pages[n] = kept;
-                    result.map_err(CheckError::from)
-                }
-                other => run_item(health, other, env, timeout),
-            };
-            (item, result)
-        })
-        .collect();
+    let mut results = Vec::with_capacity(items.len());
+    for (item, (result, kept)) in items.into_iter().zip(found) {
+        if let Item::Page(n) = item {
+            pages[n] = kept;
+        }
+        results.push((item, result));
+    }
     Before { results, pages }
+}
+
+/// How many items run at once: a page check mostly waits, on the site or
+/// on the browser starting, so a few overlap well even on two cores.
+const WORKERS: usize = 4;
+
+/// `f` of every item, [`WORKERS`] at a time, in the items' order.
+fn in_parallel<T: Send>(items: &[Item], f: impl Fn(Item) -> T + Sync) -> Vec<T> {
+    if items.len() < 2 {
+        return items.iter().map(|&i| f(i)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut found: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..WORKERS.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker that panicked lost its items: carry its panic on
+            // rather than return a shorter list than the items.
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    found.sort_by_key(|(i, _)| *i);
+    found.into_iter().map(|(_, t)| t).collect()
 }
 
 /// The site's health after a change, judged against `before`. An item
@@ -154,8 +191,8 @@ pub fn after(health: &Health, env: &HookEnv<'_>, state: &SiteState, before: Befo
         .map_err(CheckError::from),
         other => run_item(health, other, env, timeout),
     };
-    let mut now: Vec<Result<(), CheckError>> =
-        before.results.iter().map(|(item, _)| run(*item)).collect();
+    let all: Vec<Item> = before.results.iter().map(|(item, _)| *item).collect();
+    let mut now = in_parallel(&all, run);
     let mut wait = FIRST_RETRY;
     loop {
         let blamed: Vec<usize> = (0..now.len())
@@ -167,8 +204,9 @@ pub fn after(health: &Health, env: &HookEnv<'_>, state: &SiteState, before: Befo
         }
         std::thread::sleep(wait.min(left));
         wait = (wait * 2).min(LAST_RETRY);
-        for i in blamed {
-            now[i] = run(before.results[i].0);
+        let again: Vec<Item> = blamed.iter().map(|&i| all[i]).collect();
+        for (i, result) in blamed.into_iter().zip(in_parallel(&again, run)) {
+            now[i] = result;
         }
     }
     before
