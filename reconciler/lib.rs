@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | [`cli`] | clap commands; the only place that prints or knows exit codes | all (only the changing commands, `apply`, `rollback` and `adopt`, reach [`apply`]; `status` recovers an interrupted change through them) |
 //! | [`watch`] | the daemon: triggers, requeue and backoff (`error_policy`), the sites of its `--selector`, fetch failures per repository and their retries (`watch::fetches`), file watching, the HTTP endpoints, and what only the daemon publishes (`watch::publish`: upgrade notices, opt-in status reports); the only owner of tokio | `apply` and below |
-//! | [`apply`] | changing a site: adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health checks; `ApplyError` | `observe` and below |
+//! | [`apply`] | changing a site: adopt; the journaled apply/rollback transaction (in place, or a release directory and a symlink swap) and recovery; hooks and health checks (`apply::health`: the command, the URL, and page checks judged before and after, with their screenshots); `ApplyError` | `observe` and below |
 //! | [`observe`] | reading a site: its gathered state for the planner, the trust verdict (signatures, no downgrade), the preflight, and its status; read-only commands stop here | `store` and below |
 //! | [`store`] | the state dir, and the only module that names a site's state files (`SiteState`): flock, ledger, rollback points in `points.git`, `quarantine.json`, the progress report `status.json`; re-exports the one atomic writer and `StateDir` | `model`, `atomic`, `statedir`, `durability`, `cachefile` |
 //! | [`plan`] | pure: (desired, observed, ledger, clock) → plan; rendering | `policy`, `fixops`, `inventory`, `load`, `model` |

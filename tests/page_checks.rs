@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{free_port, run_fleet as run, stderr, wait_for_port, write_tree};
+use crate::support::{free_port, run_fleet as run, stderr, stdout, wait_for_port, write_tree};
 
 /// An HTTP server on 127.0.0.1 serving a site root, killed when dropped.
 struct Server(Child);
@@ -148,6 +148,7 @@ fn health_records(dir: &Path) -> Vec<serde_json::Value> {
 /// the error, the ledger's `health` record and the site's files all show.
 fn assert_rolled_back(dir: &Path, before: &str, reason: &str) {
     let out = run(dir, &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(reason), "{}", stderr(&out));
     assert_eq!(home(dir), before, "the page is back as it was");
@@ -184,6 +185,7 @@ fn a_release_that_replaces_the_page_with_a_default_page_is_rolled_back_by_simila
     );
     let _server = Server::serve(&dir.path().join("site"), port);
     let out = run(dir.path(), &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -205,16 +207,17 @@ fn tokened(csrf: &str, request: &str, footer: &str) -> String {
 
 #[test]
 fn a_release_that_changes_only_masked_tokens_and_adds_a_footer_line_is_kept() {
-    let v100 = tokened("9b1c2f", "5f3e9a1b 77c0aa12 0e4d5c6b", "");
+    let v100 = tokened("9b1c2f", "5f3e9a1b 77c0aa12 0e4d5c6b 3a2b1c0d 99e8f7a6", "");
     let v101 = tokened(
         "d41d8c",
-        "c3b2a190 1f2e3d4c 8a9b0c1d",
+        "c3b2a190 1f2e3d4c 8a9b0c1d 4d5e6f70 0a1b2c3d",
         "<br>Powered by Acme",
     );
     let health = "health:\n  checks:\n    - url: {base}/\n      similar: 0.8\n      mask: ['name=\"csrf\" value=\"[^\"]*\"', 'Request [0-9a-f ]+']\n";
     let (dir, port) = setup(&v100, &v101, health);
     let _server = Server::serve(&dir.path().join("site"), port);
     let out = run(dir.path(), &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(home(dir.path()), v101, "the release stands");
     let health = health_records(dir.path());
@@ -238,9 +241,18 @@ fn a_page_that_was_already_missing_before_the_change_blames_nothing() {
     );
     let _server = Server::serve(&dir.path().join("site"), port);
     let out = run(dir.path(), &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(home(dir.path()), v101, "the change is kept");
+    assert!(
+        stdout(&out).contains(
+            "s: health check: `/cart` answered 404, expected 2xx; it failed before the change too"
+        ),
+        "apply tells the operator: {}",
+        stdout(&out)
+    );
     let health = health_records(dir.path());
+    eprintln!("health record: {}", health[0]);
     assert_eq!(health.len(), 1, "{health:?}");
     assert_eq!(health[0]["result"], "failed", "{health:?}");
     assert_eq!(
@@ -266,6 +278,7 @@ fn a_site_that_answers_503_while_it_restarts_passes_within_settle() {
     let (dir, _server) = restarting_site("10s");
     let start = std::time::Instant::now();
     let out = run(dir.path(), &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         start.elapsed() >= Duration::from_secs(3),
@@ -312,6 +325,7 @@ fn a_release_that_only_moves_the_layout_is_rolled_back_by_visual() {
     let (dir, _server) = relaid_site("0.95");
     let right = style("right");
     let out = run(dir.path(), &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -341,6 +355,7 @@ fn a_release_that_only_moves_the_layout_is_rolled_back_by_visual() {
 fn a_release_that_only_moves_the_layout_is_kept_by_a_lenient_visual() {
     let (dir, _server) = relaid_site("0.5");
     let out = run(dir.path(), &["apply"]);
+    eprintln!("apply said: {}", stderr(&out).trim_end());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("site/style.css")).unwrap(),
