@@ -30,6 +30,7 @@ mod layout;
 mod markdown;
 mod noop_scan;
 mod notify;
+mod page_checks;
 mod papercuts;
 mod plan_cli;
 mod planning;

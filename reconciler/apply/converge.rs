@@ -421,9 +421,15 @@ impl<'a> Applying<'a> {
         if let Some(v) = &verdict {
             self.record_verdict(locked, v, point)?;
         }
-        if let Some(Verdict::Blamed(reason)) = verdict {
-            return Err(self.roll_back(locked, &points, base, reason, &mut data)?);
-        }
+        let note = match verdict {
+            Some(Verdict::Blamed(reason)) => {
+                return Err(self.roll_back(locked, &points, base, reason, &mut data)?);
+            }
+            // The operator hears that the site is unhealthy, as it was
+            // before, not only the ledger.
+            Some(Verdict::NotBlamed(reason)) => Some(reason),
+            _ => None,
+        };
         data.close(locked)?;
         self.finish(locked, &points)?;
         progress(&locked.state, name, "done", 100, Some(plan), None);
@@ -431,7 +437,7 @@ impl<'a> Applying<'a> {
             point,
             files: journal.changes.len(),
             version: plan.to_version.clone().unwrap_or_default(),
-            note: None,
+            note,
         })
     }
 
@@ -459,7 +465,7 @@ impl<'a> Applying<'a> {
         &self,
         locked: &Locked,
         hooks: &Hooks<'_>,
-        before: Option<Result<(), String>>,
+        before: Option<crate::apply::health::Before>,
         release: Option<&Release>,
         migrations: &[&Command],
         data: &mut ChangeData,
@@ -537,6 +543,7 @@ impl<'a> Applying<'a> {
             from: self.plan.from_version.clone().unwrap_or_default(),
             to: self.plan.to_version.clone().unwrap_or_default(),
             log: locked.state.hooks_log(),
+            state: locked.state.clone(),
         }
     }
 

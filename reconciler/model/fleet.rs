@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Problem;
 use super::values::{
-    Command, Digest, Duration, Glob, HttpUrl, RelPath, SiteName, TimeOfDay, TimeZoneName,
+    Command, Digest, Duration, Glob, HttpUrl, Pattern, RelPath, SiteName, TimeOfDay, TimeZoneName,
     Timestamp, VersionReq,
 };
 use super::words::{DataWhen, DriftMode, EventType, HotfixLevel, Layout, UpgradeLevel, Weekday};
@@ -301,16 +301,52 @@ impl std::fmt::Display for Window {
     }
 }
 
-/// A health check: exactly one of `command` and `http`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+/// A site's health (SPEC §6.2): a `command`, an `http` URL, and smoke
+/// `checks` of pages, at least one of them; every one must pass.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// A command that exits 0 when the site is healthy.
     pub command: Option<Command>,
     /// A URL that answers 2xx when the site is healthy.
     pub http: Option<HttpUrl>,
-    /// How long the check may take (default: 30s).
+    /// Smoke checks of pages, each judged before and after a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PageCheck>,
+    /// Failing checks are retried until this long after the change, for
+    /// sites that restart or answer 503 for a while (default: 0, no retry).
+    pub settle: Option<Duration>,
+    /// How long the command or one request may take (default: 30s).
     pub timeout: Option<Duration>,
+}
+
+/// One page a change must not break (SPEC §2.1 `health.checks`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PageCheck {
+    /// The page, an http(s) URL.
+    pub url: HttpUrl,
+    /// The status it must answer (default: any 2xx).
+    #[schemars(range(min = 100, max = 599))]
+    pub status: Option<u16>,
+    /// Texts the body must contain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contains: Vec<String>,
+    /// Texts the body must not contain (`Fatal error`, a stack trace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<String>,
+    /// The least similarity (0..1) of the page's visible text to the same
+    /// page fetched before the change.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub similar: Option<f64>,
+    /// Regexes removed from both bodies before they are compared (tokens,
+    /// dates, nonces that change on every request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask: Vec<Pattern>,
+    /// The least similarity (0..1) of a screenshot of the page, rendered by
+    /// headless Chromium, to one taken before the change.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub visual: Option<f64>,
 }
 
 /// A site's data (SPEC §6.6): what a data snapshot captures before a
@@ -418,6 +454,55 @@ pub struct Approval {
     pub at: Timestamp,
 }
 
+impl Health {
+    /// `health:` checks (SPEC §2.1): something to judge; `command` or
+    /// `http`, not both; ratios within 0..1 and statuses that exist.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        match (&self.command, &self.http) {
+            (None, None) if self.checks.is_empty() => out.push(Problem::at(
+                "health",
+                "health needs a `command`, an `http` URL or `checks` of pages",
+            )),
+            (Some(_), Some(_)) => out.push(Problem::at(
+                "health.http",
+                "health has both `command` and `http` (hint: keep one)",
+            )),
+            _ => {}
+        }
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            out.push(Problem::at(
+                "health.timeout",
+                "a zero timeout can never pass",
+            ));
+        }
+        for (n, check) in self.checks.iter().enumerate() {
+            if let Some(status) = check.status
+                && !(100..=599).contains(&status)
+            {
+                out.push(Problem::at(
+                    format!("health.checks[{n}].status"),
+                    format!("{status} is not an HTTP status (hint: such as 200, or 404 for a page that must stay gone)"),
+                ));
+            }
+            for (field, ratio) in [("similar", check.similar), ("visual", check.visual)] {
+                // `contains` is false for NaN too, which YAML can spell `.nan`.
+                if let Some(r) = ratio
+                    && !(0.0..=1.0).contains(&r)
+                {
+                    out.push(Problem::at(
+                        format!("health.checks[{n}].{field}"),
+                        format!(
+                            "{field} is {r}, outside 0..1 (hint: a ratio such as 0.8 for 80% alike)"
+                        ),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Site {
     /// Checks that need more than one field; paths are relative to the site.
     pub fn problems(&self) -> Vec<Problem> {
@@ -429,23 +514,7 @@ impl Site {
             ));
         }
         if let Some(health) = &self.health {
-            match (&health.command, &health.http) {
-                (None, None) => out.push(Problem::at(
-                    "health",
-                    "health needs a `command` or an `http` URL",
-                )),
-                (Some(_), Some(_)) => out.push(Problem::at(
-                    "health.http",
-                    "health has both `command` and `http` (hint: keep one)",
-                )),
-                _ => {}
-            }
-            if health.timeout.is_some_and(|t| t.0.is_zero()) {
-                out.push(Problem::at(
-                    "health.timeout",
-                    "a zero timeout can never pass",
-                ));
-            }
+            out.extend(health.problems());
         }
         if let Some(window) = &self.window
             && window.start == window.end

@@ -17,7 +17,7 @@ pub use catalog::{
 };
 pub use fleet::{
     Approval, Approvals, CatalogSource, EmailTarget, FleetConfig, Health, Hooks, NotifyTarget,
-    OptIn, Site, SiteFile, Window,
+    OptIn, PageCheck, Site, SiteFile, Window,
 };
 pub use policy::{Ceilings, Defaults, Policy};
 pub use selector::Selector;

@@ -1,6 +1,7 @@
 //! Preflight (SPEC §6.7): before anything is written, can the change be
 //! carried out and judged? Every command it may run names a program that
-//! exists (hooks, health, `data` and `migrate`), and the site's root can
+//! exists (hooks, health, `data` and `migrate`, the browser of a `visual`
+//! check), and the site's root can
 //! be written. Gathered with the site's state, before planning, so `plan`, `status` and `apply` hold the same
 //! plan with `preflight`; free space, which depends on the plan, is
 //! checked by `apply` once the plan is known.
@@ -25,6 +26,16 @@ pub fn gather(
     root: &Path,
 ) -> Vec<PreflightFailure> {
     let mut failures = Vec::new();
+    let checks = site.health.as_ref().map_or(&[][..], |h| &h.checks[..]);
+    if let Some(n) = checks.iter().position(|c| c.visual.is_some())
+        && let Err(reason) = browser()
+    {
+        failures.push(PreflightFailure {
+            check: format!("health.checks[{n}].visual"),
+            reason,
+            release: None,
+        });
+    }
     let mut command = |check: String, argv: &[String], release: Option<&Release>| {
         if let Some(reason) = missing_program(argv, root) {
             failures.push(PreflightFailure {
@@ -82,6 +93,37 @@ pub fn gather(
         });
     }
     failures
+}
+
+/// The environment variable that names the browser `visual` checks run.
+pub const BROWSER_VAR: &str = "SITEKEEPER_CHROMIUM";
+
+/// The headless browser that renders `visual` checks: the program
+/// `SITEKEEPER_CHROMIUM` names (a path, or a name on `PATH`), else
+/// `chromium` on `PATH`. `Err` says why there is none.
+pub fn browser() -> Result<std::path::PathBuf, String> {
+    let named = std::env::var_os(BROWSER_VAR).filter(|v| !v.is_empty());
+    let program = named
+        .as_deref()
+        .map_or_else(|| "chromium".into(), |v| v.to_string_lossy().into_owned());
+    let executable = |p: &Path| p.is_file() && rustix::fs::access(p, Access::EXEC_OK).is_ok();
+    let found = if program.contains('/') {
+        let path = std::path::PathBuf::from(&program);
+        executable(&path).then_some(path)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(&program))
+            .find(|p| executable(p))
+    };
+    found.ok_or_else(|| match named {
+        Some(_) => format!(
+            "the browser {BROWSER_VAR} names, `{program}`, does not exist or is not executable (hint: point it at a Chromium or Chrome binary)"
+        ),
+        None => format!(
+            "a `visual` check needs headless Chromium, and `chromium` is not installed here (not found on PATH) (hint: install Debian's `chromium` package, or set {BROWSER_VAR} to a Chromium or Chrome binary)"
+        ),
+    })
 }
 
 /// Free space on the site's and the state dir's file systems, for the

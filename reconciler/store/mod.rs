@@ -256,6 +256,19 @@ impl SiteState {
         self.dir.join("hooks.log")
     }
 
+    /// The screenshots of the last change's `visual` checks (SPEC §2.1),
+    /// `health/`: replaced by each change that has such checks.
+    pub fn health_dir(&self) -> PathBuf {
+        self.dir.join("health")
+    }
+
+    /// One of those screenshots: page check `check` (its index in
+    /// `health.checks`) `before` or `after` the change, or the `diff`
+    /// drawn between them, `health/check-<n>-<stage>.png`.
+    pub fn health_shot(&self, check: usize, stage: &str) -> PathBuf {
+        self.health_dir().join(format!("check-{check}-{stage}.png"))
+    }
+
     /// The failure marker, `failure.json` ([`FailureMarker`]).
     pub fn failure_path(&self) -> PathBuf {
         self.dir.join("failure.json")

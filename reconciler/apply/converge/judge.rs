@@ -12,7 +12,7 @@ use crate::apply::hooks::{HookEnv, run as run_hook};
 use crate::model::fleet::Health;
 use crate::model::values::Command;
 use crate::plan::SitePlan;
-use crate::store::{By, LedgerKind, LedgerResult, Record};
+use crate::store::{By, LedgerKind, LedgerResult, Record, SiteState};
 
 /// The commands around one change, and what each is told.
 pub(super) struct Hooks<'a> {
@@ -33,6 +33,8 @@ pub(super) struct Hooks<'a> {
     pub(super) to: String,
     /// `hooks.log`.
     pub(super) log: PathBuf,
+    /// The site's state, where `visual` checks keep their screenshots.
+    pub(super) state: SiteState,
 }
 
 impl Hooks<'_> {
@@ -56,8 +58,9 @@ impl Hooks<'_> {
     /// The check before the change: a check that already fails is
     /// reported but cannot blame the change, so a broken site still
     /// receives the fix that may repair it. `None`: the site has no check.
-    pub(super) fn health_before(&self) -> Option<Result<(), String>> {
-        self.health.map(|check| health::run(check, &self.env()))
+    pub(super) fn health_before(&self) -> Option<health::Before> {
+        self.health
+            .map(|check| health::before(check, &self.env(), &self.state))
     }
 
     /// The pre hooks, in order; the first that fails cancels the change
@@ -78,7 +81,7 @@ impl Hooks<'_> {
     /// After the change: the post hooks, then the health check. Only a
     /// hook, or a check that passed `before`, can blame the change.
     /// `None`: nothing judged it (no hooks failed and the site has no check).
-    pub(super) fn judge_after(&self, before: Option<Result<(), String>>) -> Option<Verdict> {
+    pub(super) fn judge_after(&self, before: Option<health::Before>) -> Option<Verdict> {
         let env = self.env();
         let mut failure = None;
         for cmd in &self.post {
@@ -89,13 +92,12 @@ impl Hooks<'_> {
         }
         match (failure, self.health, before) {
             (Some(reason), _, _) => Some(Verdict::Blamed(reason)),
-            (None, Some(check), Some(before)) => Some(match (before, health::run(check, &env)) {
-                (_, Ok(())) => Verdict::Passed,
-                (Ok(()), Err(e)) => Verdict::Blamed(format!("health check: {e}")),
-                (Err(was), Err(e)) => Verdict::NotBlamed(format!(
-                    "health check: {e}; it failed before the change too ({was}), so the change is kept"
-                )),
-            }),
+            (None, Some(check), Some(before)) => Some(Verdict::of(&health::after(
+                check,
+                &env,
+                &self.state,
+                before,
+            ))),
             _ => None,
         }
     }
@@ -112,6 +114,37 @@ pub(super) enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict of every item of a site's health judged before and
+    /// after: the change is blamed for the items that passed before and
+    /// fail after, and only for those (SPEC §6.2).
+    fn of(judged: &[health::Judged]) -> Verdict {
+        let blamed: Vec<String> = judged
+            .iter()
+            .filter(|j| j.blames())
+            .filter_map(|j| j.after.as_ref().err().map(ToString::to_string))
+            .collect();
+        if !blamed.is_empty() {
+            return Verdict::Blamed(format!("health check: {}", blamed.join("; ")));
+        }
+        let failing: Vec<String> = judged
+            .iter()
+            .filter_map(|j| match (&j.before, &j.after) {
+                (Err(was), Err(now)) => {
+                    Some(format!("{now}; it failed before the change too ({was})"))
+                }
+                _ => None,
+            })
+            .collect();
+        if failing.is_empty() {
+            Verdict::Passed
+        } else {
+            Verdict::NotBlamed(format!(
+                "health check: {}, so the change is kept",
+                failing.join("; ")
+            ))
+        }
+    }
+
     /// The `health` ledger record of `point` (SPEC §5).
     pub(super) fn record(
         &self,

@@ -206,9 +206,8 @@ mod tests {
         }
         if let Some(url) = health {
             site.health = Some(crate::model::Health {
-                command: None,
                 http: Some(url.parse().unwrap()),
-                timeout: None,
+                ..Default::default()
             });
         }
         site
