@@ -186,21 +186,33 @@ fn need(input: &SiteInput<'_>, plan: &SitePlan) -> Need {
 /// even when nothing else would change, so `plan` says why the site is
 /// frozen.
 fn hold_for_failure(plan: &mut SitePlan, reason: &str) {
-    let mut items = vec![Held {
+    let cause = Held {
         item: "failure marker".to_owned(),
         code: HeldCode::FailureMarker,
         reason: reason.to_owned(),
-    }];
+    };
+    hold_every_action(
+        plan,
+        vec![cause],
+        HeldCode::FailureMarker,
+        FAILURE_MARKER_WAITS,
+    );
+}
+
+/// Holds every action of `plan` with `code` and the reason `waits`, after
+/// the `causes` that say why: the plan then changes nothing, and its
+/// digest is of what it holds. An approval it asked for no longer matters.
+fn hold_every_action(plan: &mut SitePlan, mut causes: Vec<Held>, code: HeldCode, waits: &str) {
     for action in plan.actions.drain(..) {
-        items.push(Held {
+        causes.push(Held {
             item: action_item(&action),
-            code: HeldCode::FailureMarker,
-            reason: FAILURE_MARKER_WAITS.to_owned(),
+            code,
+            reason: waits.to_owned(),
         });
     }
     plan.held.retain(|h| h.code != HeldCode::ApprovalRequired);
-    items.append(&mut plan.held);
-    plan.held = items;
+    causes.append(&mut plan.held);
+    plan.held = causes;
     plan.to_version = plan.from_version.clone();
     plan.plan_digest = digest(plan);
 }
@@ -238,7 +250,7 @@ fn preflight(plan: &mut SitePlan, failures: &[PreflightFailure]) {
     if relevant.is_empty() || !plan.has_changes() {
         return;
     }
-    let mut items: Vec<Held> = relevant
+    let checks: Vec<Held> = relevant
         .iter()
         .map(|f| Held {
             item: f.check.clone(),
@@ -246,19 +258,7 @@ fn preflight(plan: &mut SitePlan, failures: &[PreflightFailure]) {
             reason: f.reason.clone(),
         })
         .collect();
-    let why = PREFLIGHT_WAITS.to_owned();
-    for action in plan.actions.drain(..) {
-        items.push(Held {
-            item: action_item(&action),
-            code: HeldCode::Preflight,
-            reason: why.clone(),
-        });
-    }
-    plan.held.retain(|h| h.code != HeldCode::ApprovalRequired);
-    items.append(&mut plan.held);
-    plan.held = items;
-    plan.to_version = plan.from_version.clone();
-    plan.plan_digest = digest(plan);
+    hold_every_action(plan, checks, HeldCode::Preflight, PREFLIGHT_WAITS);
 }
 
 /// Holds everything a plan would do, with `untrusted_source` (SPEC §7): each
