@@ -260,8 +260,19 @@ impl DataSnapshots {
             let entry = entry.map_err(io(&self.dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(BUILDING) || name.starts_with(REPLACED) {
-                let path = entry.path();
+            let path = entry.path();
+            if let Some(point) = name.strip_prefix(REPLACED) {
+                // A crash between the two renames of `seal` left the old
+                // snapshot aside and no new one: put the old one back, so
+                // the point keeps a snapshot.
+                let target = self.dir.join(point);
+                if target.exists() {
+                    std::fs::remove_dir_all(&path).map_err(io(&path))?;
+                } else {
+                    std::fs::rename(&path, &target).map_err(io(&target))?;
+                    sync_dir(&self.dir).map_err(io(&self.dir))?;
+                }
+            } else if name.starts_with(BUILDING) {
                 std::fs::remove_dir_all(&path).map_err(io(&path))?;
             }
         }
@@ -345,5 +356,25 @@ mod tests {
             std::fs::read_dir(tmp.path().join("data")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_snapshot_set_aside_by_a_crash_during_its_replacement_is_put_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataSnapshots::new(tmp.path().join("data"));
+        let b = data.begin(2).unwrap();
+        let f = file(b.dir(), "dump", b"old");
+        data.seal(b, vec![f]).unwrap();
+        // As `seal` of a second snapshot leaves it after its first rename.
+        let aside = tmp.path().join("data").join(format!("{REPLACED}2"));
+        std::fs::rename(data.path(2), &aside).unwrap();
+        assert!(!data.has(2));
+        data.remove_temps().unwrap();
+        assert_eq!(
+            data.verify(2).unwrap().bytes(),
+            3,
+            "the old snapshot is back"
+        );
+        assert!(!aside.exists());
     }
 }
