@@ -644,3 +644,43 @@ fn apply_on_the_command_line_delivers_its_events_before_it_exits() {
         "kept for the daemon or the next command"
     );
 }
+
+/// A receiver that accepts connections and never answers: `apply` waits
+/// for it no longer than its bound after the first event (5 s), says so,
+/// and leaves the event in the outbox.
+#[test]
+fn a_receiver_that_never_answers_holds_apply_only_for_its_bound() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = std::sync::Arc::clone(&held);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let dir = fleet_with_webhook(&["shop"], port, "rolled_back");
+    let d = dir.path();
+    let started = std::time::Instant::now();
+    let out = sitekeeper(&d.join("state"))
+        .current_dir(d.join("fleet"))
+        .args(["apply", "shop"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: notify ops: not delivered"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!held.lock().unwrap().is_empty(), "the receiver was reached");
+    assert_eq!(
+        outbox_files(d),
+        1,
+        "kept for the daemon or the next command"
+    );
+    // A liveness bound, not a timing claim: without one the command would
+    // wait for the receiver as long as it holds the connection.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

@@ -13,6 +13,7 @@ use crate::apply::converge::{self, ApplyError, Options, Outcome};
 use crate::model::values::Version;
 use crate::plan::Plan;
 use crate::plan::render::{failed_words, named_count};
+use crate::watch::notify::Courier;
 
 /// Arguments of `apply`.
 #[derive(Debug, Args)]
@@ -135,6 +136,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         .map_err(CliError::Usage)?;
     let state = state_dir(global, &fleet);
     let at = now()?;
+    let courier = Courier::start(&fleet, &state, NOTIFY_WITHIN);
     let apply_one = |s: &&crate::load::Loaded<crate::model::fleet::Site>| {
         let bar = ScanProgress::labelled(
             s.site.as_str(),
@@ -152,7 +154,9 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
             progress: Some(&bar),
             cancel: None,
         };
-        (s.site.to_string(), converge::apply_site(&fleet, s, &opts))
+        let result = converge::apply_site(&fleet, s, &opts);
+        raise(courier.as_ref(), &fleet, s.site.as_str(), &result);
+        (s.site.to_string(), result)
     };
     let results: Vec<(String, Result<Outcome, ApplyError>)> = if args.jobs > 1 && sites.len() > 1 {
         // A pool of its own, so --jobs bounds the sites in flight; each
@@ -166,42 +170,40 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
     } else {
         sites.iter().map(apply_one).collect()
     };
-    notify(printer, &fleet, &state, &results);
+    notified(printer, courier);
     report(printer, results)
 }
 
-/// How long `apply` and `rollback` wait for notify targets before they
-/// exit; what is not delivered by then stays in the outbox.
+/// How long `apply` and `rollback` wait for notify targets after the
+/// first event, before they exit; what is not delivered by then stays in
+/// the outbox.
 const NOTIFY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Raises the events of the sites that failed (SPEC §9) and delivers them
-/// before the command exits, within [`NOTIFY_WITHIN`]; a target that did
-/// not accept is a warning, never the command's failure.
-fn notify(
-    printer: &Printer,
+/// Raises the events of a site that failed (SPEC §9) as soon as it has
+/// failed, so they are delivered while the other sites converge.
+fn raise(
+    courier: Option<&Courier>,
     fleet: &crate::load::Fleet,
-    state: &std::path::Path,
-    results: &[(String, Result<Outcome, ApplyError>)],
+    site: &str,
+    result: &Result<Outcome, ApplyError>,
 ) {
-    if fleet.config.notify.is_empty() {
+    let (Some(courier), Err(e)) = (courier, result) else {
         return;
-    }
+    };
     let at = now().unwrap_or_else(|_| jiff::Timestamp::now()).to_string();
-    let events: Vec<_> = results
-        .iter()
-        .filter_map(|(site, r)| Some((site, r.as_ref().err()?)))
-        .flat_map(|(site, e)| {
-            let labels = fleet
-                .site(site)
-                .map(|s| s.labels.clone())
-                .unwrap_or_default();
-            crate::watch::notify::raise::of_cli_error(site, &labels, e, &at)
-        })
-        .collect();
-    if events.is_empty() {
-        return;
-    }
-    for d in crate::watch::notify::deliver_now(fleet, state, events, NOTIFY_WITHIN) {
+    let labels = fleet
+        .site(site)
+        .map(|s| s.labels.clone())
+        .unwrap_or_default();
+    courier.raise(crate::watch::notify::raise::of_cli_error(
+        site, &labels, e, &at,
+    ));
+}
+
+/// Says what each notify target did; a target that did not accept is a
+/// warning, never the command's failure.
+fn notified(printer: &Printer, courier: Option<Courier>) {
+    for d in courier.map(Courier::finish).unwrap_or_default() {
         match d.result {
             Ok(_) => printer.say(&format!("notified {} ({} event(s))", d.target, d.events)),
             Err(e) => printer.warning(&format!("notify {}: not delivered: {e}", d.target)),
@@ -232,11 +234,11 @@ pub(super) fn rollback(
         progress: Some(&bar),
         cancel: None,
     };
-    let results = vec![(
-        site.site.to_string(),
-        converge::rollback_site(&fleet, site, to, data, &opts),
-    )];
-    notify(printer, &fleet, &state, &results);
+    let courier = Courier::start(&fleet, &state, NOTIFY_WITHIN);
+    let result = converge::rollback_site(&fleet, site, to, data, &opts);
+    raise(courier.as_ref(), &fleet, site.site.as_str(), &result);
+    notified(printer, courier);
+    let results = vec![(site.site.to_string(), result)];
     report(printer, results)
 }
 

@@ -12,8 +12,11 @@
 //! blocking threads from this task alone: a target that is down or slow
 //! delays only its own messages, never a reconcile.
 
+mod courier;
 pub mod raise;
 pub mod send;
+
+pub use courier::Courier;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -161,7 +164,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, w
             got = rx.recv() => match got {
                 Some(events) => {
                     let fleet = shared.fleet();
-                    let queued = route(&fleet, events);
+                    let queued = route(&fleet.config.notify, events);
                     let now = Instant::now();
                     let outbox = outbox.clone();
                     let written = tokio::task::spawn_blocking(move || {
@@ -211,10 +214,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, w
 /// A message's target and event type.
 type MessageKey = (String, String);
 
-/// An event and where the outbox keeps it (none when it could not be written).
-type Written = (Option<PathBuf>, Event);
-
-/// What one target did with the events `deliver_now` had for it.
+/// What one target did with the events a [`Courier`] had for it.
 #[derive(Debug)]
 pub struct Delivered {
     /// The target.
@@ -223,67 +223,6 @@ pub struct Delivered {
     pub events: usize,
     /// Its answer, or why it was not asked (time ran out) or refused.
     pub result: Result<send::Accepted, String>,
-}
-
-/// For `apply` and `rollback` on the command line: routes `events`,
-/// writes them to the outbox, and sends them at once (no aggregation
-/// window), each message of one target and one type, until `within` has
-/// passed. What is accepted leaves the outbox; the rest stays for the
-/// daemon (which reads the outbox now and then) or the next command.
-pub fn deliver_now(
-    fleet: &Fleet,
-    state_dir: &std::path::Path,
-    events: Vec<Event>,
-    within: Duration,
-) -> Vec<Delivered> {
-    let deadline = std::time::Instant::now() + within;
-    let outbox = Outbox::new(state_dir);
-    let mut groups: Vec<(MessageKey, Vec<Written>)> = Vec::new();
-    for q in route(fleet, events) {
-        let path = match outbox.put(&q) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot write an event to the outbox");
-                None
-            }
-        };
-        let key = (q.target.clone(), q.event.kind.clone());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push((path, q.event)),
-            None => groups.push((key, vec![(path, q.event)])),
-        }
-    }
-    let host = host();
-    let mut out = Vec::new();
-    for ((name, _), members) in groups {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let result = match target(fleet, &name) {
-            _ if left.is_zero() => Err("not sent in time; kept in the outbox".to_owned()),
-            None => Err("no such target".to_owned()),
-            Some(t) => {
-                let secret = t
-                    .secret_file
-                    .as_deref()
-                    .and_then(|s| fleet.notify_secret_path(s));
-                let events: Vec<Event> = members.iter().map(|(_, e)| e.clone()).collect();
-                send::send_within(t, secret.as_deref(), &events, &host, left)
-                    .map_err(|e| format!("{e}; kept in the outbox"))
-            }
-        };
-        if result.is_ok() {
-            for path in members.iter().filter_map(|(p, _)| p.as_ref()) {
-                if let Err(e) = outbox.remove(path) {
-                    tracing::error!(error = %e, "cannot remove a delivered event from the outbox");
-                }
-            }
-        }
-        out.push(Delivered {
-            target: name,
-            events: members.len(),
-            result,
-        });
-    }
-    out
 }
 
 /// Removes delivered (or undeliverable) events from the outbox, on a
@@ -310,13 +249,13 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Each event of `events` once for each target that wants its type and
 /// covers its site.
-fn route(fleet: &Fleet, events: Vec<Event>) -> Vec<Queued> {
+fn route(targets: &[NotifyTarget], events: Vec<Event>) -> Vec<Queued> {
     let mut out = Vec::new();
     for event in events {
         let Ok(kind) = event.kind.parse::<crate::model::words::EventType>() else {
             continue;
         };
-        for t in &fleet.config.notify {
+        for t in targets {
             if t.wants(kind) && t.covers(&event.labels) {
                 out.push(Queued {
                     target: t.name.clone(),
