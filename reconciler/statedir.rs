@@ -71,3 +71,32 @@ impl StateDir {
         self.path.join("trust").join(format!("fleet-{name}.json"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shared entry is a name no site may take.
+    #[test]
+    fn shared_entries_are_reserved_site_names() {
+        let dir = StateDir::new("/s");
+        for entry in [
+            dir.locks(),
+            dir.outbox(),
+            dir.git_cache(),
+            dir.report_cache(),
+            dir.fleet_trust_record("u"),
+        ] {
+            let first = entry
+                .strip_prefix("/s")
+                .ok()
+                .and_then(|p| p.components().next())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert!(
+                crate::model::values::RESERVED_SITE_NAMES.contains(&first.as_str()),
+                "{first}"
+            );
+        }
+    }
+}

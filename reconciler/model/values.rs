@@ -606,7 +606,8 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 }
 
 /// A site name: `[a-z0-9][a-z0-9-]*`, at most 63 characters, so that it is
-/// safe as a directory name under the state dir.
+/// safe as a directory name under the state dir, and none of
+/// [`RESERVED_SITE_NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SiteName(String);
 
@@ -617,9 +618,19 @@ impl SiteName {
     }
 }
 
+/// The state dir's shared entries (`statedir::StateDir` names them): a
+/// site of one of these names would keep its state inside them.
+pub const RESERVED_SITE_NAMES: [&str; 4] = ["cache", "locks", "outbox", "trust"];
+
 impl FromStr for SiteName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if RESERVED_SITE_NAMES.contains(&s) {
+            return Err(format!(
+                "{s:?} cannot name a site: the state dir keeps its own {s}/ beside the sites' directories (hint: choose another name; {} are reserved)",
+                RESERVED_SITE_NAMES.join(", ")
+            ));
+        }
         let mut bytes = s.bytes();
         let first_ok = bytes
             .next()
@@ -896,7 +907,9 @@ mod tests {
     #[test]
     fn site_names_are_dns_like() {
         assert!("shop-eu".parse::<SiteName>().is_ok());
-        for bad in ["Shop", "-a", "a_b", "", "a.b"] {
+        for bad in [
+            "Shop", "-a", "a_b", "", "a.b", "outbox", "cache", "locks", "trust",
+        ] {
             assert!(bad.parse::<SiteName>().is_err(), "{bad:?}");
         }
     }
