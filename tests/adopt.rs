@@ -1,7 +1,8 @@
 //! `adopt` run several times at once on one site (issue 15, item 8): the
 //! site lock is taken before the site is read, so exactly one records an
 //! adopt point and a ledger record, and the others say it is already
-//! adopted (exit 2), however their starts interleave.
+//! adopted (exit 2), however their starts interleave. And many sites
+//! adopted by one process (issue 22, item 4).
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -87,5 +88,79 @@ fn concurrent_adopts_record_one_adopt_point() {
             .count();
         assert_eq!(adopts, 1, "round {round}: {ledger}");
         assert_eq!(ledger.lines().count(), 1, "round {round}: {ledger}");
+    }
+}
+
+/// `adopt --all --detect` adopts every site of the fleet in one process,
+/// each at the release it resembles; run again, it skips them all; a
+/// named site that is adopted already is still refused (exit 2); and a
+/// site that cannot be adopted does not stop the others.
+#[test]
+fn one_process_adopts_many_sites_and_skips_adopted_ones() {
+    let sites: Vec<(String, String)> = (0..6)
+        .map(|n| {
+            (
+                format!("sites/s{n}.yaml"),
+                format!("site: s{n}\nroot: ../site-{n}\nproduct: acme\nchannel: stable\n"),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, &str)> = sites
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    let tmp = fleet_with(&files);
+    let dir = tmp.path();
+    for n in 0..5 {
+        write_files(
+            &dir.join(format!("site-{n}")),
+            &[("index.php".to_owned(), b"<?php echo 'hi';\n".to_vec())].into(),
+        );
+    }
+    // s5's root does not exist.
+    let adopt = |args: &[&str]| {
+        sitekeeper(&dir.join("state"))
+            .current_dir(dir.join("fleet"))
+            .env("SITEKEEPER_NOW", NOW)
+            .arg("adopt")
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    };
+
+    let out = adopt(&["--all", "--detect", "--jobs", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for n in 0..5 {
+        assert!(
+            stdout(&out).contains(&format!("adopted s{n} at 1.0.0: point 1")),
+            "{}",
+            stdout(&out)
+        );
+        assert!(dir.join(format!("state/s{n}/ledger.jsonl")).exists());
+    }
+    assert!(
+        stderr(&out).contains("error: s5: its root ./../site-5 cannot be opened"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("5 sites adopted, 0 already adopted"));
+
+    std::fs::create_dir(dir.join("site-5")).expect("mkdir");
+    let out = adopt(&["--all", "--version", "1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 site adopted, 5 already adopted"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = adopt(&["s1", "s2", "--version", "1.0.0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("s1 is already adopted (point 1)"));
+    assert!(stderr(&out).contains("s2 is already adopted (point 1)"));
+    for n in 0..6 {
+        let ledger = std::fs::read_to_string(dir.join(format!("state/s{n}/ledger.jsonl")))
+            .expect("a ledger");
+        assert_eq!(ledger.lines().count(), 1, "s{n}: {ledger}");
     }
 }
