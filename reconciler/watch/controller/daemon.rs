@@ -422,13 +422,17 @@ impl Daemon {
     /// Starts every due site that is not already running.
     fn dispatch(&mut self, jobs: &Arc<Semaphore>, done: &mpsc::UnboundedSender<Done>) {
         let now = Instant::now();
-        let ready: Vec<(String, Reason)> = self
+        let mut ready: Vec<(String, Instant, Reason)> = self
             .due
             .iter()
             .filter(|(s, (at, _))| *at <= now && !self.running.contains(*s))
-            .map(|(s, (_, r))| (s.clone(), *r))
+            .map(|(s, (at, r))| (s.clone(), *at, *r))
             .collect();
-        for (site, reason) in ready {
+        // The sites wait for `--jobs` in the order they are started here:
+        // a site an operator named goes first (a commit may have made the
+        // whole fleet due at once), then the longest due.
+        ready.sort_by_key(|(_, at, reason)| (*reason != Reason::Webhook, *at));
+        for (site, _, reason) in ready {
             self.due.remove(&site);
             let hold = self
                 .backoff
@@ -506,7 +510,10 @@ impl Daemon {
         match &t.site {
             Some(site) => {
                 self.backoff.remove(site);
-                self.schedule(site, now, t.reason);
+                // Now, and as the operator's request, even if a commit
+                // already made the site due: that decides its place in
+                // the queue (see `dispatch`).
+                self.due.insert(site.clone(), (now, t.reason));
             }
             None => {
                 for s in &fleet.sites {
