@@ -313,20 +313,35 @@ fn a_change_rolled_back_under_watch_is_notified_once_then_its_recovery_once() {
     let receiver = Receiver::start(port);
     let dir = fleet_with_webhook(&["shop"], port, "rolled_back, recovered, failed");
     let d = dir.path();
-    let daemon = Daemon::start(d, Some("1s"));
+    let mut first = Daemon::start(d, Some("1s"));
     until(
         Duration::from_secs(60),
         "a rolled_back message",
-        &daemon,
+        &first,
         || !receiver.of("rolled_back").is_empty(),
     );
-    // The site stays quarantined; the daemon keeps looking every 2 s.
-    std::thread::sleep(Duration::from_secs(20));
+    // The site stays quarantined; the daemon keeps looking every 2 s, and
+    // a restart does not forget what it notified (notified.json).
+    std::thread::sleep(Duration::from_secs(10));
+    let metrics = first.get("/metrics");
+    assert!(
+        metrics.contains("sitekeeper_notifications_total{target=\"ops\",result=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    first.stop();
+    let daemon = Daemon::start(d, Some("1s"));
+    until(
+        Duration::from_secs(30),
+        "the second daemon's look at the quarantined site",
+        &daemon,
+        || daemon.log().contains("nothing to do"),
+    );
+    std::thread::sleep(Duration::from_secs(5));
     let got = receiver.got();
     assert_eq!(
         got.len(),
         1,
-        "exactly one message while quarantined: {got:#?}"
+        "exactly one message while quarantined, across a restart: {got:#?}"
     );
     let msg = &got[0];
     assert!(msg.signed, "the HMAC of the body matches: {msg:?}");
@@ -345,10 +360,6 @@ fn a_change_rolled_back_under_watch_is_notified_once_then_its_recovery_once() {
     assert!(event["point"].as_u64().is_some(), "{event}");
     assert_eq!(outbox_files(d), 0, "delivered events leave the outbox");
     let metrics = daemon.get("/metrics");
-    assert!(
-        metrics.contains("sitekeeper_notifications_total{target=\"ops\",result=\"delivered\"} 1"),
-        "{metrics}"
-    );
     assert!(
         metrics.contains("sitekeeper_notify_outbox_depth 0"),
         "{metrics}"
@@ -683,4 +694,45 @@ fn a_receiver_that_never_answers_holds_apply_only_for_its_bound() {
     // A liveness bound, not a timing claim: without one the command would
     // wait for the receiver as long as it holds the connection.
     assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+/// A condition that persists (a preflight failure: the hook's program is
+/// missing) is notified once, and not again after `watch` restarts: what
+/// was notified is kept in the site's `notified.json`.
+#[test]
+fn a_persisting_failure_is_not_notified_again_after_a_restart() {
+    let port = free_port();
+    let receiver = Receiver::start(port);
+    let dir = fleet_with_webhook(&["shop"], port, "preflight");
+    let d = dir.path();
+    let site = d.join("fleet/sites/shop.yaml");
+    let yaml = std::fs::read_to_string(&site).unwrap();
+    let hooks = yaml.lines().find(|l| l.starts_with("hooks:")).unwrap();
+    std::fs::write(
+        &site,
+        yaml.replace(
+            hooks,
+            "hooks: {post_apply: [[\"/nonexistent/smoke-test\"]]}",
+        ),
+    )
+    .unwrap();
+    let mut first = Daemon::start(d, Some("1s"));
+    until(
+        Duration::from_secs(60),
+        "a preflight message",
+        &first,
+        || !receiver.of("preflight").is_empty(),
+    );
+    first.stop();
+    assert!(d.join("state/shop/notified.json").exists());
+    let second = Daemon::start(d, Some("1s"));
+    until(
+        Duration::from_secs(30),
+        "the second daemon's refusal",
+        &second,
+        || second.log().contains("preflight failed"),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let got = receiver.of("preflight");
+    assert_eq!(got.len(), 1, "notified once, across a restart: {got:#?}");
 }

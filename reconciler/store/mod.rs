@@ -246,6 +246,11 @@ impl SiteState {
         self.dir.join("quarantine.json")
     }
 
+    /// The daemon's memory of what it notified (SPEC §9), `notified.json`.
+    pub fn notified_path(&self) -> PathBuf {
+        self.dir.join("notified.json")
+    }
+
     /// The daemon's memory of upgrade notices, `notices.json`.
     pub fn notices_path(&self) -> PathBuf {
         self.dir.join("notices.json")

@@ -13,9 +13,11 @@ use crate::load::Fleet;
 use crate::observe::status::SiteStatus;
 use crate::plan::choose::Class;
 use crate::plan::{Held, HeldCode};
+use crate::store::SiteState;
 use crate::watch::metrics::{
     ClassLabels, KindLabels, Metrics, ProductLabel, ResultLabels, SiteLabel,
 };
+use crate::watch::notify::raise::Seen;
 use crate::watch::publish::notices::Notice;
 
 /// How long after a reconcile its site's file events are taken for the
@@ -116,12 +118,27 @@ impl Daemon {
             status: result.status.as_ref(),
             at: self.shared.now().to_string(),
         };
-        let seen = self.seen.entry(site.to_owned()).or_default();
+        let state = SiteState::new(&self.shared.state_dir, site);
+        let seen = self
+            .seen
+            .entry(site.to_owned())
+            .or_insert_with(|| load_seen(&state));
+        let before = seen.clone();
         let events = crate::watch::notify::raise::raise(seen, &finished);
+        // Only an adopted site's state dir is written to (an unadopted one
+        // may not exist, and an untrusted fleet may have moved it).
+        let remember = (*seen != before
+            && result.status.as_ref().is_some_and(|s| s.version.is_some()))
+        .then(|| serde_json::to_vec_pretty(&*seen).ok())
+        .flatten()
+        .map(|bytes| crate::watch::notify::Remember {
+            path: state.notified_path(),
+            bytes,
+        });
         for e in &events {
             tracing::info!(site, event = %e.kind, item = %e.item, "event raised");
         }
-        self.notifier.raise(events);
+        self.notifier.raise(events, remember);
     }
 
     /// Counts the site's failures in a row, and returns them: a busy site
@@ -374,4 +391,13 @@ fn announce(metrics: &Metrics, notices: &[Notice]) {
             })
             .inc();
     }
+}
+
+/// The site's memory of what was notified; missing or unreadable, an
+/// empty one: the worst case is one repeated notification.
+fn load_seen(state: &SiteState) -> Seen {
+    std::fs::read(state.notified_path())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }

@@ -66,16 +66,38 @@ pub struct DeliveryError {
     pub waiting: usize,
 }
 
+/// A site's memory of what was notified, to be saved once the events
+/// that changed it are in the outbox: saved first, a crash in between
+/// would lose them (at most once); saved after, it costs at worst one
+/// repeat (at least once, as SPEC §9 promises).
+#[derive(Debug)]
+pub struct Remember {
+    /// The site's `notified.json`.
+    pub path: PathBuf,
+    /// Its new content.
+    pub bytes: Vec<u8>,
+}
+
+/// What the daemon hands the delivery task.
+struct Raised {
+    events: Vec<Event>,
+    remember: Option<Remember>,
+}
+
 /// The sending half: the daemon hands raised events here.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: mpsc::UnboundedSender<Vec<Event>>,
+    tx: mpsc::UnboundedSender<Raised>,
 }
 
 impl Notifier {
-    /// Queues `events` for delivery (nothing when empty).
-    pub fn raise(&self, events: Vec<Event>) {
-        if !events.is_empty() && self.tx.send(events).is_err() {
+    /// Queues `events` for delivery, and `remember` to be saved once they
+    /// are in the outbox.
+    pub fn raise(&self, events: Vec<Event>, remember: Option<Remember>) {
+        if events.is_empty() && remember.is_none() {
+            return;
+        }
+        if self.tx.send(Raised { events, remember }).is_err() {
             tracing::warn!("the notification task has stopped; events are lost");
         }
     }
@@ -116,7 +138,16 @@ fn target<'a>(fleet: &'a Fleet, name: &str) -> Option<&'a NotifyTarget> {
     fleet.config.notify.iter().find(|t| t.name == name)
 }
 
-async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, window: Duration) {
+/// Saves a site's memory of what was notified. A cache-level write, as
+/// for upgrade notices: losing the last save costs one repeated
+/// notification, which does not justify an fsync per event.
+fn remember_now(r: &Remember) {
+    if let Err(e) = crate::store::atomic_write(&r.path, &r.bytes, crate::store::Durability::Cache) {
+        tracing::warn!(path = %r.path.display(), error = %e, "cannot keep what was notified; a restart may notify it again");
+    }
+}
+
+async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Raised>, window: Duration) {
     let outbox = Outbox::new(&shared.state_dir);
     let host = host();
     // What a crash or a stop left: due now, oldest first.
@@ -162,13 +193,13 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, w
             .min();
         tokio::select! {
             got = rx.recv() => match got {
-                Some(events) => {
+                Some(Raised { events, remember }) => {
                     let fleet = shared.fleet();
                     let queued = route(&fleet.config.notify, events);
                     let now = Instant::now();
                     let outbox = outbox.clone();
                     let written = tokio::task::spawn_blocking(move || {
-                        queued.into_iter().map(|q| match outbox.put(&q) {
+                        let written = queued.into_iter().map(|q| match outbox.put(&q) {
                             Ok(path) => (path, q),
                             Err(e) => {
                                 // Sent anyway, once, from memory: better
@@ -176,7 +207,11 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Event>>, w
                                 tracing::error!(error = %e, "cannot write an event to the outbox");
                                 (PathBuf::new(), q)
                             }
-                        }).collect::<Vec<_>>()
+                        }).collect::<Vec<_>>();
+                        if let Some(r) = remember {
+                            remember_now(&r);
+                        }
+                        written
                     }).await.unwrap_or_default();
                     for (path, queued) in written {
                         // Joins the open window of its target and type, if any.

@@ -6,6 +6,8 @@
 //! person (`approval_required`, `untrusted_source`) when it appears; new
 //! upgrade notices (already rate-limited by `publish::notices`); drift when
 //! the drifted files change. Pure: no I/O, no clock (the time comes in).
+//! What was notified ([`Seen`]) is kept by the daemon in each adopted
+//! site's state dir, so a restart does not notify a condition again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,11 +19,17 @@ use crate::store::Event;
 use crate::watch::publish::notices::Notice;
 
 /// What was already notified of one site, so that a condition that
-/// persists is not notified again.
-#[derive(Debug, Clone, Default)]
+/// persists is not notified again, also across a restart of the daemon
+/// (it is saved as the site's `notified.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Seen {
     /// The failure notified last, until the site recovers.
     trouble: Option<EventType>,
+    /// The ids of that failure's events: the same failure met again (after
+    /// a restart, or after a look that found nothing to do) is not
+    /// notified twice; another one (a newer release rolled back) is.
+    failure_ids: BTreeSet<String>,
     held: BTreeSet<(EventType, String)>,
     drift: Vec<String>,
 }
@@ -158,7 +166,12 @@ pub fn raise(seen: &mut Seen, f: &Finished<'_>) -> Vec<Event> {
         Err(e) if e.is_busy() => {}
         Err(e) => {
             if f.failures == 1 {
-                out.extend(failure_events(e, &event, point));
+                let events = failure_events(e, &event, point);
+                let ids: BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
+                if ids != seen.failure_ids {
+                    out.extend(events);
+                    seen.failure_ids = ids;
+                }
             }
             seen.trouble.get_or_insert(failure_type(e));
         }
@@ -184,6 +197,7 @@ pub fn raise(seen: &mut Seen, f: &Finished<'_>) -> Vec<Event> {
                     point,
                 ));
                 seen.trouble = None;
+                seen.failure_ids.clear();
             }
         }
     }
