@@ -736,3 +736,50 @@ fn a_persisting_failure_is_not_notified_again_after_a_restart() {
     let got = receiver.of("preflight");
     assert_eq!(got.len(), 1, "notified once, across a restart: {got:#?}");
 }
+
+/// A target that never answers does not hold up another target's
+/// messages: targets are sent to at once, so `ops` has its message while
+/// the silent target's send is still waiting out its timeout.
+#[test]
+fn a_silent_target_does_not_delay_another() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let port = free_port();
+    let receiver = Receiver::start(port);
+    let dir = setup(&["shop"], "");
+    let d = dir.path();
+    // The silent target first: sent one after another, it would go first.
+    let slow = webhook(d, silent_port, "rolled_back").replace("name: ops", "name: a-slow");
+    add_notify(
+        d,
+        &format!("notify:\n{slow}{}", webhook(d, port, "rolled_back")),
+    );
+    let daemon = Daemon::start(d, Some("1s"));
+    until(
+        Duration::from_secs(60),
+        "a rolled_back message at ops",
+        &daemon,
+        || !receiver.of("rolled_back").is_empty(),
+    );
+    assert!(
+        !daemon.log().contains("notification not delivered"),
+        "ops had its message before the silent target's send gave up: {}",
+        daemon.log()
+    );
+    until(
+        Duration::from_secs(60),
+        "the silent target's failure",
+        &daemon,
+        || {
+            daemon
+                .log()
+                .contains("notification not delivered target=a-slow")
+        },
+    );
+}

@@ -303,7 +303,10 @@ fn route(targets: &[NotifyTarget], events: Vec<Event>) -> Vec<Queued> {
 }
 
 /// Sends every message that is due: the waiting entries of one target and
-/// one type, together.
+/// one type, together. Targets are sent to at once, each on its own
+/// blocking thread, so a slow one (an SMTP server taking its 10 s) delays
+/// only its own messages; one target's messages go one after another, and
+/// stop at its first failure (its backoff starts there).
 async fn deliver_due(
     shared: &Arc<Shared>,
     outbox: &Outbox,
@@ -320,7 +323,7 @@ async fn deliver_due(
                 .is_none_or(|nb| nb <= now)
     };
     // Group by (target, type), in the order they wait.
-    let mut groups: Vec<((String, String), Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(MessageKey, Vec<usize>)> = Vec::new();
     for (i, w) in waiting.iter().enumerate() {
         if !due(w, retries) {
             continue;
@@ -336,97 +339,135 @@ async fn deliver_due(
     }
     let mut delivered: Vec<usize> = Vec::new();
     let fleet = shared.fleet();
+    // Each target's messages, in order.
+    let mut by_target: BTreeMap<String, Vec<Vec<usize>>> = BTreeMap::new();
     for ((name, _), members) in groups {
-        if retries
-            .get(&name)
-            .and_then(|r| r.not_before)
-            .is_some_and(|nb| nb > Instant::now())
-        {
-            continue; // failed earlier in this round
-        }
+        by_target.entry(name).or_default().push(members);
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (name, messages) in by_target {
         let Some(t) = target(&fleet, &name) else {
             // Removed from fleet.yaml: no one to send them to, and kept
             // they would be read again at every rescan.
+            let members: Vec<usize> = messages.into_iter().flatten().collect();
             tracing::warn!(target = %name, events = members.len(), "dropping events for a notify target no longer in fleet.yaml");
             let paths: Vec<PathBuf> = members.iter().map(|&i| waiting[i].path.clone()).collect();
             remove_all(outbox, paths).await;
             delivered.extend(&members);
             continue;
         };
-        let events: Vec<Event> = members
-            .iter()
-            .map(|&i| waiting[i].queued.event.clone())
-            .collect();
         let t = t.clone();
         let secret = t
             .secret_file
             .as_deref()
             .and_then(|s| fleet.notify_secret_path(s));
         let host = host.to_owned();
-        let sent =
-            tokio::task::spawn_blocking(move || send::send(&t, secret.as_deref(), &events, &host))
-                .await;
-        let result = match sent {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the delivery thread failed: {e}")),
+        let messages: Vec<(Vec<usize>, Vec<Event>)> = messages
+            .into_iter()
+            .map(|members| {
+                let events = members
+                    .iter()
+                    .map(|&i| waiting[i].queued.event.clone())
+                    .collect();
+                (members, events)
+            })
+            .collect();
+        sends.spawn_blocking(move || {
+            let mut answers = Vec::new();
+            for (members, events) in messages {
+                let result =
+                    send::send(&t, secret.as_deref(), &events, &host).map_err(|e| e.to_string());
+                let failed = result.is_err();
+                answers.push((members, result));
+                if failed {
+                    break;
+                }
+            }
+            (t.name, answers)
+        });
+    }
+    while let Some(joined) = sends.join_next().await {
+        let (name, answers) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                // The thread panicked: its events stay waiting and are
+                // tried again at the next turn.
+                tracing::error!(error = %e, "a delivery thread failed");
+                continue;
+            }
         };
-        match result {
-            Ok(accepted) => {
-                tracing::info!(target = %name, events = members.len(), code = accepted.code, "notification delivered");
-                shared
-                    .metrics
-                    .notifications
-                    .get_or_create(&TargetResultLabels {
-                        target: name.clone(),
-                        result: "delivered".into(),
-                    })
-                    .inc();
-                retries.remove(&name);
-                shared
-                    .notify_errors
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&name);
+        for (members, result) in answers {
+            let ok = account(shared, retries, waiting, &name, members.len(), result);
+            if ok {
                 let paths: Vec<PathBuf> =
                     members.iter().map(|&i| waiting[i].path.clone()).collect();
                 remove_all(outbox, paths).await;
                 delivered.extend(&members);
-            }
-            Err(error) => {
-                let retry = retries.entry(name.clone()).or_default();
-                retry.failures = retry.failures.saturating_add(1);
-                let wait = RETRY_BASE
-                    .saturating_mul(1 << retry.failures.saturating_sub(1).min(16))
-                    .min(RETRY_CAP);
-                retry.not_before = Some(Instant::now() + wait);
-                tracing::warn!(target = %name, error = %error, retry_in = ?wait, "notification not delivered");
-                shared
-                    .metrics
-                    .notifications
-                    .get_or_create(&TargetResultLabels {
-                        target: name.clone(),
-                        result: "failed".into(),
-                    })
-                    .inc();
-                let waiting_for = waiting.iter().filter(|w| w.queued.target == name).count();
-                shared
-                    .notify_errors
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(
-                        name.clone(),
-                        DeliveryError {
-                            target: name,
-                            error,
-                            at: jiff::Timestamp::now().to_string(),
-                            waiting: waiting_for,
-                        },
-                    );
             }
         }
     }
     delivered.sort_unstable();
     for i in delivered.into_iter().rev() {
         waiting.remove(i);
+    }
+}
+
+/// Records one message's answer: metrics, the target's backoff, and its
+/// error in `/status`. Returns whether it was accepted.
+fn account(
+    shared: &Arc<Shared>,
+    retries: &mut BTreeMap<String, Retry>,
+    waiting: &[Waiting],
+    name: &str,
+    events: usize,
+    result: Result<send::Accepted, String>,
+) -> bool {
+    let count = |result: &str| {
+        shared
+            .metrics
+            .notifications
+            .get_or_create(&TargetResultLabels {
+                target: name.to_owned(),
+                result: result.into(),
+            })
+            .inc();
+    };
+    match result {
+        Ok(accepted) => {
+            tracing::info!(target = %name, events, code = accepted.code, "notification delivered");
+            count("delivered");
+            retries.remove(name);
+            shared
+                .notify_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(name);
+            true
+        }
+        Err(error) => {
+            let retry = retries.entry(name.to_owned()).or_default();
+            retry.failures = retry.failures.saturating_add(1);
+            let wait = RETRY_BASE
+                .saturating_mul(1 << retry.failures.saturating_sub(1).min(16))
+                .min(RETRY_CAP);
+            retry.not_before = Some(Instant::now() + wait);
+            tracing::warn!(target = %name, error = %error, retry_in = ?wait, "notification not delivered");
+            count("failed");
+            let waiting_for = waiting.iter().filter(|w| w.queued.target == name).count();
+            shared
+                .notify_errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    name.to_owned(),
+                    DeliveryError {
+                        target: name.to_owned(),
+                        error,
+                        at: jiff::Timestamp::now().to_string(),
+                        waiting: waiting_for,
+                    },
+                );
+            false
+        }
     }
 }
