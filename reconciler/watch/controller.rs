@@ -16,6 +16,7 @@
 
 mod daemon;
 mod finished;
+pub mod ops;
 
 use crate::apply::clock::Clock;
 use std::collections::BTreeMap;
@@ -59,6 +60,9 @@ pub enum Reason {
     Reload,
     /// A retry after a failure or a busy lock.
     Retry,
+    /// "Reconcile now" on the dashboard (`POST /sites/NAME/reconcile`):
+    /// like a webhook naming the site, it lifts the site's backoff.
+    Ui,
 }
 
 impl Reason {
@@ -72,6 +76,7 @@ impl Reason {
             Reason::Webhook => "webhook",
             Reason::Reload => "reload",
             Reason::Retry => "retry",
+            Reason::Ui => "ui",
         }
     }
 
@@ -79,6 +84,7 @@ impl Reason {
     fn via(self) -> &'static str {
         match self {
             Reason::Webhook => "webhook",
+            Reason::Ui => "ui",
             _ => "watch",
         }
     }
@@ -184,6 +190,10 @@ pub struct Shared {
     pub fetches: Mutex<super::fetches::Fetches>,
     /// The last failed delivery of each `notify:` target still failing.
     pub notify_errors: Mutex<BTreeMap<String, super::notify::DeliveryError>>,
+    /// The dashboard's sessions, its sign-in token and its live feed.
+    pub ui: super::ui::Ui,
+    /// Where the dashboard's operations go (the loop runs them).
+    pub ops: mpsc::UnboundedSender<ops::Op>,
     fixed_now: Option<jiff::Timestamp>,
 }
 
@@ -193,11 +203,13 @@ impl Shared {
         Arc::clone(&self.fleet.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn now(&self) -> jiff::Timestamp {
+    /// The daemon's clock (`SITEKEEPER_NOW` when fixed).
+    pub fn now(&self) -> jiff::Timestamp {
         self.fixed_now.unwrap_or_else(jiff::Timestamp::now)
     }
 
-    fn view(&self, site: &str, f: impl FnOnce(&mut SiteView)) {
+    /// Changes `site`'s view (made if missing).
+    pub fn view(&self, site: &str, f: impl FnOnce(&mut SiteView)) {
         let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
         f(views
             .entry(site.to_owned())
