@@ -8,7 +8,7 @@
 //! Pages are rendered on the server (maud, which escapes every value) and
 //! work without JavaScript; one stylesheet and one small script are
 //! embedded in the binary. Every response carries a strict Content
-//! Security Policy (no inline script), `nosniff`, `no-referrer` and
+//! Security Policy (no inline script), `nosniff`, `same-origin` referrers and
 //! `frame-ancestors 'none'`.
 //!
 //! It never changes the desired state (that lives in git). With
@@ -107,9 +107,11 @@ async fn secure(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: with the latter a browser sends
+    // `Origin: null` on form POSTs, and the origin check needs the real one.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Pages show live state and CSRF tokens: never from a cache.

@@ -66,7 +66,11 @@ pub fn layout(title: &str, viewer: &Viewer, body: Markup) -> Markup {
 pub fn message(title: &str, text: &str, back: Option<&str>) -> Markup {
     layout(
         title,
-        &Viewer::default(),
+        // Not "read-only": a message page does not know the session.
+        &Viewer {
+            enabled: true,
+            csrf: None,
+        },
         html! {
             h1 { (title) }
             p { (text) }
