@@ -568,3 +568,21 @@ fn a_read_only_dashboard_escapes_fleet_and_catalog_text_and_sends_the_security_h
     assert!(js.contains("EventSource"));
     assert_eq!(get(&w.url("/sites/nope")).0, 404);
 }
+
+/// CI's smoke of `bench/dashboard` (its full run is 10,000 sites, README
+/// "Dashboard"), so that it cannot rot: at 20 sites it must start the
+/// daemon, check every page it times, and print its table. No timing is
+/// asserted.
+#[test]
+fn the_dashboard_benchmark_runs_at_smoke_size() {
+    let out = std::process::Command::new(crate::support::repo_root().join("bench/dashboard"))
+        .args(["--sites", "20", "--reps", "2"])
+        .env("SITEKEEPER", crate::support::bin())
+        .output()
+        .expect("run bench/dashboard (needs python3)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    for row in ["| `GET /?per=20 (page 1)` |", "| `GET /status` |"] {
+        assert!(text.contains(row), "no row {row:?} in:\n{text}");
+    }
+}
