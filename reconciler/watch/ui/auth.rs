@@ -227,7 +227,7 @@ pub fn cookie<'h>(header: &'h str, name: &str) -> Option<&'h str> {
     header
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .find(|(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim())
 }
 
