@@ -318,6 +318,9 @@ fn the_site_page_shows_the_history_and_a_signed_in_operator_rolls_back_from_it()
     );
 
     b.goto(&w.url("/signin"));
+    if let Some(dir) = screenshots() {
+        b.screenshot(&dir.join("dashboard-signin.png"));
+    }
     b.eval(&format!(
         "document.getElementById('token').value = '{TOKEN}'; true"
     ));
@@ -361,8 +364,6 @@ fn the_site_page_shows_the_history_and_a_signed_in_operator_rolls_back_from_it()
     );
     if let Some(dir) = screenshots() {
         b.screenshot(&dir.join("dashboard-site.png"));
-        b.goto(&w.url("/signin"));
-        b.screenshot(&dir.join("dashboard-signin.png"));
     }
 }
 

@@ -11,8 +11,9 @@
 //!
 //! This file holds what the HTTP endpoints and the file watcher share
 //! with the loop, one site's reconcile and the backoff; the loop itself
-//! is in `daemon`, and what a finished reconcile leaves behind (metrics,
-//! logs, backoff, the site's report) in `finished`.
+//! is in `daemon`, what a finished reconcile leaves behind (metrics,
+//! logs, backoff, the site's report) in `finished`, and the dashboard's
+//! rollbacks, which the loop runs like reconciles, in `ops`.
 
 mod daemon;
 mod finished;

@@ -194,6 +194,8 @@ pub fn sign_in(viewer: &Viewer, error: Option<&str>) -> Markup {
             h1 { "Sign in" }
             @if !viewer.enabled {
                 p { "This dashboard is read-only: the daemon runs without " code { "--ui-token-file" } ", so nothing can be changed from here." }
+            } @else if viewer.csrf.is_some() {
+                p { "You are signed in. " a href="/" { "Back to the fleet" } }
             } @else {
                 @if let Some(e) = error { p.alert role="alert" { (e) } }
                 p { "Signing in lets you reconcile a site now, roll it back to a point, or lift a quarantine. It cannot change the desired state, which lives in git." }
