@@ -166,18 +166,54 @@ fn over_tls(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request may come from a page of this origin: a browser
-/// sends `Origin` with a POST; when it names another host, it is another
-/// site's form. (Without `Origin`, the session cookie, `SameSite=Strict`,
-/// and the CSRF token still decide.)
+/// sends `Origin` with a POST; when it names another host than the one
+/// asked (`Host`, or `X-Forwarded-Host` from a proxy in front), it is
+/// another site's form, and `null` is refused too. (Without `Origin`, the
+/// session cookie, `SameSite=Strict`, and the CSRF token still decide.)
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    origin
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
+    let Some((_, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    ["x-forwarded-host", "host"].iter().any(|name| {
+        headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|host| authority.eq_ignore_ascii_case(host.trim()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_this_origin_may_post() {
+        assert!(same_origin(&headers(&[("host", "127.0.0.1:9090")])));
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:9090"),
+            ("origin", "http://127.0.0.1:9090")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "127.0.0.1:9090"),
+            ("x-forwarded-host", "ops.example.com"),
+            ("origin", "https://ops.example.com")
+        ])));
+        for bad in ["http://evil.example", "null", "", "http://127.0.0.1:9091"] {
+            assert!(
+                !same_origin(&headers(&[("host", "127.0.0.1:9090"), ("origin", bad)])),
+                "{bad}"
+            );
+        }
+    }
 }
