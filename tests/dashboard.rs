@@ -435,6 +435,9 @@ fn posts_without_a_session_or_a_csrf_token_are_refused_and_change_nothing() {
         .send(format!("point=1&csrf={csrf}").as_bytes())
         .expect("POST");
     assert_eq!(cross.status().as_u16(), 403);
+    // A body larger than any form is refused before it is read whole.
+    let big = "a".repeat(100_000);
+    assert_eq!(post(&w.url("/signin"), None, &[("token", &big)]).0, 413);
     // No action by GET.
     for url in [&rollback, &lift, &reconcile] {
         assert_eq!(get(&format!("{url}?point=1&csrf={csrf}")).0, 405, "{url}");
