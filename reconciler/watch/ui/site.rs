@@ -77,7 +77,7 @@ pub struct PlanView {
 }
 
 /// A release directory of a `symlink` site.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseDir {
     /// Its name.
     pub name: String,
@@ -404,5 +404,40 @@ mod tests {
         assert_eq!(tree_bytes(dir.path(), &mut budget), Some(25 + 29));
         let mut budget = 3;
         assert_eq!(tree_bytes(dir.path(), &mut budget), None);
+    }
+
+    #[test]
+    fn release_directories_of_a_symlink_site_are_listed_with_their_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let releases = dir.path().join("releases");
+        for (name, bytes) in [
+            ("initial", 10),
+            ("shop@1.0.1@t1", 20),
+            ("shop@1.0.2@t2", 30),
+            ("other@1.0.0@t", 5),
+        ] {
+            std::fs::create_dir_all(releases.join(name).join("lib")).unwrap();
+            std::fs::write(releases.join(name).join("lib/f"), vec![b'x'; bytes]).unwrap();
+        }
+        let link = dir.path().join("shop");
+        std::os::unix::fs::symlink("releases/shop@1.0.2@t2", &link).unwrap();
+        let dirs = release_dirs(&link, "shop").unwrap();
+        let seen: Vec<(&str, Option<u64>, bool)> = dirs
+            .iter()
+            .map(|d| (d.name.as_str(), d.bytes, d.current))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("shop@1.0.1@t1", Some(20), false),
+                ("shop@1.0.2@t2", Some(30), true)
+            ],
+            "another site's and the operator's directories are not this site's"
+        );
+        assert_eq!(
+            release_dirs(&dir.path().join("releases"), "shop"),
+            None,
+            "not a link"
+        );
     }
 }
