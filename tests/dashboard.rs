@@ -367,6 +367,9 @@ fn the_site_page_shows_the_history_and_a_signed_in_operator_rolls_back_from_it()
     }
 }
 
+/// Refusals first (no session, a forged one, no or a wrong CSRF token,
+/// another origin, an oversized body, a GET), then the same requests with
+/// the token act: "lift quarantine" and "reconcile now", recorded `via: ui`.
 #[test]
 fn posts_without_a_session_or_a_csrf_token_are_refused_and_change_nothing() {
     let (dir, _) = setup();
@@ -472,6 +475,27 @@ fn posts_without_a_session_or_a_csrf_token_are_refused_and_change_nothing() {
     let (_, _, page) = get_with_cookie(&w.url("/sites/shop"), &cookie);
     assert!(
         page.contains("The quarantine of release 1.0.2 is lifted"),
+        "the outcome is shown"
+    );
+    // "Reconcile now" tries the lifted release at once; its records say
+    // `via: ui` (1.0.2 fails its check again and is rolled back).
+    let csrf = csrf_of(&page);
+    let (code, _) = post(&reconcile, Some(&cookie), &[("csrf", &csrf)]);
+    assert_eq!(code, 303);
+    let log = || w.log();
+    until(
+        Duration::from_secs(30),
+        "the reconcile from the dashboard",
+        &log,
+        || {
+            ledger(d, "shop")
+                .iter()
+                .any(|r| r["kind"] == "upgrade" && r["id"] == "1.0.2" && r["by"]["via"] == "ui")
+        },
+    );
+    let (_, _, page) = get_with_cookie(&w.url("/sites/shop"), &cookie);
+    assert!(
+        page.contains("A reconcile of shop is queued"),
         "the outcome is shown"
     );
 }
