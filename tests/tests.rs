@@ -14,6 +14,7 @@ mod cli;
 mod converge;
 mod crash;
 mod daemon_faults;
+mod dashboard;
 mod data;
 mod data_django;
 mod data_postgres;

@@ -30,6 +30,7 @@ use crate::store::{
 };
 use judge::{Hooks, Verdict};
 use locked::{Locked, lock_and_recover};
+pub use quarantine::lift_item;
 use quarantine::{lift_quarantine, quarantine_plan};
 use rollback::{roll_back, rollback_to};
 use settle::ChangeData;

@@ -45,6 +45,10 @@ pub struct WatchArgs {
     /// A file holding the webhook secret; POST /reconcile then needs it.
     #[arg(long, value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+    /// A file holding the dashboard's sign-in token (16 bytes or more);
+    /// without it the dashboard is read-only. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub ui_token_file: Option<PathBuf>,
     /// How log lines look.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -57,19 +61,11 @@ pub(super) fn run(global: &Global, args: &WatchArgs) -> Result<(), CliError> {
         ));
     }
     let webhook_secret = match &args.webhook_secret_file {
-        Some(path) => {
-            let text = std::fs::read(path).map_err(|e| {
-                CliError::Usage(format!("--webhook-secret-file {}: {e}", path.display()))
-            })?;
-            let secret = text.trim_ascii().to_vec();
-            if secret.len() < 16 {
-                return Err(CliError::Usage(format!(
-                    "--webhook-secret-file {}: the secret is shorter than 16 bytes (hint: openssl rand -hex 32 > {0})",
-                    path.display()
-                )));
-            }
-            Some(secret)
-        }
+        Some(path) => Some(read_secret("--webhook-secret-file", path)?),
+        None => None,
+    };
+    let ui_token = match &args.ui_token_file {
+        Some(path) => Some(read_secret("--ui-token-file", path)?),
         None => None,
     };
     init_logs(global, args.log_format);
@@ -85,6 +81,8 @@ pub(super) fn run(global: &Global, args: &WatchArgs) -> Result<(), CliError> {
         interval: args.interval.0,
         jobs,
         webhook_secret,
+        ui_token,
+        ui_token_file: args.ui_token_file.clone(),
         fixed_now,
         sites: args.sites.clone(),
         selector: args.selector.clone(),
@@ -94,6 +92,21 @@ pub(super) fn run(global: &Global, args: &WatchArgs) -> Result<(), CliError> {
         WatchError::Invalid(diags) => CliError::Invalid(diags),
         other => CliError::Failed(other.to_string()),
     })
+}
+
+/// Reads a secret file given as `option`: its content with surrounding
+/// whitespace trimmed, 16 bytes or more (a usage error otherwise).
+fn read_secret(option: &str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    let text = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("{option} {}: {e}", path.display())))?;
+    let secret = text.trim_ascii().to_vec();
+    if secret.len() < crate::watch::ui::auth::MIN_TOKEN {
+        return Err(CliError::Usage(format!(
+            "{option} {}: the secret is shorter than 16 bytes (hint: openssl rand -hex 32 > {0})",
+            path.display()
+        )));
+    }
+    Ok(secret)
 }
 
 /// Logs go to stderr: `info` by default, `warn` with -q, `debug` with -v,

@@ -6,6 +6,7 @@
 //! cache, which is a cache.
 
 pub mod context;
+pub mod history;
 pub mod preflight;
 pub mod status;
 pub mod trust;

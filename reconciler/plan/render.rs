@@ -19,7 +19,8 @@ pub fn json(plan: &Plan) -> String {
     s
 }
 
-fn action_title(a: &Action) -> String {
+/// An action's title, as the Markdown plan and the dashboard show it.
+pub fn action_title(a: &Action) -> String {
     match a.kind {
         ActionKind::Upgrade => format!("upgrade to {}", a.id),
         ActionKind::Fix => format!("fix {}", a.id),
@@ -223,21 +224,32 @@ fn hash(h: Option<crate::model::hash::ContentHash>) -> String {
     })
 }
 
-/// A unified diff of one file, or a summary for binary files and links.
-fn file_diff(f: &FileChange) -> String {
+/// What a plan shows of one file: a unified diff, or one line for a
+/// binary file, a link, or a plan that names contents without holding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileDiff {
+    /// The unified diff (`--- a/…`, `+++ b/…`, hunks), as plain text.
+    Unified(String),
+    /// A Markdown line summarising the file instead.
+    Summary(String),
+}
+
+/// The diff of one file, shared by the Markdown plan (fenced) and the
+/// dashboard (escaped into a `<pre>`), so both show the same thing.
+pub fn unified_diff(f: &FileChange) -> FileDiff {
     let old = f.old.as_ref().and_then(|d| d.bytes()).unwrap_or(b"");
     let new = f.new.as_ref().and_then(|d| d.bytes()).unwrap_or(b"");
     // A plan made to be applied names payload contents without holding
     // them; it has no diff to show.
     if f.new.as_ref().is_some_and(|d| d.bytes().is_none()) {
-        return file_line(f);
+        return FileDiff::Summary(file_line(f));
     }
     if is_binary(old)
         || is_binary(new)
         || std::str::from_utf8(old).is_err()
         || std::str::from_utf8(new).is_err()
     {
-        return format!(
+        return FileDiff::Summary(format!(
             "`{}` ({}): binary, {} → {} bytes, {} → {}\n",
             f.path,
             op_word(f.op),
@@ -245,7 +257,7 @@ fn file_diff(f: &FileChange) -> String {
             super::thousands(new.len()),
             hash(f.before),
             hash(f.after)
-        );
+        ));
     }
     let (a, b) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
     let diff = similar::TextDiff::from_lines(a.as_ref(), b.as_ref());
@@ -259,11 +271,21 @@ fn file_diff(f: &FileChange) -> String {
     } else {
         "/dev/null".to_owned()
     };
-    let body = diff
-        .unified_diff()
-        .context_radius(3)
-        .header(&from, &to)
-        .to_string();
+    FileDiff::Unified(
+        diff.unified_diff()
+            .context_radius(3)
+            .header(&from, &to)
+            .to_string(),
+    )
+}
+
+/// A unified diff of one file in a Markdown fence, or a summary for
+/// binary files and links.
+fn file_diff(f: &FileChange) -> String {
+    let body = match unified_diff(f) {
+        FileDiff::Unified(body) => body,
+        FileDiff::Summary(line) => return line,
+    };
     // A fence longer than any run of backticks in the diff keeps it intact.
     let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest.max(2) + 1);

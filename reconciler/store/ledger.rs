@@ -40,6 +40,10 @@ pub enum LedgerKind {
     Restore,
     /// A failure marker cleared by an operator (`sitekeeper resolve`).
     Resolve,
+    /// A quarantined release or fix lifted by an operator from the
+    /// dashboard (`id`: `release V` or `fix ID`), so automatic changes may
+    /// try it again.
+    Lift,
 }
 
 /// Health verdicts by point, from the ledger's `health` records.
@@ -79,7 +83,7 @@ pub struct By {
     pub host: String,
     /// User name.
     pub user: String,
-    /// `cli`, `watch` or `webhook`.
+    /// `cli`, `watch`, `webhook` or `ui` (the daemon's dashboard).
     pub via: String,
 }
 

@@ -157,6 +157,16 @@ impl Quarantine {
         before != self.fixes.len()
     }
 
+    /// Lifts one item as [`Quarantine::items`] names it (`release V`,
+    /// `fix ID`); false when it is not quarantined (or not such a name).
+    pub fn lift(&mut self, item: &str) -> bool {
+        match item.split_once(' ') {
+            Some(("release", version)) => self.lift_release(version),
+            Some(("fix", id)) => self.lift_fix(id),
+            _ => false,
+        }
+    }
+
     /// The items, as `status` names them: `release V`, `fix ID`.
     pub fn items(&self) -> Vec<String> {
         self.releases
@@ -191,6 +201,10 @@ mod tests {
         q.write(&state).unwrap();
         assert_eq!(Quarantine::read(&state).unwrap(), q);
         assert_eq!(q.items(), ["release 1.0.1", "fix 0001-a"]);
+        let mut lifted = q.clone();
+        assert!(!lifted.lift("release 9.9.9") && !lifted.lift("nonsense"));
+        assert!(lifted.lift("fix 0001-a") && lifted.lift("release 1.0.1"));
+        assert_eq!(lifted, Quarantine::default());
 
         std::fs::write(state.quarantine_path(), r#"["1.0.2"]"#).unwrap();
         let old = Quarantine::read(&state).unwrap();

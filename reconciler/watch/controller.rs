@@ -11,11 +11,13 @@
 //!
 //! This file holds what the HTTP endpoints and the file watcher share
 //! with the loop, one site's reconcile and the backoff; the loop itself
-//! is in `daemon`, and what a finished reconcile leaves behind (metrics,
-//! logs, backoff, the site's report) in `finished`.
+//! is in `daemon`, what a finished reconcile leaves behind (metrics,
+//! logs, backoff, the site's report) in `finished`, and the dashboard's
+//! rollbacks, which the loop runs like reconciles, in `ops`.
 
 mod daemon;
 mod finished;
+pub mod ops;
 
 use crate::apply::clock::Clock;
 use std::collections::BTreeMap;
@@ -59,6 +61,9 @@ pub enum Reason {
     Reload,
     /// A retry after a failure or a busy lock.
     Retry,
+    /// "Reconcile now" on the dashboard (`POST /sites/NAME/reconcile`):
+    /// like a webhook naming the site, it lifts the site's backoff.
+    Ui,
 }
 
 impl Reason {
@@ -72,6 +77,7 @@ impl Reason {
             Reason::Webhook => "webhook",
             Reason::Reload => "reload",
             Reason::Retry => "retry",
+            Reason::Ui => "ui",
         }
     }
 
@@ -79,6 +85,7 @@ impl Reason {
     fn via(self) -> &'static str {
         match self {
             Reason::Webhook => "webhook",
+            Reason::Ui => "ui",
             _ => "watch",
         }
     }
@@ -184,6 +191,10 @@ pub struct Shared {
     pub fetches: Mutex<super::fetches::Fetches>,
     /// The last failed delivery of each `notify:` target still failing.
     pub notify_errors: Mutex<BTreeMap<String, super::notify::DeliveryError>>,
+    /// The dashboard's sessions, its sign-in token and its live feed.
+    pub ui: super::ui::Ui,
+    /// Where the dashboard's operations go (the loop runs them).
+    pub ops: mpsc::UnboundedSender<ops::Op>,
     fixed_now: Option<jiff::Timestamp>,
 }
 
@@ -193,11 +204,13 @@ impl Shared {
         Arc::clone(&self.fleet.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn now(&self) -> jiff::Timestamp {
+    /// The daemon's clock (`SITEKEEPER_NOW` when fixed).
+    pub fn now(&self) -> jiff::Timestamp {
         self.fixed_now.unwrap_or_else(jiff::Timestamp::now)
     }
 
-    fn view(&self, site: &str, f: impl FnOnce(&mut SiteView)) {
+    /// Changes `site`'s view (made if missing).
+    pub fn view(&self, site: &str, f: impl FnOnce(&mut SiteView)) {
         let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
         f(views
             .entry(site.to_owned())

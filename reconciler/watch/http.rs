@@ -1,5 +1,6 @@
 //! The daemon's endpoints (SPEC §8): `GET /healthz`, `GET /metrics`,
-//! `GET /status` and `POST /reconcile[?site=NAME]`.
+//! `GET /status` and `POST /reconcile[?site=NAME]`, and the dashboard's
+//! routes ([`super::ui::router`]).
 //!
 //! `/reconcile` only queues work. With a secret it needs `Authorization:
 //! Bearer <secret>` or a GitHub-style `X-Hub-Signature-256` HMAC of the
@@ -41,15 +42,21 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/reconcile", post(reconcile))
-        .with_state(shared);
+        .merge(super::ui::router())
+        .with_state(Arc::clone(&shared));
+    let poller = tokio::spawn(super::ui::live::poll(Arc::clone(&shared), stop.clone()));
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         let _ = stop.wait_for(|stopping| *stopping).await;
+        // Live streams never end by themselves: end them, so the server
+        // stops without waiting for their clients.
+        shared.ui.stop();
     })
     .await;
+    poller.abort();
     if let Err(e) = served {
         tracing::error!(error = %e, "the HTTP server stopped");
     }

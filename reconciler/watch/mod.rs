@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod publish;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +37,11 @@ pub struct Config {
     pub jobs: usize,
     /// `--webhook-secret-file`'s content, if given.
     pub webhook_secret: Option<Vec<u8>>,
+    /// `--ui-token-file`'s content, if given: the dashboard's actions are
+    /// enabled for whoever signs in with it.
+    pub ui_token: Option<Vec<u8>>,
+    /// `--ui-token-file` itself, read again on SIGHUP.
+    pub ui_token_file: Option<std::path::PathBuf>,
     /// A fixed clock (`SITEKEEPER_NOW`), for tests and reviews.
     pub fixed_now: Option<jiff::Timestamp>,
     /// Only these sites (empty: all).

@@ -69,3 +69,42 @@ pub(super) fn lift_quarantine(
     }
     Ok(())
 }
+
+/// An operator lifts one quarantined item (`release V` or `fix ID`, as
+/// `status` names them) from the daemon's dashboard, under the site's
+/// lock, recorded in the ledger (kind `lift`, `by.via` from `via`), so
+/// the next look may try it again. Returns false when the item was not
+/// quarantined (nothing is written then). Never waits for the lock: a
+/// change in flight makes it [`ApplyError::LockBusy`].
+pub fn lift_item(
+    state_dir: &std::path::Path,
+    site: &str,
+    item: &str,
+    via: &str,
+    now: jiff::Timestamp,
+) -> Result<bool, ApplyError> {
+    let state = SiteState::new(state_dir, site);
+    if !state.is_adopted() {
+        return Ok(false);
+    }
+    let Some(_lock) = state.lock(false)? else {
+        return Err(ApplyError::LockBusy {
+            site: site.to_owned(),
+        });
+    };
+    let mut quarantine = crate::store::Quarantine::read(&state)?;
+    if !quarantine.lift(item) {
+        return Ok(false);
+    }
+    quarantine.write(&state)?;
+    let record = super::record(
+        crate::store::LedgerKind::Lift,
+        Some(item.to_owned()),
+        None,
+        Vec::new(),
+        &crate::store::By::here(via),
+        now,
+    );
+    state.ledger().append(record)?;
+    Ok(true)
+}

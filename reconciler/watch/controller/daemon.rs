@@ -174,6 +174,7 @@ impl Daemon {
         };
         let state_dir = load::state_dir(config.load.state_dir.as_deref(), Some(&fleet));
         let (tx, mut triggers) = mpsc::unbounded_channel();
+        let (ops_tx, mut ops) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             fleet: RwLock::new(Arc::new(fleet)),
             state_dir,
@@ -186,6 +187,8 @@ impl Daemon {
             load_error: Mutex::default(),
             fetches: Mutex::default(),
             notify_errors: Mutex::default(),
+            ui: crate::watch::ui::Ui::new(config.ui_token.clone(), config.ui_token_file.clone()),
+            ops: ops_tx,
             fixed_now: config.fixed_now,
         });
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
@@ -247,6 +250,7 @@ impl Daemon {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let (reload_tx, mut reloads) = mpsc::unbounded_channel();
         let (published_tx, mut published) = mpsc::unbounded_channel::<PublishDone>();
+        let (op_done_tx, mut ops_done) = mpsc::unbounded_channel::<super::ops::OpDone>();
         loop {
             shared
                 .heartbeat
@@ -275,6 +279,8 @@ impl Daemon {
                 Some(t) = triggers.recv() => daemon.trigger(t, &reload_tx),
                 Some(done) = done_rx.recv() => daemon.finished(done),
                 Some(done) = published.recv() => daemon.published(done),
+                Some(op) = ops.recv() => daemon.operate(op, &op_done_tx),
+                Some(done) = ops_done.recv() => daemon.op_done(done),
                 Some((reason, loaded)) = reloads.recv() => daemon.reloaded(reason, loaded, &reload_tx),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reading the fleet again");
@@ -292,8 +298,16 @@ impl Daemon {
         let _ = stop_http.send(true);
         let deadline = Instant::now() + Duration::from_secs(9);
         while !daemon.running.is_empty() {
-            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                Ok(Some(done)) => daemon.finished(done),
+            let next = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    Some(done) = done_rx.recv() => Some(Ok(done)),
+                    Some(done) = ops_done.recv() => Some(Err(done)),
+                    else => None,
+                }
+            });
+            match next.await {
+                Ok(Some(Ok(done))) => daemon.finished(done),
+                Ok(Some(Err(done))) => daemon.op_done(done),
                 _ => {
                     tracing::warn!(
                         sites = ?daemon.running,
@@ -440,6 +454,7 @@ impl Daemon {
                 .filter(|b| b.until > now)
                 .and_then(|b| b.digest.clone());
             self.running.insert(site.clone());
+            self.shared.ui.live.started(&site);
             let shared = Arc::clone(&self.shared);
             let jobs = Arc::clone(jobs);
             let done = done.clone();
@@ -532,6 +547,7 @@ impl Daemon {
         self.reloading = true;
         if reason == Reason::Reload {
             self.reread_credentials();
+            self.shared.ui.auth.reload();
         }
         let options = self.config.load.clone();
         let selected = self.config.sites.clone();

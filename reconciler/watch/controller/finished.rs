@@ -22,7 +22,7 @@ use crate::watch::publish::notices::Notice;
 
 /// How long after a reconcile its site's file events are taken for the
 /// echo of its own writes (inotify delivers them within milliseconds).
-const ECHO_WINDOW: Duration = Duration::from_secs(1);
+pub(super) const ECHO_WINDOW: Duration = Duration::from_secs(1);
 
 /// How a reconcile ended, in the words of `/status` and the metrics.
 struct Ended {
@@ -97,6 +97,7 @@ impl Daemon {
         if fleet.site(site).is_some() {
             self.schedule(site, from_now(after), reason);
         }
+        self.shared.ui.live.finished(&self.shared, site);
     }
 
     /// Raises the events of this reconcile's transitions (SPEC §9) and
