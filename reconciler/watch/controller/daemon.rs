@@ -443,9 +443,10 @@ impl Daemon {
             .map(|(s, (at, r))| (s.clone(), *at, *r))
             .collect();
         // The sites wait for `--jobs` in the order they are started here:
-        // a site an operator named goes first (a commit may have made the
-        // whole fleet due at once), then the longest due.
-        ready.sort_by_key(|(_, at, reason)| (*reason != Reason::Webhook, *at));
+        // a site an operator named (by webhook or from the dashboard) goes
+        // first, as a commit may have made the whole fleet due at once;
+        // then the longest due.
+        ready.sort_by_key(|(_, at, reason)| (!matches!(reason, Reason::Webhook | Reason::Ui), *at));
         for (site, _, reason) in ready {
             self.due.remove(&site);
             let hold = self
