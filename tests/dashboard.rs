@@ -248,6 +248,11 @@ fn the_fleet_page_lists_every_site_and_its_bar_moves_during_a_slow_apply() {
         "document.querySelector('tr[data-site=slow] [data-field=version]').textContent === '1.0.2' && document.querySelector('tr[data-site=slow] [data-field=outcome]').textContent.includes('changed')",
         Duration::from_secs(40),
     );
+    // The sampler runs every 50 ms: give it a turn after the last event.
+    b.wait_for(
+        "window.__seen.length > 0 && window.__seen[window.__seen.length - 1] === 100",
+        Duration::from_secs(5),
+    );
     assert_eq!(b.eval("window.__marker"), "same page", "no reload");
     let seen: Vec<u64> = b
         .eval("window.__seen")
