@@ -13,6 +13,7 @@ mod quarantine;
 mod rollback;
 mod settle;
 mod stage;
+mod written;
 
 use std::path::Path;
 use std::time::Duration;
@@ -406,6 +407,14 @@ impl<'a> Applying<'a> {
             Ok(point) => point,
             Err(e) => return Err(self.unfinished(locked, &data, e)),
         };
+        written::record(
+            locked,
+            &points,
+            journal.base_point,
+            point,
+            &journal.changes,
+            &written::plan_contents(plan, &journal.changes),
+        );
         if locked.layout == Layout::Symlink {
             locked.reopen()?;
         }

@@ -3,11 +3,12 @@
 //!
 //! Reading goes through [`crate::confined::Root`], so links are recorded,
 //! never followed, and FIFOs, sockets and devices are reported, never
-//! opened. A stat cache (size, times, inode, as git's index keeps) lets a
-//! scan of an unchanged tree read no file contents at all; the files that
-//! must be hashed are hashed in parallel.
+//! opened. The site index's stat side (size, times, inode, as git's index
+//! keeps) lets a scan of an unchanged tree read no file contents at all;
+//! the files that must be hashed are hashed in parallel.
 
 pub mod cache;
+pub mod index;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use cache::StatCache;
+pub use index::{Index, PointFiles};
 
 use crate::confined::{Kind, Meta, Root};
 use crate::model::hash::{BlobId, ContentHash};
@@ -37,6 +38,9 @@ pub enum Entry {
         hash: ContentHash,
         /// Git blob id of the content.
         blob: BlobId,
+        /// The stat data it was seen with, for the index.
+        #[serde(skip)]
+        seen: Seen,
     },
     /// A symbolic link, recorded as its target text.
     Symlink {
@@ -45,14 +49,80 @@ pub enum Entry {
     },
 }
 
+/// The stat data a file was seen with, and whether it is old enough to
+/// vouch for the content ([`index::settled`]). Bookkeeping for the index,
+/// not part of what an entry says about the file: entries compare equal
+/// whatever it holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen {
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+    settled: bool,
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Seen {}
+
 impl Entry {
-    /// A regular file with `meta` and the hashes of its content.
-    fn file(meta: &Meta, (hash, blob): (ContentHash, BlobId)) -> Self {
+    /// A regular file with `meta` and the hashes of its content; `settled`
+    /// says whether its stat data may vouch for them later.
+    fn file(meta: &Meta, (hash, blob): (ContentHash, BlobId), settled: bool) -> Self {
         Entry::File {
             mode: meta.mode,
             size: meta.size,
             hash,
             blob,
+            seen: Seen {
+                mtime_ns: meta.mtime_ns,
+                ctime_ns: meta.ctime_ns,
+                ino: meta.ino,
+                dev: meta.dev,
+                settled,
+            },
+        }
+    }
+
+    /// A regular file of known content and mode, with no stat data (so
+    /// the index will not vouch for it): for tests and callers that build
+    /// inventories by hand.
+    pub fn plain_file(mode: u32, size: u64, hash: ContentHash, blob: BlobId) -> Self {
+        Entry::File {
+            mode,
+            size,
+            hash,
+            blob,
+            seen: Seen::default(),
+        }
+    }
+
+    /// What the index keeps of it: its stat data and hashes, for a file
+    /// seen long enough ago to vouch for them.
+    pub fn index_stat(&self) -> Option<index::Stat> {
+        match self {
+            Entry::File {
+                mode,
+                size,
+                hash,
+                blob,
+                seen,
+            } if seen.settled => Some(index::Stat {
+                mode: *mode,
+                size: *size,
+                mtime_ns: i64::try_from(seen.mtime_ns).ok()?,
+                ctime_ns: i64::try_from(seen.ctime_ns).ok()?,
+                ino: seen.ino,
+                dev: seen.dev,
+                hash: *hash,
+                blob: *blob,
+            }),
+            _ => None,
         }
     }
 
@@ -91,8 +161,10 @@ pub struct ScanStats {
     pub hashed: usize,
     /// Bytes read to hash them.
     pub bytes_read: u64,
-    /// Files whose hash came from the stat cache.
+    /// Files whose hash came from the index.
     pub from_cache: usize,
+    /// Files hashed that are old enough for the index to vouch for.
+    pub settled_hashed: usize,
 }
 
 /// A site's files, by relative path (`/`-separated), sorted.
@@ -159,19 +231,19 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// Scans the site at `root`. `cache` is the stat cache of the last scan;
-/// the returned cache is the one to keep for the next.
+/// Scans the site at `root`, with the site index vouching for files whose
+/// stat data it recorded.
 ///
 /// Two phases, so that a converged site reads no file contents: the tree is
-/// listed, and what the stat cache vouches for goes straight in; then only
-/// the files it could not vouch for are read and hashed, in parallel.
+/// listed, and what the index vouches for goes straight in; then only the
+/// files it could not vouch for are read and hashed, in parallel.
 pub fn scan(
     root: &Root,
     preserve: &[Glob],
-    cache: &StatCache,
+    index: &Index,
     progress: Option<&dyn Progress>,
-) -> Result<(Inventory, StatCache), ScanError> {
-    let mut walk = Walk::new(root, preserve, cache);
+) -> Result<Inventory, ScanError> {
+    let mut walk = Walk::new(root, preserve, index);
     // Breadth first, each level's directories listed in parallel.
     let mut level = vec![String::new()];
     while !level.is_empty() {
@@ -179,7 +251,6 @@ pub fn scan(
     }
     let Walk {
         mut inv,
-        mut next_cache,
         unknown,
         started_ns,
         ..
@@ -188,10 +259,20 @@ pub fn scan(
     inv.stats.hashed = hashed.len();
     inv.stats.bytes_read = bytes_read;
     for (path, meta, hit) in hashed {
-        next_cache.remember(&path, &meta, hit, started_ns);
-        inv.entries.insert(path, Entry::file(&meta, hit));
+        let settled = index::settled(&meta, started_ns);
+        inv.stats.settled_hashed += usize::from(settled);
+        inv.entries.insert(path, Entry::file(&meta, hit, settled));
     }
-    Ok((inv, next_cache))
+    Ok(inv)
+}
+
+impl Inventory {
+    /// Whether the index, which vouched for `from_cache` of these files,
+    /// should be written again for the next scan: a file was hashed that
+    /// it could vouch for, or it vouches for files no longer as recorded.
+    pub fn index_changed(&self, index: &Index) -> bool {
+        self.stats.settled_hashed > 0 || index.vouched() != self.stats.from_cache
+    }
 }
 
 /// Lists one level's directories in parallel: listing is one stat per
@@ -206,32 +287,30 @@ fn list_level(root: &Root, level: Vec<String>) -> Vec<(String, std::io::Result<L
         .collect()
 }
 
-/// The listing phase: what is known so far, and the files the stat cache
+/// The listing phase: what is known so far, and the files the index
 /// could not vouch for, which are left for hashing.
 struct Walk<'a> {
     root: &'a Root,
     preserve: &'a [Glob],
-    cache: &'a StatCache,
+    index: &'a Index,
     /// When the scan started: a file changed later than this (or just
-    /// before) is not cached, see [`StatCache::remember`].
+    /// before) is not vouched for, see [`index::settled`].
     started_ns: i128,
     inv: Inventory,
     files: usize,
     unknown: Vec<String>,
-    next_cache: StatCache,
 }
 
 impl<'a> Walk<'a> {
-    fn new(root: &'a Root, preserve: &'a [Glob], cache: &'a StatCache) -> Self {
+    fn new(root: &'a Root, preserve: &'a [Glob], index: &'a Index) -> Self {
         Walk {
             root,
             preserve,
-            cache,
-            started_ns: cache::now_ns(),
+            index,
+            started_ns: index::now_ns(),
             inv: Inventory::default(),
             files: 0,
             unknown: Vec::new(),
-            next_cache: StatCache::default(),
         }
     }
 
@@ -286,15 +365,15 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// A regular file: what the stat cache vouches for goes straight in,
-    /// the rest is left for hashing, which is done for all of them at once,
-    /// in parallel.
+    /// A regular file: what the index vouches for goes straight in, the
+    /// rest is left for hashing, which is done for all of them at once, in
+    /// parallel.
     fn file(&mut self, path: String, meta: &Meta) {
         self.files += 1;
-        match self.cache.lookup(&path, meta) {
+        match self.index.lookup(&path, meta) {
+            // Vouched for once and unchanged since: still vouched for.
             Some(hit) => {
-                self.next_cache.remember(&path, meta, hit, self.started_ns);
-                self.inv.entries.insert(path, Entry::file(meta, hit));
+                self.inv.entries.insert(path, Entry::file(meta, hit, true));
             }
             None => self.unknown.push(path),
         }
@@ -330,7 +409,7 @@ impl<'a> Walk<'a> {
 /// its hashes.
 type Hashed = (String, Meta, (ContentHash, BlobId));
 
-/// Reads and hashes the files the stat cache could not vouch for, in
+/// Reads and hashes the files the index could not vouch for, in
 /// parallel, with progress (a first scan may read gigabytes). Returns them
 /// with the number of bytes read.
 fn hash_unknown(

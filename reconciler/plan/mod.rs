@@ -357,8 +357,8 @@ fn drift(input: &SiteInput<'_>, installed: &Installed) -> Vec<String> {
     installed
         .snapshot
         .iter()
-        .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(**blob))
-        .map(|(path, _)| path.clone())
+        .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(*blob))
+        .map(|(path, _)| path.to_owned())
         .collect()
 }
 
@@ -426,7 +426,7 @@ fn revert_drift(
         let Some(blob) = installed.snapshot.get(path) else {
             continue;
         };
-        match input.contents.point_blob(*blob) {
+        match input.contents.point_blob(blob) {
             Ok(bytes) => {
                 let mode = input
                     .inventory

@@ -563,12 +563,7 @@ fn inventory(files: &BTreeMap<String, Vec<u8>>) -> Inventory {
     for (p, b) in files {
         inv.entries.insert(
             p.clone(),
-            Entry::File {
-                mode: 0o644,
-                size: b.len() as u64,
-                hash: ContentHash::of(b),
-                blob: BlobId::of(b),
-            },
+            Entry::plain_file(0o644, b.len() as u64, ContentHash::of(b), BlobId::of(b)),
         );
     }
     inv
@@ -611,7 +606,8 @@ impl World {
         let snapshot = disk
             .iter()
             .map(|(p, b)| (p.clone(), BlobId::of(b)))
-            .collect();
+            .collect::<BTreeMap<_, _>>()
+            .into();
         let mut mem = Mem {
             disk: disk.clone(),
             ..Mem::default()
