@@ -109,7 +109,11 @@ fn apply_and_rollback_record_what_they_wrote() {
     let expected = (from_nothing(d), if fine { 0 } else { 2 });
     let (hashed, mapped, digest, entries) = gather(d);
     assert!(mapped, "the new point's list was not recorded");
-    assert_eq!((digest, entries), expected.0, "the index disagrees with a scan");
+    assert_eq!(
+        (digest, entries),
+        expected.0,
+        "the index disagrees with a scan"
+    );
     assert_eq!(
         hashed, expected.1,
         "files the change wrote were read again (fine ctime: {fine})"
@@ -121,7 +125,11 @@ fn apply_and_rollback_record_what_they_wrote() {
     let expected = (from_nothing(d), if fine { 0 } else { 2 });
     let (hashed, mapped, digest, entries) = gather(d);
     assert!(mapped, "the rollback point's list was not recorded");
-    assert_eq!((digest, entries), expected.0, "the index disagrees with a scan");
+    assert_eq!(
+        (digest, entries),
+        expected.0,
+        "the index disagrees with a scan"
+    );
     assert_eq!(hashed, expected.1, "restored files were read again");
 }
 

@@ -303,15 +303,28 @@ impl Index {
         Rec { path, raw }
     }
 
-    fn find(&self, path: &str) -> Option<Rec<'_>> {
+    /// Record `i`'s path as bytes: what the binary search compares, so a
+    /// lookup validates no UTF-8 (that was done once, when opened).
+    fn path_bytes<'b>(&self, b: &'b [u8], i: usize) -> &'b [u8] {
+        let raw = &b[HEADER + i * RECORD..];
+        let off = u32_at(raw, 0) as usize;
+        let len = u32_at(raw, 4) as usize;
+        b.get(self.strings + off..self.strings + off + len)
+            .unwrap_or_default()
+    }
+
+    fn find<'p>(&'p self, path: &'p str) -> Option<Rec<'p>> {
+        let b: &[u8] = self.bytes.as_deref()?;
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let r = self.rec(mid);
-            match r.path.as_bytes().cmp(path.as_bytes()) {
+            match self.path_bytes(b, mid).cmp(path.as_bytes()) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(r),
+                std::cmp::Ordering::Equal => {
+                    let raw = &b[HEADER + mid * RECORD..HEADER + (mid + 1) * RECORD];
+                    return Some(Rec { path, raw });
+                }
             }
         }
         None
@@ -331,6 +344,11 @@ impl Index {
     pub fn lookup(&self, path: &str, meta: &Meta) -> Option<(ContentHash, BlobId)> {
         let s = self.find(path)?.stat()?;
         s.matches(meta).then_some((s.hash, s.blob))
+    }
+
+    /// The stat data and hashes recorded for `path`, if any.
+    pub fn stat(&self, path: &str) -> Option<Stat> {
+        self.find(path)?.stat()
     }
 
     /// How many files its stat side vouches for.

@@ -38,9 +38,6 @@ pub enum Entry {
         hash: ContentHash,
         /// Git blob id of the content.
         blob: BlobId,
-        /// The stat data it was seen with, for the index.
-        #[serde(skip)]
-        seen: Seen,
     },
     /// A symbolic link, recorded as its target text.
     Symlink {
@@ -49,80 +46,14 @@ pub enum Entry {
     },
 }
 
-/// The stat data a file was seen with, and whether it is old enough to
-/// vouch for the content ([`index::settled`]). Bookkeeping for the index,
-/// not part of what an entry says about the file: entries compare equal
-/// whatever it holds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Seen {
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-    dev: u64,
-    settled: bool,
-}
-
-impl PartialEq for Seen {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Seen {}
-
 impl Entry {
-    /// A regular file with `meta` and the hashes of its content; `settled`
-    /// says whether its stat data may vouch for them later.
-    fn file(meta: &Meta, (hash, blob): (ContentHash, BlobId), settled: bool) -> Self {
+    /// A regular file with `meta` and the hashes of its content.
+    fn file(meta: &Meta, (hash, blob): (ContentHash, BlobId)) -> Self {
         Entry::File {
             mode: meta.mode,
             size: meta.size,
             hash,
             blob,
-            seen: Seen {
-                mtime_ns: meta.mtime_ns,
-                ctime_ns: meta.ctime_ns,
-                ino: meta.ino,
-                dev: meta.dev,
-                settled,
-            },
-        }
-    }
-
-    /// A regular file of known content and mode, with no stat data (so
-    /// the index will not vouch for it): for tests and callers that build
-    /// inventories by hand.
-    pub fn plain_file(mode: u32, size: u64, hash: ContentHash, blob: BlobId) -> Self {
-        Entry::File {
-            mode,
-            size,
-            hash,
-            blob,
-            seen: Seen::default(),
-        }
-    }
-
-    /// What the index keeps of it: its stat data and hashes, for a file
-    /// seen long enough ago to vouch for them.
-    pub fn index_stat(&self) -> Option<index::Stat> {
-        match self {
-            Entry::File {
-                mode,
-                size,
-                hash,
-                blob,
-                seen,
-            } if seen.settled => Some(index::Stat {
-                mode: *mode,
-                size: *size,
-                mtime_ns: i64::try_from(seen.mtime_ns).ok()?,
-                ctime_ns: i64::try_from(seen.ctime_ns).ok()?,
-                ino: seen.ino,
-                dev: seen.dev,
-                hash: *hash,
-                blob: *blob,
-            }),
-            _ => None,
         }
     }
 
@@ -178,6 +109,10 @@ pub struct Inventory {
     pub unreadable: Vec<String>,
     /// What the scan read.
     pub stats: ScanStats,
+    /// The files it hashed, with the stat data the index may keep for
+    /// each (`None` for one changed too recently to vouch for): the other
+    /// files are the index's hits, whose stat data the index already has.
+    pub hashed: BTreeMap<String, Option<index::Stat>>,
 }
 
 /// Why a scan failed.
@@ -227,7 +162,12 @@ fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
     } else {
-        format!("{dir}/{name}")
+        // Once per file of every scan: no formatting machinery.
+        let mut path = String::with_capacity(dir.len() + 1 + name.len());
+        path.push_str(dir);
+        path.push('/');
+        path.push_str(name);
+        path
     }
 }
 
@@ -259,9 +199,12 @@ pub fn scan(
     inv.stats.hashed = hashed.len();
     inv.stats.bytes_read = bytes_read;
     for (path, meta, hit) in hashed {
-        let settled = index::settled(&meta, started_ns);
-        inv.stats.settled_hashed += usize::from(settled);
-        inv.entries.insert(path, Entry::file(&meta, hit, settled));
+        let stat = index::settled(&meta, started_ns)
+            .then(|| index::Stat::new(&meta, hit))
+            .flatten();
+        inv.stats.settled_hashed += usize::from(stat.is_some());
+        inv.entries.insert(path.clone(), Entry::file(&meta, hit));
+        inv.hashed.insert(path, stat);
     }
     Ok(inv)
 }
@@ -272,6 +215,19 @@ impl Inventory {
     /// it could vouch for, or it vouches for files no longer as recorded.
     pub fn index_changed(&self, index: &Index) -> bool {
         self.stats.settled_hashed > 0 || index.vouched() != self.stats.from_cache
+    }
+
+    /// What the index should keep of `path`'s stat data after this scan:
+    /// a hashed file's own, or for a hit, what `index` (the index the
+    /// scan read) recorded, which the file still matches.
+    pub fn index_stat(&self, index: &Index, path: &str) -> Option<index::Stat> {
+        match self.hashed.get(path) {
+            Some(stat) => *stat,
+            None => match self.entries.get(path)? {
+                Entry::File { .. } => index.stat(path),
+                Entry::Symlink { .. } => None,
+            },
+        }
     }
 }
 
@@ -373,7 +329,7 @@ impl<'a> Walk<'a> {
         match self.index.lookup(&path, meta) {
             // Vouched for once and unchanged since: still vouched for.
             Some(hit) => {
-                self.inv.entries.insert(path, Entry::file(meta, hit, true));
+                self.inv.entries.insert(path, Entry::file(meta, hit));
             }
             None => self.unknown.push(path),
         }

@@ -213,19 +213,17 @@ impl<'f> SiteContext<'f> {
                 (None, Some(_)) => std::cmp::Ordering::Greater,
             };
             Some(match next {
-                std::cmp::Ordering::Less => {
-                    disk.next().map(|(p, e)| (p.as_str(), e.index_stat(), None))
-                }
-                std::cmp::Ordering::Greater => kept.next().map(|(p, b)| (p, None, Some(b))),
+                std::cmp::Ordering::Less => disk.next().map(|(p, _)| (p.as_str(), None)),
+                std::cmp::Ordering::Greater => kept.next().map(|(p, b)| (p, Some(b))),
                 std::cmp::Ordering::Equal => {
-                    let (p, e) = disk.next()?;
-                    let b = kept.next().map(|(_, b)| b);
-                    Some((p.as_str(), e.index_stat(), b))
+                    let (p, _) = disk.next()?;
+                    Some((p.as_str(), kept.next().map(|(_, b)| b)))
                 }
             })
         })
         .flatten();
-        for (path, stat, blob) in merged {
+        for (path, blob) in merged {
+            let stat = self.inventory.index_stat(index, path);
             if w.push(path, stat, blob).is_err() {
                 return;
             }

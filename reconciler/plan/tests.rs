@@ -563,7 +563,12 @@ fn inventory(files: &BTreeMap<String, Vec<u8>>) -> Inventory {
     for (p, b) in files {
         inv.entries.insert(
             p.clone(),
-            Entry::plain_file(0o644, b.len() as u64, ContentHash::of(b), BlobId::of(b)),
+            Entry::File {
+                mode: 0o644,
+                size: b.len() as u64,
+                hash: ContentHash::of(b),
+                blob: BlobId::of(b),
+            },
         );
     }
     inv
