@@ -7,7 +7,8 @@
 //! Only a cache: a missing, older, torn or damaged file reads as an empty
 //! index, which costs a rehash and a walk of the point's trees, never a
 //! wrong answer and never an error. Written whole, by the one atomic writer
-//! (temp file and rename, `Durability::Cache`), never in place.
+//! (through [`crate::cachefile`]: temp file and rename, `Durability::Cache`),
+//! never in place.
 //!
 //! Layout (little endian): a 64-byte header, `count` records of 128 bytes
 //! sorted by path bytes, the paths, a table of known contents (blob id →
@@ -18,7 +19,6 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::atomic::{Durability, atomic_write_parts};
 use crate::confined::Meta;
 use crate::model::hash::{BlobId, ContentHash};
 
@@ -224,7 +224,9 @@ impl Index {
         // it is only ever replaced whole, by writing a temp file and
         // renaming it over this name (`atomic_write_parts`), so the inode
         // mapped here keeps the bytes it had when it was opened (a rename
-        // does not touch the old inode, which lives on until unmapped).
+        // does not touch the old inode, which lives on until unmapped). The
+        // temp files a crash leaves have other names and are removed under
+        // the site's lock (`cachefile::remove_temps`), never this one.
         // Even so, nothing below trusts the bytes: the checksum, the
         // lengths, every offset and the order are checked before use, and
         // every read is bounds-checked, so a file changed in place by
@@ -542,7 +544,7 @@ impl Writer {
     pub fn save(self, path: &Path) -> Result<(), WriteError> {
         let parts = self.finish();
         let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        atomic_write_parts(path, &slices, Durability::Cache)?;
+        crate::cachefile::save_parts(path, &slices)?;
         Ok(())
     }
 }
