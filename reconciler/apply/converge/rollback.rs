@@ -120,14 +120,16 @@ pub(super) fn rollback_to(
         },
         e => failed(&locked.site, format!("rolling back to point {to}: {e}")),
     })?;
-    super::written::record(
+    if let Some(written) = super::written::capture(
         locked,
         points,
         journal.base_point,
         point,
         &journal.changes,
-        &[],
-    );
+        Vec::new(),
+    ) {
+        super::written::record(locked, written);
+    }
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
     }

@@ -45,37 +45,36 @@ pub(super) fn plan_contents(plan: &SitePlan, changes: &[Change]) -> Vec<(BlobId,
     out
 }
 
-/// Records in the site index what the transaction that made `point` from
-/// `base` wrote: `changes`, whose contents' hashes are in `contents` or in
-/// the index's table of known contents. Best effort: on any doubt the
-/// index says less, never something wrong.
-pub(super) fn record(
+/// What a committed transaction wrote, taken while its journal exists (the
+/// journal's time is what tells the change's own files from later writes),
+/// to be recorded in the site index when the rest of the command has let
+/// go of what it held: the gathered site and the plan, which at 100,000
+/// files would otherwise add up with the index being rewritten.
+pub(super) struct Pending {
+    base_key: Option<[u8; 20]>,
+    key: [u8; 20],
+    changes: Vec<Change>,
+    contents: Vec<(BlobId, ContentHash)>,
+    journal_ns: Option<i128>,
+}
+
+/// Takes what the transaction that made `point` from `base` wrote:
+/// `changes`, whose contents' hashes are in `contents` or in the index's
+/// table of known contents. `None` when there is nothing to record (the
+/// `symlink` layout, whose release directory holds copies of every file
+/// with new inodes: nothing of the old stat side applies, and the next
+/// scan sees that).
+pub(super) fn capture(
     locked: &Locked,
     points: &Points,
     base: Option<u64>,
     point: u64,
     changes: &[Change],
-    contents: &[(BlobId, ContentHash)],
-) {
-    // A release directory holds copies of every file, with new inodes:
-    // nothing of the old stat side applies, and the next scan sees that.
+    contents: Vec<(BlobId, ContentHash)>,
+) -> Option<Pending> {
     if locked.layout == Layout::Symlink {
-        return;
+        return None;
     }
-    let path = locked.state.index_path();
-    let old = Index::open(&path);
-    let Ok(key) = points.commit_key(point) else {
-        return;
-    };
-    // The new point's list is the base's with the change on top, when the
-    // index holds the base's list; otherwise it is left to the next plan.
-    let base_key = base.and_then(|b| points.commit_key(b).ok());
-    let derived = base_key.is_some() && old.point_commit() == base_key;
-
-    let mut known: BTreeMap<BlobId, ContentHash> = contents.iter().copied().collect();
-    let hash_of = |blob: BlobId, known: &BTreeMap<BlobId, ContentHash>| {
-        known.get(&blob).copied().or_else(|| old.known(blob))
-    };
     // The journal was written after every staged file and before the
     // first rename: a file whose last write is older than the journal was
     // written by this change (staged), not by anyone after the rename,
@@ -83,13 +82,42 @@ pub(super) fn record(
     // run backwards between files and a file system fine enough to order
     // them, which `fine_ctime` vouches for; elsewhere only settled files
     // are recorded, as a scan would.
-    let journal = std::fs::symlink_metadata(locked.state.journal_path())
+    let journal_ns = std::fs::symlink_metadata(locked.state.journal_path())
         .ok()
         .map(|m| {
             use std::os::unix::fs::MetadataExt;
             i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
-        });
-    let fine = locked.root.fine_ctime();
+        })
+        .filter(|_| locked.root.fine_ctime());
+    Some(Pending {
+        base_key: base.and_then(|b| points.commit_key(b).ok()),
+        key: points.commit_key(point).ok()?,
+        changes: changes.to_vec(),
+        contents,
+        journal_ns,
+    })
+}
+
+/// Records `pending` in the site index. Best effort: on any doubt the
+/// index says less, never something wrong; nothing here fails a change.
+pub(super) fn record(locked: &Locked, pending: Pending) {
+    let Pending {
+        base_key,
+        key,
+        changes,
+        contents,
+        journal_ns,
+    } = pending;
+    let path = locked.state.index_path();
+    let old = Index::open(&path);
+    // The new point's list is the base's with the change on top, when the
+    // index holds the base's list; otherwise it is left to the next plan.
+    let derived = base_key.is_some() && old.point_commit() == base_key;
+
+    let mut known: BTreeMap<BlobId, ContentHash> = contents.iter().copied().collect();
+    let hash_of = |blob: BlobId, known: &BTreeMap<BlobId, ContentHash>| {
+        known.get(&blob).copied().or_else(|| old.known(blob))
+    };
     let now = index::now_ns();
     let mut sorted: Vec<&Change> = changes.iter().collect();
     sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -98,7 +126,7 @@ pub(super) fn record(
         let stat = c.new.filter(|f| !f.symlink).and_then(|f| {
             let hash = hash_of(f.blob, &known)?;
             let meta = locked.root.metadata(&c.path).ok()?;
-            let ours = fine && journal.is_some_and(|j| meta.mtime_ns < j);
+            let ours = journal_ns.is_some_and(|j| meta.mtime_ns < j);
             (meta.kind == crate::confined::Kind::File
                 && meta.mode == f.mode
                 && (ours || index::settled(&meta, now)))
