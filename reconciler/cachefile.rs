@@ -1,7 +1,8 @@
-//! Cache files in a site's state dir (the stat cache, the last point's file
-//! list): a layout version, a body, and a SHA-256 of both. They are only
-//! caches: a missing, older, torn or damaged file reads as no cache, which
-//! costs a rehash or a tree walk, never a wrong answer.
+//! Cache files in a site's state dir (the site index of
+//! [`crate::inventory::index`]): a layout version, a body, and a SHA-256
+//! of both, here or in a layout of their own ([`save_parts`]). They are
+//! only caches: a missing, older, torn or damaged file reads as no cache,
+//! which costs a rehash or a tree walk, never a wrong answer.
 //!
 //! This is the layer of versions and checksums; the bytes are written by
 //! [`crate::atomic`] at `Durability::Cache` (temp file and rename without
@@ -36,6 +37,13 @@ pub fn save(path: &Path, version: u32, body: &[u8]) -> std::io::Result<()> {
         .chain_update(body)
         .finalize();
     atomic_write_parts(path, &[&version, body, &sum], Durability::Cache)
+}
+
+/// Writes a cache file whose parts carry their own version and checksum
+/// (the site index, read in place through `mmap`), atomically: temp file
+/// and rename, never a write into the file a reader may have mapped.
+pub fn save_parts(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    atomic_write_parts(path, parts, Durability::Cache)
 }
 
 /// Removes what a crash left of cache temp files in `dir` (and of every

@@ -341,7 +341,7 @@ impl<'f> BareSite<'f> {
             trust: &self.trust,
             installed: Some(plan::Installed {
                 version: installed.clone(),
-                snapshot: BTreeMap::new(),
+                snapshot: crate::inventory::PointFiles::default(),
                 fixes: BTreeMap::new(),
             }),
             adopted: true,

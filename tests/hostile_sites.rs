@@ -158,7 +158,7 @@ fn the_inventory_records_links_and_reports_special_files() {
     std::os::unix::fs::symlink("/etc", site.join("etc")).unwrap();
     crate::support::mkfifo(&site.join("a/pipe"));
     let root = sitekeeper::confined::Root::open(&site).unwrap();
-    let (inv, _) = sitekeeper::inventory::scan(&root, &[], &Default::default(), None).unwrap();
+    let inv = sitekeeper::inventory::scan(&root, &[], &Default::default(), None).unwrap();
     assert_eq!(
         inv.entries.get("etc"),
         Some(&sitekeeper::inventory::Entry::Symlink {

@@ -68,7 +68,7 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
 
     // A scan that changed nothing writes nothing: the cache file is the
     // same file, untouched.
-    let cache = state.join("big/statcache.bin");
+    let cache = state.join("big/index.bin");
     let stamp = |p: &Path| {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(p).unwrap();
@@ -76,7 +76,7 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
     };
     let before = stamp(&cache);
     drop(SiteContext::gather(&fleet, site, &state, None).unwrap());
-    assert_eq!(stamp(&cache), before, "a no-op scan rewrote the stat cache");
+    assert_eq!(stamp(&cache), before, "a no-op scan rewrote the site index");
 
     // One changed file is read again, and only that one.
     std::fs::write(
@@ -89,6 +89,6 @@ fn a_noop_plan_of_a_100k_file_site_reads_no_file_contents() {
     assert_ne!(
         stamp(&cache),
         before,
-        "a scan that hashed a file kept the old cache"
+        "a scan that hashed a file kept the old index"
     );
 }

@@ -41,6 +41,7 @@ mod readme_demo;
 mod reports;
 mod schema;
 mod signatures;
+mod site_index;
 mod validate;
 mod watch;
 mod yaml_traps;

@@ -13,6 +13,7 @@ mod quarantine;
 mod rollback;
 mod settle;
 mod stage;
+mod written;
 
 use std::path::Path;
 use std::time::Duration;
@@ -303,7 +304,7 @@ fn converge_site(
         progress(&locked.state, &name, "unchanged", 100, Some(&plan), None);
         return Ok(Outcome::Unchanged);
     }
-    Applying {
+    let outcome = Applying {
         name: &name,
         site,
         ctx: &ctx,
@@ -311,7 +312,16 @@ fn converge_site(
         opts,
         by: By::here(opts.via),
     }
-    .apply(&mut locked)
+    .apply(&mut locked)?;
+    // The index is rewritten after the plan and the gathered site (its
+    // inventory, the releases' listings) are freed, so their memory and
+    // the index's do not add up.
+    drop(plan);
+    drop(ctx);
+    if let Some(written) = locked.written.take() {
+        written::record(&locked, written);
+    }
+    Ok(outcome)
 }
 
 /// `apply --plan FILE` (SPEC §6.1, exact): the saved plan must still be
@@ -407,6 +417,14 @@ impl<'a> Applying<'a> {
             Ok(point) => point,
             Err(e) => return Err(self.unfinished(locked, &data, e)),
         };
+        let written = written::capture(
+            locked,
+            &points,
+            journal.base_point,
+            point,
+            &journal.changes,
+            written::plan_contents(plan, &journal.changes),
+        );
         if locked.layout == Layout::Symlink {
             locked.reopen()?;
         }
@@ -433,6 +451,9 @@ impl<'a> Applying<'a> {
         };
         data.close(locked)?;
         self.finish(locked, &points)?;
+        // Recorded by `converge_site` once the plan and the gathered site
+        // are gone; a change rolled back above recorded its rollback.
+        locked.written = written;
         progress(&locked.state, name, "done", 100, Some(plan), None);
         Ok(Outcome::Changed {
             point,

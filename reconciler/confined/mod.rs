@@ -483,6 +483,28 @@ impl Root {
         Ok((st.f_files > 0).then_some(st.f_favail))
     }
 
+    /// Whether the root's file system gives a change made after a `stat`
+    /// a status-change time different from the one that `stat` saw
+    /// (Linux's multigrain timestamps: ext4, XFS, Btrfs and tmpfs from
+    /// 6.13 on). Then stat data taken right after writing a file vouches
+    /// for its content at once; elsewhere a write within the same clock
+    /// tick could go unseen, so only files older than the racy window are
+    /// trusted.
+    pub fn fine_ctime(&self) -> bool {
+        const MULTIGRAIN: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994];
+        let kernel = rustix::system::uname();
+        let release = kernel.release().to_string_lossy();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        // `f_type`'s width differs between platforms; the cast is a no-op
+        // on x86_64 but not everywhere.
+        #[allow(clippy::unnecessary_cast)]
+        let fine = |st: rustix::fs::StatFs| MULTIGRAIN.contains(&(st.f_type as i64));
+        version >= (6, 13) && rustix::fs::fstatfs(&self.fd).is_ok_and(fine)
+    }
+
     /// The target of the symbolic link `rel`, without following it.
     pub fn read_link(&self, rel: &str) -> io::Result<OsString> {
         self.with_parent(rel, |dir, name| {

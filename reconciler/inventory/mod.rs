@@ -3,11 +3,12 @@
 //!
 //! Reading goes through [`crate::confined::Root`], so links are recorded,
 //! never followed, and FIFOs, sockets and devices are reported, never
-//! opened. A stat cache (size, times, inode, as git's index keeps) lets a
-//! scan of an unchanged tree read no file contents at all; the files that
-//! must be hashed are hashed in parallel.
+//! opened. The site index's stat side (size, times, inode, as git's index
+//! keeps) lets a scan of an unchanged tree read no file contents at all;
+//! the files that must be hashed are hashed in parallel.
 
 pub mod cache;
+pub mod index;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use cache::StatCache;
+pub use index::{Index, PointFiles};
 
 use crate::confined::{Kind, Meta, Root};
 use crate::model::hash::{BlobId, ContentHash};
@@ -91,8 +92,10 @@ pub struct ScanStats {
     pub hashed: usize,
     /// Bytes read to hash them.
     pub bytes_read: u64,
-    /// Files whose hash came from the stat cache.
+    /// Files whose hash came from the index.
     pub from_cache: usize,
+    /// Files hashed that are old enough for the index to vouch for.
+    pub settled_hashed: usize,
 }
 
 /// A site's files, by relative path (`/`-separated), sorted.
@@ -106,6 +109,10 @@ pub struct Inventory {
     pub unreadable: Vec<String>,
     /// What the scan read.
     pub stats: ScanStats,
+    /// The files it hashed, with the stat data the index may keep for
+    /// each (`None` for one changed too recently to vouch for): the other
+    /// files are the index's hits, whose stat data the index already has.
+    pub hashed: BTreeMap<String, Option<index::Stat>>,
 }
 
 /// Why a scan failed.
@@ -155,23 +162,28 @@ fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
     } else {
-        format!("{dir}/{name}")
+        // Once per file of every scan: no formatting machinery.
+        let mut path = String::with_capacity(dir.len() + 1 + name.len());
+        path.push_str(dir);
+        path.push('/');
+        path.push_str(name);
+        path
     }
 }
 
-/// Scans the site at `root`. `cache` is the stat cache of the last scan;
-/// the returned cache is the one to keep for the next.
+/// Scans the site at `root`, with the site index vouching for files whose
+/// stat data it recorded.
 ///
 /// Two phases, so that a converged site reads no file contents: the tree is
-/// listed, and what the stat cache vouches for goes straight in; then only
-/// the files it could not vouch for are read and hashed, in parallel.
+/// listed, and what the index vouches for goes straight in; then only the
+/// files it could not vouch for are read and hashed, in parallel.
 pub fn scan(
     root: &Root,
     preserve: &[Glob],
-    cache: &StatCache,
+    index: &Index,
     progress: Option<&dyn Progress>,
-) -> Result<(Inventory, StatCache), ScanError> {
-    let mut walk = Walk::new(root, preserve, cache);
+) -> Result<Inventory, ScanError> {
+    let mut walk = Walk::new(root, preserve, index);
     // Breadth first, each level's directories listed in parallel.
     let mut level = vec![String::new()];
     while !level.is_empty() {
@@ -179,7 +191,6 @@ pub fn scan(
     }
     let Walk {
         mut inv,
-        mut next_cache,
         unknown,
         started_ns,
         ..
@@ -188,10 +199,36 @@ pub fn scan(
     inv.stats.hashed = hashed.len();
     inv.stats.bytes_read = bytes_read;
     for (path, meta, hit) in hashed {
-        next_cache.remember(&path, &meta, hit, started_ns);
-        inv.entries.insert(path, Entry::file(&meta, hit));
+        let stat = index::settled(&meta, started_ns)
+            .then(|| index::Stat::new(&meta, hit))
+            .flatten();
+        inv.stats.settled_hashed += usize::from(stat.is_some());
+        inv.entries.insert(path.clone(), Entry::file(&meta, hit));
+        inv.hashed.insert(path, stat);
     }
-    Ok((inv, next_cache))
+    Ok(inv)
+}
+
+impl Inventory {
+    /// Whether the index, which vouched for `from_cache` of these files,
+    /// should be written again for the next scan: a file was hashed that
+    /// it could vouch for, or it vouches for files no longer as recorded.
+    pub fn index_changed(&self, index: &Index) -> bool {
+        self.stats.settled_hashed > 0 || index.vouched() != self.stats.from_cache
+    }
+
+    /// What the index should keep of `path`'s stat data after this scan:
+    /// a hashed file's own, or for a hit, what `index` (the index the
+    /// scan read) recorded, which the file still matches.
+    pub fn index_stat(&self, index: &Index, path: &str) -> Option<index::Stat> {
+        match self.hashed.get(path) {
+            Some(stat) => *stat,
+            None => match self.entries.get(path)? {
+                Entry::File { .. } => index.stat(path),
+                Entry::Symlink { .. } => None,
+            },
+        }
+    }
 }
 
 /// Lists one level's directories in parallel: listing is one stat per
@@ -206,32 +243,30 @@ fn list_level(root: &Root, level: Vec<String>) -> Vec<(String, std::io::Result<L
         .collect()
 }
 
-/// The listing phase: what is known so far, and the files the stat cache
+/// The listing phase: what is known so far, and the files the index
 /// could not vouch for, which are left for hashing.
 struct Walk<'a> {
     root: &'a Root,
     preserve: &'a [Glob],
-    cache: &'a StatCache,
+    index: &'a Index,
     /// When the scan started: a file changed later than this (or just
-    /// before) is not cached, see [`StatCache::remember`].
+    /// before) is not vouched for, see [`index::settled`].
     started_ns: i128,
     inv: Inventory,
     files: usize,
     unknown: Vec<String>,
-    next_cache: StatCache,
 }
 
 impl<'a> Walk<'a> {
-    fn new(root: &'a Root, preserve: &'a [Glob], cache: &'a StatCache) -> Self {
+    fn new(root: &'a Root, preserve: &'a [Glob], index: &'a Index) -> Self {
         Walk {
             root,
             preserve,
-            cache,
-            started_ns: cache::now_ns(),
+            index,
+            started_ns: index::now_ns(),
             inv: Inventory::default(),
             files: 0,
             unknown: Vec::new(),
-            next_cache: StatCache::default(),
         }
     }
 
@@ -286,14 +321,14 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// A regular file: what the stat cache vouches for goes straight in,
-    /// the rest is left for hashing, which is done for all of them at once,
-    /// in parallel.
+    /// A regular file: what the index vouches for goes straight in, the
+    /// rest is left for hashing, which is done for all of them at once, in
+    /// parallel.
     fn file(&mut self, path: String, meta: &Meta) {
         self.files += 1;
-        match self.cache.lookup(&path, meta) {
+        match self.index.lookup(&path, meta) {
+            // Vouched for once and unchanged since: still vouched for.
             Some(hit) => {
-                self.next_cache.remember(&path, meta, hit, self.started_ns);
                 self.inv.entries.insert(path, Entry::file(meta, hit));
             }
             None => self.unknown.push(path),
@@ -330,7 +365,7 @@ impl<'a> Walk<'a> {
 /// its hashes.
 type Hashed = (String, Meta, (ContentHash, BlobId));
 
-/// Reads and hashes the files the stat cache could not vouch for, in
+/// Reads and hashes the files the index could not vouch for, in
 /// parallel, with progress (a first scan may read gigabytes). Returns them
 /// with the number of bytes read.
 fn hash_unknown(

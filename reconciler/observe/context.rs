@@ -1,7 +1,8 @@
 //! Everything the planner needs about one site, read from disk once: the
-//! inventory (through the confined root and the stat cache), the last
-//! rollback point, the ledger, and release payloads on demand. It is also
-//! the planner's [`Contents`], so planning itself stays pure.
+//! inventory (through the confined root and the site index), the last
+//! rollback point's files (from the mapped index when it is of that
+//! point), the ledger, and release payloads on demand. It is also the
+//! planner's [`Contents`], so planning itself stays pure.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::confined::Root;
-use crate::inventory::{self, Inventory, Progress, StatCache};
+use crate::inventory::index::{Index, Writer};
+use crate::inventory::{self, Inventory, PointFiles, Progress};
 use crate::load::payload::Payload;
 use crate::load::{Fleet, Loaded, LoadedCatalog, Trust};
 use crate::model::Site;
@@ -128,7 +130,9 @@ impl<'f> SiteContext<'f> {
         })?;
         let state = SiteState::new(state_dir, &name);
 
-        let inventory = scan(site, &root, &state, progress)?;
+        let index = Arc::new(Index::open(&state.index_path()));
+        let inventory = inventory::scan(&root, &site.paths.preserve, &index, progress)
+            .map_err(|e| ContextError::Scan(e, site.site.to_string()))?;
         let points = state.existing_points()?;
         let point = match &points {
             Some(p) => p.latest()?,
@@ -176,19 +180,83 @@ impl<'f> SiteContext<'f> {
             releases,
             fixes: catalog.fixes.iter().map(|f| f.value.clone()).collect(),
         };
-        ctx.installed = ctx.installed()?;
+        let key = match (&ctx.points, ctx.point) {
+            (Some(points), Some(n)) => Some(points.commit_key(n)?),
+            _ => None,
+        };
+        ctx.installed = ctx.installed(&index, key)?;
+        ctx.save_index(&index, key);
         Ok(ctx)
+    }
+
+    /// Writes the site index again when the scan or the point changed what
+    /// it should say: the files on disk merged, in path order, with the
+    /// last point's list. Only a cache: a state dir that cannot be written
+    /// costs speed, not correctness; a converged site's plan writes
+    /// nothing, so it stays read-only.
+    fn save_index(&self, index: &Index, key: Option<[u8; 20]>) {
+        if !self.inventory.index_changed(index) && index.point_commit() == key {
+            return;
+        }
+        let mut w = Writer::new(key);
+        let point = match (&self.installed, key) {
+            (Some(i), Some(_)) => Some(i.snapshot.clone()),
+            _ => None,
+        };
+        let mut disk = self.inventory.entries.iter().peekable();
+        let mut kept = point.iter().flat_map(|p| p.iter()).peekable();
+        let merged = std::iter::from_fn(|| {
+            let next = match (disk.peek(), kept.peek()) {
+                (None, None) => return None,
+                (Some((d, _)), Some((k, _))) => d.as_bytes().cmp(k.as_bytes()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+            };
+            Some(match next {
+                std::cmp::Ordering::Less => disk.next().map(|(p, _)| (p.as_str(), None)),
+                std::cmp::Ordering::Greater => kept.next().map(|(p, b)| (p, Some(b))),
+                std::cmp::Ordering::Equal => {
+                    let (p, _) = disk.next()?;
+                    Some((p.as_str(), kept.next().map(|(_, b)| b)))
+                }
+            })
+        })
+        .flatten();
+        for (path, blob) in merged {
+            let stat = self.inventory.index_stat(index, path);
+            if w.push(path, stat, blob).is_err() {
+                return;
+            }
+        }
+        for (blob, hash) in index.known_all() {
+            w.know(blob, hash);
+        }
+        if self.state.create().is_ok() && w.save(&self.state.index_path()).is_ok() {
+            for old in self.state.superseded_caches() {
+                let _ = std::fs::remove_file(old);
+            }
+        }
     }
 
     /// What is installed: the latest point's release, files and fixes; for
     /// a site not adopted, the release its files look like (its detection
     /// is kept on the context too).
-    fn installed(&mut self) -> Result<Option<Installed>, ContextError> {
+    fn installed(
+        &mut self,
+        index: &Arc<Index>,
+        key: Option<[u8; 20]>,
+    ) -> Result<Option<Installed>, ContextError> {
         let ctx = self;
         Ok(match (&ctx.points, ctx.point) {
             (Some(points), Some(n)) => {
                 let meta = points.meta(n)?;
-                let snapshot = points.blobs(n)?;
+                // The index's list when it is of this point: read in place.
+                let snapshot = match key {
+                    Some(k) if index.point_commit() == Some(k) => {
+                        PointFiles::Mapped(Arc::clone(index))
+                    }
+                    _ => PointFiles::from(points.blobs(n)?),
+                };
                 let version: Version =
                     meta.version
                         .parse()
@@ -217,7 +285,8 @@ impl<'f> SiteContext<'f> {
                                         .get(path)
                                         .map(|e| (path.clone(), e.blob()))
                                 })
-                                .collect()
+                                .collect::<BTreeMap<_, _>>()
+                                .into()
                         })
                         .unwrap_or_default();
                     Installed {
@@ -361,37 +430,6 @@ impl Contents for SiteContext<'_> {
             None => Err("the site has no rollback points".into()),
         }
     }
-}
-
-/// Scans the site's files, with the stat cache vouching for the unchanged
-/// ones, and saves the cache when the scan changed it.
-fn scan(
-    site: &Site,
-    root: &Root,
-    state: &SiteState,
-    progress: Option<&dyn Progress>,
-) -> Result<Inventory, ContextError> {
-    let cache_path = state.stat_cache_path();
-    let cache = StatCache::load(&cache_path);
-    let (inventory, next_cache) = inventory::scan(root, &site.paths.preserve, &cache, progress)
-        .map_err(|e| ContextError::Scan(e, site.site.to_string()))?;
-    // Only a cache: a state dir that cannot be written costs speed, not
-    // correctness. A scan that changed nothing writes nothing, so a
-    // converged site's plan stays read-only.
-    // Every file the cache vouched for is in the new one unchanged, so
-    // it changed only if a file was hashed or one went away.
-    if inventory.stats.hashed > 0 || next_cache.len() != cache.len() {
-        let _ = state.create().and_then(|()| {
-            next_cache.save(&cache_path).map_err(|e| StoreError::Io {
-                path: cache_path.clone(),
-                source: e,
-            })
-        });
-    }
-    // Both caches are large for a large site, and done with: freed before
-    // the point's snapshot is read, so the two never add up.
-    drop((cache, next_cache));
-    Ok(inventory)
 }
 
 /// The quarantined releases as versions, and the fixes as id → checksum,

@@ -357,8 +357,8 @@ fn drift(input: &SiteInput<'_>, installed: &Installed) -> Vec<String> {
     installed
         .snapshot
         .iter()
-        .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(**blob))
-        .map(|(path, _)| path.clone())
+        .filter(|(path, blob)| input.inventory.entries.get(*path).map(|e| e.blob()) != Some(*blob))
+        .map(|(path, _)| path.to_owned())
         .collect()
 }
 
@@ -426,7 +426,7 @@ fn revert_drift(
         let Some(blob) = installed.snapshot.get(path) else {
             continue;
         };
-        match input.contents.point_blob(*blob) {
+        match input.contents.point_blob(blob) {
             Ok(bytes) => {
                 let mode = input
                     .inventory
@@ -615,7 +615,7 @@ fn upgrade(
     let base = input.contents.payload(from).unwrap_or_default();
     let target = input.contents.payload(to).map_err(fail)?;
     let revert = input.effective.drift.value == DriftMode::Revert;
-    let paths: BTreeSet<&String> = base.files.keys().chain(target.files.keys()).collect();
+    let paths = union_keys(&base.files, &target.files);
     let mut conflicts = Vec::new();
     let mut wanted: Vec<(String, Option<FileData>)> = Vec::new();
     for path in paths {
@@ -682,6 +682,29 @@ fn upgrade(
         reason,
         files,
     }))
+}
+
+/// The keys of two sorted maps, in order, each once: a merge of the two
+/// listings as they stream by, rather than a set of every path of both
+/// releases built first.
+fn union_keys<'a, A, B>(
+    a: &'a BTreeMap<String, A>,
+    b: &'a BTreeMap<String, B>,
+) -> impl Iterator<Item = &'a String> {
+    let mut a = a.keys().peekable();
+    let mut b = b.keys().peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) => match x.cmp(y) {
+            std::cmp::Ordering::Less => a.next(),
+            std::cmp::Ordering::Greater => b.next(),
+            std::cmp::Ordering::Equal => {
+                b.next();
+                a.next()
+            }
+        },
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// The digest of what a plan does (SPEC §4.1): versions, actions, paths and

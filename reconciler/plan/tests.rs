@@ -611,7 +611,8 @@ impl World {
         let snapshot = disk
             .iter()
             .map(|(p, b)| (p.clone(), BlobId::of(b)))
-            .collect();
+            .collect::<BTreeMap<_, _>>()
+            .into();
         let mut mem = Mem {
             disk: disk.clone(),
             ..Mem::default()

@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::thousands;
 use super::work::FileData;
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, PointFiles};
 use crate::load::Trust;
 use crate::load::payload::Payload;
 use crate::model::hash::{BlobId, ContentHash};
@@ -330,9 +330,10 @@ pub trait Contents {
 pub struct Installed {
     /// The release.
     pub version: Version,
-    /// The last point's files (path → blob and mode), or for a site that
-    /// is not adopted, its current files at the detected release's paths.
-    pub snapshot: BTreeMap<String, BlobId>,
+    /// The last point's files (path → blob), or for a site that is not
+    /// adopted, its current files at the detected release's paths; read
+    /// in place from the site index when it is of the last point.
+    pub snapshot: PointFiles,
     /// Fixes applied since the last upgrade, with their checksums.
     pub fixes: BTreeMap<String, String>,
 }

@@ -16,7 +16,6 @@ pub mod data;
 pub mod failure;
 pub mod incomplete;
 pub mod ledger;
-pub mod listing;
 pub mod lock;
 pub mod outbox;
 pub mod pack;
@@ -226,9 +225,19 @@ impl SiteState {
         self.dir.join("points.git")
     }
 
-    /// Where the inventory's stat cache lives.
-    pub fn stat_cache_path(&self) -> PathBuf {
-        self.dir.join("statcache.bin")
+    /// Where the site index lives ([`crate::inventory::index`]): stat data
+    /// and hashes of the site's files, and the last point's file list.
+    pub fn index_path(&self) -> PathBuf {
+        self.dir.join("index.bin")
+    }
+
+    /// The two caches the index replaced (the stat cache and the last
+    /// point's file list), removed once the index is written.
+    pub fn superseded_caches(&self) -> [PathBuf; 2] {
+        [
+            self.dir.join("statcache.bin"),
+            self.points_path().with_file_name("pointfiles.bin"),
+        ]
     }
 
     /// The journal of the change in flight (`journal/txn.json`).

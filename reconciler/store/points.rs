@@ -368,22 +368,21 @@ impl Points {
     }
 
     /// A point's files and their blobs only: what planning compares the
-    /// disk with, built without the modes a snapshot also carries.
+    /// disk with, built without the modes a snapshot also carries. Walks
+    /// the point's trees; the site index keeps the last point's list, so
+    /// a plan only walks after a point the index was not written for.
     pub fn blobs(&self, point: u64) -> Result<BTreeMap<String, BlobId>, StoreError> {
-        let commit = self.commit_of(point)?;
-        // A large point's trees take longer to walk than its saved list
-        // takes to read, and every plan needs the last point's list.
-        let key: Option<[u8; 20]> = commit.id().as_bytes().try_into().ok();
-        let cache = self.path.with_file_name("pointfiles.bin");
-        if let Some(files) = key.and_then(|k| super::listing::load(&cache, k)) {
-            return Ok(files);
-        }
-        let out = self.walk_blobs(&commit)?;
-        if let Some(k) = key {
-            // Only a cache: failing to save it costs the next plan a walk.
-            let _ = super::listing::save(&cache, k, &out);
-        }
-        Ok(out)
+        self.walk_blobs(&self.commit_of(point)?)
+    }
+
+    /// A point's commit id, as the site index keys its point side.
+    pub fn commit_key(&self, point: u64) -> Result<[u8; 20], StoreError> {
+        let id = self.commit_of(point)?.id();
+        id.as_bytes().try_into().map_err(|_| StoreError::Corrupt {
+            path: self.path.clone(),
+            line: 0,
+            message: format!("point {point}'s commit id {id} is not SHA-1"),
+        })
     }
 
     fn walk_blobs(
@@ -703,15 +702,14 @@ mod tests {
         assert!(listing.contains("100755 blob"), "{listing}");
         let counts = git(&["count-objects", "-v"]);
         assert!(counts.contains("count: 0"), "loose objects left: {counts}");
-        // Each point's file list is its own, whether walked or saved.
+        // Each point's file list is its own.
         let blobs = |snap: &Snapshot| -> BTreeMap<String, BlobId> {
             snap.iter().map(|(p, e)| (p.clone(), e.blob())).collect()
         };
         let first = points.snapshot(1).unwrap();
-        // Walked and saved, then read back; then the other point's.
-        for (n, expected) in [(2, &snap), (2, &snap), (1, &first), (1, &first)] {
+        for (n, expected) in [(2, &snap), (1, &first)] {
             assert_eq!(points.blobs(n).unwrap(), blobs(expected), "point {n}");
         }
-        assert!(dir.path().join("pointfiles.bin").exists());
+        assert_ne!(points.commit_key(1).unwrap(), points.commit_key(2).unwrap());
     }
 }

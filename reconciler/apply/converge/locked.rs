@@ -29,6 +29,9 @@ pub(super) struct Locked {
     /// The failpoints' step counter (`SITEKEEPER_FAILPOINT`), shared by
     /// every transaction run under this lock.
     pub(super) steps: Steps,
+    /// What a change that stands wrote, for the site index once the
+    /// command has let go of the gathered site ([`super::written`]).
+    pub(super) written: Option<super::written::Pending>,
 }
 
 impl Locked {
@@ -152,6 +155,7 @@ pub(super) fn lock_and_recover(
         state,
         _lock: lock,
         steps,
+        written: None,
     };
     // A change that runs migrations and was interrupted before it was
     // complete is a failed change: rolled back, its data restored.

@@ -21,7 +21,7 @@ use crate::store::{By, LedgerKind, LedgerResult, PointKind, PointResult, Points}
 /// disk now (the stat cache vouching for unchanged files).
 fn rollback_changes(locked: &Locked, points: &Points, to: u64) -> Result<Vec<Change>, ApplyError> {
     let latest = points.latest()?.unwrap_or(to);
-    let cache = StatCache::load(&locked.state.stat_cache_path());
+    let cache = StatCache::open(&locked.state.index_path());
     Ok(txn::diff(
         &locked.root,
         &cache,
@@ -120,6 +120,16 @@ pub(super) fn rollback_to(
         },
         e => failed(&locked.site, format!("rolling back to point {to}: {e}")),
     })?;
+    if let Some(written) = super::written::capture(
+        locked,
+        points,
+        journal.base_point,
+        point,
+        &journal.changes,
+        Vec::new(),
+    ) {
+        super::written::record(locked, written);
+    }
     if locked.layout == Layout::Symlink {
         locked.reopen()?;
     }
