@@ -68,16 +68,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &AdoptArgs) -> Resul
     let one = |site: &&Loaded<Site>| {
         adopt_one(global, &fleet, &state, site, version.as_ref(), args.all, at)
     };
-    let results: Vec<Adopted> = if args.jobs > 1 && sites.len() > 1 {
-        use rayon::prelude::*;
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(args.jobs)
-            .build()
-            .map_err(|e| CliError::Usage(format!("--jobs {}: {e}", args.jobs)))?
-            .install(|| sites.par_iter().map(one).collect())
-    } else {
-        sites.iter().map(one).collect()
-    };
+    let results: Vec<Adopted> = super::context::for_each_site(args.jobs, &sites, one);
     let (mut adopted, mut skipped, mut code) = (0usize, 0usize, exit::OK);
     for result in results {
         match result {
