@@ -6,6 +6,7 @@
 //! anything moves), `judge` (hooks, health, verdict), `journal`,
 //! `quarantine` and `rollback`.
 
+mod batch;
 mod journal;
 mod judge;
 mod locked;
@@ -28,6 +29,7 @@ use crate::plan::{HeldCode, Plan, SitePlan};
 use crate::store::{
     By, ChangePhase, LedgerKind, LedgerResult, Points, Record, SiteState, StoreError,
 };
+pub use batch::apply_sites;
 use judge::{Hooks, Verdict};
 use locked::{Locked, lock_and_recover};
 use quarantine::{lift_quarantine, quarantine_plan};
@@ -337,6 +339,20 @@ fn check_saved(saved: Option<&Plan>, name: &str, plan: &SitePlan) -> Result<(), 
     Ok(())
 }
 
+/// A change staged and journaled, its transaction not yet run.
+struct Begun<'a> {
+    release: Option<&'a Release>,
+    hooks: Hooks<'a>,
+    migrations: Vec<&'a Command>,
+    before: Option<crate::apply::health::Before>,
+    base: Option<u64>,
+    data: ChangeData,
+    journal: Journal,
+    points: Points,
+    /// Held until the change ends (`serialize:` of a release).
+    _serialized: Option<crate::store::SiteLock>,
+}
+
 /// One change under way: what its steps share.
 struct Applying<'a> {
     name: &'a str,
@@ -353,10 +369,27 @@ impl<'a> Applying<'a> {
     /// transaction; judge the site after, and roll back a change the
     /// verdict blames, or finish one that stands.
     fn apply(&self, locked: &mut Locked) -> Result<Outcome, ApplyError> {
+        let begun = self.begin(locked)?;
+        let point = execute_or_undo(
+            self.opts.progress,
+            locked,
+            &begun.points,
+            &locked.steps,
+            &begun.journal,
+            &self.by,
+            self.opts.clock.now(),
+        );
+        self.end(locked, begun, point, None)
+    }
+
+    /// Everything before the transaction: the serialize lock, staging,
+    /// the health check before, the state before, the data snapshot, the
+    /// pre hooks and the journal.
+    fn begin(&self, locked: &Locked) -> Result<Begun<'a>, ApplyError> {
         let (name, plan) = (self.name, self.plan);
         progress(&locked.state, name, "planning", 5, Some(plan), None);
         let release = self.release();
-        let _serialized = match release.and_then(|r| r.serialize.as_deref()) {
+        let serialized = match release.and_then(|r| r.serialize.as_deref()) {
             Some(lock_name) => Some(serialize_lock(
                 self.opts,
                 &locked.state,
@@ -383,28 +416,55 @@ impl<'a> Applying<'a> {
         let journal = self.journal(locked, changes, base, txn)?;
         data.enter(ChangePhase::Files, locked)?;
         progress(&locked.state, name, "replacing", 50, Some(plan), None);
-        let point = execute_or_undo(
-            self.opts.progress,
-            locked,
-            &points,
-            &locked.steps,
-            &journal,
-            &self.by,
-            self.opts.clock.now(),
-        )
-        .inspect_err(|e| {
-            progress(
-                &locked.state,
-                name,
-                "failed",
-                100,
-                Some(plan),
-                Some(&e.to_string()),
-            );
-        });
+        Ok(Begun {
+            release,
+            hooks,
+            migrations,
+            before,
+            base,
+            data,
+            journal,
+            points,
+            _serialized: serialized,
+        })
+    }
+
+    /// Everything after the transaction ended with `point`: an undone one
+    /// reported, a committed one judged, then rolled back or finished.
+    /// `group` is set when the change is part of a group commit: the
+    /// journal's removal is then made durable by the group's barrier.
+    fn end(
+        &self,
+        locked: &mut Locked,
+        begun: Begun<'a>,
+        point: Result<u64, ApplyError>,
+        group: Option<&mut crate::apply::group::Wants>,
+    ) -> Result<Outcome, ApplyError> {
+        let (name, plan) = (self.name, self.plan);
+        let Begun {
+            release,
+            hooks,
+            migrations,
+            before,
+            base,
+            mut data,
+            journal,
+            points,
+            _serialized,
+        } = begun;
         let point = match point {
             Ok(point) => point,
-            Err(e) => return Err(self.unfinished(locked, &data, e)),
+            Err(e) => {
+                progress(
+                    &locked.state,
+                    name,
+                    "failed",
+                    100,
+                    Some(plan),
+                    Some(&e.to_string()),
+                );
+                return Err(self.unfinished(locked, &data, e));
+            }
         };
         if locked.layout == Layout::Symlink {
             locked.reopen()?;
@@ -431,7 +491,7 @@ impl<'a> Applying<'a> {
             _ => None,
         };
         data.close(locked)?;
-        self.finish(locked, &points)?;
+        self.finish(locked, &points, group)?;
         progress(&locked.state, name, "done", 100, Some(plan), None);
         Ok(Outcome::Changed {
             point,
@@ -655,8 +715,18 @@ impl<'a> Applying<'a> {
 
     /// A change that stands: the transaction's last step, the quarantine an
     /// operator's `--release`/`--fix` lifted, and retention.
-    fn finish(&self, locked: &Locked, points: &Points) -> Result<(), ApplyError> {
-        txn::finish(&locked.root, &locked.state, &locked.steps)?;
+    fn finish(
+        &self,
+        locked: &Locked,
+        points: &Points,
+        group: Option<&mut crate::apply::group::Wants>,
+    ) -> Result<(), ApplyError> {
+        match group {
+            Some(wants) => {
+                txn::finish_deferred(&locked.root, &locked.state, &locked.steps, wants)?;
+            }
+            None => txn::finish(&locked.root, &locked.state, &locked.steps)?,
+        }
         lift_quarantine(self.ctx, &locked.state, self.plan, self.opts)?;
         locked.retain(points)
     }
@@ -681,23 +751,27 @@ fn execute_or_undo(
         steps,
         journal,
     )
-    .map_err(|e| {
-        let full = super::error::is_disk_full(&e);
-        let detail = match txn::recover(
-            &locked.root,
-            &locked.state,
-            &steps.undoing(),
-            by.clone(),
-            Timestamp(now),
-        ) {
-            Ok(txn::Recovered::Forward(point)) => format!(
-                "{e}; the change had already committed, so it was completed (point {point}) without its hooks and health check"
-            ),
-            Ok(_) => format!("{e}; the site was returned to its state before"),
-            Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
-        };
-        ApplyError::failed(&locked.site, detail, full)
-    })
+    .map_err(|e| undo(locked, steps, &e, by, now))
+}
+
+/// Undoes a transaction that failed with `e` (its steps numbered on from
+/// `steps`, so a test can fail the undo as well) and says how that went.
+fn undo(locked: &Locked, steps: &Steps, e: &TxnError, by: &By, now: jiff::Timestamp) -> ApplyError {
+    let full = super::error::is_disk_full(e);
+    let detail = match txn::recover(
+        &locked.root,
+        &locked.state,
+        &steps.undoing(),
+        by.clone(),
+        Timestamp(now),
+    ) {
+        Ok(txn::Recovered::Forward(point)) => format!(
+            "{e}; the change had already committed, so it was completed (point {point}) without its hooks and health check"
+        ),
+        Ok(_) => format!("{e}; the site was returned to its state before"),
+        Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
+    };
+    ApplyError::failed(&locked.site, detail, full)
 }
 
 fn txn_id(now: jiff::Timestamp) -> String {
