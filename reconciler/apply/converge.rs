@@ -6,6 +6,7 @@
 //! anything moves), `judge` (hooks, health, verdict), `journal`,
 //! `quarantine` and `rollback`.
 
+mod around;
 mod batch;
 mod journal;
 mod judge;
@@ -22,13 +23,13 @@ use super::fsops::Steps;
 use super::txn::{self, Change, Journal, TxnError};
 use crate::load::{Fleet, Loaded};
 use crate::model::values::{Command, Timestamp, Version};
-use crate::model::words::Layout;
 use crate::model::{Release, Site};
 use crate::observe::SiteContext;
 use crate::plan::{HeldCode, Plan, SitePlan};
 use crate::store::{
     By, ChangePhase, LedgerKind, LedgerResult, Points, Record, SiteState, StoreError,
 };
+use around::Begun;
 pub use batch::apply_sites;
 use judge::{Hooks, Verdict};
 use locked::{Locked, lock_and_recover};
@@ -339,20 +340,6 @@ fn check_saved(saved: Option<&Plan>, name: &str, plan: &SitePlan) -> Result<(), 
     Ok(())
 }
 
-/// A change staged and journaled, its transaction not yet run.
-struct Begun<'a> {
-    release: Option<&'a Release>,
-    hooks: Hooks<'a>,
-    migrations: Vec<&'a Command>,
-    before: Option<crate::apply::health::Before>,
-    base: Option<u64>,
-    data: ChangeData,
-    journal: Journal,
-    points: Points,
-    /// Held until the change ends (`serialize:` of a release).
-    _serialized: Option<crate::store::SiteLock>,
-}
-
 /// One change under way: what its steps share.
 struct Applying<'a> {
     name: &'a str,
@@ -380,125 +367,6 @@ impl<'a> Applying<'a> {
             self.opts.clock.now(),
         );
         self.end(locked, begun, point, None)
-    }
-
-    /// Everything before the transaction: the serialize lock, staging,
-    /// the health check before, the state before, the data snapshot, the
-    /// pre hooks and the journal.
-    fn begin(&self, locked: &Locked) -> Result<Begun<'a>, ApplyError> {
-        let (name, plan) = (self.name, self.plan);
-        progress(&locked.state, name, "planning", 5, Some(plan), None);
-        let release = self.release();
-        let serialized = match release.and_then(|r| r.serialize.as_deref()) {
-            Some(lock_name) => Some(serialize_lock(
-                self.opts,
-                &locked.state,
-                name,
-                lock_name,
-                plan,
-            )?),
-            None => None,
-        };
-        let hooks = self.hooks(locked, release);
-        let migrations = self.migrations(release);
-        let runs_commands = !migrations.is_empty() || hooks.runs_any();
-        progress(&locked.state, name, "staging", 20, Some(plan), None);
-        let (changes, points) = self.stage(locked, runs_commands)?;
-        let before = hooks.health_before();
-        let base = self.record_state_before(locked, &points, &changes)?;
-        let txn = txn_id(self.opts.clock.now());
-        let mut data =
-            self.capture_data(locked, base, &txn, runs_commands, !migrations.is_empty())?;
-        if let Err(e) = hooks.run_pre() {
-            data.close(locked)?;
-            return Err(e);
-        }
-        let journal = self.journal(locked, changes, base, txn)?;
-        data.enter(ChangePhase::Files, locked)?;
-        progress(&locked.state, name, "replacing", 50, Some(plan), None);
-        Ok(Begun {
-            release,
-            hooks,
-            migrations,
-            before,
-            base,
-            data,
-            journal,
-            points,
-            _serialized: serialized,
-        })
-    }
-
-    /// Everything after the transaction ended with `point`: an undone one
-    /// reported, a committed one judged, then rolled back or finished.
-    /// `group` is set when the change is part of a group commit: the
-    /// journal's removal is then made durable by the group's barrier.
-    fn end(
-        &self,
-        locked: &mut Locked,
-        begun: Begun<'a>,
-        point: Result<u64, ApplyError>,
-        group: Option<&mut crate::apply::group::Wants>,
-    ) -> Result<Outcome, ApplyError> {
-        let (name, plan) = (self.name, self.plan);
-        let Begun {
-            release,
-            hooks,
-            migrations,
-            before,
-            base,
-            mut data,
-            journal,
-            points,
-            _serialized,
-        } = begun;
-        let point = match point {
-            Ok(point) => point,
-            Err(e) => {
-                progress(
-                    &locked.state,
-                    name,
-                    "failed",
-                    100,
-                    Some(plan),
-                    Some(&e.to_string()),
-                );
-                return Err(self.unfinished(locked, &data, e));
-            }
-        };
-        if locked.layout == Layout::Symlink {
-            locked.reopen()?;
-        }
-        let verdict = self.judge(
-            locked,
-            &hooks,
-            before,
-            release,
-            &migrations,
-            &mut data,
-            point,
-        )?;
-        if let Some(v) = &verdict {
-            self.record_verdict(locked, v, point)?;
-        }
-        let note = match verdict {
-            Some(Verdict::Blamed(reason)) => {
-                return Err(self.roll_back(locked, &points, base, reason, &mut data)?);
-            }
-            // The operator hears that the site is unhealthy, as it was
-            // before, not only the ledger.
-            Some(Verdict::NotBlamed(reason)) => Some(reason),
-            _ => None,
-        };
-        data.close(locked)?;
-        self.finish(locked, &points, group)?;
-        progress(&locked.state, name, "done", 100, Some(plan), None);
-        Ok(Outcome::Changed {
-            point,
-            files: journal.changes.len(),
-            version: plan.to_version.clone().unwrap_or_default(),
-            note,
-        })
     }
 
     /// A files transaction that failed: undone at once, or, when it failed
