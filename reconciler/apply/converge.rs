@@ -4,7 +4,9 @@
 //! entry points and a change's steps in order; the rooms of those steps
 //! are below it: `locked` (lock, recovery, retention), `stage` (before
 //! anything moves), `judge` (hooks, health, verdict), `journal`,
-//! `quarantine` and `rollback`.
+//! `quarantine` and `rollback`; `around` (what runs before and after a
+//! change's transaction) and `batch` (many sites' transactions as group
+//! commits, `apply` over several sites).
 
 mod around;
 mod batch;
