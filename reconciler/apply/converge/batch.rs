@@ -65,59 +65,86 @@ pub fn apply_sites(
         SyncMode::choose(),
         Steps::from_env_shared(Arc::clone(&counter)),
     );
-    let mut out = Vec::with_capacity(sites.len());
-    for chunk in sites.chunks(BATCH) {
-        let mut results: Vec<(usize, Result<Outcome, ApplyError>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let mine: Vec<(usize, &Loaded<Site>)> = chunk
-                        .iter()
-                        .copied()
-                        .enumerate()
-                        .filter(|(i, _)| i % workers == w)
-                        .collect();
-                    let (group, counter) = (&group, &counter);
-                    s.spawn(move || {
-                        Worker {
-                            fleet,
-                            opts,
-                            group,
-                            counter,
-                        }
-                        .run(mine)
-                    })
+    // Sites in name order, batch after batch: see `lock_all`.
+    let mut order: Vec<usize> = (0..sites.len()).collect();
+    order.sort_by(|a, b| sites[*a].site.as_str().cmp(sites[*b].site.as_str()));
+    let mut results: Vec<Option<Result<Outcome, ApplyError>>> =
+        sites.iter().map(|_| None).collect();
+    for chunk in order.chunks(BATCH) {
+        let mut shares: Vec<Vec<(usize, &Loaded<Site>, Locked)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut next = 0;
+        for (i, locked) in lock_all(fleet, sites, chunk, opts, &counter) {
+            match locked {
+                Ok(l) => {
+                    shares[next % workers].push((i, sites[i], l));
+                    next += 1;
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let done: Vec<(usize, Result<Outcome, ApplyError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|mine| {
+                    let group = &group;
+                    s.spawn(move || Worker { fleet, opts, group }.run(mine))
                 })
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        // A worker that panicked took its sites' results
-                        // with it; each site's own journal recovers it.
-                        Vec::new()
-                    })
-                })
+                // A worker that panicked took its sites' results with it;
+                // each site's own journal recovers it (reported below).
+                .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
         });
-        results.sort_by_key(|(i, _)| *i);
-        let mut results = results.into_iter().peekable();
-        for (i, site) in chunk.iter().enumerate() {
-            let name = site.site.to_string();
-            match results.next_if(|(j, _)| *j == i) {
-                Some((_, r)) => out.push((name, r)),
-                None => out.push((
-                    name.clone(),
-                    Err(ApplyError::Internal {
-                        site: name,
-                        detail: "the worker converging it stopped; the next command recovers it"
-                            .into(),
-                    }),
-                )),
-            }
+        for (i, r) in done {
+            results[i] = Some(r);
         }
     }
+    let out = sites
+        .iter()
+        .zip(results)
+        .map(|(site, r)| {
+            let name = site.site.to_string();
+            let r = r.unwrap_or_else(|| {
+                Err(ApplyError::Internal {
+                    site: name.clone(),
+                    detail: "the worker converging it stopped; the next command recovers it".into(),
+                })
+            });
+            (name, r)
+        })
+        .collect();
     tracing::debug!(calls = ?group.calls(), mode = ?group.mode(), "group commit");
     out
+}
+
+/// Locks and recovers the sites `chunk` names (indices into `sites`, in
+/// name order), one after another in this thread, before any worker
+/// starts. A batch holds its sites' locks until its last barrier, and its
+/// workers wait for each other at every barrier; were locks taken by the
+/// workers as they go, two runs over overlapping sites could each hold a
+/// lock the other waits for while their own workers waited at a barrier.
+/// Taken all first and in one order (the sites' names), a run that waits
+/// for a lock holds only locks that come before it, so no two runs (nor a
+/// run and the daemon, which holds one lock at a time) wait in a cycle.
+fn lock_all(
+    fleet: &Fleet,
+    sites: &[&Loaded<Site>],
+    chunk: &[usize],
+    opts: &Options<'_>,
+    counter: &Arc<AtomicU64>,
+) -> Vec<(usize, Result<Locked, ApplyError>)> {
+    chunk
+        .iter()
+        .map(|&i| {
+            let site = sites[i];
+            let locked = lock_and_recover_counting(fleet, site, opts, Some(counter))
+                .map_err(|e| e.at(site.site.as_str()));
+            (i, locked)
+        })
+        .collect()
 }
 
 /// One thread of a batch: its share of the sites, through every phase.
@@ -125,7 +152,6 @@ struct Worker<'w, 'f> {
     fleet: &'f Fleet,
     opts: &'w Options<'w>,
     group: &'w Group,
-    counter: &'w Arc<AtomicU64>,
 }
 
 /// A site locked and planned, with a change to make in the group.
@@ -161,13 +187,13 @@ impl<'f> Worker<'_, 'f> {
     /// Every worker passes every barrier, sites or not.
     fn run(
         &self,
-        mine: Vec<(usize, &'f Loaded<Site>)>,
+        mine: Vec<(usize, &'f Loaded<Site>, Locked)>,
     ) -> Vec<(usize, Result<Outcome, ApplyError>)> {
         let mut out = Vec::new();
         let mut gathered = Vec::new();
         let mut locks = Vec::new();
-        for (index, site) in mine {
-            match self.gather(index, site) {
+        for (index, site, locked) in mine {
+            match self.gather(index, site, locked) {
                 Gather::Done(r) => out.push((index, r)),
                 Gather::Ready(g, l) => {
                     gathered.push(*g);
@@ -242,16 +268,12 @@ impl<'f> Worker<'_, 'f> {
         out
     }
 
-    /// Lock, recovery, the plan and its checks, as [`super::converge_site`]
-    /// does; a change that cannot join a group converges alone here.
-    fn gather(&self, index: usize, site: &'f Loaded<Site>) -> Gather<'f> {
+    /// The plan of a site locked and recovered ([`lock_all`]) and its
+    /// checks, as [`super::converge_site`] does; a change that cannot join
+    /// a group converges alone here.
+    fn gather(&self, index: usize, site: &'f Loaded<Site>, mut locked: Locked) -> Gather<'f> {
         let name = site.site.to_string();
         let fail = |e: ApplyError| Gather::Done(Err(e.at(&name)));
-        let mut locked =
-            match lock_and_recover_counting(self.fleet, site, self.opts, Some(self.counter)) {
-                Ok(l) => l,
-                Err(e) => return fail(e),
-            };
         let ctx = match SiteContext::gather(self.fleet, site, self.opts.state_dir, None) {
             Ok(c) => c,
             Err(e) => return fail(context_error(&name, e)),
