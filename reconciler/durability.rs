@@ -18,6 +18,8 @@
 //! prefix of the entry changes, in order (a journaling file system commits
 //! them in order), and truncates unsynced data at a random length;
 //! `garbage` keeps the entries and overwrites unsynced data with noise.
+//! A whole file system synced at once (`syncfs`, a group commit's
+//! barrier) makes everything on it durable.
 //! Replaced and removed files are kept as hard links in
 //! `SITEKEEPER_CRASH_DIR` (on the same file system) so the crash can put
 //! them back.
@@ -320,6 +322,35 @@ pub fn synced_dir(dir: &Path) {
         }
         m.entries = kept;
         m.event("fsync dir", dir);
+    }
+}
+
+/// The file system `dev` (an `st_dev`) was synced whole (`syncfs(2)`):
+/// every file's data and every directory entry on it is durable, as
+/// after an fsync of each. A path that no longer exists is judged by its
+/// nearest existing ancestor, which is on the same file system unless a
+/// mount point lies between, which a site root or state dir never has
+/// inside it.
+pub fn synced_fs(dev: u64) {
+    if let Some(mut m) = model() {
+        let on = |p: &Path| {
+            p.ancestors()
+                .find_map(|a| fs::symlink_metadata(a).ok())
+                .is_some_and(|meta| std::os::unix::fs::MetadataExt::dev(&meta) == dev)
+        };
+        let mut kept = Vec::new();
+        for e in std::mem::take(&mut m.entries) {
+            if e.dir().is_some_and(on) {
+                if let Some(b) = e.backup() {
+                    let _ = fs::remove_file(b);
+                }
+            } else {
+                kept.push(e);
+            }
+        }
+        m.entries = kept;
+        m.data.retain(|path, _| !on(path));
+        m.event("syncfs", Path::new(&format!("dev {dev}")));
     }
 }
 

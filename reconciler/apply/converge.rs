@@ -4,8 +4,12 @@
 //! entry points and a change's steps in order; the rooms of those steps
 //! are below it: `locked` (lock, recovery, retention), `stage` (before
 //! anything moves), `judge` (hooks, health, verdict), `journal`,
-//! `quarantine` and `rollback`.
+//! `quarantine` and `rollback`; `around` (what runs before and after a
+//! change's transaction) and `batch` (many sites' transactions as group
+//! commits, `apply` over several sites).
 
+mod around;
+mod batch;
 mod journal;
 mod judge;
 mod locked;
@@ -22,13 +26,14 @@ use super::fsops::Steps;
 use super::txn::{self, Change, Journal, TxnError};
 use crate::load::{Fleet, Loaded};
 use crate::model::values::{Command, Timestamp, Version};
-use crate::model::words::Layout;
 use crate::model::{Release, Site};
 use crate::observe::SiteContext;
 use crate::plan::{HeldCode, Plan, SitePlan};
 use crate::store::{
     By, ChangePhase, LedgerKind, LedgerResult, Points, Record, SiteState, StoreError,
 };
+use around::Begun;
+pub use batch::apply_sites;
 use judge::{Hooks, Verdict};
 use locked::{Locked, lock_and_recover};
 pub use quarantine::lift_item;
@@ -364,103 +369,17 @@ impl<'a> Applying<'a> {
     /// transaction; judge the site after, and roll back a change the
     /// verdict blames, or finish one that stands.
     fn apply(&self, locked: &mut Locked) -> Result<Outcome, ApplyError> {
-        let (name, plan) = (self.name, self.plan);
-        progress(&locked.state, name, "planning", 5, Some(plan), None);
-        let release = self.release();
-        let _serialized = match release.and_then(|r| r.serialize.as_deref()) {
-            Some(lock_name) => Some(serialize_lock(
-                self.opts,
-                &locked.state,
-                name,
-                lock_name,
-                plan,
-            )?),
-            None => None,
-        };
-        let hooks = self.hooks(locked, release);
-        let migrations = self.migrations(release);
-        let runs_commands = !migrations.is_empty() || hooks.runs_any();
-        progress(&locked.state, name, "staging", 20, Some(plan), None);
-        let (changes, points) = self.stage(locked, runs_commands)?;
-        let before = hooks.health_before();
-        let base = self.record_state_before(locked, &points, &changes)?;
-        let txn = txn_id(self.opts.clock.now());
-        let mut data =
-            self.capture_data(locked, base, &txn, runs_commands, !migrations.is_empty())?;
-        if let Err(e) = hooks.run_pre() {
-            data.close(locked)?;
-            return Err(e);
-        }
-        let journal = self.journal(locked, changes, base, txn)?;
-        data.enter(ChangePhase::Files, locked)?;
-        progress(&locked.state, name, "replacing", 50, Some(plan), None);
+        let begun = self.begin(locked)?;
         let point = execute_or_undo(
             self.opts.progress,
             locked,
-            &points,
+            &begun.points,
             &locked.steps,
-            &journal,
+            &begun.journal,
             &self.by,
             self.opts.clock.now(),
-        )
-        .inspect_err(|e| {
-            progress(
-                &locked.state,
-                name,
-                "failed",
-                100,
-                Some(plan),
-                Some(&e.to_string()),
-            );
-        });
-        let point = match point {
-            Ok(point) => point,
-            Err(e) => return Err(self.unfinished(locked, &data, e)),
-        };
-        let written = written::capture(
-            locked,
-            &points,
-            journal.base_point,
-            point,
-            &journal.changes,
-            written::plan_contents(plan, &journal.changes),
         );
-        if locked.layout == Layout::Symlink {
-            locked.reopen()?;
-        }
-        let verdict = self.judge(
-            locked,
-            &hooks,
-            before,
-            release,
-            &migrations,
-            &mut data,
-            point,
-        )?;
-        if let Some(v) = &verdict {
-            self.record_verdict(locked, v, point)?;
-        }
-        let note = match verdict {
-            Some(Verdict::Blamed(reason)) => {
-                return Err(self.roll_back(locked, &points, base, reason, &mut data)?);
-            }
-            // The operator hears that the site is unhealthy, as it was
-            // before, not only the ledger.
-            Some(Verdict::NotBlamed(reason)) => Some(reason),
-            _ => None,
-        };
-        data.close(locked)?;
-        self.finish(locked, &points)?;
-        // Recorded by `converge_site` once the plan and the gathered site
-        // are gone; a change rolled back above recorded its rollback.
-        locked.written = written;
-        progress(&locked.state, name, "done", 100, Some(plan), None);
-        Ok(Outcome::Changed {
-            point,
-            files: journal.changes.len(),
-            version: plan.to_version.clone().unwrap_or_default(),
-            note,
-        })
+        self.end(locked, begun, point, None)
     }
 
     /// A files transaction that failed: undone at once, or, when it failed
@@ -677,8 +596,18 @@ impl<'a> Applying<'a> {
 
     /// A change that stands: the transaction's last step, the quarantine an
     /// operator's `--release`/`--fix` lifted, and retention.
-    fn finish(&self, locked: &Locked, points: &Points) -> Result<(), ApplyError> {
-        txn::finish(&locked.root, &locked.state, &locked.steps)?;
+    fn finish(
+        &self,
+        locked: &Locked,
+        points: &Points,
+        group: Option<&mut crate::apply::group::Wants>,
+    ) -> Result<(), ApplyError> {
+        match group {
+            Some(wants) => {
+                txn::finish_deferred(&locked.root, &locked.state, &locked.steps, wants)?;
+            }
+            None => txn::finish(&locked.root, &locked.state, &locked.steps)?,
+        }
         lift_quarantine(self.ctx, &locked.state, self.plan, self.opts)?;
         locked.retain(points)
     }
@@ -703,23 +632,27 @@ fn execute_or_undo(
         steps,
         journal,
     )
-    .map_err(|e| {
-        let full = super::error::is_disk_full(&e);
-        let detail = match txn::recover(
-            &locked.root,
-            &locked.state,
-            &steps.undoing(),
-            by.clone(),
-            Timestamp(now),
-        ) {
-            Ok(txn::Recovered::Forward(point)) => format!(
-                "{e}; the change had already committed, so it was completed (point {point}) without its hooks and health check"
-            ),
-            Ok(_) => format!("{e}; the site was returned to its state before"),
-            Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
-        };
-        ApplyError::failed(&locked.site, detail, full)
-    })
+    .map_err(|e| undo(locked, steps, &e, by, now))
+}
+
+/// Undoes a transaction that failed with `e` (its steps numbered on from
+/// `steps`, so a test can fail the undo as well) and says how that went.
+fn undo(locked: &Locked, steps: &Steps, e: &TxnError, by: &By, now: jiff::Timestamp) -> ApplyError {
+    let full = super::error::is_disk_full(e);
+    let detail = match txn::recover(
+        &locked.root,
+        &locked.state,
+        &steps.undoing(),
+        by.clone(),
+        Timestamp(now),
+    ) {
+        Ok(txn::Recovered::Forward(point)) => format!(
+            "{e}; the change had already committed, so it was completed (point {point}) without its hooks and health check"
+        ),
+        Ok(_) => format!("{e}; the site was returned to its state before"),
+        Err(u) => format!("{e}; undoing it also failed ({u}); the next command will retry"),
+    };
+    ApplyError::failed(&locked.site, detail, full)
 }
 
 fn txn_id(now: jiff::Timestamp) -> String {

@@ -13,7 +13,7 @@
 use std::cell::Cell;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Whether this build honours failpoints.
 const ENABLED: bool = cfg!(debug_assertions) || cfg!(feature = "failpoints");
@@ -98,10 +98,34 @@ impl std::error::Error for Injected {
     }
 }
 
+/// Where the step numbers come from.
+#[derive(Debug, Clone)]
+enum Counter {
+    /// One site's change, alone in its process.
+    Own(Cell<u64>),
+    /// Every site of a group commit (`apply/group.rs`) numbers its steps
+    /// on one counter, with the group's own barriers, so a test can fail
+    /// the process at each step of the whole batch.
+    Shared(Arc<AtomicU64>),
+}
+
+impl Counter {
+    /// The next number.
+    fn next(&self) -> u64 {
+        match self {
+            Counter::Own(n) => {
+                n.set(n.get() + 1);
+                n.get()
+            }
+            Counter::Shared(n) => n.fetch_add(1, Ordering::SeqCst) + 1,
+        }
+    }
+}
+
 /// Counts steps and fails the configured ones.
 #[derive(Debug)]
 pub struct Steps {
-    n: Cell<u64>,
+    n: Counter,
     fail: Vec<Failpoint>,
     trace: Option<std::path::PathBuf>,
     /// Set when the daemon is stopping: the next step fails, and the
@@ -125,10 +149,19 @@ impl Steps {
             None
         };
         Self {
-            n: Cell::new(0),
+            n: Counter::Own(Cell::new(0)),
             fail,
             trace,
             cancel: None,
+        }
+    }
+
+    /// [`Steps::from_env`], numbered on `counter`, which every site of a
+    /// group commit shares.
+    pub fn from_env_shared(counter: Arc<AtomicU64>) -> Self {
+        Self {
+            n: Counter::Shared(counter),
+            ..Self::from_env()
         }
     }
 
@@ -141,7 +174,7 @@ impl Steps {
     /// Steps that never fail.
     pub fn none() -> Self {
         Self {
-            n: Cell::new(0),
+            n: Counter::Own(Cell::new(0)),
             fail: Vec::new(),
             trace: None,
             cancel: None,
@@ -153,8 +186,14 @@ impl Steps {
     /// it, as a full disk would), but never cancelled: an undo is what a
     /// stopping daemon waits for.
     pub fn undoing(&self) -> Self {
+        let n = match &self.n {
+            Counter::Own(n) => Counter::Own(Cell::new(n.get())),
+            // A shared count goes on being shared: the other sites' steps
+            // go on too.
+            Counter::Shared(n) => Counter::Shared(Arc::clone(n)),
+        };
         Self {
-            n: Cell::new(self.n.get()),
+            n,
             fail: self.fail.clone(),
             trace: self.trace.clone(),
             cancel: None,
@@ -163,8 +202,7 @@ impl Steps {
 
     /// Marks the next step, named `what`; fails it if it is a configured one.
     pub fn step(&self, what: &str) -> io::Result<()> {
-        let n = self.n.get() + 1;
-        self.n.set(n);
+        let n = self.n.next();
         if let Some(path) = &self.trace
             && let Ok(mut f) = std::fs::OpenOptions::new()
                 .create(true)
@@ -232,7 +270,7 @@ mod tests {
     #[test]
     fn an_injected_errno_keeps_its_kind_and_an_undo_counts_on() {
         let steps = Steps {
-            n: Cell::new(0),
+            n: Counter::Own(Cell::new(0)),
             fail: vec![
                 Failpoint::parse("2:enospc").unwrap(),
                 Failpoint::parse("4:erofs+").unwrap(),

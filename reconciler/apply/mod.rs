@@ -10,6 +10,7 @@ pub mod converge;
 pub mod data;
 pub mod error;
 pub mod fsops;
+pub mod group;
 pub mod health;
 pub mod hooks;
 pub mod swap;

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fsops::Steps;
+use super::group::in_parallel;
 use super::swap::Swap;
 use crate::confined::{Kind, Root};
 use crate::inventory::STAGE_DIR;
@@ -26,6 +27,9 @@ use crate::store::{
     LedgerKind, LedgerResult, PointMeta, Points, Prepared, Record, SiteState, Snapshot,
     SnapshotEntry, StoreError,
 };
+
+mod phased;
+pub use phased::{Phased, finish_deferred};
 
 /// A file's identity in a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,42 +297,6 @@ fn sync_parents(root: &Root, steps: &Steps, changes: &[Change]) -> Result<(), Tx
     .map_err(io("fsync directories"))
 }
 
-/// Threads that wait on the disk at once. An fsync mostly waits for the
-/// device; issued together, the file system commits them in shared
-/// journal transactions (ext4, xfs), so N flushes cost far less than N
-/// times one. Measured on this project's 2-core VM, see README
-/// "Performance".
-const SYNC_THREADS: usize = 16;
-
-/// Runs `f` on every item with up to [`SYNC_THREADS`] threads and returns
-/// the first error (in item order), after all have finished.
-///
-/// A pool of its own, not rayon's global one: that has a thread per core
-/// for hashing, and a core waiting on the disk is not busy.
-fn in_parallel<T: Sync, F>(items: &[T], f: F) -> std::io::Result<()>
-where
-    F: Fn(&T) -> std::io::Result<()> + Sync,
-{
-    if items.len() < 2 {
-        return items.iter().try_for_each(&f);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(SYNC_THREADS.min(items.len()))
-        .thread_name(|i| format!("fsync-{i}"))
-        .build()
-        .map_err(std::io::Error::other)?;
-    // `map` + `collect` runs every item (no short cut on an error, nor on
-    // a panic, which is caught per item), and `install` returns only once
-    // all have, so no fsync is still running.
-    let one = |item: &T| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)))
-            .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
-    };
-    pool.install(|| items.par_iter().map(one).collect::<Vec<_>>())
-        .into_iter()
-        .collect()
-}
-
 /// The snapshot after `changes` on top of `base`.
 pub fn apply_to_snapshot(mut base: Snapshot, changes: &[Change]) -> Snapshot {
     for c in changes {
@@ -532,6 +500,9 @@ pub fn recover(
 ) -> Result<Recovered, TxnError> {
     let path = journal_path(state);
     remove_temps(&path).map_err(io("remove a half-written journal"))?;
+    // A group commit's pack and ref under temporary names: nothing names
+    // them yet (a ref not renamed is a change that did not commit).
+    Points::remove_unnamed(&state.points_path())?;
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -735,66 +706,4 @@ pub fn diff(
 /// Paths of `changes` mapped to their final state, for checks.
 pub fn final_state(changes: &[Change]) -> BTreeMap<&str, Option<FileRef>> {
     changes.iter().map(|c| (c.path.as_str(), c.new)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Condvar, Mutex};
-    use std::time::Duration;
-
-    use super::{SYNC_THREADS, in_parallel};
-
-    /// The flushes are issued together: every one of [`SYNC_THREADS`]
-    /// items waits until all of them are running at once.
-    #[test]
-    fn sync_threads_items_run_at_once() {
-        let items: Vec<usize> = (0..SYNC_THREADS).collect();
-        let running = (Mutex::new(0), Condvar::new());
-        in_parallel(&items, |i| {
-            let (count, all_in) = &running;
-            let mut count = count.lock().unwrap();
-            *count += 1;
-            all_in.notify_all();
-            let (count, waited) = all_in
-                .wait_timeout_while(count, Duration::from_secs(30), |c| *c < SYNC_THREADS)
-                .unwrap();
-            if waited.timed_out() {
-                return Err(std::io::Error::other(format!(
-                    "item {i}: only {count} at once"
-                )));
-            }
-            Ok(())
-        })
-        .unwrap();
-    }
-
-    /// An error or a panic stops nothing: every item runs, and the first
-    /// error in item order is the one reported.
-    #[test]
-    fn every_item_runs_and_the_first_error_is_reported() {
-        let items: Vec<usize> = (0..40).collect();
-        let ran = AtomicUsize::new(0);
-        let result = in_parallel(&items, |&i| {
-            ran.fetch_add(1, Ordering::Relaxed);
-            match i {
-                7 | 30 => Err(std::io::Error::other(format!("item {i}"))),
-                20 => panic!("item 20"),
-                _ => Ok(()),
-            }
-        });
-        assert_eq!(result.unwrap_err().to_string(), "item 7");
-        assert_eq!(ran.load(Ordering::Relaxed), items.len());
-
-        let ran = AtomicUsize::new(0);
-        let result = in_parallel(&items, |&i| {
-            ran.fetch_add(1, Ordering::Relaxed);
-            if i == 3 {
-                panic!("item 3");
-            }
-            Ok(())
-        });
-        assert_eq!(result.unwrap_err().to_string(), "fsync thread panicked");
-        assert_eq!(ran.load(Ordering::Relaxed), items.len());
-    }
 }

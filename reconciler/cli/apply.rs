@@ -34,7 +34,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// Converge up to N sites at once (default 1). Each site has its own
-    /// lock and transaction, so this only overlaps their scans and fsyncs.
+    /// lock and transaction; over several sites their durability work is
+    /// shared (group commit), whatever N.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub jobs: usize,
 }
@@ -158,15 +159,25 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         raise(courier.as_ref(), &fleet, s.site.as_str(), &result);
         (s.site.to_string(), result)
     };
-    let results: Vec<(String, Result<Outcome, ApplyError>)> = if args.jobs > 1 && sites.len() > 1 {
-        // A pool of its own, so --jobs bounds the sites in flight; each
-        // site's parallel scan runs in the same pool, so N threads in all.
-        use rayon::prelude::*;
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(args.jobs)
-            .build()
-            .map_err(|e| CliError::Usage(format!("--jobs {}: {e}", args.jobs)))?
-            .install(|| sites.par_iter().map(apply_one).collect())
+    let results: Vec<(String, Result<Outcome, ApplyError>)> = if sites.len() > 1 {
+        // Many sites: group commits (README "Converging"), each site with
+        // its own lock, journal and recovery, up to --jobs at once. No
+        // per-site bars: many sites' bars would only scroll.
+        let opts = Options {
+            via: "cli",
+            wait: !args.no_wait,
+            saved: saved.as_ref(),
+            forced: forced.as_ref(),
+            forced_fix: args.fix.as_deref(),
+            clock: Clock::starting(at),
+            state_dir: &state,
+            progress: None,
+            cancel: None,
+        };
+        let done = |site: &str, result: &Result<Outcome, ApplyError>| {
+            raise(courier.as_ref(), &fleet, site, result);
+        };
+        converge::apply_sites(&fleet, &sites, &opts, args.jobs.max(1), &done)
     } else {
         sites.iter().map(apply_one).collect()
     };

@@ -210,7 +210,19 @@ impl Ledger {
 
     /// Appends `record` (its `seq` is set to follow the last) and fsyncs.
     /// The caller holds the site lock.
-    pub fn append(&self, mut record: Record) -> Result<Record, StoreError> {
+    pub fn append(&self, record: Record) -> Result<Record, StoreError> {
+        self.append_synced(record, true)
+    }
+
+    /// [`Ledger::append`] without the fsyncs, for a group commit
+    /// (`apply/group.rs`) that makes many sites' ledgers durable at once
+    /// before anything depends on them. A tail a crash tears off before
+    /// then is cut off by the next append, as any torn tail is.
+    pub fn append_unsynced(&self, record: Record) -> Result<Record, StoreError> {
+        self.append_synced(record, false)
+    }
+
+    fn append_synced(&self, mut record: Record, sync: bool) -> Result<Record, StoreError> {
         let (existing, good) = self.scan()?;
         record.seq = existing.last().map_or(1, |r| r.seq + 1);
         let mut line = serde_json::to_vec(&record).map_err(|e| io(&self.path)(e.into()))?;
@@ -235,6 +247,9 @@ impl Ledger {
         file.write_all(&line).map_err(io(&self.path))?;
         if let Some(p) = &noted {
             crate::durability::wrote(p, good);
+        }
+        if !sync {
+            return Ok(record);
         }
         file.sync_all().map_err(io(&self.path))?;
         if let Some(p) = &noted {

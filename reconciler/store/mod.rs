@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 /// The one atomic writer (see [`crate::atomic`] for why it lives below
 /// `load`); the state dir's files are written through it.
 pub use crate::atomic::{
-    Durability, atomic_write, atomic_write_keep_mode, remove_durably, remove_temps,
+    Durability, atomic_write, atomic_write_keep_mode, remove_durably, remove_temps, sync_dir,
 };
 pub use data::{DataSnapshots, Manifest};
 pub use failure::FailureMarker;

@@ -122,6 +122,178 @@ pub fn write(repo: &git2::Repository, objects: &[Packed]) -> Result<(), git2::Er
     Ok(())
 }
 
+/// The prefixes of the files [`write_unnamed`] leaves for
+/// [`install`] (git's own names for its temporary packs): recovery
+/// removes what a crash left of them (see [`remove_unnamed`]). No
+/// extension, so [`maintain`] never takes one for an orphan pack.
+const UNNAMED_PACK: &str = "tmp_pack_sk_";
+const UNNAMED_IDX: &str = "tmp_idx_sk_";
+
+/// A pack and its index written under temporary names and not fsynced,
+/// for a group commit (`apply/group.rs`): the caller makes their data
+/// durable (one `syncfs` for many sites, or an fsync of each), then
+/// [`install`]s them under their real names, then makes the directory
+/// durable. Until then no reader sees the objects.
+#[derive(Debug)]
+pub struct Unnamed {
+    /// The pack, under its temporary name.
+    pub pack: PathBuf,
+    /// Its index, under its temporary name.
+    pub idx: PathBuf,
+    /// `pack-<hash>`, the name both get.
+    name: String,
+}
+
+impl Unnamed {
+    /// The directory both live in (`objects/pack`).
+    pub fn dir(&self) -> &Path {
+        self.pack.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Writes `objects` as a version-2 pack and its index into
+/// `repo/objects/pack`, under temporary names, without any fsync. The
+/// same bytes libgit2's indexer would write (no deltas), built here
+/// because the indexer fsyncs whenever the process-wide
+/// `GIT_OPT_ENABLE_FSYNC_GITDIR` is on, which the other changes of the
+/// same process need.
+pub fn write_unnamed(
+    repo: &git2::Repository,
+    objects: &[Packed],
+    tag: &str,
+) -> std::io::Result<Unnamed> {
+    let dir = repo.path().join("objects/pack");
+    std::fs::create_dir_all(&dir)?;
+    let count = u32::try_from(objects.len())
+        .map_err(|_| std::io::Error::other("too many objects for one pack"))?;
+    let mut pack = Vec::new();
+    pack.extend_from_slice(b"PACK");
+    pack.extend_from_slice(&2u32.to_be_bytes());
+    pack.extend_from_slice(&count.to_be_bytes());
+    // (oid, crc32 of the entry, offset), for the index.
+    let mut entries: Vec<([u8; 20], u32, u64)> = Vec::with_capacity(objects.len());
+    for o in objects {
+        let offset = pack.len() as u64;
+        let start = pack.len();
+        pack.extend_from_slice(&entry_header(o.kind, o.size));
+        pack.extend_from_slice(&o.deflated);
+        let mut crc = flate2::Crc::new();
+        crc.update(&pack[start..]);
+        let oid: [u8; 20] = o
+            .oid
+            .as_bytes()
+            .try_into()
+            .map_err(|_| std::io::Error::other("an object id is not 20 bytes"))?;
+        entries.push((oid, crc.sum(), offset));
+    }
+    let trailer: [u8; 20] = Sha1::digest(&pack).into();
+    pack.extend_from_slice(&trailer);
+    entries.sort_by_key(|a| a.0);
+    entries.dedup_by(|a, b| a.0 == b.0);
+    let idx = index_v2(&entries, &trailer);
+    let hex: String = trailer.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Unnamed {
+        pack: dir.join(format!("{UNNAMED_PACK}{tag}")),
+        idx: dir.join(format!("{UNNAMED_IDX}{tag}")),
+        name: format!("pack-{hex}"),
+    };
+    for (path, bytes) in [(&out.pack, &pack), (&out.idx, &idx)] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        if crate::durability::active() {
+            crate::durability::created(&crate::durability::real(path));
+        }
+        f.write_all(bytes)?;
+        if crate::durability::active() {
+            crate::durability::wrote(&crate::durability::real(path), 0);
+        }
+    }
+    Ok(out)
+}
+
+/// A version-2 pack index of `entries` (sorted by id, no duplicates).
+fn index_v2(entries: &[([u8; 20], u32, u64)], pack_hash: &[u8; 20]) -> Vec<u8> {
+    let mut idx = Vec::with_capacity(8 + 1024 + entries.len() * 28 + 40);
+    idx.extend_from_slice(&[0xff, b't', b'O', b'c', 0, 0, 0, 2]);
+    let mut fanout = [0u32; 256];
+    for (oid, _, _) in entries {
+        fanout[oid[0] as usize] += 1;
+    }
+    let mut total = 0u32;
+    for n in fanout {
+        total += n;
+        idx.extend_from_slice(&total.to_be_bytes());
+    }
+    for (oid, _, _) in entries {
+        idx.extend_from_slice(oid);
+    }
+    for (_, crc, _) in entries {
+        idx.extend_from_slice(&crc.to_be_bytes());
+    }
+    // Offsets past 2 GiB go to a table of 64-bit offsets.
+    let mut large = Vec::new();
+    for (_, _, offset) in entries {
+        let small = match u32::try_from(*offset) {
+            Ok(o) if o < 0x8000_0000 => o,
+            _ => {
+                let at = u32::try_from(large.len()).unwrap_or(u32::MAX) | 0x8000_0000;
+                large.push(*offset);
+                at
+            }
+        };
+        idx.extend_from_slice(&small.to_be_bytes());
+    }
+    for offset in large {
+        idx.extend_from_slice(&offset.to_be_bytes());
+    }
+    idx.extend_from_slice(pack_hash);
+    let own: [u8; 20] = Sha1::digest(&idx).into();
+    idx.extend_from_slice(&own);
+    idx
+}
+
+/// Gives an [`Unnamed`] pack its real names, the pack first and the index
+/// last (a pack is visible once its index is), and has libgit2 look again.
+/// The caller made their data durable before, and makes the directory
+/// durable after.
+pub fn install(repo: &git2::Repository, unnamed: Unnamed) -> Result<(), git2::Error> {
+    let dir = unnamed.dir().to_owned();
+    let fs = |e: std::io::Error| git2::Error::from_str(&format!("{}: {e}", dir.display()));
+    for (from, ext) in [(&unnamed.pack, "pack"), (&unnamed.idx, "idx")] {
+        let to = dir.join(format!("{}.{ext}", unnamed.name));
+        let op = || std::fs::rename(from, &to);
+        if crate::durability::active() {
+            let from = crate::durability::real(from);
+            crate::durability::rename(&from, &crate::durability::real(&to), op).map_err(fs)?;
+        } else {
+            op().map_err(fs)?;
+        }
+    }
+    repo.odb()?.refresh()
+}
+
+/// Removes what a crash left of [`write_unnamed`]'s files in `repo_path`.
+/// Nothing refers to them: a change names a pack only once it is installed.
+pub fn remove_unnamed(repo_path: &Path) -> std::io::Result<()> {
+    let dir = repo_path.join("objects/pack");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(UNNAMED_PACK) || name.starts_with(UNNAMED_IDX) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// A pack in `objects/pack`, by the size of its pack file.
 #[derive(Debug)]
 struct OnDisk {

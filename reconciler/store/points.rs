@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::pack::{self, Packed};
+
+mod unnamed;
 use crate::model::hash::BlobId;
 use crate::model::values::Timestamp;
 
@@ -614,7 +616,7 @@ impl Points {
 mod tests {
     use super::*;
 
-    fn meta() -> PointMeta {
+    pub(super) fn meta() -> PointMeta {
         PointMeta {
             point: 0,
             kind: PointKind::Adopt,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Layout, catalog, check, copy, each, full, run, scale, scenario, tree_hash};
 
-const VARIANTS: [&str; 3] = ["all", "prefix", "garbage"];
+pub(super) const VARIANTS: [&str; 3] = ["all", "prefix", "garbage"];
 
 /// The durability events of a clean run.
 fn events(dir: &Path, args: &[&str]) -> usize {

@@ -11,6 +11,7 @@ use std::process::Output;
 use sitekeeper::model::hash::BlobId;
 use sitekeeper::store::{SiteState, SnapshotEntry};
 
+mod batch;
 mod compound;
 mod disk_full;
 mod faults;
@@ -253,7 +254,19 @@ fn trace_steps(dir: &Path, args: &[&str]) -> Vec<String> {
 
 /// The oracle: old or new tree, no leftovers, points and ledger agree.
 fn check(dir: &Path, old: &BTreeMap<String, String>, new: &BTreeMap<String, String>, what: &str) {
-    let site = dir.join("site");
+    check_site(dir, "s", "site", old, new, what);
+}
+
+/// [`check`] of site `name` whose root is `dir/root`.
+fn check_site(
+    dir: &Path,
+    name: &str,
+    root: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let site = dir.join(root);
     let now = tree_hash(&site);
     assert!(
         now == *old || now == *new,
@@ -263,7 +276,7 @@ fn check(dir: &Path, old: &BTreeMap<String, String>, new: &BTreeMap<String, Stri
         !site.join(".sitekeeper-stage").exists(),
         "{what}: staging left behind"
     );
-    let journal: Vec<_> = std::fs::read_dir(dir.join("state/s/journal"))
+    let journal: Vec<_> = std::fs::read_dir(dir.join(format!("state/{name}/journal")))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(
@@ -271,7 +284,7 @@ fn check(dir: &Path, old: &BTreeMap<String, String>, new: &BTreeMap<String, Stri
         "{what}: journal left behind: {journal:?}"
     );
     leftovers(dir, what);
-    let state = SiteState::new(&dir.join("state"), "s");
+    let state = SiteState::new(&dir.join("state"), name);
     let points = state.points().unwrap();
     if std::fs::symlink_metadata(&site)
         .unwrap()

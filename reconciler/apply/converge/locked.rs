@@ -85,6 +85,17 @@ pub(super) fn lock_and_recover(
     site: &Loaded<Site>,
     opts: &Options<'_>,
 ) -> Result<Locked, ApplyError> {
+    lock_and_recover_counting(fleet, site, opts, None)
+}
+
+/// [`lock_and_recover`], the site's steps numbered on `shared` when it is
+/// given (a group commit numbers every site's steps on one counter).
+pub(super) fn lock_and_recover_counting(
+    fleet: &Fleet,
+    site: &Loaded<Site>,
+    opts: &Options<'_>,
+    shared: Option<&std::sync::Arc<std::sync::atomic::AtomicU64>>,
+) -> Result<Locked, ApplyError> {
     let name = site.site.as_str();
     // An untrusted fleet may have redirected the site's root or state:
     // touch neither, not even to recover, until a trusted commit arrives.
@@ -113,7 +124,11 @@ pub(super) fn lock_and_recover(
         detail: d.to_string(),
     })?;
     let layout = effective.layout.value;
-    let steps = Steps::from_env().cancellable(opts.cancel.cloned());
+    let steps = match shared {
+        Some(counter) => Steps::from_env_shared(std::sync::Arc::clone(counter)),
+        None => Steps::from_env(),
+    }
+    .cancellable(opts.cancel.cloned());
     crate::cachefile::remove_temps(state.dir()).map_err(|e| {
         failed(
             name,
