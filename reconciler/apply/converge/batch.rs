@@ -182,7 +182,7 @@ struct Gathered<'f> {
 /// or converged alone), or ready for the group.
 enum Gather<'f> {
     Done(Result<Outcome, ApplyError>),
-    Ready(Box<Gathered<'f>>, Locked),
+    Ready(Box<Gathered<'f>>, Box<Locked>),
 }
 
 /// A site's transaction between barriers.
@@ -209,7 +209,7 @@ impl<'f> Worker<'_, 'f> {
                 Gather::Done(r) => out.push((index, r)),
                 Gather::Ready(g, l) => {
                     gathered.push(*g);
-                    locks.push(l);
+                    locks.push(*l);
                 }
             }
         }
@@ -348,7 +348,7 @@ impl<'f> Worker<'_, 'f> {
                 by,
                 devs,
             }),
-            locked,
+            Box::new(locked),
         )
     }
 
