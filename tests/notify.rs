@@ -783,3 +783,33 @@ fn a_silent_target_does_not_delay_another() {
         },
     );
 }
+
+/// `apply` over several sites (a group commit) raises each failed site's
+/// events too, and delivers them before it exits.
+#[test]
+fn a_fleet_apply_on_the_command_line_notifies_every_failed_site() {
+    let port = free_port();
+    let receiver = Receiver::start(port);
+    let dir = fleet_with_webhook(&["a", "b", "c"], port, "rolled_back");
+    let d = dir.path();
+    let out = sitekeeper(&d.join("state"))
+        .current_dir(d.join("fleet"))
+        .args(["apply", "--jobs", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut sites: Vec<String> = receiver
+        .of("rolled_back")
+        .iter()
+        .flat_map(|r| {
+            r.body["data"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|e| e["site"].as_str().map(str::to_owned))
+        .collect();
+    sites.sort();
+    assert_eq!(sites, ["a", "b", "c"], "{}", stdout(&out));
+    assert_eq!(outbox_files(d), 0);
+}

@@ -259,11 +259,7 @@ impl Daemon {
             daemon.publish(&published_tx);
             let next_reload = daemon.next_reload;
             let wake = daemon
-                .due
-                .iter()
-                .filter(|(s, _)| !daemon.running.contains(*s))
-                .map(|(_, (at, _))| *at)
-                .min()
+                .next_due()
                 .unwrap_or(next_reload)
                 .min(next_reload)
                 .min(daemon.publish_due().unwrap_or(next_reload))
@@ -433,7 +429,25 @@ impl Daemon {
         }
     }
 
-    /// Starts every due site that is not already running.
+    /// Reconciles that may start now: `--jobs` minus those running.
+    fn free_jobs(&self) -> usize {
+        self.config.jobs.max(1).saturating_sub(self.running.len())
+    }
+
+    /// When the next site that may start is due; none while `--jobs` are
+    /// all busy (a finished reconcile wakes the loop).
+    fn next_due(&self) -> Option<Instant> {
+        if self.free_jobs() == 0 {
+            return None;
+        }
+        self.due
+            .iter()
+            .filter(|(s, _)| !self.running.contains(*s))
+            .map(|(_, (at, _))| *at)
+            .min()
+    }
+
+    /// Starts the due sites that are not already running, up to `--jobs`.
     fn dispatch(&mut self, jobs: &Arc<Semaphore>, done: &mpsc::UnboundedSender<Done>) {
         let now = Instant::now();
         let mut ready: Vec<(String, Instant, Reason)> = self
@@ -442,11 +456,14 @@ impl Daemon {
             .filter(|(s, (at, _))| *at <= now && !self.running.contains(*s))
             .map(|(s, (at, r))| (s.clone(), *at, *r))
             .collect();
-        // The sites wait for `--jobs` in the order they are started here:
-        // a site an operator named (by webhook or from the dashboard) goes
-        // first, as a commit may have made the whole fleet due at once;
+        // No more are started than `--jobs` can run: the rest stay due, in
+        // order, for the next turn (a finished one wakes the loop). Started
+        // all at once, a thousand sites a commit made due would queue on
+        // the semaphore in whatever order tokio first polled them. A site
+        // an operator named (by webhook or from the dashboard) goes first;
         // then the longest due.
         ready.sort_by_key(|(_, at, reason)| (!matches!(reason, Reason::Webhook | Reason::Ui), *at));
+        ready.truncate(self.free_jobs());
         for (site, _, reason) in ready {
             self.due.remove(&site);
             let hold = self
