@@ -330,6 +330,49 @@ impl From<std::io::Error> for TxnError {
     }
 }
 
+/// Moves each staged file into place and deletes what the change deletes,
+/// in the journal's order, then removes the directories the deletions
+/// emptied: the step both the one-site transaction and a group commit's
+/// replace phase take, with the same numbered steps.
+pub(super) fn replace_all(
+    root: &Root,
+    steps: &Steps,
+    journal: &Journal,
+    progress: Option<&dyn crate::inventory::Progress>,
+) -> Result<(), TxnError> {
+    for (i, c) in journal.changes.iter().enumerate() {
+        match c.new {
+            Some(_) => {
+                steps.step("mkdir")?;
+                root.create_dirs(parent(&c.path))
+                    .map_err(io(format!("{}: create directories", c.path)))?;
+                steps.step("rename")?;
+                root.rename(&staged(i), &c.path)
+                    .map_err(io(format!("{}: replace", c.path)))?;
+            }
+            None => {
+                steps.step("unlink")?;
+                root.remove(&c.path)
+                    .map_err(io(format!("{}: delete", c.path)))?;
+            }
+        }
+        if let Some(p) = progress {
+            p.advance();
+        }
+    }
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let deleted: Vec<&str> = journal
+        .changes
+        .iter()
+        .filter(|c| c.new.is_none())
+        .map(|c| c.path.as_str())
+        .collect();
+    prune_empty_dirs(root, steps, &deleted)?;
+    Ok(())
+}
+
 /// Runs a prepared change: every blob of `journal` (old and new) must
 /// already be in `points`. Returns the new point. The journal stays until
 /// [`finish`], so that a crash before it is completed by recovery.
@@ -386,36 +429,7 @@ pub fn execute(
     // The journal: from here on, recovery knows what to finish or undo.
     write_journal(state, steps, journal)?;
 
-    for (i, c) in journal.changes.iter().enumerate() {
-        match c.new {
-            Some(_) => {
-                steps.step("mkdir")?;
-                root.create_dirs(parent(&c.path))
-                    .map_err(io(format!("{}: create directories", c.path)))?;
-                steps.step("rename")?;
-                root.rename(&staged(i), &c.path)
-                    .map_err(io(format!("{}: replace", c.path)))?;
-            }
-            None => {
-                steps.step("unlink")?;
-                root.remove(&c.path)
-                    .map_err(io(format!("{}: delete", c.path)))?;
-            }
-        }
-        if let Some(p) = progress {
-            p.advance();
-        }
-    }
-    if let Some(p) = progress {
-        p.finish();
-    }
-    let deleted: Vec<&str> = journal
-        .changes
-        .iter()
-        .filter(|c| c.new.is_none())
-        .map(|c| c.path.as_str())
-        .collect();
-    prune_empty_dirs(root, steps, &deleted)?;
+    replace_all(root, steps, journal, progress)?;
     sync_parents(root, steps, &journal.changes)?;
     commit(state, points, steps, journal, prepared)
 }

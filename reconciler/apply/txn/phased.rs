@@ -31,7 +31,7 @@
 
 use std::path::PathBuf;
 
-use super::{Journal, TxnError, io, parent, prepare, prune_empty_dirs, staged};
+use super::{Journal, TxnError, io, parent, prepare, staged};
 use crate::apply::fsops::Steps;
 use crate::apply::group::{Durable, Wants};
 use crate::confined::Root;
@@ -174,36 +174,7 @@ impl<'t> Phased<'t> {
         if let Some(p) = progress {
             p.start(journal.changes.len() as u64);
         }
-        for (i, c) in journal.changes.iter().enumerate() {
-            match c.new {
-                Some(_) => {
-                    steps.step("mkdir")?;
-                    root.create_dirs(parent(&c.path))
-                        .map_err(io(format!("{}: create directories", c.path)))?;
-                    steps.step("rename")?;
-                    root.rename(&staged(i), &c.path)
-                        .map_err(io(format!("{}: replace", c.path)))?;
-                }
-                None => {
-                    steps.step("unlink")?;
-                    root.remove(&c.path)
-                        .map_err(io(format!("{}: delete", c.path)))?;
-                }
-            }
-            if let Some(p) = progress {
-                p.advance();
-            }
-        }
-        if let Some(p) = progress {
-            p.finish();
-        }
-        let deleted: Vec<&str> = journal
-            .changes
-            .iter()
-            .filter(|c| c.new.is_none())
-            .map(|c| c.path.as_str())
-            .collect();
-        prune_empty_dirs(root, steps, &deleted)?;
+        super::replace_all(root, steps, journal, progress)?;
         let dirs: std::collections::BTreeSet<&str> =
             journal.changes.iter().map(|c| parent(&c.path)).collect();
         for dir in dirs {
