@@ -137,7 +137,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         .map_err(CliError::Usage)?;
     let state = state_dir(global, &fleet);
     let at = now()?;
-    let courier = Courier::start(&fleet, &state, NOTIFY_WITHIN);
+    let courier = Courier::start(&fleet, &state);
     let apply_one = |s: &&crate::load::Loaded<crate::model::fleet::Site>| {
         let bar = ScanProgress::labelled(
             s.site.as_str(),
@@ -185,11 +185,6 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
     report(printer, results)
 }
 
-/// How long `apply` and `rollback` wait for notify targets after the
-/// first event, before they exit; what is not delivered by then stays in
-/// the outbox.
-const NOTIFY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Raises the events of a site that failed (SPEC §9) as soon as it has
 /// failed, so they are delivered while the other sites converge.
 fn raise(
@@ -211,13 +206,21 @@ fn raise(
     ));
 }
 
-/// Says what each notify target did; a target that did not accept is a
-/// warning, never the command's failure.
+/// Says where each notify target's events went: to the background relay
+/// (the command does not wait for any target), or, when it could not be
+/// started, to the outbox alone, for `watch`.
 fn notified(printer: &Printer, courier: Option<Courier>) {
-    for d in courier.map(Courier::finish).unwrap_or_default() {
-        match d.result {
-            Ok(_) => printer.say(&format!("notified {} ({} event(s))", d.target, d.events)),
-            Err(e) => printer.warning(&format!("notify {}: not delivered: {e}", d.target)),
+    for h in courier.map(Courier::finish).unwrap_or_default() {
+        match h.relay {
+            Ok(pid) => printer.say(&format!(
+                "notifying {} of {} event(s) in the background (relay pid {pid}; \
+                 what it does not accept waits in the outbox)",
+                h.target, h.events
+            )),
+            Err(e) => printer.warning(&format!(
+                "notify {}: not sent: {e}; {} event(s) wait in the outbox for `watch`",
+                h.target, h.events
+            )),
         }
     }
 }
@@ -245,7 +248,7 @@ pub(super) fn rollback(
         progress: Some(&bar),
         cancel: None,
     };
-    let courier = Courier::start(&fleet, &state, NOTIFY_WITHIN);
+    let courier = Courier::start(&fleet, &state);
     let result = converge::rollback_site(&fleet, site, to, data, &opts);
     raise(courier.as_ref(), &fleet, site.site.as_str(), &result);
     notified(printer, courier);

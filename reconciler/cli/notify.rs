@@ -1,13 +1,15 @@
 //! `sitekeeper notify test NAME` (SPEC §3, §9): sends one test event to a
 //! `notify:` target, at once and without the outbox, and reports what the
 //! target answered: exit 0 when it accepted, 1 with the reason otherwise.
+//! And the hidden `notify relay`, the background sender of `apply`'s and
+//! `rollback`'s events (`watch::notify::relay`).
 
 use clap::Subcommand;
 
 use super::context::now;
 use super::{CliError, Format, Global, Printer, exit, load_clean};
 use crate::store::Event;
-use crate::watch::notify::send;
+use crate::watch::notify::{relay, send};
 
 /// `notify` subcommands.
 #[derive(Debug, Subcommand)]
@@ -17,10 +19,22 @@ pub enum NotifyCommand {
         /// The target's `name` in fleet.yaml `notify:`.
         name: String,
     },
+    /// The background sender `apply` and `rollback` start for their events
+    /// (reads them on stdin); not for use by hand.
+    #[command(hide = true)]
+    Relay,
 }
 
 pub(super) fn run(global: &Global, printer: &Printer, cmd: &NotifyCommand) -> Result<(), CliError> {
-    let NotifyCommand::Test { name } = cmd;
+    let name = match cmd {
+        NotifyCommand::Test { name } => name,
+        NotifyCommand::Relay => {
+            return relay::run(std::io::stdin().lock()).map_err(|e| {
+                printer.error(&e.to_string());
+                CliError::Exit(exit::INVALID)
+            });
+        }
+    };
     let fleet = load_clean(global)?;
     let Some(target) = fleet.config.notify.iter().find(|t| &t.name == name) else {
         let known: Vec<&str> = fleet

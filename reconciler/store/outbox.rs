@@ -91,6 +91,12 @@ pub struct Queued {
     pub event: Event,
 }
 
+/// The relay's log in the outbox directory ([`Outbox::log`]).
+pub const LOG: &str = "relay.log";
+
+/// The size past which the relay's log starts again.
+const LOG_LIMIT: u64 = 1 << 20;
+
 /// The outbox directory of a state dir.
 #[derive(Debug, Clone)]
 pub struct Outbox {
@@ -168,6 +174,30 @@ impl Outbox {
     /// accepted it must not send it again).
     pub fn remove(&self, path: &Path) -> Result<(), StoreError> {
         remove_durably(path).map_err(io(path))
+    }
+
+    /// Appends `line`, with the time, to the log of what the background
+    /// relay sent (`relay.log` beside the entries; `list` reads only
+    /// `*.json`). The relay has no terminal, so this is where an operator
+    /// reads what became of a command's notifications. Past [`LOG_LIMIT`]
+    /// the log starts again, the previous one kept as `relay.log.1`.
+    /// Best effort: a log that cannot be written is no reason to hold a
+    /// notification back.
+    pub fn log(&self, line: &str) {
+        use std::io::Write as _;
+        let path = self.dir.join(LOG);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_LIMIT) {
+            let _ = std::fs::rename(&path, self.dir.join(format!("{LOG}.1")));
+        }
+        let _ = std::fs::create_dir_all(&self.dir);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            // One write per line, so lines from the relay's threads never interleave.
+            let _ = f.write_all(format!("{} {line}\n", jiff::Timestamp::now()).as_bytes());
+        }
     }
 }
 

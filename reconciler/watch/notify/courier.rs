@@ -1,70 +1,75 @@
-//! Delivery for `apply` and `rollback` on the command line (SPEC §9):
-//! events go out while the other sites are still being converged, not
-//! after them.
+//! Delivery for `apply` and `rollback` on the command line (SPEC §9): the
+//! command never waits for a notify target.
 //!
 //! A site's events are written to the outbox by the thread that raised
-//! them (durably, before anything is sent), then handed to one delivery
-//! thread. The command waits for that thread only until [`Courier::within`]
-//! after its *first* event: a fleet apply that takes longer than that has
-//! nothing left to wait for at its end, whatever the target does, and a
-//! short one waits a bounded few seconds. What is not accepted by then
-//! stays in the outbox for the daemon or the next command. The delivery
-//! thread is never joined past that deadline: a target that never answers
-//! cannot keep the command alive.
+//! them (durably, before anything is sent), as soon as the site has failed,
+//! and then handed over a pipe to a background relay process
+//! (`sitekeeper notify relay`, [`super::relay`]) started at the first
+//! event. The relay sends them while the other sites are still converging
+//! and goes on after the command has exited, for a bounded time; what it
+//! cannot deliver stays in the outbox for `watch`. So a target that is
+//! slow, silent or down costs the command nothing (issue 20's "no
+//! slowdown"), and a command that is killed loses nothing it raised: the
+//! outbox has it, and the relay still reads what was in the pipe.
+//!
+//! The relay is its own process group, so a Ctrl-C at the terminal that
+//! stops the command does not stop the delivery of what it raised. Under a
+//! service manager that kills a unit's processes when its main process
+//! exits (systemd's default for a oneshot), the relay is stopped with it:
+//! the events are in the outbox by then, and `watch` sends them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
-use super::{Delivered, MessageKey, host, route};
+use super::relay::{Entry, Header, Resolved};
+use super::route;
 use crate::load::Fleet;
 use crate::model::NotifyTarget;
 use crate::store::{Event, Outbox};
 
-/// A target as the delivery thread needs it: with its secret file resolved
-/// against the fleet's directory.
-#[derive(Clone)]
-struct Resolved {
-    target: NotifyTarget,
-    secret: Option<PathBuf>,
+/// The relay as the command sees it.
+enum Relay {
+    /// No event yet: no process either.
+    NotStarted(Header),
+    /// Running: its stdin, and its pid to tell the operator.
+    Running { stdin: ChildStdin, pid: u32 },
+    /// It could not be started, or its pipe broke: events still reach the
+    /// outbox, and `watch` sends them.
+    Broken(String),
 }
 
-/// Events handed to the delivery thread, each with its outbox entry (none
-/// when it could not be written: then it is sent once, from memory), and
-/// the moment the command stops waiting for it.
-struct Batch {
-    events: Vec<(Option<PathBuf>, String, Event)>,
-    deadline: Instant,
-}
-
-/// An event and its outbox entry, if it could be written.
-type Kept = (Option<PathBuf>, Event);
-
-/// Hands a command's events to a delivery thread as they are raised.
+/// Hands a command's events to the background relay as they are raised.
 pub struct Courier {
     targets: Vec<NotifyTarget>,
     outbox: Outbox,
-    within: Duration,
-    tx: Mutex<Option<mpsc::Sender<Batch>>>,
-    /// The delivery thread's answers (behind a lock only so that the
-    /// courier can be shared by the threads converging sites).
-    delivered: Mutex<mpsc::Receiver<Delivered>>,
-    /// When the first event was raised, plus `within`.
-    deadline: Mutex<Option<Instant>>,
-    /// Events routed to each target so far, to name what was not sent.
+    relay: Mutex<Relay>,
+    /// Events routed to each target so far, to say what was handed over.
     routed: Mutex<BTreeMap<String, usize>>,
 }
 
+/// What became of one target's events when the command ended.
+#[derive(Debug)]
+pub struct Handed {
+    /// The target.
+    pub target: String,
+    /// How many events it was routed.
+    pub events: usize,
+    /// The relay's pid, or why there is no relay (the events wait in the
+    /// outbox).
+    pub relay: Result<u32, String>,
+}
+
 impl Courier {
-    /// A courier for `fleet`'s targets, or `None` when it has none. The
-    /// command waits at most `within` after the first event is raised.
-    pub fn start(fleet: &Fleet, state_dir: &std::path::Path, within: Duration) -> Option<Self> {
+    /// A courier for `fleet`'s targets, or `None` when it has none.
+    pub fn start(fleet: &Fleet, state_dir: &Path) -> Option<Self> {
         if fleet.config.notify.is_empty() {
             return None;
         }
-        let resolved: Vec<Resolved> = fleet
+        let targets: Vec<Resolved> = fleet
             .config
             .notify
             .iter()
@@ -76,48 +81,27 @@ impl Courier {
                     .and_then(|s| fleet.notify_secret_path(s)),
             })
             .collect();
-        let outbox = Outbox::new(state_dir);
-        let (tx, rx) = mpsc::channel::<Batch>();
-        let (done_tx, delivered) = mpsc::channel::<Delivered>();
-        let thread_outbox = outbox.clone();
-        let spawned = std::thread::Builder::new()
-            .name("sitekeeper-notify".into())
-            .spawn(move || deliver(&resolved, &thread_outbox, &rx, &done_tx));
-        if let Err(e) = spawned {
-            // Everything raised still reaches the outbox; the daemon or the
-            // next command sends it.
-            tracing::error!(error = %e, "cannot start the notification thread");
-        }
         Some(Courier {
             targets: fleet.config.notify.clone(),
-            outbox,
-            within,
-            tx: Mutex::new(Some(tx)),
-            delivered: Mutex::new(delivered),
-            deadline: Mutex::new(None),
+            outbox: Outbox::new(state_dir),
+            relay: Mutex::new(Relay::NotStarted(Header {
+                state_dir: state_dir.to_path_buf(),
+                targets,
+            })),
             routed: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// How long the command waits after its first event.
-    pub fn within(&self) -> Duration {
-        self.within
-    }
-
     /// Writes `events` to the outbox for every target that wants them and
-    /// hands them to the delivery thread. Called from the thread that
-    /// converged the site, so the outbox write is done when it returns.
+    /// hands them to the relay. Called from the thread that converged the
+    /// site, so the outbox write is done when it returns.
     pub fn raise(&self, events: Vec<Event>) {
-        if events.is_empty() {
+        let queued = route(&self.targets, events);
+        if queued.is_empty() {
             return;
         }
-        let deadline = *self
-            .deadline
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| Instant::now() + self.within);
-        let mut batch = Vec::new();
-        for q in route(&self.targets, events) {
+        let mut lines = Vec::new();
+        for q in queued {
             let path = self
                 .outbox
                 .put(&q)
@@ -129,121 +113,73 @@ impl Courier {
                 .unwrap_or_else(PoisonError::into_inner)
                 .entry(q.target.clone())
                 .or_default() += 1;
-            batch.push((path, q.target, q.event));
+            match serde_json::to_string(&Entry { path, queued: q }) {
+                Ok(line) => lines.push(line),
+                Err(e) => tracing::error!(error = %e, "cannot hand an event to the relay"),
+            }
         }
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = tx.as_ref()
-            && !batch.is_empty()
-            && tx
-                .send(Batch {
-                    events: batch,
-                    deadline,
-                })
-                .is_err()
-        {
-            tracing::warn!("the notification thread has stopped; the events wait in the outbox");
+        let mut relay = self.relay.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Relay::NotStarted(header) = &*relay {
+            *relay = spawn(header).unwrap_or_else(Relay::Broken);
+        }
+        if let Relay::Running { stdin, .. } = &mut *relay {
+            let mut text = lines.join("\n");
+            text.push('\n');
+            if let Err(e) = stdin.write_all(text.as_bytes()) {
+                *relay = Relay::Broken(format!("the relay stopped reading ({e})"));
+            }
         }
     }
 
-    /// Waits for the delivery thread until the deadline (the first event's
-    /// time plus `within`; no wait when nothing was raised) and says what
-    /// each target did. Targets that did not answer in time are reported
-    /// as such; their events stay in the outbox.
-    pub fn finish(self) -> Vec<Delivered> {
-        drop(
-            self.tx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let deadline = *self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<Delivered> = Vec::new();
-        let delivered = self
-            .delivered
+    /// Closes the relay's input (it finishes on its own, in the
+    /// background) and says what was handed to it. Waits for nothing.
+    pub fn finish(self) -> Vec<Handed> {
+        let relay = match self
+            .relay
             .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(deadline) = deadline {
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match delivered.recv_timeout(left) {
-                    Ok(d) => out.push(d),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        }
-        let routed = self
-            .routed
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            // Dropping its stdin here is the relay's sign that no more
+            // events come; it is not waited for, and whoever adopted it
+            // (init) reaps it.
+            Relay::Running { pid, .. } => Ok(pid),
+            Relay::Broken(why) => Err(why),
+            Relay::NotStarted(_) => return Vec::new(),
+        };
+        self.routed
             .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        for (target, count) in routed {
-            let answered: usize = out
-                .iter()
-                .filter(|d| d.target == target)
-                .map(|d| d.events)
-                .sum();
-            if answered < count {
-                out.push(Delivered {
-                    target,
-                    events: count - answered,
-                    result: Err("not sent in time; kept in the outbox".to_owned()),
-                });
-            }
-        }
-        out
+            .unwrap_or_else(PoisonError::into_inner)
+            .into_iter()
+            .map(|(target, events)| Handed {
+                target,
+                events,
+                relay: relay.clone(),
+            })
+            .collect()
     }
 }
 
-/// The delivery thread: takes what has been raised so far, sends it as
-/// one message per target and type, and reports each answer, until the
-/// command drops its sender.
-fn deliver(
-    targets: &[Resolved],
-    outbox: &Outbox,
-    rx: &mpsc::Receiver<Batch>,
-    done: &mpsc::Sender<Delivered>,
-) {
-    let host = host();
-    while let Ok(first) = rx.recv() {
-        // Whatever else is already waiting goes in the same messages.
-        let mut deadline = first.deadline;
-        let mut groups: Vec<(MessageKey, Vec<Kept>)> = Vec::new();
-        for batch in std::iter::once(first).chain(rx.try_iter()) {
-            deadline = deadline.min(batch.deadline);
-            for (path, target, event) in batch.events {
-                let key = (target, event.kind.clone());
-                match groups.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, members)) => members.push((path, event)),
-                    None => groups.push((key, vec![(path, event)])),
-                }
-            }
-        }
-        for ((name, _), members) in groups {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let result = match targets.iter().find(|r| r.target.name == name) {
-                _ if left.is_zero() => Err("not sent in time; kept in the outbox".to_owned()),
-                None => Err("no such target".to_owned()),
-                Some(r) => {
-                    let events: Vec<Event> = members.iter().map(|(_, e)| e.clone()).collect();
-                    super::send::send_within(&r.target, r.secret.as_deref(), &events, &host, left)
-                        .map_err(|e| format!("{e}; kept in the outbox"))
-                }
-            };
-            if result.is_ok() {
-                for path in members.iter().filter_map(|(p, _)| p.as_ref()) {
-                    if let Err(e) = outbox.remove(path) {
-                        tracing::error!(error = %e, "cannot remove a delivered event from the outbox");
-                    }
-                }
-            }
-            let report = Delivered {
-                target: name,
-                events: members.len(),
-                result,
-            };
-            if done.send(report).is_err() {
-                // The command has stopped listening; the outbox keeps the rest.
-                return;
-            }
-        }
-    }
+/// Starts the relay (this same program, `notify relay`) in its own process
+/// group, with no terminal output, and writes it the header.
+fn spawn(header: &Header) -> Result<Relay, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program ({e})"))?;
+    let mut child = Command::new(exe)
+        .args(["notify", "relay"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the relay ({e})"))?;
+    let pid = child.id();
+    let Some(mut stdin) = child.stdin.take() else {
+        return Err("the relay has no stdin".to_owned());
+    };
+    let mut line =
+        serde_json::to_string(header).map_err(|e| format!("cannot describe the targets ({e})"))?;
+    line.push('\n');
+    stdin
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("the relay stopped reading ({e})"))?;
+    Ok(Relay::Running { stdin, pid })
 }

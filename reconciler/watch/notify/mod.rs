@@ -14,9 +14,10 @@
 
 mod courier;
 pub mod raise;
+pub mod relay;
 pub mod send;
 
-pub use courier::Courier;
+pub use courier::{Courier, Handed};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -248,17 +249,6 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Raised>, windo
 
 /// A message's target and event type.
 type MessageKey = (String, String);
-
-/// What one target did with the events a [`Courier`] had for it.
-#[derive(Debug)]
-pub struct Delivered {
-    /// The target.
-    pub target: String,
-    /// Its events.
-    pub events: usize,
-    /// Its answer, or why it was not asked (time ran out) or refused.
-    pub result: Result<send::Accepted, String>,
-}
 
 /// Removes delivered (or undeliverable) events from the outbox, on a
 /// blocking thread: each removal is made durable.

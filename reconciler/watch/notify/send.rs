@@ -19,7 +19,7 @@ use crate::store::Event;
 
 /// How long one request or SMTP session may take: a target that is slow
 /// holds up only its own delivery, never a reconcile.
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a target answered when it accepted a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
