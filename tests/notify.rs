@@ -16,7 +16,7 @@ use hmac::Mac;
 
 use crate::support::{free_port, sitekeeper, stderr, stdout, wait_for_port, write_tree};
 
-const KEY: &str = "a-notify-secret-of-some-length";
+pub(crate) const KEY: &str = "a-notify-secret-of-some-length";
 
 /// One request the receiver took.
 #[derive(Debug, Clone)]
@@ -214,7 +214,7 @@ fn until(within: Duration, what: &str, daemon: &Daemon, cond: impl Fn() -> bool)
 /// A catalog with 1.0.0 and 1.0.1; `sites` adopted at 1.0.0, opted in to
 /// patch upgrades, whose post_apply hook fails while `dir/broken`
 /// exists; and `notify` as fleet.yaml's targets.
-fn setup(sites: &[&str], notify: &str) -> tempfile::TempDir {
+pub(crate) fn setup(sites: &[&str], notify: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_tree(&d.join("catalog"), crate::support::CATALOG);
@@ -258,7 +258,7 @@ fn setup(sites: &[&str], notify: &str) -> tempfile::TempDir {
 }
 
 /// Appends `text` to fleet.yaml.
-fn add_notify(dir: &Path, text: &str) {
+pub(crate) fn add_notify(dir: &Path, text: &str) {
     let fleet_yaml = dir.join("fleet/fleet.yaml");
     let before = std::fs::read_to_string(&fleet_yaml).unwrap();
     std::fs::write(&fleet_yaml, format!("{before}{text}")).unwrap();

@@ -356,3 +356,63 @@ pub fn run_fleet(dir: &Path, args: &[&str]) -> Output {
         .output()
         .expect("the binary runs")
 }
+
+/// A test CA (`ca.pem`) and a server certificate signed by it for
+/// 127.0.0.1 (`server.pem`, `server.key`), made in `dir` with the
+/// `openssl` command (P-256 keys, valid two days). Clients trust `ca.pem`
+/// through an option (`--git-ca-file`) or OpenSSL's `SSL_CERT_FILE`.
+pub fn tls_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sitekeeper test CA",
+    ];
+    openssl(&[&["req", "-x509"][..], &ec, &ca].concat());
+    let csr = [
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ];
+    openssl(&[&["req"][..], &ec, &csr].concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}

@@ -31,6 +31,7 @@ mod layout;
 mod markdown;
 mod noop_scan;
 mod notify;
+mod notify_tls;
 mod page_checks;
 mod papercuts;
 mod plan_cli;
