@@ -183,8 +183,13 @@ fn one_target(
     let mut refused = false;
     while let Some(entries) = settle(rx) {
         if refused {
+            outbox.log(&format!(
+                "{name}: {} more event(s) wait in the outbox (it refused the last message)",
+                entries.len()
+            ));
             continue;
         }
+        let mut unsent = entries.len();
         for (kind, members) in by_kind(entries) {
             for chunk in members.chunks(MAX_PER_MESSAGE) {
                 let events: Vec<Event> = chunk.iter().map(|e| e.queued.event.clone()).collect();
@@ -210,6 +215,7 @@ fn one_target(
                             accepted.code,
                             chunk.len()
                         ));
+                        unsent -= chunk.len();
                         for path in chunk.iter().filter_map(|e| e.path.as_deref()) {
                             if let Err(e) = outbox.remove(path) {
                                 outbox.log(&format!("cannot remove a delivered event: {e}"));
@@ -218,8 +224,7 @@ fn one_target(
                     }
                     Err(e) => {
                         outbox.log(&format!(
-                            "{name}: not delivered: {e}; {} {kind} event(s) wait in the outbox",
-                            chunk.len()
+                            "{name}: not delivered: {e}; {unsent} event(s) wait in the outbox"
                         ));
                         refused = true;
                         break;
