@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main; no other thread exists yet.
+    unsafe { sitekeeper::git::ca_store::init_libgit2_with_lazy_cas() };
     let cli = match sitekeeper::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

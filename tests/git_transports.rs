@@ -42,7 +42,7 @@ fn site_yaml(name: &str, root: &Path, host: &str) -> String {
 
 /// A catalog work tree at `work` (the stock release and, with `fix`, the
 /// fix), committed, and its bare clone at `bare`; returns the commit.
-fn catalog(work: &Path, bare: &Path, fix: bool) -> String {
+pub(crate) fn catalog(work: &Path, bare: &Path, fix: bool) -> String {
     write_tree(work, CATALOG);
     if fix {
         write_tree(work, &[FIX]);
@@ -66,7 +66,7 @@ fn catalog(work: &Path, bare: &Path, fix: bool) -> String {
 
 /// A fleet directory at `fleet` whose catalog is `url` (ref main), with
 /// one site `a` whose root `root` holds release 1.0.0.
-fn fleet_dir(fleet: &Path, url: &str, root: &Path) {
+pub(crate) fn fleet_dir(fleet: &Path, url: &str, root: &Path) {
     write_tree(
         fleet,
         &[
@@ -82,7 +82,7 @@ fn fleet_dir(fleet: &Path, url: &str, root: &Path) {
 
 /// Runs sitekeeper in `cwd` with state in `state`, with no ssh agent and
 /// an empty home (so nothing of the user running the tests is used).
-fn run(cwd: &Path, state: &Path, home: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(cwd: &Path, state: &Path, home: &Path, args: &[&str]) -> Output {
     std::fs::create_dir_all(home).unwrap();
     sitekeeper(state)
         .current_dir(cwd)
@@ -416,16 +416,16 @@ fn ssh_with_a_deploy_key_and_known_hosts_needs_no_agent_and_refuses_other_host_k
 
 /// nginx serving git-http-backend (through fcgiwrap) over TLS with a
 /// certificate from a CA the test makes, behind basic auth; killed on drop.
-struct Https {
+pub(crate) struct Https {
     nginx: Child,
     fcgi: Child,
     port: u16,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Https {
     /// Serves the repositories under `repos`; `users` are `(user, password)`.
-    fn start(dir: &Path, repos: &Path, users: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(dir: &Path, repos: &Path, users: &[(&str, &str)]) -> Self {
         let nginx = program(&["/usr/sbin/nginx"], "nginx-light");
         let fcgiwrap = program(&["/usr/sbin/fcgiwrap"], "fcgiwrap");
         let backend = program(
@@ -521,7 +521,7 @@ impl Https {
         https
     }
 
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("https://127.0.0.1:{}/{name}", self.port)
     }
 

@@ -21,6 +21,7 @@ mod data_postgres;
 mod examples;
 mod fsync;
 mod fuzz_corpus;
+mod git_ca_store;
 mod git_sources;
 mod git_transports;
 mod hooks;

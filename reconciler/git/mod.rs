@@ -27,6 +27,7 @@
 //! catalog or a report, is the caller's to say.
 
 mod access;
+pub mod ca_store;
 pub mod known_hosts;
 
 use std::fs::File;
