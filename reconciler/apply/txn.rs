@@ -42,6 +42,20 @@ pub struct FileRef {
     pub symlink: bool,
 }
 
+impl FileRef {
+    /// The snapshot entry it makes.
+    pub fn entry(self) -> SnapshotEntry {
+        if self.symlink {
+            SnapshotEntry::Symlink { blob: self.blob }
+        } else {
+            SnapshotEntry::File {
+                mode: self.mode,
+                blob: self.blob,
+            }
+        }
+    }
+}
+
 /// One path's change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -301,17 +315,8 @@ fn sync_parents(root: &Root, steps: &Steps, changes: &[Change]) -> Result<(), Tx
 pub fn apply_to_snapshot(mut base: Snapshot, changes: &[Change]) -> Snapshot {
     for c in changes {
         match c.new {
-            Some(f) if f.symlink => {
-                base.insert(c.path.clone(), SnapshotEntry::Symlink { blob: f.blob });
-            }
             Some(f) => {
-                base.insert(
-                    c.path.clone(),
-                    SnapshotEntry::File {
-                        mode: f.mode,
-                        blob: f.blob,
-                    },
-                );
+                base.insert(c.path.clone(), f.entry());
             }
             None => {
                 base.remove(&c.path);
@@ -440,16 +445,17 @@ fn write_journal(state: &SiteState, steps: &Steps, journal: &Journal) -> Result<
     atomic_write(&journal_path(state), &text, Durability::Durable).map_err(io("write journal"))
 }
 
-/// Writes the point a change will commit, without its ref.
+/// Writes the point a change will commit, without its ref: the base
+/// point's trees along the changed paths, the rest kept by id.
 fn prepare(points: &Points, journal: &Journal) -> Result<Prepared, TxnError> {
-    let base = match journal.base_point {
-        Some(n) => points.snapshot(n)?,
-        None => Snapshot::new(),
-    };
-    let snapshot = apply_to_snapshot(base, &journal.changes);
+    let changes: Vec<(&str, Option<SnapshotEntry>)> = journal
+        .changes
+        .iter()
+        .map(|c| (c.path.as_str(), c.new.map(FileRef::entry)))
+        .collect();
     let mut meta = journal.meta.clone();
     meta.txn = Some(journal.id.clone());
-    Ok(points.prepare(&snapshot, meta)?)
+    Ok(points.prepare_changes(journal.base_point, &changes, meta)?)
 }
 
 /// Commits the point (the atomic step) and appends the ledger records.

@@ -19,6 +19,7 @@ use super::StoreError;
 use super::pack::{self, Packed};
 
 mod unnamed;
+mod update;
 use crate::model::hash::BlobId;
 use crate::model::values::Timestamp;
 
@@ -463,8 +464,6 @@ impl Points {
         snapshot: &Snapshot,
         mut meta: PointMeta,
     ) -> Result<Prepared, StoreError> {
-        let point = self.latest()?.map_or(1, |n| n + 1);
-        meta.point = point;
         meta.modes = snapshot
             .iter()
             .filter_map(|(path, e)| match e {
@@ -474,10 +473,22 @@ impl Points {
                 _ => None,
             })
             .collect();
+        self.prepare_with(meta, |points| points.build_tree(snapshot))
+    }
+
+    /// The rest of [`Points::prepare`] once `meta.modes` is set: `tree`
+    /// writes the point's trees and gives the root's id.
+    fn prepare_with(
+        &self,
+        mut meta: PointMeta,
+        tree: impl FnOnce(&Self) -> Result<git2::Oid, StoreError>,
+    ) -> Result<Prepared, StoreError> {
+        let point = self.latest()?.map_or(1, |n| n + 1);
+        meta.point = point;
         // Merging small packs first: a failure there leaves the change
         // uncommitted, never committed-but-reported-failed.
         pack::maintain(&self.repo).map_err(self.git())?;
-        let tree = self.build_tree(snapshot)?;
+        let tree = tree(self)?;
         let parent = match self.latest()? {
             Some(n) => Some(self.commit_of(n)?.id()),
             None => None,
