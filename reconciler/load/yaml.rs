@@ -19,8 +19,10 @@ use super::diag::{Diagnostic, Location};
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Deepest nesting of mappings and sequences accepted.
 pub const MAX_DEPTH: usize = 32;
-/// Most nodes a document may hold once its aliases are expanded; a billion
-/// laughs fails at this count, long before it costs memory or time.
+/// Most nodes a document's aliases may repeat; a billion laughs fails at
+/// this count, long before it costs memory or time. The nodes written out
+/// are bounded by [`MAX_FILE_BYTES`] instead: a list of 10,000 sites is
+/// more than 100,000 nodes and no bomb.
 pub const MAX_EXPANDED_NODES: usize = 100_000;
 
 /// Where a node is: the value's position and, for a mapping value, its key's.
@@ -224,6 +226,8 @@ struct Scanner<'f> {
     root_is_scalar: bool,
     /// Nodes so far, an alias counting as the nodes it repeats.
     nodes: usize,
+    /// The nodes aliases repeated so far: what [`MAX_EXPANDED_NODES`] bounds.
+    repeated: usize,
     /// How many nodes each closed anchored node holds, for its aliases.
     anchor_sizes: HashMap<usize, usize>,
     /// Open collections (flow style?, mapping?, start), to explain syntax errors.
@@ -239,6 +243,7 @@ impl<'f> Scanner<'f> {
             documents: 0,
             root_is_scalar: false,
             nodes: 0,
+            repeated: 0,
             anchor_sizes: HashMap::new(),
             opens: Vec::new(),
         }
@@ -311,16 +316,20 @@ impl<'f> Scanner<'f> {
     }
 
     /// Counts the node, an alias as what it expands to, and refuses a file
-    /// past [`MAX_EXPANDED_NODES`]: a billion laughs stops here, by
-    /// arithmetic, before any layer expands it. Returns the count before
-    /// the node, where an anchored collection starts its own count.
+    /// whose aliases repeat more than [`MAX_EXPANDED_NODES`] nodes: a
+    /// billion laughs stops here, by arithmetic, before any layer expands
+    /// it. Returns the count before the node, where an anchored collection
+    /// starts its own count.
     fn count(&mut self, event: &Event<'_>, pos: (usize, usize)) -> Result<usize, Diagnostic> {
         let nodes_before = self.nodes;
-        self.nodes += match event {
+        match event {
             // An anchor is sized when its collection closes, so an alias
             // to an open one is inside it.
             Event::Alias(id) => match self.anchor_sizes.get(id) {
-                Some(size) => *size,
+                Some(size) => {
+                    self.nodes += *size;
+                    self.repeated += *size;
+                }
                 None => {
                     return Err(refuse(
                         self.file,
@@ -330,9 +339,9 @@ impl<'f> Scanner<'f> {
                     ));
                 }
             },
-            _ => 1,
-        };
-        if self.nodes > MAX_EXPANDED_NODES {
+            _ => self.nodes += 1,
+        }
+        if self.repeated > MAX_EXPANDED_NODES {
             return Err(refuse(
                 self.file,
                 pos,
@@ -773,6 +782,20 @@ mod tests {
         // A block sequence starts at its first `-`; a missing item locates there.
         assert_eq!(index.locate("list[7]"), (4, 3));
         assert_eq!(index.locate_key("list"), (3, 1));
+    }
+
+    #[test]
+    fn a_long_list_without_aliases_is_no_alias_bomb() {
+        // 10,000 sites in one file, as a host of many sites keeps them:
+        // 150,000 nodes written out, under the file size limit. Found when
+        // `adopt --all` of such a fleet was refused as an alias bomb.
+        let mut text = String::new();
+        for i in 0..30_000 {
+            text.push_str(&format!("- {{a: {i}, b: x}}\n"));
+        }
+        assert!(text.len() < MAX_FILE_BYTES);
+        let (doc, _) = parse::<Vec<serde_json::Value>>("sites/all.yaml", text.as_bytes()).unwrap();
+        assert_eq!(doc.len(), 30_000);
     }
 
     #[test]
