@@ -47,6 +47,20 @@ fn the_benchmark_harness_runs_at_smoke_size_and_writes_every_row() {
     ] {
         assert!(table.contains(row), "no row {row:?} in:\n{table}");
     }
+    // Issue 22: the comparison with Ansible at tiny size when
+    // `ansible-playbook` is there, and a note saying it was skipped when not.
+    let ansible = Command::new("ansible-playbook")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ansible {
+        assert!(
+            table.contains("| W3 | the same / Ansible `replace`"),
+            "{table}"
+        );
+    } else {
+        assert!(table.contains("W3 against Ansible was skipped"), "{table}");
+    }
     // A plan of an unchanged, adopted site reads no site file: the stat
     // cache vouches for every one (strace counted the reads).
     assert!(
