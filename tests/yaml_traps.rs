@@ -67,6 +67,20 @@ fn several_documents_are_refused() {
 }
 
 #[test]
+fn a_long_list_without_aliases_is_no_alias_bomb() {
+    // 10,000 sites in one file, as a host of many sites keeps them:
+    // 150,000 nodes written out, under the file size limit. Found when
+    // `adopt --all` of such a fleet was refused as an alias bomb.
+    let mut text = String::new();
+    for i in 0..30_000 {
+        text.push_str(&format!("- {{a: {i}, b: x}}\n"));
+    }
+    assert!(text.len() < sitekeeper::load::yaml::MAX_FILE_BYTES);
+    let (doc, _) = parse::<Vec<serde_json::Value>>("sites/all.yaml", text.as_bytes()).unwrap();
+    assert_eq!(doc.len(), 30_000);
+}
+
+#[test]
 fn alias_bomb_fails_fast() {
     // The billion laughs: 9 levels of 9 aliases expand to 9^9 values.
     let mut text = String::from("labels: &a0 {x: lol}\n");
