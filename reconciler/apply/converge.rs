@@ -124,6 +124,7 @@ fn failed(site: &str, detail: impl std::fmt::Display) -> ApplyError {
 }
 
 /// Options of one run.
+#[derive(Clone, Copy)]
 pub struct Options<'a> {
     /// `cli`, `watch` or `webhook`.
     pub via: &'a str,

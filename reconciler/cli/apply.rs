@@ -138,24 +138,28 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
     let state = state_dir(global, &fleet);
     let at = now()?;
     let courier = Courier::start(&fleet, &state);
+    let opts = Options {
+        via: "cli",
+        wait: !args.no_wait,
+        saved: saved.as_ref(),
+        forced: forced.as_ref(),
+        forced_fix: args.fix.as_deref(),
+        clock: Clock::starting(at),
+        state_dir: &state,
+        progress: None,
+        cancel: None,
+    };
     let apply_one = |s: &&crate::load::Loaded<crate::model::fleet::Site>| {
         let bar = ScanProgress::labelled(
             s.site.as_str(),
             global.quiet,
             "staging and replacing {pos}/{len}",
         );
-        let opts = Options {
-            via: "cli",
-            wait: !args.no_wait,
-            saved: saved.as_ref(),
-            forced: forced.as_ref(),
-            forced_fix: args.fix.as_deref(),
-            clock: Clock::starting(at),
-            state_dir: &state,
+        let with_bar = Options {
             progress: Some(&bar),
-            cancel: None,
+            ..opts
         };
-        let result = converge::apply_site(&fleet, s, &opts);
+        let result = converge::apply_site(&fleet, s, &with_bar);
         raise(courier.as_ref(), &fleet, s.site.as_str(), &result);
         (s.site.to_string(), result)
     };
@@ -163,17 +167,6 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         // Many sites: group commits (README "Converging"), each site with
         // its own lock, journal and recovery, up to --jobs at once. No
         // per-site bars: many sites' bars would only scroll.
-        let opts = Options {
-            via: "cli",
-            wait: !args.no_wait,
-            saved: saved.as_ref(),
-            forced: forced.as_ref(),
-            forced_fix: args.fix.as_deref(),
-            clock: Clock::starting(at),
-            state_dir: &state,
-            progress: None,
-            cancel: None,
-        };
         let done = |site: &str, result: &Result<Outcome, ApplyError>| {
             raise(courier.as_ref(), &fleet, site, result);
         };
