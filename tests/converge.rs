@@ -210,6 +210,80 @@ fn a_failing_health_check_rolls_back_and_quarantines() {
 }
 
 #[test]
+fn a_release_or_fix_named_on_the_command_line_is_applied_or_refused_with_its_reason() {
+    let dir = setup("");
+    // 1.1.0 is a minor step, above the site's `upgrades: patch`.
+    write_tree(
+        &dir.path().join("catalog"),
+        &[
+            (
+                "releases/1.1.0.yaml",
+                "version: 1.1.0\nchannels: [stable]\nreleased: 2026-03-01T00:00:00Z\npayload:\n  tree: releases/1.1.0/\n",
+            ),
+            ("releases/1.1.0/index.php", "<?php echo 'v1.1.0';\n"),
+        ],
+    );
+    let site = || read_tree(&dir.path().join("site"));
+    let ledger = || std::fs::read_to_string(dir.path().join("state/s/ledger.jsonl")).unwrap();
+    let (before, recorded) = (site(), ledger());
+    let refused = |args: &[&str], code: i32, says: &str| {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert_eq!(site(), before, "{args:?} changed the site");
+        assert_eq!(ledger(), recorded, "{args:?} wrote a record");
+    };
+    // A typo is invalid input, named with what there is.
+    refused(
+        &["apply", "--release", "9.9.9"],
+        2,
+        "no release 9.9.9 in the catalog of acme (hint: the releases are 1.0.0, 1.0.1, 1.1.0)",
+    );
+    refused(
+        &["apply", "--fix", "0009-nothing"],
+        2,
+        "no fix 0009-nothing in the catalog of acme (hint: the fixes are 0001-greet)",
+    );
+    // A real release a gate holds: refused with the gate's reason, and
+    // not the rest of the plan (1.0.1 and the fix) instead.
+    refused(
+        &["apply", "--release", "1.1.0"],
+        3,
+        "s: release 1.1.0 is not applied: not_opted_in: 1.1.0 is a minor upgrade",
+    );
+    let out = run(dir.path(), &["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (before, recorded) = (site(), ledger());
+    let refused = |args: &[&str], code: i32, says: &str| {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert_eq!(site(), before, "{args:?} changed the site");
+        assert_eq!(ledger(), recorded, "{args:?} wrote a record");
+    };
+    // An older release is no way back: that is what rollback is for.
+    refused(
+        &["apply", "--release", "1.0.0"],
+        3,
+        "s: release 1.0.0 is not applied: s runs 1.0.1, which is newer",
+    );
+    // What the site has already is nothing to do.
+    for args in [
+        &["apply", "--fix", "0001-greet"][..],
+        &["apply", "--release", "1.0.1"],
+    ] {
+        let out = run(dir.path(), args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("s: nothing to do"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert_eq!(ledger(), recorded);
+}
+
+#[test]
 fn a_stale_saved_plan_is_refused_and_writes_nothing() {
     let dir = setup("");
     let plan_file = dir.path().join("plan.json");

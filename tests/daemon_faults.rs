@@ -44,6 +44,12 @@ const HOOK_TIMEOUT: f64 = 2.0;
 const SURVIVOR_GRACE: f64 = 10.0;
 /// When the RSS baseline is taken.
 const RSS_BASELINE_AT: f64 = 20.0;
+/// How often the RSS series (printed, and judged over a long run's second
+/// half) takes a reading after the baseline.
+const RSS_EVERY: f64 = 60.0;
+/// A run at least this long is also judged on the growth of its second
+/// half, where a leak shows as a slope and start-up allocations do not.
+const RSS_SLOPE_RUN: f64 = 300.0;
 /// The upgrade's large file: too big for the `disk-full` site's tmpfs.
 const BIG: &str = "assets/big.bin";
 const BIG_SIZE: usize = 1 << 20;
@@ -965,6 +971,8 @@ struct Harness {
     dead: bool,
     rss_start: Option<(f64, u64)>,
     rss_end: Option<u64>,
+    /// `(t, KiB)` from the baseline on, one reading each `RSS_EVERY`.
+    rss_series: Vec<(f64, u64)>,
     bursts: Vec<Burst>,
     outages: Vec<Outage>,
     notes: Vec<String>,
@@ -1110,6 +1118,7 @@ impl Harness {
             dead: false,
             rss_start: None,
             rss_end: None,
+            rss_series: Vec::new(),
             bursts: Vec::new(),
             outages: Vec::new(),
             notes,
@@ -1399,6 +1408,15 @@ impl Harness {
             && let Some(rss) = self.rss()
         {
             self.rss_start = Some((t, rss));
+        }
+        let next_reading = self
+            .rss_series
+            .last()
+            .map_or(RSS_BASELINE_AT, |(at, _)| at + RSS_EVERY);
+        if t >= next_reading
+            && let Some(rss) = self.rss()
+        {
+            self.rss_series.push((t, rss));
         }
     }
 
@@ -2288,6 +2306,28 @@ impl Harness {
             }
         }
 
+        // RSS flat over a long run's second half: start-up allocations
+        // (caches, thread arenas) are behind it, a leak is not.
+        if duration >= RSS_SLOPE_RUN
+            && let (Some(&(mid_at, mid)), Some(end)) = (
+                self.rss_series.iter().find(|(at, _)| *at >= duration / 2.0),
+                self.rss_end,
+            )
+        {
+            let limit = mid + mid / 10 + 4 * 1024;
+            if end > limit {
+                self.add(
+                    "rss",
+                    format!(
+                        "daemon VmRSS grew over the run's second half from {:.1} MiB (t={mid_at:.0}s) to {:.1} MiB; the limit is {:.1} MiB (×1.1 + 4 MiB)",
+                        mid as f64 / 1024.0,
+                        end as f64 / 1024.0,
+                        limit as f64 / 1024.0
+                    ),
+                );
+            }
+        }
+
         // The table.
         let mut out = String::new();
         out.push_str(&format!(
@@ -2310,6 +2350,17 @@ impl Harness {
             self.rss_end
                 .map_or("?".into(), |r| format!("{:.1} MiB", r as f64 / 1024.0)),
         ));
+        if self.rss_series.len() > 1 {
+            let readings: Vec<String> = self
+                .rss_series
+                .iter()
+                .map(|(t, r)| format!("{:.1} ({t:.0}s)", *r as f64 / 1024.0))
+                .collect();
+            out.push_str(&format!(
+                "daemon RSS each minute, MiB: {}\n",
+                readings.join(", ")
+            ));
+        }
         for b in &self.bursts {
             out.push_str(&format!(
                 "editor burst {}: {BURST_FILES} files at t={:.0}s in {:.2} s; reconciles in the next {:.0} s: {}\n",

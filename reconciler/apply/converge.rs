@@ -14,6 +14,7 @@ mod journal;
 mod judge;
 mod locked;
 mod quarantine;
+mod request;
 mod rollback;
 mod settle;
 mod stage;
@@ -38,6 +39,7 @@ use judge::{Hooks, Verdict};
 use locked::{Locked, lock_and_recover};
 pub use quarantine::lift_item;
 use quarantine::{lift_quarantine, quarantine_plan};
+use request::unmet_request;
 use rollback::{roll_back, rollback_to};
 use settle::ChangeData;
 use stage::{check_space, plan_changes, record_prestate, store_blobs};
@@ -101,6 +103,7 @@ impl ApplyError {
             | ApplyError::DriftBlocked { site, .. }
             | ApplyError::Preflight { site, .. }
             | ApplyError::FailureMarker { site, .. }
+            | ApplyError::NotCarried { site, .. }
             | ApplyError::NoPoint { site, .. }
             | ApplyError::RolledBack { site, .. }
             | ApplyError::StorageFull { site, .. }
@@ -303,7 +306,8 @@ fn converge_site(
     }
     let plan = ctx.plan_to_apply(opts.clock.start(), opts.forced, opts.forced_fix);
     check_saved(opts.saved, &name, &plan)?;
-    if let Some(refused) = refusal(&name, &plan) {
+    if let Some(refused) = refusal(&name, &plan).or_else(|| unmet_request(&name, &ctx, &plan, opts))
+    {
         return Err(refused);
     }
     if !plan.has_changes() {

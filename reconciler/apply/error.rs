@@ -99,6 +99,19 @@ pub enum ApplyError {
         /// What failed, and how to clear it.
         reason: String,
     },
+    /// `apply --release V` or `--fix ID` named an item the site's plan
+    /// does not carry (held by a gate, off its channel, not in its
+    /// catalog): nothing was written, rather than "nothing to do" or the
+    /// rest of the plan without what was asked for.
+    #[error("{site}: {item} is not applied: {reason}")]
+    NotCarried {
+        /// The site.
+        site: String,
+        /// `release V` or `fix ID`.
+        item: String,
+        /// Why the plan does not carry it, with a hint.
+        reason: String,
+    },
     /// A rollback point was asked for that cannot be used.
     #[error("{site}: {detail}")]
     NoPoint {
@@ -189,6 +202,7 @@ impl ApplyError {
             ApplyError::DriftBlocked { .. } => "drift_blocked",
             ApplyError::Preflight { .. } => "preflight",
             ApplyError::FailureMarker { .. } => "failure_marker",
+            ApplyError::NotCarried { .. } => "not_carried",
             ApplyError::NoPoint { .. } => "no_point",
             ApplyError::RolledBack { .. } => "rolled_back",
             ApplyError::StorageFull { .. } => "storage_full",
@@ -212,6 +226,7 @@ impl ApplyError {
             | ApplyError::DriftBlocked { .. }
             | ApplyError::Preflight { .. }
             | ApplyError::FailureMarker { .. }
+            | ApplyError::NotCarried { .. }
             | ApplyError::NoPoint { .. }
             | ApplyError::RolledBack { .. }
             | ApplyError::StorageFull { .. }
@@ -247,6 +262,17 @@ impl ApplyError {
                 | ApplyError::DriftBlocked { .. }
                 | ApplyError::Preflight { .. }
                 | ApplyError::FailureMarker { .. }
+                | ApplyError::NotCarried { .. }
+        )
+    }
+
+    /// Whether the error is about the command line itself (a point or an
+    /// item it named, an invalid request): the operator who typed it reads
+    /// it at the terminal, so it raises no notification.
+    pub fn is_request_error(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::NotCarried { .. } | ApplyError::NoPoint { .. } | ApplyError::Invalid { .. }
         )
     }
 

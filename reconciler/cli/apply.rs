@@ -135,6 +135,7 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
         .map(|v| v.parse())
         .transpose()
         .map_err(CliError::Usage)?;
+    named_in_a_catalog(&fleet, &sites, forced.as_ref(), args.fix.as_deref())?;
     let state = state_dir(global, &fleet);
     let at = now()?;
     let courier = Courier::start(&fleet, &state);
@@ -176,6 +177,57 @@ pub(super) fn run(global: &Global, printer: &Printer, args: &ApplyArgs) -> Resul
     };
     notified(printer, courier);
     report(printer, results)
+}
+
+/// `--release V` and `--fix ID` must name something at least one of the
+/// sites' catalogs has: anything else is a typo (exit 2, nothing run),
+/// not "nothing to do". A site whose own catalog lacks it is refused by
+/// `converge` with the reason.
+fn named_in_a_catalog(
+    fleet: &crate::load::Fleet,
+    sites: &[&crate::load::Loaded<crate::model::fleet::Site>],
+    release: Option<&Version>,
+    fix: Option<&str>,
+) -> Result<(), CliError> {
+    // Each product once, however many sites run it.
+    let catalogs: std::collections::BTreeMap<&str, &crate::load::LoadedCatalog> = sites
+        .iter()
+        .filter_map(|s| fleet.catalogs.get(&s.product))
+        .map(|c| (c.product.as_str(), c))
+        .collect();
+    let products = catalogs.keys().copied().collect::<Vec<_>>().join(", ");
+    let catalogs: Vec<&crate::load::LoadedCatalog> = catalogs.into_values().collect();
+    if let Some(v) = release
+        && !catalogs
+            .iter()
+            .any(|c| c.releases.iter().any(|r| r.version == *v))
+    {
+        let known: Vec<String> = catalogs
+            .iter()
+            .flat_map(|c| c.releases.iter().map(|r| r.version.to_string()))
+            .collect();
+        return Err(CliError::Usage(format!(
+            "--release {v}: no release {v} in the catalog of {products} (hint: the releases are {})",
+            known.join(", ")
+        )));
+    }
+    if let Some(id) = fix
+        && !catalogs.iter().any(|c| c.fixes.iter().any(|f| f.id == id))
+    {
+        let known: Vec<&str> = catalogs
+            .iter()
+            .flat_map(|c| c.fixes.iter().map(|f| f.id.as_str()))
+            .collect();
+        let hint = if known.is_empty() {
+            "it has no fixes".to_owned()
+        } else {
+            format!("the fixes are {}", known.join(", "))
+        };
+        return Err(CliError::Usage(format!(
+            "--fix {id}: no fix {id} in the catalog of {products} (hint: {hint})"
+        )));
+    }
+    Ok(())
 }
 
 /// Raises the events of a site that failed (SPEC §9) as soon as it has

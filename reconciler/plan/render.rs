@@ -190,10 +190,7 @@ fn human_site(s: &SitePlan, verbose: bool) -> String {
             out,
             "  held {} [{}]: {}",
             h.item,
-            serde_json::to_value(h.code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            code_word(h.code),
             h.reason
         );
     }
@@ -210,7 +207,8 @@ fn op_word(op: FileOp) -> &'static str {
     }
 }
 
-fn code_word(code: super::HeldCode) -> String {
+/// A hold's code as SPEC §3.1 spells it (`policy_ceiling`).
+pub fn code_word(code: super::HeldCode) -> String {
     serde_json::to_value(code)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

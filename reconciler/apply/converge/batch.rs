@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 use super::locked::{Locked, lock_and_recover_counting};
 use super::{
     ApplyError, Applying, Begun, Options, Outcome, check_saved, context_error, progress, refusal,
-    undo,
+    undo, unmet_request,
 };
 use crate::apply::fsops::Steps;
 use crate::apply::group::{Group, SyncMode, Wants};
@@ -303,7 +303,9 @@ impl<'f> Worker<'_, 'f> {
         if let Err(e) = check_saved(opts.saved, &name, &plan) {
             return fail(e);
         }
-        if let Some(refused) = refusal(&name, &plan) {
+        if let Some(refused) =
+            refusal(&name, &plan).or_else(|| unmet_request(&name, &ctx, &plan, opts))
+        {
             return fail(refused);
         }
         if !plan.has_changes() {

@@ -126,7 +126,7 @@ pub fn of_cli_error(
     e: &ApplyError,
     at: &str,
 ) -> Vec<Event> {
-    if e.is_busy() {
+    if e.is_busy() || e.is_request_error() {
         return Vec::new();
     }
     let event = |kind: EventType, item: &str, reason: String, point: Option<u64>| {
