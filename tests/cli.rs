@@ -39,7 +39,7 @@ fn every_subcommand_has_help() {
 fn usage_errors_exit_2() {
     // Each usage error names what was wrong (and, where it helps, what is
     // allowed) on stderr, prints nothing on stdout, and exits 2.
-    let cases: [(&[&str], &[&str]); 3] = [
+    let cases: [(&[&str], &[&str]); 6] = [
         (
             &["frobnicate"],
             &[
@@ -61,6 +61,31 @@ fn usage_errors_exit_2() {
                 "error: invalid value 'yaml' for '--format <FORMAT>'",
                 "[possible values: human, json, markdown]",
             ],
+        ),
+        // Zero sites at once would be a daemon or a batch that never
+        // starts a site (the daemon used to run that way, saying jobs=0).
+        (
+            &["watch", "--fleet", "examples/fleet", "--jobs", "0"],
+            &[
+                "invalid value '0' for '--jobs <N>'",
+                "--jobs 1 takes one site at a time",
+            ],
+        ),
+        (
+            &["apply", "--fleet", "examples/fleet", "--jobs", "0"],
+            &["invalid value '0' for '--jobs <N>'"],
+        ),
+        (
+            &[
+                "adopt",
+                "intranet",
+                "--detect",
+                "--fleet",
+                "examples/fleet",
+                "--jobs",
+                "0",
+            ],
+            &["invalid value '0' for '--jobs <N>'"],
         ),
     ];
     for (args, says) in cases {

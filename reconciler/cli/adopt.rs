@@ -32,7 +32,7 @@ pub struct AdoptArgs {
     #[arg(long)]
     pub detect: bool,
     /// Sites adopted at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(usize))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::jobs)]
     pub jobs: usize,
 }
 

@@ -36,7 +36,7 @@ pub struct ApplyArgs {
     /// Converge up to N sites at once (default 1). Each site has its own
     /// lock and transaction; over several sites their durability work is
     /// shared (group commit), whatever N.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::jobs)]
     pub jobs: usize,
 }
 

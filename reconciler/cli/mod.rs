@@ -235,6 +235,19 @@ impl From<Diagnostic> for CliError {
     }
 }
 
+/// `--jobs N`: how many sites at once. Zero would be a daemon or a batch
+/// that never starts a site, so it is refused while parsing (exit 2).
+fn jobs(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err(
+            "0 sites at once would never start one (hint: --jobs 1 takes one site at a time)"
+                .into(),
+        ),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (hint: a whole number such as 4)")),
+    }
+}
+
 /// Reads the fleet and its catalogs, failing with every diagnostic if any.
 fn load_clean(global: &Global) -> Result<Fleet, CliError> {
     let (fleet, diags) = load::load(&load_options(global)?)?;

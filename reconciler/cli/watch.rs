@@ -40,7 +40,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DUR", default_value = "5m")]
     pub interval: Duration,
     /// Sites reconciled at once (default: the number of cores).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::jobs)]
     pub jobs: Option<usize>,
     /// A file holding the webhook secret; POST /reconcile then needs it.
     #[arg(long, value_name = "FILE")]
