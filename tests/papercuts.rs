@@ -769,6 +769,12 @@ fn a_point_that_does_not_exist_is_invalid_input_with_a_hint() {
         "{err}"
     );
     assert!(!err.contains("refused"), "not a refusal: {err}");
+    // Nor a failure: nothing was tried.
+    assert!(
+        stdout(&out).contains("0 refused, 0 failed, 1 invalid: s"),
+        "{}",
+        stdout(&out)
+    );
     // Nothing was done: still at point 2 of 2.
     let out = run_fleet(dir.path(), &["history", "s", "--format", "json"]);
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

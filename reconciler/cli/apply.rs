@@ -62,14 +62,16 @@ pub(super) fn exit_code(e: &ApplyError) -> u8 {
 
 /// Prints each site's result on its own line (an error on stderr, in its
 /// place), then a summary line that counts and names the sites that were
-/// refused or failed, and returns the exit code of the worst.
+/// refused or failed (and, when there are any, those the command asked
+/// something invalid of: exit 2, nothing changed, so not "failed"), and
+/// returns the exit code of the worst.
 fn report(
     printer: &Printer,
     results: Vec<(String, Result<Outcome, ApplyError>)>,
 ) -> Result<(), CliError> {
     let mut code = exit::OK;
     let (mut changed, mut unchanged) = (0, 0);
-    let (mut refused, mut failed) = (Vec::new(), Vec::new());
+    let (mut refused, mut failed, mut invalid) = (Vec::new(), Vec::new(), Vec::new());
     for (site, r) in results {
         match r {
             Ok(Outcome::Unchanged) => {
@@ -97,7 +99,11 @@ fn report(
                     refused.push(site);
                 } else {
                     printer.error(&e.to_string());
-                    failed.push(site);
+                    if this == exit::INVALID {
+                        invalid.push(site);
+                    } else {
+                        failed.push(site);
+                    }
                 }
                 // A failure outranks a refusal, which outranks success;
                 // invalid input, found per site, ranks like a failure.
@@ -109,8 +115,16 @@ fn report(
             }
         }
     }
+    let invalid = if invalid.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {}",
+            named_count(invalid.iter().map(String::as_str), "invalid")
+        )
+    };
     printer.say(&format!(
-        "{changed} site{} changed, {unchanged} unchanged, {}, {}",
+        "{changed} site{} changed, {unchanged} unchanged, {}, {}{invalid}",
         if changed == 1 { "" } else { "s" },
         named_count(refused.iter().map(String::as_str), "refused"),
         failed_words(failed.iter().map(String::as_str)),
