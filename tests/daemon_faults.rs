@@ -977,6 +977,9 @@ struct Harness {
     /// shows; the rest is mapped files (the binary, site indexes, packs),
     /// which grow with the sites' files, not with time.
     rss_series: Vec<(f64, u64, u64)>,
+    /// The `disk-full` site has no tmpfs (mounting is not allowed): its
+    /// changes meet an injected ENOSPC (`SITEKEEPER_FAILPOINT`) instead.
+    injected_full: bool,
     bursts: Vec<Burst>,
     outages: Vec<Outage>,
     notes: Vec<String>,
@@ -1022,17 +1025,28 @@ impl Harness {
         let mut cleanup = Cleanup::default();
         let mut notes = Vec::new();
         let mut sites = Vec::new();
+        let mut injected_full = false;
         for fault in FAULTS {
             let root = d.join("sites").join(fault.name());
             std::fs::create_dir_all(&root).expect("mkdir root");
             if fault == Fault::DiskFull {
-                match Tmpfs::mount(&root, TMPFS_SIZE) {
+                let mounted = if std::env::var_os("SITEKEEPER_FAULTS_NO_TMPFS").is_some() {
+                    Err("SITEKEEPER_FAULTS_NO_TMPFS is set".to_owned())
+                } else {
+                    Tmpfs::mount(&root, TMPFS_SIZE)
+                };
+                match mounted {
                     Ok(m) => cleanup.tmpfs = Some(m),
                     Err(e) => {
-                        let note = format!("disk-full skipped: {e}");
+                        // The same fault from the other side: the space
+                        // check passes, and the disk fills up under the
+                        // change's first staged write.
+                        let note = format!(
+                            "disk-full: no tmpfs ({e}); its changes meet an injected ENOSPC at their first staged write instead"
+                        );
                         eprintln!("daemon_faults: {note}");
                         notes.push(note);
-                        continue;
+                        injected_full = true;
                     }
                 }
             }
@@ -1123,6 +1137,7 @@ impl Harness {
             rss_start: None,
             rss_end: None,
             rss_series: Vec::new(),
+            injected_full,
             bursts: Vec::new(),
             outages: Vec::new(),
             notes,
@@ -2153,6 +2168,36 @@ impl Harness {
                         ));
                     }
                 }
+                Fault::DiskFull if self.injected_full => {
+                    // The change began and was undone: no point, no record,
+                    // a storage_full error, and a backoff.
+                    if new_points != 0 || new_records != 0 {
+                        site_expect(format!(
+                            "{name}: {new_points} new point(s) and {new_records} ledger record(s); a change undone after ENOSPC writes nothing"
+                        ));
+                    }
+                    if version != "1.0.0" {
+                        site_expect(format!(
+                            "{name}: ends at {version}; want 1.0.0 (every change undone)"
+                        ));
+                    }
+                    let full = metrics.as_ref().and_then(|m| {
+                        m.get(
+                            "sitekeeper_reconcile_errors_total",
+                            &[("site", name), ("kind", "storage_full")],
+                        )
+                    });
+                    if !full.is_some_and(|n| n > 0.0) {
+                        site_expect(format!(
+                            "{name}: sitekeeper_reconcile_errors_total{{kind=\"storage_full\"}} is {full:?}; want the injected ENOSPC counted as storage_full"
+                        ));
+                    }
+                    if backoff.is_some_and(|b| b <= 0.0) {
+                        site_expect(format!(
+                            "{name}: sitekeeper_backoff_seconds is {backoff:?} at the end; a site whose disk is full is backing off"
+                        ));
+                    }
+                }
                 Fault::HealthMissing | Fault::DiskFull => {
                     if new_points != 0 || new_records != 0 {
                         site_expect(format!(
@@ -2436,7 +2481,17 @@ pub fn run(duration: Duration) {
     let mut h = Harness::setup();
     let d = duration.as_secs_f64();
     let mut events = schedule(d);
-    let watch = Watch::start(&h.dir, &["--interval", "5s", "--jobs", "4"]);
+    // Step 3 of a change is its first staged write (`apply/fsops.rs`);
+    // failpoints need a debug build or the `failpoints` feature.
+    let full: &[(&str, &str)] = if h.injected_full {
+        &[
+            ("SITEKEEPER_FAILPOINT", "3:enospc"),
+            ("SITEKEEPER_FAILPOINT_SITES", "disk-full"),
+        ]
+    } else {
+        &[]
+    };
+    let watch = Watch::start_env(&h.dir, &["--interval", "5s", "--jobs", "4"], full);
     h.pid = watch.pid().map(|p| p as i32);
     h.watch = Some(watch);
     h.start = Instant::now();

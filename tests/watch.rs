@@ -20,22 +20,40 @@ pub struct Watch {
 impl Watch {
     /// Starts `watch` with the fleet in `dir/fleet` and state in `dir/state`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        Self::start_in(
-            &dir.join("fleet"),
-            &dir.join("state"),
-            &dir.join("watch.log"),
-            extra,
-        )
+        Self::start_env(dir, extra, &[])
     }
 
     /// Starts `watch` in `cwd` with state in `state`, logging to `log`.
     pub fn start_in(cwd: &Path, state: &Path, log: &Path, extra: &[&str]) -> Self {
+        Self::start_in_env(cwd, state, log, extra, &[])
+    }
+
+    /// [`Watch::start`] with more environment variables (failpoints).
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in_env(
+            &dir.join("fleet"),
+            &dir.join("state"),
+            &dir.join("watch.log"),
+            extra,
+            env,
+        )
+    }
+
+    /// [`Watch::start_in`] with more environment variables.
+    pub fn start_in_env(
+        cwd: &Path,
+        state: &Path,
+        log: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let log = log.to_owned();
         let child = sitekeeper(state)
             .current_dir(cwd)
             .args(["watch", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
+            .envs(env.iter().copied())
             .env("SITEKEEPER_LOG", "sitekeeper=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

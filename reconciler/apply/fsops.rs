@@ -9,6 +9,7 @@
 //! (the default), `kill`, or an errno name; `+` makes an error persistent,
 //! so every step from `N` on fails the same way (a disk that stays full).
 //! `3:enospc,9:kill` fails step 3, then kills the undo at its step 9.
+//! `SITEKEEPER_FAILPOINT_SITES=a,b` limits them to those sites' changes.
 
 use std::cell::Cell;
 use std::io::{self, Write};
@@ -163,6 +164,19 @@ impl Steps {
             n: Counter::Shared(counter),
             ..Self::from_env()
         }
+    }
+
+    /// These steps for `site`: with `SITEKEEPER_FAILPOINT_SITES` set (a
+    /// comma-separated list of sites), only the listed sites' steps fail,
+    /// so a test can give one site of a daemon's many a failing disk.
+    pub fn for_site(mut self, site: &str) -> Self {
+        if ENABLED
+            && let Ok(sites) = std::env::var("SITEKEEPER_FAILPOINT_SITES")
+            && !sites.split(',').any(|s| s == site)
+        {
+            self.fail.clear();
+        }
+        self
     }
 
     /// These steps, failing from the first one after `cancel` is set.

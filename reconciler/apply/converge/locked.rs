@@ -128,6 +128,7 @@ pub(super) fn lock_and_recover_counting(
         Some(counter) => Steps::from_env_shared(std::sync::Arc::clone(counter)),
         None => Steps::from_env(),
     }
+    .for_site(name)
     .cancellable(opts.cancel.cloned());
     crate::cachefile::remove_temps(state.dir()).map_err(|e| {
         failed(
