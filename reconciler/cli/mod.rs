@@ -201,7 +201,7 @@ pub enum Command {
         /// Sites (default: all).
         sites: Vec<String>,
     },
-    /// Add a plan digest to approvals/<site>.yaml of each site, for a pull-request branch.
+    /// Add a plan digest to `approvals/<site>.yaml` of each site, for a pull-request branch.
     Approve(approve::ApproveArgs),
     /// Run as a reconciler daemon: keep every site converged from git.
     Watch(watch::WatchArgs),

@@ -179,7 +179,7 @@ impl Outbox {
     /// Appends `line`, with the time, to the log of what the background
     /// relay sent (`relay.log` beside the entries; `list` reads only
     /// `*.json`). The relay has no terminal, so this is where an operator
-    /// reads what became of a command's notifications. Past [`LOG_LIMIT`]
+    /// reads what became of a command's notifications. Past `LOG_LIMIT`
     /// the log starts again, the previous one kept as `relay.log.1`.
     /// Best effort: a log that cannot be written is no reason to hold a
     /// notification back.

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod fetches;
 mod files;
 pub mod http;
+mod malloc;
 pub mod metrics;
 pub mod notify;
 pub mod publish;
@@ -76,6 +77,7 @@ pub enum WatchError {
 /// Runs the daemon until SIGTERM or SIGINT; returns once in-flight changes
 /// are finished or undone.
 pub fn run(config: Config) -> Result<(), WatchError> {
+    malloc::limit_arenas();
     // Two workers serve the endpoints and timers; the file work runs on
     // tokio's blocking pool, bounded by `--jobs`.
     let runtime = tokio::runtime::Builder::new_multi_thread()

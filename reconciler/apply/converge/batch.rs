@@ -44,7 +44,7 @@ const PHASES: [&str; 5] = [
 ];
 
 /// Converges `sites` with up to `jobs` at once, as group commits of up to
-/// [`BATCH`] sites. Returns each site's name and result, in order. With
+/// `BATCH` sites. Returns each site's name and result, in order. With
 /// one site it is [`super::apply_site`], exactly. `done` hears each site's
 /// result as soon as its batch has ended (the command's notifications go
 /// out while later batches run).

@@ -119,7 +119,9 @@ fn failure_events(e: &ApplyError, event: MakeEvent<'_>, point: Option<u64>) -> V
 
 /// The events of a failed `apply` or `rollback` on the command line: an
 /// operator's own command has no memory of earlier runs, so every failure
-/// is raised (the stable id lets a receiver see a repeat for what it is).
+/// is raised (the stable id lets a receiver see a repeat for what it is),
+/// except a request that was itself wrong, which its author reads at the
+/// terminal ([`ApplyError::is_request_error`]).
 pub fn of_cli_error(
     site: &str,
     labels: &BTreeMap<String, String>,
