@@ -2168,40 +2168,19 @@ impl Harness {
                         ));
                     }
                 }
-                Fault::DiskFull if self.injected_full => {
-                    // The change began and was undone: no point, no record,
-                    // a storage_full error, and a backoff.
-                    if new_points != 0 || new_records != 0 {
-                        site_expect(format!(
-                            "{name}: {new_points} new point(s) and {new_records} ledger record(s); a change undone after ENOSPC writes nothing"
-                        ));
-                    }
-                    if version != "1.0.0" {
-                        site_expect(format!(
-                            "{name}: ends at {version}; want 1.0.0 (every change undone)"
-                        ));
-                    }
-                    let full = metrics.as_ref().and_then(|m| {
-                        m.get(
-                            "sitekeeper_reconcile_errors_total",
-                            &[("site", name), ("kind", "storage_full")],
-                        )
-                    });
-                    if !full.is_some_and(|n| n > 0.0) {
-                        site_expect(format!(
-                            "{name}: sitekeeper_reconcile_errors_total{{kind=\"storage_full\"}} is {full:?}; want the injected ENOSPC counted as storage_full"
-                        ));
-                    }
-                    if backoff.is_some_and(|b| b <= 0.0) {
-                        site_expect(format!(
-                            "{name}: sitekeeper_backoff_seconds is {backoff:?} at the end; a site whose disk is full is backing off"
-                        ));
-                    }
-                }
                 Fault::HealthMissing | Fault::DiskFull => {
+                    // Refused by the preflight (a missing program, a tmpfs
+                    // too small), or, with an injected ENOSPC, begun and
+                    // undone: either way nothing written, and a backoff.
+                    let injected = s.fault == Fault::DiskFull && self.injected_full;
                     if new_points != 0 || new_records != 0 {
+                        let why = if injected {
+                            "a change undone after ENOSPC writes nothing"
+                        } else {
+                            "a failed preflight writes nothing"
+                        };
                         site_expect(format!(
-                            "{name}: {new_points} new point(s) and {new_records} ledger record(s); a failed preflight writes nothing"
+                            "{name}: {new_points} new point(s) and {new_records} ledger record(s); {why}"
                         ));
                     }
                     if version != "1.0.0" {
@@ -2209,37 +2188,53 @@ impl Harness {
                             "{name}: ends at {version}; want 1.0.0 (nothing applied)"
                         ));
                     }
-                    let cli_pf = preflight(c);
-                    if cli_pf.is_empty() || cli_pf.iter().any(|(c, r)| c.is_empty() || r.is_empty())
-                    {
-                        site_expect(format!(
-                            "{name}: `status --format json` preflight is {}; want [{{check, reason}}, …]",
-                            c.map_or("(no entry)".into(), |c| c["preflight"].to_string())
-                        ));
-                    }
-                    if preflight(e).is_empty() {
-                        site_expect(format!(
-                            "{name}: /status preflight is {}; want the failed check",
-                            e.map_or("(no entry)".into(), |e| e["preflight"].to_string())
-                        ));
-                    }
-                    if s.fault == Fault::HealthMissing
-                        && !cli_pf.iter().any(|(c, r)| {
-                            c.contains("no-such-health-tool") || r.contains("no-such-health-tool")
-                        })
-                    {
-                        site_expect(format!(
-                            "{name}: no preflight check names no-such-health-tool: {cli_pf:?}"
-                        ));
-                    }
-                    if !held_codes.iter().any(|(_, code)| code == "preflight") {
-                        site_expect(format!(
-                            "{name}: `plan --format json` holds {held_codes:?}; want code preflight"
-                        ));
+                    if injected {
+                        let full = metrics.as_ref().and_then(|m| {
+                            m.get(
+                                "sitekeeper_reconcile_errors_total",
+                                &[("site", name), ("kind", "storage_full")],
+                            )
+                        });
+                        if !full.is_some_and(|n| n > 0.0) {
+                            site_expect(format!(
+                                "{name}: sitekeeper_reconcile_errors_total{{kind=\"storage_full\"}} is {full:?}; want the injected ENOSPC counted as storage_full"
+                            ));
+                        }
+                    } else {
+                        let cli_pf = preflight(c);
+                        if cli_pf.is_empty()
+                            || cli_pf.iter().any(|(c, r)| c.is_empty() || r.is_empty())
+                        {
+                            site_expect(format!(
+                                "{name}: `status --format json` preflight is {}; want [{{check, reason}}, …]",
+                                c.map_or("(no entry)".into(), |c| c["preflight"].to_string())
+                            ));
+                        }
+                        if preflight(e).is_empty() {
+                            site_expect(format!(
+                                "{name}: /status preflight is {}; want the failed check",
+                                e.map_or("(no entry)".into(), |e| e["preflight"].to_string())
+                            ));
+                        }
+                        if s.fault == Fault::HealthMissing
+                            && !cli_pf.iter().any(|(c, r)| {
+                                c.contains("no-such-health-tool")
+                                    || r.contains("no-such-health-tool")
+                            })
+                        {
+                            site_expect(format!(
+                                "{name}: no preflight check names no-such-health-tool: {cli_pf:?}"
+                            ));
+                        }
+                        if !held_codes.iter().any(|(_, code)| code == "preflight") {
+                            site_expect(format!(
+                                "{name}: `plan --format json` holds {held_codes:?}; want code preflight"
+                            ));
+                        }
                     }
                     if backoff.is_some_and(|b| b <= 0.0) {
                         site_expect(format!(
-                            "{name}: sitekeeper_backoff_seconds is {backoff:?} at the end; a site whose preflight fails is backing off"
+                            "{name}: sitekeeper_backoff_seconds is {backoff:?} at the end; a site that cannot change is backing off"
                         ));
                     }
                 }
